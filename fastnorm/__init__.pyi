@@ -1,0 +1,29 @@
+from typing import Optional, Sequence, Tuple, Union, overload, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__version__: str
+
+_Axes = Union[int, Sequence[int]]
+
+@overload
+def layer_norm(x: ArrayLike, normalized_shape: Optional[_Axes] = ..., weight: Optional[ArrayLike] = ...,
+               bias: Optional[ArrayLike] = ..., eps: float = ..., *, axis: Optional[_Axes] = ...,
+               out: Optional[NDArray[np.floating]] = ...,
+               return_stats: Literal[False] = ...) -> NDArray[np.floating]: ...
+@overload
+def layer_norm(x: ArrayLike, normalized_shape: Optional[_Axes] = ..., weight: Optional[ArrayLike] = ...,
+               bias: Optional[ArrayLike] = ..., eps: float = ..., *, axis: Optional[_Axes] = ...,
+               out: Optional[NDArray[np.floating]] = ...,
+               return_stats: Literal[True]) -> Tuple[NDArray[np.floating], NDArray[np.floating], NDArray[np.floating]]: ...
+@overload
+def rms_norm(x: ArrayLike, normalized_shape: Optional[_Axes] = ..., weight: Optional[ArrayLike] = ...,
+             eps: Optional[float] = ..., *, axis: Optional[_Axes] = ...,
+             out: Optional[NDArray[np.floating]] = ...,
+             return_stats: Literal[False] = ...) -> NDArray[np.floating]: ...
+@overload
+def rms_norm(x: ArrayLike, normalized_shape: Optional[_Axes] = ..., weight: Optional[ArrayLike] = ...,
+             eps: Optional[float] = ..., *, axis: Optional[_Axes] = ...,
+             out: Optional[NDArray[np.floating]] = ...,
+             return_stats: Literal[True]) -> Tuple[NDArray[np.floating], NDArray[np.floating]]: ...

@@ -1,0 +1,313 @@
+"""The public functions: argument checking, allocation, and the call into the
+compiled core.  Everything a user can get wrong is caught here, with a
+message that names the values and shapes involved."""
+import numbers
+import operator
+
+import numpy as np
+
+from . import _core
+
+try:  # NumPy >= 1.25
+    from numpy.exceptions import AxisError
+except ImportError:  # pragma: no cover
+    from numpy import AxisError
+
+__all__ = ["layer_norm", "rms_norm"]
+
+_COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _input_array(x):
+    """x as a float32/float64 ndarray; integers and bools become float64."""
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(x)
+    dt = x.dtype
+    if dt in _COMPUTE_DTYPES:
+        pass
+    elif dt.kind in "iub":
+        x = x.astype(np.float64)
+    elif dt.kind == "f":
+        raise TypeError(
+            f"fastnorm does not support dtype {dt} yet; convert x to float32 or float64")
+    else:
+        raise TypeError(
+            f"x must be a real numeric array (float32, float64, integer or bool), got dtype {dt}")
+    if x.ndim == 0:
+        raise TypeError("x must have at least one dimension, got a 0-d array (a scalar)")
+    return x
+
+
+def _as_axis_tuple(value, name):
+    if isinstance(value, (numbers.Integral, np.integer)) and not isinstance(value, bool):
+        return (operator.index(value),)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}") from None
+    for v in items:
+        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
+            raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}")
+    return tuple(operator.index(v) for v in items)
+
+
+def _normalized_axes(shape, normalized_shape, axis):
+    """Sorted tuple of the normalized axes of an array of this shape."""
+    ndim = len(shape)
+    axes_from_shape = None
+    if normalized_shape is not None:
+        ns = _as_axis_tuple(normalized_shape, "normalized_shape")
+        if len(ns) == 0:
+            raise ValueError("normalized_shape must name at least one dimension, got ()")
+        if len(ns) > ndim or tuple(shape[ndim - len(ns):]) != ns:
+            trailing = tuple(shape[max(ndim - len(ns), 0):])
+            raise ValueError(
+                f"normalized_shape {ns} does not match the trailing dimensions {trailing} "
+                f"of x with shape {tuple(shape)}")
+        axes_from_shape = tuple(range(ndim - len(ns), ndim))
+    if axis is None:
+        axes = axes_from_shape if axes_from_shape is not None else (ndim - 1,)
+    else:
+        raw = _as_axis_tuple(axis, "axis")
+        if len(raw) == 0:
+            raise ValueError("axis must name at least one axis, got ()")
+        axes = []
+        for a in raw:
+            if not -ndim <= a < ndim:
+                raise AxisError(a, ndim)
+            a = a % ndim
+            if a in axes:
+                raise AxisError(f"axis {raw} names axis {a} twice (x has shape {tuple(shape)})")
+            axes.append(a)
+        axes = tuple(sorted(axes))
+        if axes_from_shape is not None and axes != axes_from_shape:
+            raise ValueError(
+                f"axis {raw} and normalized_shape {tuple(shape[axes_from_shape[0]:])} disagree "
+                f"for x with shape {tuple(shape)}: normalized_shape names axes {axes_from_shape}")
+    for a in axes:
+        if shape[a] == 0:
+            raise ValueError(
+                f"cannot normalize over axis {a} of size 0 (x has shape {tuple(shape)})")
+    return axes
+
+
+def _affine(value, name, dtype, norm_shape):
+    """weight/bias broadcast to the normalized shape, C-contiguous, x's dtype."""
+    if value is None:
+        return None
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if arr.ndim > len(norm_shape) or arr.shape != norm_shape and \
+            any(s not in (1, t) for s, t in zip(arr.shape[::-1], norm_shape[::-1])):
+        raise ValueError(
+            f"{name} with shape {arr.shape} cannot be broadcast to the normalized shape "
+            f"{norm_shape}")
+    if arr.shape != norm_shape:
+        arr = np.broadcast_to(arr, norm_shape)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _check_eps(eps):
+    if isinstance(eps, bool) or not isinstance(eps, (numbers.Real, np.integer, np.floating)):
+        raise TypeError(f"eps must be a real number, got {eps!r}")
+    eps = float(eps)
+    if not (eps >= 0.0 and np.isfinite(eps)):
+        raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
+    return eps
+
+
+def _check_out(out, x):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != x.dtype:
+        raise TypeError(f"out has dtype {out.dtype} but the result has dtype {x.dtype}")
+    if out.shape != x.shape:
+        raise ValueError(f"out has shape {out.shape} but x has shape {x.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+
+
+def _same_view(a, b):
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.strides == b.strides and a.shape == b.shape)
+
+
+def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats):
+    x_in = x
+    x = _input_array(x)
+    axes = _normalized_axes(x.shape, normalized_shape, axis)
+    norm_shape = tuple(x.shape[a] for a in axes)
+    weight = _affine(weight, "weight", x.dtype, norm_shape)
+    bias = _affine(bias, "bias", x.dtype, norm_shape)
+    eps = _check_eps(eps)
+    if out is not None:
+        _check_out(out, x)
+
+    if return_stats:
+        stats_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
+        mean = np.empty(stats_shape, x.dtype) if op == _core.OP_LAYER_NORM else None
+        rstd = np.empty(stats_shape, x.dtype)
+    else:
+        mean = rstd = None
+
+    y = out if out is not None else np.empty_like(x)
+    if x.size == 0:
+        return _result(op, y, mean, rstd, return_stats)
+
+    if out is not None and out is not x_in and np.may_share_memory(x, out) \
+            and not _same_view(x, out):
+        x = x.copy()  # partial overlap: read from a private copy
+    if not x.flags.aligned:
+        x = x.copy()
+    for name in ("weight", "bias"):
+        w = weight if name == "weight" else bias
+        if w is not None and np.may_share_memory(w, y):
+            if name == "weight":
+                weight = w.copy()
+            else:
+                bias = w.copy()
+
+    y_work = y if y.flags.aligned else np.empty_like(x)
+    if not _core.forward(op, x, y_work, weight, bias, mean, rstd, eps, axes):
+        # the normalized axes of x or y are not one strided run: move them to
+        # the end of contiguous work copies
+        batch = tuple(a for a in range(x.ndim) if a not in axes)
+        order = batch + axes
+        x_work = np.ascontiguousarray(np.transpose(x, order))
+        y_work = np.empty_like(x_work)
+        stats_t = [None if s is None else np.transpose(s, order) for s in (mean, rstd)]
+        mean_w = rstd_w = None
+        if mean is not None:
+            mean_w = np.empty_like(stats_t[0], order="C")
+        if rstd is not None:
+            rstd_w = np.empty_like(stats_t[1], order="C")
+        _core.forward(op, x_work, y_work, weight, bias, mean_w, rstd_w, eps,
+                      tuple(range(len(batch), x.ndim)))
+        np.copyto(np.transpose(y, order), y_work)
+        if mean is not None:
+            np.copyto(stats_t[0], mean_w)
+        if rstd is not None:
+            np.copyto(stats_t[1], rstd_w)
+    elif y_work is not y:
+        np.copyto(y, y_work)
+    return _result(op, y, mean, rstd, return_stats)
+
+
+def _result(op, y, mean, rstd, return_stats):
+    if not return_stats:
+        return y
+    if op == _core.OP_LAYER_NORM:
+        return y, mean, rstd
+    return y, rstd
+
+
+def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
+               axis=None, out=None, return_stats=False):
+    """Layer normalization: ``(x - mean) / sqrt(var + eps) * weight + bias``.
+
+    Mean and (biased) variance are taken over the normalized axes, with a
+    shifted Welford scheme that stays accurate when the mean is large
+    relative to the spread.
+
+    Parameters
+    ----------
+    x : array_like
+        Input.  float32 and float64 are computed in their own precision;
+        integer and bool inputs are converted to float64.
+    normalized_shape : int or tuple of int, optional
+        Sizes of the trailing dimensions to normalize over, as in
+        ``torch.nn.functional.layer_norm``.
+    weight, bias : array_like, optional
+        Scale and shift, broadcastable to the normalized shape (the sizes of
+        the normalized axes in increasing axis order); a scalar or a vector
+        over the last normalized axis both work.  Converted to x's dtype.
+    eps : float, default 1e-5
+        Added to the variance; finite and >= 0.
+    axis : int or tuple of int, optional
+        NumPy-style axes to normalize over; they need not be trailing
+        (``axis=1`` on NCHW is the channels-first LayerNorm).  If given with
+        `normalized_shape`, both must name the same axes.  With neither, the
+        last axis is normalized.
+    out : ndarray, optional
+        Where to write the result: x's shape and the result dtype, any
+        strides; it may be x itself (in place).
+    return_stats : bool, default False
+        Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped like x
+        with 1 at each normalized axis (float64 for float64 results, else
+        float32).
+
+    Returns
+    -------
+    y : ndarray
+        The normalized array (``out`` when given).
+    mean, rstd : ndarray
+        Only when `return_stats` is true.
+
+    Raises
+    ------
+    TypeError
+        Unsupported dtype, 0-d input, non-real eps, or an out of the wrong dtype.
+    ValueError
+        Shapes that do not fit, a normalized axis of size 0, a bad eps, or a
+        read-only out.
+    numpy.exceptions.AxisError
+        An axis out of range or named twice.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    >>> fastnorm.layer_norm(x).round(3)
+    array([[-1.342, -0.447,  0.447,  1.342],
+           [-1.342, -0.447,  0.447,  1.342]], dtype=float32)
+    """
+    return _normalize(_core.OP_LAYER_NORM, x, normalized_shape, weight, bias, eps,
+                      axis, out, return_stats)
+
+
+def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=None,
+             return_stats=False):
+    """Root-mean-square normalization: ``x / sqrt(mean(x**2) + eps) * weight``.
+
+    Parameters
+    ----------
+    x : array_like
+        Input.  float32 and float64 are computed in their own precision;
+        integer and bool inputs are converted to float64.
+    normalized_shape : int or tuple of int, optional
+        Sizes of the trailing dimensions to normalize over.
+    weight : array_like, optional
+        Scale, broadcastable to the normalized shape.
+    eps : float, optional
+        Added to the mean square; default ``numpy.finfo(x.dtype).eps``, as
+        in PyTorch.
+    axis : int or tuple of int, optional
+        NumPy-style axes to normalize over (see `layer_norm`).
+    out : ndarray, optional
+        Where to write the result (may be x itself).
+    return_stats : bool, default False
+        Also return ``rstd = 1/sqrt(mean(x**2) + eps)`` in keepdims shape.
+
+    Returns
+    -------
+    y : ndarray
+    rstd : ndarray
+        Only when `return_stats` is true.
+
+    Raises
+    ------
+    TypeError, ValueError, numpy.exceptions.AxisError
+        As for `layer_norm`.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnorm
+    >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0)
+    array([0.84852814, 1.13137085])
+    """
+    if eps is None:
+        x = _input_array(x)
+        eps = float(np.finfo(x.dtype).eps)
+    return _normalize(_core.OP_RMS_NORM, x, normalized_shape, weight, None, eps,
+                      axis, out, return_stats)

@@ -1,0 +1,298 @@
+# Orchestration between the Python API and the C kernels.
+#
+# The Python layer (fastnorm/_api.py) has already validated the arguments and
+# allocated every output; this module maps the NumPy layout onto the kernels'
+# block description (src/fastnorm_kernels.h), splits the rows between OpenMP
+# threads with the GIL released, and calls the kernel chosen at import.
+#
+# Layout mapping: the normalized axes are merged into one "element" dimension
+# (ordered by decreasing stride, so Fortran order and views merge too); the
+# batch axes are merged the same way.  The batch dimension with the smallest
+# stride becomes the kernel's row dimension, the others are enumerated as
+# "outer" positions.  When the normalized axes cannot be merged into one
+# strided dimension (an irregular view), forward() returns False and the
+# caller copies.
+
+import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+
+cnp.import_array()
+
+cdef extern from "fastnorm_kernels.h" nogil:
+    ctypedef struct fn_rows:
+        const void *x
+        void *y
+        const void *weight
+        const void *bias
+        void *mean
+        void *rstd
+        Py_ssize_t rows
+        Py_ssize_t row_len
+        Py_ssize_t x_row_stride
+        Py_ssize_t x_elem_stride
+        Py_ssize_t y_row_stride
+        Py_ssize_t y_elem_stride
+        Py_ssize_t stat_stride
+        double eps
+    ctypedef void (*fn_rows_kernel)(const fn_rows *block) noexcept nogil
+    ctypedef struct fn_kernel_table:
+        const char *isa
+        fn_rows_kernel layer_norm[2]
+        fn_rows_kernel rms_norm[2]
+    const fn_kernel_table fn_kernels_scalar
+
+cdef extern from "_fn_omp.h" nogil:
+    int omp_get_max_threads()
+    int omp_get_num_threads()
+    int omp_get_thread_num()
+    int FN_HAVE_OPENMP
+    const char *FN_BUILD_FLAGS
+
+cdef enum:
+    MAX_DIMS = 64
+    # Work below this many elements runs on the calling thread: starting the
+    # OpenMP team costs more than it saves.
+    PARALLEL_MIN_ELEMENTS = 65536
+    # Rows handed to one thread at a time are grouped to about this many elements.
+    ITEM_ELEMENTS = 16384
+
+cpdef enum:
+    OP_LAYER_NORM = 0
+    OP_RMS_NORM = 1
+
+openmp_enabled = bool(FN_HAVE_OPENMP)
+build_flags = FN_BUILD_FLAGS.decode()
+
+cdef const fn_kernel_table *g_kernels = &fn_kernels_scalar
+cdef int g_last_num_threads = 0
+
+
+def isa():
+    """Name of the kernel table in use."""
+    return g_kernels.isa.decode()
+
+
+def max_threads():
+    """Threads an OpenMP region would use now (OMP_NUM_THREADS, threadpoolctl)."""
+    return omp_get_max_threads()
+
+
+def last_num_threads():
+    """Threads the most recent call actually ran on (for tests)."""
+    return g_last_num_threads
+
+
+cdef struct plan_t:
+    fn_rows base
+    fn_rows_kernel kernel
+    int itemsize
+    int n_outer_dims
+    Py_ssize_t outer_shape[MAX_DIMS]
+    Py_ssize_t outer_x[MAX_DIMS]
+    Py_ssize_t outer_y[MAX_DIMS]
+    Py_ssize_t outer_s[MAX_DIMS]
+    Py_ssize_t inner
+    Py_ssize_t rows_per_item
+    Py_ssize_t items_per_outer
+    Py_ssize_t n_items
+
+
+cdef inline Py_ssize_t _abs(Py_ssize_t v) noexcept nogil:
+    return -v if v < 0 else v
+
+
+cdef inline char *_offset(const void *p, Py_ssize_t elements, int itemsize) noexcept nogil:
+    return <char *>p + elements * itemsize
+
+
+cdef void run_item(const plan_t *plan, Py_ssize_t item) noexcept nogil:
+    cdef fn_rows block = plan.base
+    cdef Py_ssize_t outer = item // plan.items_per_outer
+    cdef Py_ssize_t r0 = (item % plan.items_per_outer) * plan.rows_per_item
+    cdef Py_ssize_t ox = 0, oy = 0, os = 0, idx
+    cdef int d
+    for d in range(plan.n_outer_dims - 1, -1, -1):
+        idx = outer % plan.outer_shape[d]
+        outer = outer // plan.outer_shape[d]
+        ox += idx * plan.outer_x[d]
+        oy += idx * plan.outer_y[d]
+        os += idx * plan.outer_s[d]
+    block.rows = min(plan.rows_per_item, plan.inner - r0)
+    block.x = _offset(block.x, ox + r0 * block.x_row_stride, plan.itemsize)
+    block.y = _offset(block.y, oy + r0 * block.y_row_stride, plan.itemsize)
+    if block.mean != NULL:
+        block.mean = _offset(block.mean, os + r0 * block.stat_stride, plan.itemsize)
+    if block.rstd != NULL:
+        block.rstd = _offset(block.rstd, os + r0 * block.stat_stride, plan.itemsize)
+    plan.kernel(&block)
+
+
+cdef void note_team_size() noexcept nogil:
+    global g_last_num_threads
+    if omp_get_thread_num() == 0:
+        g_last_num_threads = omp_get_num_threads()
+
+
+cdef void run_plan(const plan_t *plan, int n_threads) noexcept nogil:
+    global g_last_num_threads
+    cdef Py_ssize_t i
+    if n_threads <= 1:
+        g_last_num_threads = 1
+        for i in range(plan.n_items):
+            run_item(plan, i)
+        return
+    for i in prange(plan.n_items, num_threads=n_threads, schedule='static'):
+        if i == 0:
+            note_team_size()
+        run_item(plan, i)
+
+
+cdef inline void _sort_dims_by_stride(int n, Py_ssize_t *order, const Py_ssize_t *key) noexcept:
+    # stable insertion sort of order[] by decreasing |key|
+    cdef int i, j
+    cdef Py_ssize_t v
+    for i in range(1, n):
+        v = order[i]
+        j = i - 1
+        while j >= 0 and _abs(key[order[j]]) < _abs(key[v]):
+            order[j + 1] = order[j]
+            j -= 1
+        order[j + 1] = v
+
+
+cdef inline bint _mergeable(Py_ssize_t outer_stride, Py_ssize_t inner_stride,
+                            Py_ssize_t inner_len) noexcept:
+    return outer_stride == inner_stride * inner_len
+
+
+def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
+            double eps, tuple norm_axes):
+    """Run one normalization.  Returns False when the normalized axes of x or
+    y cannot be walked as one strided dimension (the caller then copies).
+
+    x and y: same shape, same dtype (float32/float64), aligned, y writeable.
+    weight, bias: None or C-contiguous arrays of the normalized shape.
+    mean, rstd: None or C-contiguous arrays of the keepdims stats shape.
+    norm_axes: sorted, non-negative, unique axes of x.
+    """
+    cdef int ndim = x.ndim, itemsize = x.itemsize, k, a, n_norm = 0, n_batch = 0
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(x)
+    cdef Py_ssize_t xs[MAX_DIMS]
+    cdef Py_ssize_t ys[MAX_DIMS]
+    cdef Py_ssize_t ss[MAX_DIMS]
+    cdef Py_ssize_t norm_order[MAX_DIMS]
+    cdef Py_ssize_t batch_order[MAX_DIMS]
+    cdef bint is_norm[MAX_DIMS]
+    cdef plan_t plan
+    cdef Py_ssize_t row_len = 1, n_outer = 1, total, rpi
+    cdef int dtype_index = 0 if x.dtype.num == cnp.NPY_FLOAT32 else 1
+    cdef int n_threads
+
+    for a in range(ndim):
+        xs[a] = cnp.PyArray_STRIDES(x)[a] // itemsize
+        ys[a] = cnp.PyArray_STRIDES(y)[a] // itemsize
+        ss[a] = 0
+        is_norm[a] = False
+    stats = mean if mean is not None else rstd
+    if stats is not None:
+        for a in range(ndim):
+            ss[a] = cnp.PyArray_STRIDES(<cnp.ndarray>stats)[a] // itemsize
+    for a in norm_axes:
+        is_norm[a] = True
+
+    # normalized axes: drop size-1 axes, order by decreasing x stride, merge
+    for a in range(ndim):
+        if is_norm[a]:
+            row_len *= shape[a]
+            if shape[a] != 1:
+                norm_order[n_norm] = a
+                n_norm += 1
+        elif shape[a] != 1:
+            batch_order[n_batch] = a
+            n_batch += 1
+    _sort_dims_by_stride(n_norm, norm_order, xs)
+    for k in range(n_norm - 1):
+        a = norm_order[k]
+        if not (_mergeable(xs[a], xs[norm_order[k + 1]], shape[norm_order[k + 1]]) and
+                _mergeable(ys[a], ys[norm_order[k + 1]], shape[norm_order[k + 1]])):
+            return False
+    if n_norm > 1 and (weight is not None or bias is not None):
+        # weight/bias are laid out in increasing axis order; follow the walk
+        perm = sorted(range(len(norm_axes)), key=lambda i: -abs(xs[norm_axes[i]]))
+        if perm != list(range(len(norm_axes))):
+            if weight is not None:
+                weight = np.ascontiguousarray(np.transpose(weight, perm))
+            if bias is not None:
+                bias = np.ascontiguousarray(np.transpose(bias, perm))
+
+    plan.itemsize = itemsize
+    plan.base.row_len = row_len
+    plan.base.eps = eps
+    if n_norm:
+        plan.base.x_elem_stride = xs[norm_order[n_norm - 1]]
+        plan.base.y_elem_stride = ys[norm_order[n_norm - 1]]
+    else:
+        plan.base.x_elem_stride = 1
+        plan.base.y_elem_stride = 1
+    plan.base.x = cnp.PyArray_DATA(x)
+    plan.base.y = cnp.PyArray_DATA(y)
+    plan.base.weight = NULL if weight is None else cnp.PyArray_DATA(<cnp.ndarray>weight)
+    plan.base.bias = NULL if bias is None else cnp.PyArray_DATA(<cnp.ndarray>bias)
+    plan.base.mean = NULL if mean is None else cnp.PyArray_DATA(<cnp.ndarray>mean)
+    plan.base.rstd = NULL if rstd is None else cnp.PyArray_DATA(<cnp.ndarray>rstd)
+    if op == OP_LAYER_NORM:
+        plan.kernel = g_kernels.layer_norm[dtype_index]
+    else:
+        plan.kernel = g_kernels.rms_norm[dtype_index]
+
+    # batch axes: order by decreasing x stride and merge what is contiguous
+    # in x, y and the stats alike; the last one becomes the kernel's rows
+    _sort_dims_by_stride(n_batch, batch_order, xs)
+    plan.n_outer_dims = 0
+    for k in range(n_batch):
+        a = batch_order[k]
+        if plan.n_outer_dims and \
+                _mergeable(plan.outer_x[plan.n_outer_dims - 1], xs[a], shape[a]) and \
+                _mergeable(plan.outer_y[plan.n_outer_dims - 1], ys[a], shape[a]) and \
+                _mergeable(plan.outer_s[plan.n_outer_dims - 1], ss[a], shape[a]):
+            plan.outer_shape[plan.n_outer_dims - 1] *= shape[a]
+            plan.outer_x[plan.n_outer_dims - 1] = xs[a]
+            plan.outer_y[plan.n_outer_dims - 1] = ys[a]
+            plan.outer_s[plan.n_outer_dims - 1] = ss[a]
+        else:
+            plan.outer_shape[plan.n_outer_dims] = shape[a]
+            plan.outer_x[plan.n_outer_dims] = xs[a]
+            plan.outer_y[plan.n_outer_dims] = ys[a]
+            plan.outer_s[plan.n_outer_dims] = ss[a]
+            plan.n_outer_dims += 1
+    if plan.n_outer_dims:
+        plan.n_outer_dims -= 1
+        k = plan.n_outer_dims
+        plan.inner = plan.outer_shape[k]
+        plan.base.x_row_stride = plan.outer_x[k]
+        plan.base.y_row_stride = plan.outer_y[k]
+        plan.base.stat_stride = plan.outer_s[k]
+    else:
+        plan.inner = 1
+        plan.base.x_row_stride = 0
+        plan.base.y_row_stride = 0
+        plan.base.stat_stride = 0
+    for k in range(plan.n_outer_dims):
+        n_outer *= plan.outer_shape[k]
+
+    total = n_outer * plan.inner * row_len
+    n_threads = 1 if total < PARALLEL_MIN_ELEMENTS else omp_get_max_threads()
+    rpi = max(1, ITEM_ELEMENTS // row_len)
+    if n_threads > 1 and n_outer < n_threads:
+        # enough items for every thread
+        rpi = max(1, min(rpi, (plan.inner * n_outer + n_threads - 1) // n_threads))
+    plan.rows_per_item = min(rpi, plan.inner)
+    plan.items_per_outer = (plan.inner + plan.rows_per_item - 1) // plan.rows_per_item
+    plan.n_items = n_outer * plan.items_per_outer
+    if n_threads > plan.n_items:
+        n_threads = <int>plan.n_items
+
+    with nogil:
+        run_plan(&plan, n_threads)
+    return True

@@ -1,0 +1,70 @@
+/*
+ * fastnorm_kernels.h - the contract between the Cython orchestration and the
+ * C kernels.
+ *
+ * The kernels are plain C: no Python, no allocation, no threads.  Each one
+ * normalizes a block of rows on the calling thread.  The caller (Cython) maps
+ * any NumPy layout onto this block description, splits the rows between
+ * threads and never hands one row to two threads, so results do not depend
+ * on the thread count.
+ *
+ * A "row" is the set of elements that are normalized together (the
+ * normalized axes merged into one).  Rows and elements are addressed with
+ * strides counted in elements, not bytes, and strides may be negative or
+ * zero for inputs.  Two layouts matter for speed and are recognised inside
+ * every kernel:
+ *   - elements contiguous (x_elem_stride == 1): the usual last-axis case;
+ *   - rows contiguous (x_row_stride == 1): channels-first (axis=1 on NCHW)
+ *     and Fortran-ordered inputs, where neighbouring rows sit side by side.
+ * Anything else is walked with its strides.
+ */
+#ifndef FASTNORM_KERNELS_H
+#define FASTNORM_KERNELS_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fn_rows {
+    const void *x;          /* element 0 of row 0 */
+    void *y;                /* output, same geometry as x (may alias x exactly) */
+    const void *weight;     /* row_len contiguous values, or NULL */
+    const void *bias;       /* row_len contiguous values, or NULL */
+    void *mean;             /* one value per row, or NULL (LayerNorm only) */
+    void *rstd;             /* one value per row, or NULL */
+    ptrdiff_t rows;         /* rows in this block, >= 0 */
+    ptrdiff_t row_len;      /* elements per row, >= 1 */
+    ptrdiff_t x_row_stride, x_elem_stride;
+    ptrdiff_t y_row_stride, y_elem_stride;
+    ptrdiff_t stat_stride;  /* between consecutive rows' mean/rstd */
+    double eps;             /* finite, >= 0 */
+} fn_rows;
+
+typedef void (*fn_rows_kernel)(const fn_rows *block);
+
+/* Index 0 is float32, index 1 is float64. */
+enum { FN_F32 = 0, FN_F64 = 1 };
+
+typedef struct fn_kernel_table {
+    const char *isa;
+    fn_rows_kernel layer_norm[2];
+    fn_rows_kernel rms_norm[2];
+} fn_kernel_table;
+
+/* The portable kernels: any stride, any architecture. */
+extern const fn_kernel_table fn_kernels_scalar;
+
+/* Row-at-a-time portable kernels; the SIMD kernels call these for the
+ * layouts and leftovers they do not vectorize. */
+void layer_norm_rows_f32_scalar(const fn_rows *block);
+void layer_norm_rows_f64_scalar(const fn_rows *block);
+void rms_norm_rows_f32_scalar(const fn_rows *block);
+void rms_norm_rows_f64_scalar(const fn_rows *block);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FASTNORM_KERNELS_H */

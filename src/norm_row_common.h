@@ -1,0 +1,145 @@
+/*
+ * norm_row_common.h - per-row pieces shared by every kernel and ISA.
+ *
+ * Everything here runs once per row (choosing the pivot, turning the
+ * accumulated moments into mean and rstd) or only on rare rows (NaN/Inf,
+ * overflow of the squares), so it is written for clarity, in double.
+ *
+ * Template part: include after defining FN_T (float or double) and FN_SFX
+ * (f32 or f64).  The non-template part is guarded and included once.
+ */
+#ifndef FASTNORM_ROW_COMMON_ONCE
+#define FASTNORM_ROW_COMMON_ONCE
+
+#include <math.h>
+#include <stddef.h>
+#include "fastnorm_kernels.h"
+
+#define FN_CAT_(a, b) a##_##b
+#define FN_CAT(a, b) FN_CAT_(a, b)
+#define FN_NAME(base) FN_CAT(base, FN_SFX)
+
+/* What the normalize pass needs for one row. */
+typedef struct fn_row_stats {
+    double mean_d;  /* mean of (x - pivot) (LayerNorm) */
+    double rstd;    /* 1/sqrt(var + eps), reported to the caller */
+    double scale;   /* multiplier for the normalize pass: rstd, or 0 when
+                       var + eps == 0 so that a constant row gives exactly
+                       bias instead of 0 * inf = NaN */
+} fn_row_stats;
+
+/* Chan et al.'s pairwise update: fold (nb, mb, m2b) into (na, ma, m2a). */
+static inline void fn_chan_merge(double *na, double *ma, double *m2a,
+                                 double nb, double mb, double m2b)
+{
+    if (nb <= 0.0) return;
+    double n = *na + nb;
+    double delta = mb - *ma;
+    *ma += delta * (nb / n);
+    *m2a += m2b + delta * delta * (*na * nb / n);
+    *na = n;
+}
+
+/* rstd = s / sqrt(denom): denom is var + eps of the row scaled by s. */
+static inline void fn_finish_scale(double denom, double s, fn_row_stats *st)
+{
+    st->rstd = s / sqrt(denom);
+    st->scale = denom > 0.0 ? st->rstd : 0.0;
+}
+
+#endif /* FASTNORM_ROW_COMMON_ONCE */
+
+#if defined(FN_T) && defined(FN_SFX)
+
+/* The pivot is the median of the first, middle and last element.  A pivot
+ * inside the bulk of the row keeps x - pivot small, which is what makes the
+ * float32 accumulation accurate when the mean is large; the median of three
+ * stays in the bulk even when one of the three is an outlier. */
+static inline FN_T FN_NAME(fn_row_pivot)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs)
+{
+    FN_T a = x[0], b = x[((n - 1) / 2) * xs], c = x[(n - 1) * xs];
+    FN_T lo = a < b ? a : b, hi = a < b ? b : a;
+    return c < lo ? lo : (c > hi ? hi : c);
+}
+
+static inline int FN_NAME(fn_row_has_nonfinite)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs)
+{
+    for (ptrdiff_t i = 0; i < n; i++)
+        if (!isfinite(x[i * xs])) return 1;
+    return 0;
+}
+
+static inline void FN_NAME(fn_row_fill_nan)(FN_T *y, ptrdiff_t n, ptrdiff_t ys)
+{
+    for (ptrdiff_t i = 0; i < n; i++) y[i * ys] = (FN_T)NAN;
+}
+
+/* Power-of-two factor that brings max|x - pivot| near 1; exact to apply. */
+static inline double FN_NAME(fn_row_rescale_factor)(const FN_T *x, ptrdiff_t n,
+                                                     ptrdiff_t xs, double pivot)
+{
+    double amax = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double a = fabs((double)x[i * xs] - pivot);
+        if (a > amax) amax = a;
+    }
+    int e = 0;
+    frexp(amax, &e);
+    return ldexp(1.0, -e);
+}
+
+/* Rare path: the squares overflowed although the row is finite (values near
+ * the type's limit).  Two passes in double over the row rescaled by a power
+ * of two, so nothing overflows and nothing is rounded by the scaling. */
+static void FN_NAME(fn_layer_stats_rescaled)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+                                             double pivot, double eps, fn_row_stats *st)
+{
+    double s = FN_NAME(fn_row_rescale_factor)(x, n, xs, pivot);
+    double sum = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) sum += ((double)x[i * xs] - pivot) * s;
+    double mean_s = sum / (double)n, m2 = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double d = ((double)x[i * xs] - pivot) * s - mean_s;
+        m2 += d * d;
+    }
+    st->mean_d = mean_s / s;
+    /* 1/sqrt(var + eps) with var = m2/n/s^2, written so nothing overflows */
+    fn_finish_scale(m2 / (double)n + eps * s * s, s, st);
+}
+
+/* Turn the shifted moments of a row into mean and rstd.
+ * Returns 1 when the row holds NaN or Inf: the caller writes a NaN row. */
+static inline int FN_NAME(fn_layer_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+                                           FN_T pivot, double mean_d, double m2,
+                                           double eps, fn_row_stats *st)
+{
+    if (!isfinite(mean_d) || !isfinite(m2)) {
+        if (FN_NAME(fn_row_has_nonfinite)(x, n, xs)) return 1;
+        FN_NAME(fn_layer_stats_rescaled)(x, n, xs, (double)pivot, eps, st);
+        return 0;
+    }
+    st->mean_d = mean_d;
+    fn_finish_scale(fmax(m2, 0.0) / (double)n + eps, 1.0, st);
+    return 0;
+}
+
+/* RMSNorm: sumsq is the sum of x*x over the row. */
+static inline int FN_NAME(fn_rms_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+                                         double sumsq, double eps, fn_row_stats *st)
+{
+    st->mean_d = 0.0;
+    if (!isfinite(sumsq)) {
+        if (FN_NAME(fn_row_has_nonfinite)(x, n, xs)) return 1;
+        double s = FN_NAME(fn_row_rescale_factor)(x, n, xs, 0.0), ss = 0.0;
+        for (ptrdiff_t i = 0; i < n; i++) {
+            double v = (double)x[i * xs] * s;
+            ss += v * v;
+        }
+        fn_finish_scale(ss / (double)n + eps * s * s, s, st);
+        return 0;
+    }
+    fn_finish_scale(sumsq / (double)n + eps, 1.0, st);
+    return 0;
+}
+
+#endif /* FN_T && FN_SFX */

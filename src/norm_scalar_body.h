@@ -1,0 +1,128 @@
+/*
+ * norm_scalar_body.h - body of the portable kernels, included once per dtype
+ * by norm_scalar.c with FN_T and FN_SFX defined.
+ *
+ * ISA: none (plain C99), any strides.  This is the path for non-x86
+ * machines, for layouts the SIMD kernels do not vectorize, and the
+ * reference the SIMD kernels are tested against.
+ *
+ * Algorithm (LayerNorm): shifted Welford.  Each row is shifted by a pivot
+ * taken from the row (median of first, middle, last), then four interleaved
+ * Welford chains accumulate mean and M2 of x - pivot in double; chains and
+ * the tail are merged with Chan's formula.  The shift keeps the running mean
+ * small, so rounding relative to the spread stays near machine epsilon even
+ * when |mean| >> std; four chains share one 1/k per step and give the CPU
+ * independent work.  The output is ((x - pivot) - mean_shifted) * rstd, in
+ * the input precision.
+ *
+ * RMSNorm: sum of squares in four double chains, then y = x * rstd, the same
+ * normalize loop with pivot 0 and mean 0.
+ */
+#include "norm_row_common.h"
+
+#define FN_KERNEL(base) FN_CAT(FN_NAME(base), scalar)
+
+static void FN_NAME(scalar_layer_moments)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+                                          FN_T pivot, double *mean_d, double *m2)
+{
+    double mean[4] = {0.0, 0.0, 0.0, 0.0}, m2c[4] = {0.0, 0.0, 0.0, 0.0};
+    double k = 0.0;
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        k += 1.0;
+        double inv_k = 1.0 / k;
+        for (int c = 0; c < 4; c++) {
+            double d = (double)(x[(i + c) * xs] - pivot);
+            double delta = d - mean[c];
+            mean[c] += delta * inv_k;
+            m2c[c] += delta * (d - mean[c]);
+        }
+    }
+    double cnt = 0.0, mu = 0.0, M2 = 0.0;
+    for (int c = 0; c < 4; c++) fn_chan_merge(&cnt, &mu, &M2, k, mean[c], m2c[c]);
+    for (; i < n; i++) {
+        double d = (double)(x[i * xs] - pivot);
+        cnt += 1.0;
+        double delta = d - mu;
+        mu += delta / cnt;
+        M2 += delta * (d - mu);
+    }
+    *mean_d = mu;
+    *m2 = M2;
+}
+
+static double FN_NAME(scalar_sum_squares)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs)
+{
+    double acc[4] = {0.0, 0.0, 0.0, 0.0};
+    ptrdiff_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (int c = 0; c < 4; c++) {
+            double v = (double)x[(i + c) * xs];
+            acc[c] += v * v;
+        }
+    for (; i < n; i++) {
+        double v = (double)x[i * xs];
+        acc[0] += v * v;
+    }
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+/* y = ((x - pivot) - mu) * scale * w + b; RMSNorm passes pivot = mu = 0. */
+static void FN_NAME(scalar_normalize)(const FN_T *x, ptrdiff_t xs, FN_T *y, ptrdiff_t ys,
+                                      ptrdiff_t n, FN_T pivot, FN_T mu, FN_T scale,
+                                      const FN_T *w, const FN_T *b)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        FN_T t = ((x[i * xs] - pivot) - mu) * scale;
+        if (w) t *= w[i];
+        if (b) t += b[i];
+        y[i * ys] = t;
+    }
+}
+
+static void FN_NAME(scalar_store_stats)(const fn_rows *a, ptrdiff_t r, double mean, double rstd)
+{
+    if (a->mean) ((FN_T *)a->mean)[r * a->stat_stride] = (FN_T)mean;
+    if (a->rstd) ((FN_T *)a->rstd)[r * a->stat_stride] = (FN_T)rstd;
+}
+
+void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
+{
+    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+        FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
+        FN_T pivot = FN_NAME(fn_row_pivot)(x, n, xs);
+        double mean_d, m2;
+        fn_row_stats st;
+        FN_NAME(scalar_layer_moments)(x, n, xs, pivot, &mean_d, &m2);
+        if (FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st)) {
+            FN_NAME(fn_row_fill_nan)(y, n, ys);
+            FN_NAME(scalar_store_stats)(a, r, NAN, NAN);
+            continue;
+        }
+        FN_NAME(scalar_normalize)(x, xs, y, ys, n, pivot, (FN_T)st.mean_d, (FN_T)st.scale,
+                                  (const FN_T *)a->weight, (const FN_T *)a->bias);
+        FN_NAME(scalar_store_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
+    }
+}
+
+void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
+{
+    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+        FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
+        fn_row_stats st;
+        if (FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st)) {
+            FN_NAME(fn_row_fill_nan)(y, n, ys);
+            FN_NAME(scalar_store_stats)(a, r, NAN, NAN);
+            continue;
+        }
+        FN_NAME(scalar_normalize)(x, xs, y, ys, n, (FN_T)0, (FN_T)0, (FN_T)st.scale,
+                                  (const FN_T *)a->weight, NULL);
+        FN_NAME(scalar_store_stats)(a, r, 0.0, st.rstd);
+    }
+}
+
+#undef FN_KERNEL
