@@ -1,0 +1,170 @@
+"""Every function against the float64+ reference over a generated grid of
+dtypes, shapes, ways of naming the axes, affine parameters, layouts and
+output modes."""
+import itertools
+
+import numpy as np
+import pytest
+
+import fastnorm
+from _reference import OPS, assert_close, axes_of, reference, result_dtype
+
+# (shape, axis spec) pairs: axis spec is a dict of the keyword arguments
+SHAPES_AND_AXES = [
+    ((1,), {}),
+    ((17,), {}),
+    ((4097,), {"normalized_shape": 4097}),
+    ((3, 17), {}),
+    ((3, 17), {"normalized_shape": (17,)}),
+    ((3, 17), {"axis": 0}),
+    ((3, 17), {"axis": (0, 1)}),
+    ((2, 4097), {"axis": -1}),
+    ((4, 3, 17), {"normalized_shape": (3, 17)}),
+    ((4, 3, 17), {"axis": 1}),
+    ((4, 3, 17), {"axis": (0, 2)}),
+    ((2, 3, 5, 17), {"axis": 1}),                     # channels-first (NCHW)
+    ((2, 3, 5, 17), {"normalized_shape": (5, 17), "axis": (-2, -1)}),
+    ((2, 3, 5, 17), {"axis": (1, 2, 3)}),
+    ((3, 1, 17), {"axis": (1, 2)}),
+    ((0, 17), {}),                                     # empty batch
+    ((2, 0, 17), {"axis": 2}),
+]
+
+DTYPES = [np.float32, np.float64, np.int32]
+
+
+def make_affine(kind, norm_shape, dtype, rng):
+    if kind == "none":
+        return None, None
+    if kind == "full":
+        return (rng.normal(1, 0.5, norm_shape).astype(dtype),
+                rng.normal(0, 0.5, norm_shape).astype(dtype))
+    if kind == "scalar":
+        return 1.5, -0.25
+    if kind == "last":  # a vector over the last normalized axis
+        return (rng.normal(1, 0.5, norm_shape[-1]).astype(dtype),
+                rng.normal(0, 0.5, norm_shape[-1]).astype(dtype))
+    if kind == "weight_only":
+        return rng.normal(1, 0.5, norm_shape).astype(dtype), None
+    raise AssertionError(kind)
+
+
+def with_layout(x, layout):
+    """A view with x's values in the requested memory layout."""
+    if layout == "C":
+        return np.array(x, order="C")  # always a copy: in-place tests write it
+    if layout == "F":
+        return np.array(x, order="F")
+    if layout == "strided":
+        big = np.zeros(tuple(2 * s + 1 for s in x.shape), x.dtype)
+        view = big[tuple(slice(1, None, 2) for _ in x.shape)]
+        view[...] = x
+        return view
+    if layout == "negative":
+        return np.flip(np.flip(x).copy())
+    raise AssertionError(layout)
+
+
+LAYOUTS = ["C", "F", "strided", "negative"]
+OUT_MODES = ["alloc", "out", "out_strided", "inplace"]
+
+
+def run(fn_name, x, kwargs, weight, bias, out_mode):
+    fn = getattr(fastnorm, fn_name)
+    args = dict(kwargs)
+    if weight is not None:
+        args["weight"] = weight
+    if bias is not None and fn_name == "layer_norm":
+        args["bias"] = bias
+    rdt = result_dtype(x)
+    if out_mode == "alloc":
+        return fn(x, **args, return_stats=True), None
+    if out_mode == "out":
+        out = np.full(x.shape, 7, rdt)
+    elif out_mode == "out_strided":
+        out = with_layout(np.full(x.shape, 7, rdt), "strided")
+    else:  # in place
+        out = x
+    result = fn(x, **args, out=out, return_stats=True)
+    assert result[0] is out
+    return result, out
+
+
+CASES = list(itertools.product(range(len(SHAPES_AND_AXES)), DTYPES, LAYOUTS))
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("case,dtype,layout", CASES,
+                         ids=[f"{SHAPES_AND_AXES[i][0]}-{SHAPES_AND_AXES[i][1]}-{np.dtype(d).name}-{l}"
+                              for i, d, l in CASES])
+def test_matches_reference(op, case, dtype, layout, rng):
+    shape, kwargs = SHAPES_AND_AXES[case]
+    axes = axes_of(len(shape), kwargs.get("normalized_shape"), kwargs.get("axis"))
+    norm_shape = tuple(shape[a] for a in axes)
+    base = rng.normal(3, 2, shape)
+    x0 = (base * 10).astype(dtype) if np.dtype(dtype).kind == "i" else base.astype(dtype)
+    # cycle through affine kinds and output modes so the grid stays small
+    affine = ["none", "full", "scalar", "last", "weight_only"][(case + LAYOUTS.index(layout)) % 5]
+    out_mode = OUT_MODES[(case + DTYPES.index(dtype)) % len(OUT_MODES)]
+    if out_mode == "inplace" and np.dtype(dtype).kind == "i":
+        out_mode = "out"
+    weight, bias = make_affine(affine, norm_shape, result_dtype(x0), rng)
+    x = with_layout(x0, layout)
+    x_before = x.copy()
+
+    result, out = run(op, x, kwargs, weight, bias, out_mode)
+    y_ref, mean_ref, rstd_ref = reference(op, x0, axes, weight,
+                                          bias if op == "layer_norm" else None)
+    rdt = result_dtype(x0)
+    y = result[0]
+    assert y.dtype == rdt and y.shape == x.shape
+    assert_close(y, y_ref, rdt)
+    stats = result[1:]
+    assert len(stats) == (2 if op == "layer_norm" else 1)
+    keep = tuple(1 if a in axes else s for a, s in enumerate(shape))
+    for s in stats:
+        assert s.shape == keep and s.dtype == rdt
+    if op == "layer_norm":
+        assert_close(stats[0], mean_ref, rdt)
+    assert_close(stats[-1] / rstd_ref, np.ones_like(rstd_ref), rdt)
+    if out_mode != "inplace":
+        assert np.array_equal(x, x_before), "the input was modified"
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_out_overlapping_input(op, dtype, rng):
+    """out that partially overlaps x (a reversed view) still gets the right answer."""
+    x = rng.normal(size=(6, 33)).astype(dtype)
+    expected = reference(op, x, (1,))[0]
+    buf = x.copy()
+    fn = getattr(fastnorm, op)
+    fn(buf, out=buf[::-1])
+    assert_close(buf[::-1], expected, dtype)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_lists_and_ints_become_float64(op):
+    y = getattr(fastnorm, op)([[1, 2, 3], [4, 5, 7]])
+    assert y.dtype == np.float64
+    assert_close(y, reference(op, np.array([[1, 2, 3], [4, 5, 7]]), (1,))[0], np.float64)
+    yb = getattr(fastnorm, op)(np.array([True, False, True]))
+    assert yb.dtype == np.float64
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_unaligned_input(op, rng):
+    raw = np.zeros(4 * 40 + 1, np.uint8)
+    x = raw[1:].view(np.float32).reshape(4, 10)
+    assert not x.flags.aligned
+    x[...] = rng.normal(size=(4, 10))
+    assert_close(getattr(fastnorm, op)(x), reference(op, x, (1,))[0], np.float32)
+
+
+def test_default_eps_of_rms_norm_follows_dtype():
+    x = np.zeros((2, 4), np.float32)
+    x[0, 0] = 1e-4
+    _, rstd = fastnorm.rms_norm(x, return_stats=True)
+    assert rstd[1, 0] == np.float32(1 / np.sqrt(np.finfo(np.float32).eps))
+    _, rstd64 = fastnorm.rms_norm(x.astype(np.float64), return_stats=True)
+    assert rstd64[1, 0] == 1 / np.sqrt(np.finfo(np.float64).eps)

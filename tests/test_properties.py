@@ -1,0 +1,49 @@
+"""Hypothesis: random shapes, axes, strides and dtypes against the reference."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import fastnorm
+from _reference import OPS, assert_close, reference
+
+
+@st.composite
+def arrays_and_axes(draw):
+    ndim = draw(st.integers(1, 4))
+    shape = tuple(draw(st.lists(st.integers(1, 9), min_size=ndim, max_size=ndim)))
+    steps = tuple(draw(st.sampled_from([1, 2, -1, -2])) for _ in range(ndim))
+    dtype = draw(st.sampled_from([np.float32, np.float64, np.int16]))
+    axes = draw(st.lists(st.integers(-ndim, ndim - 1), min_size=1, max_size=ndim,
+                         unique_by=lambda a: a % ndim))
+    seed = draw(st.integers(0, 2**32 - 1))
+    transpose = draw(st.permutations(range(ndim)))
+    big = np.random.default_rng(seed).normal(1, 2, tuple(abs(s) * n for s, n in zip(steps, shape)))
+    if np.dtype(dtype).kind == "i":
+        big = big * 100
+    big = big.astype(dtype)
+    x = big[tuple(slice(None, None, s) for s in steps)]
+    x = np.transpose(np.transpose(x, transpose).copy(), np.argsort(transpose)) \
+        if draw(st.booleans()) else x
+    return x, tuple(axes)
+
+
+@pytest.mark.parametrize("op", OPS)
+@settings(max_examples=150, deadline=None)
+@given(case=arrays_and_axes(), use_weight=st.booleans(), use_out=st.booleans())
+def test_random_layouts_match_reference(op, case, use_weight, use_out):
+    x, axes = case
+    before = x.copy()
+    norm_axes = tuple(sorted(a % x.ndim for a in axes))
+    norm_shape = tuple(x.shape[a] for a in norm_axes)
+    rdt = np.float64 if x.dtype.kind == "i" else x.dtype
+    weight = np.linspace(0.5, 2, int(np.prod(norm_shape))).reshape(norm_shape).astype(rdt) \
+        if use_weight else None
+    kwargs = {"axis": axes, "weight": weight}
+    if use_out:
+        out = np.empty(x.shape[::-1], rdt).T  # Fortran-ordered out
+        kwargs["out"] = out
+    y = getattr(fastnorm, op)(x, **kwargs)
+    if use_out:
+        assert y is out
+    assert_close(y, reference(op, x, norm_axes, weight)[0], rdt)
+    assert np.array_equal(x, before)
