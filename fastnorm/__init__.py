@@ -32,5 +32,7 @@ except ImportError:
     from . import _core
 
 from ._api import layer_norm, rms_norm  # noqa: E402
+from ._config import available_isas, get_isa, show_config  # noqa: E402
 
-__all__ = ["layer_norm", "rms_norm", "__version__"]
+__all__ = ["layer_norm", "rms_norm", "available_isas", "get_isa", "show_config",
+           "__version__"]

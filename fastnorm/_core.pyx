@@ -41,6 +41,7 @@ cdef extern from "fastnorm_kernels.h" nogil:
         fn_rows_kernel layer_norm[2]
         fn_rows_kernel rms_norm[2]
     const fn_kernel_table fn_kernels_scalar
+    int fn_usable_tables(const fn_kernel_table **tables, int max)
 
 cdef extern from "_fn_omp.h" nogil:
     int omp_get_max_threads()
@@ -66,11 +67,46 @@ build_flags = FN_BUILD_FLAGS.decode()
 
 cdef const fn_kernel_table *g_kernels = &fn_kernels_scalar
 cdef int g_last_num_threads = 0
+cdef const fn_kernel_table *g_usable[8]
+cdef int g_n_usable = fn_usable_tables(g_usable, 8)
+
+
+def available_isas():
+    """Kernel sets this build has and this CPU supports, best first."""
+    return [g_usable[i].isa.decode() for i in range(g_n_usable)]
 
 
 def isa():
-    """Name of the kernel table in use."""
+    """Name of the kernel set in use."""
     return g_kernels.isa.decode()
+
+
+def set_isa(name):
+    """Switch the kernel set (tests pin each ISA in turn); ValueError if the
+    name is not one of available_isas()."""
+    global g_kernels
+    for i in range(g_n_usable):
+        if g_usable[i].isa.decode() == name:
+            g_kernels = g_usable[i]
+            return
+    raise ValueError(f"ISA {name!r} is not available here; choose one of {available_isas()}")
+
+
+def _choose_isa_at_import():
+    import os
+    import warnings
+    forced = os.environ.get("FASTNORM_ISA", "").strip().lower()
+    set_isa(available_isas()[0])
+    if forced:
+        try:
+            set_isa(forced)
+        except ValueError:
+            warnings.warn(f"FASTNORM_ISA={forced!r} is not available on this CPU/build "
+                          f"(available: {available_isas()}); using {isa()!r}",
+                          RuntimeWarning, stacklevel=3)
+
+
+_choose_isa_at_import()
 
 
 def max_threads():

@@ -56,6 +56,10 @@ typedef struct fn_kernel_table {
 /* The portable kernels: any stride, any architecture. */
 extern const fn_kernel_table fn_kernels_scalar;
 
+/* The tables this build has and this CPU (and OS) can run, best first; the
+ * portable table is always last.  Returns how many were written. */
+int fn_usable_tables(const fn_kernel_table **tables, int max);
+
 /* Row-at-a-time portable kernels; the SIMD kernels call these for the
  * layouts and leftovers they do not vectorize. */
 void layer_norm_rows_f32_scalar(const fn_rows *block);

@@ -47,6 +47,11 @@ static inline void fn_finish_scale(double denom, double s, fn_row_stats *st)
     st->scale = denom > 0.0 ? st->rstd : 0.0;
 }
 
+static inline void fn_row_stats_nan(fn_row_stats *st)
+{
+    st->mean_d = st->rstd = st->scale = NAN;
+}
+
 #endif /* FASTNORM_ROW_COMMON_ONCE */
 
 #if defined(FN_T) && defined(FN_SFX)
@@ -67,11 +72,6 @@ static inline int FN_NAME(fn_row_has_nonfinite)(const FN_T *x, ptrdiff_t n, ptrd
     for (ptrdiff_t i = 0; i < n; i++)
         if (!isfinite(x[i * xs])) return 1;
     return 0;
-}
-
-static inline void FN_NAME(fn_row_fill_nan)(FN_T *y, ptrdiff_t n, ptrdiff_t ys)
-{
-    for (ptrdiff_t i = 0; i < n; i++) y[i * ys] = (FN_T)NAN;
 }
 
 /* Power-of-two factor that brings max|x - pivot| near 1; exact to apply. */
@@ -107,39 +107,42 @@ static void FN_NAME(fn_layer_stats_rescaled)(const FN_T *x, ptrdiff_t n, ptrdiff
     fn_finish_scale(m2 / (double)n + eps * s * s, s, st);
 }
 
-/* Turn the shifted moments of a row into mean and rstd.
- * Returns 1 when the row holds NaN or Inf: the caller writes a NaN row. */
-static inline int FN_NAME(fn_layer_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+/* Turn the shifted moments of a row into mean and rstd.  A row holding NaN
+ * or Inf gets NaN stats, and NaN scale makes the normalize pass write NaN. */
+static inline void FN_NAME(fn_layer_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
                                            FN_T pivot, double mean_d, double m2,
                                            double eps, fn_row_stats *st)
 {
     if (!isfinite(mean_d) || !isfinite(m2)) {
-        if (FN_NAME(fn_row_has_nonfinite)(x, n, xs)) return 1;
-        FN_NAME(fn_layer_stats_rescaled)(x, n, xs, (double)pivot, eps, st);
-        return 0;
+        if (FN_NAME(fn_row_has_nonfinite)(x, n, xs))
+            fn_row_stats_nan(st);
+        else
+            FN_NAME(fn_layer_stats_rescaled)(x, n, xs, (double)pivot, eps, st);
+        return;
     }
     st->mean_d = mean_d;
     fn_finish_scale(fmax(m2, 0.0) / (double)n + eps, 1.0, st);
-    return 0;
 }
 
-/* RMSNorm: sumsq is the sum of x*x over the row. */
-static inline int FN_NAME(fn_rms_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+/* RMSNorm: sumsq is the sum of x*x over the row; NaN stats as above. */
+static inline void FN_NAME(fn_rms_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
                                          double sumsq, double eps, fn_row_stats *st)
 {
     st->mean_d = 0.0;
     if (!isfinite(sumsq)) {
-        if (FN_NAME(fn_row_has_nonfinite)(x, n, xs)) return 1;
+        if (FN_NAME(fn_row_has_nonfinite)(x, n, xs)) {
+            fn_row_stats_nan(st);
+            return;
+        }
         double s = FN_NAME(fn_row_rescale_factor)(x, n, xs, 0.0), ss = 0.0;
         for (ptrdiff_t i = 0; i < n; i++) {
             double v = (double)x[i * xs] * s;
             ss += v * v;
         }
         fn_finish_scale(ss / (double)n + eps * s * s, s, st);
-        return 0;
+        return;
     }
     fn_finish_scale(sumsq / (double)n + eps, 1.0, st);
-    return 0;
 }
 
 #endif /* FN_T && FN_SFX */

@@ -96,11 +96,7 @@ void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
         double mean_d, m2;
         fn_row_stats st;
         FN_NAME(scalar_layer_moments)(x, n, xs, pivot, &mean_d, &m2);
-        if (FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st)) {
-            FN_NAME(fn_row_fill_nan)(y, n, ys);
-            FN_NAME(scalar_store_stats)(a, r, NAN, NAN);
-            continue;
-        }
+        FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
         FN_NAME(scalar_normalize)(x, xs, y, ys, n, pivot, (FN_T)st.mean_d, (FN_T)st.scale,
                                   (const FN_T *)a->weight, (const FN_T *)a->bias);
         FN_NAME(scalar_store_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
@@ -114,11 +110,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
         const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
         FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
         fn_row_stats st;
-        if (FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st)) {
-            FN_NAME(fn_row_fill_nan)(y, n, ys);
-            FN_NAME(scalar_store_stats)(a, r, NAN, NAN);
-            continue;
-        }
+        FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st);
         FN_NAME(scalar_normalize)(x, xs, y, ys, n, (FN_T)0, (FN_T)0, (FN_T)st.scale,
                                   (const FN_T *)a->weight, NULL);
         FN_NAME(scalar_store_stats)(a, r, 0.0, st.rstd);

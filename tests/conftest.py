@@ -15,3 +15,12 @@ def pytest_report_header(config):
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+@pytest.fixture(autouse=True, params=fastnorm.available_isas())
+def isa(request):
+    """Every test runs once per kernel set this CPU supports."""
+    previous = fastnorm.get_isa()
+    fastnorm._core.set_isa(request.param)
+    yield request.param
+    fastnorm._core.set_isa(previous)

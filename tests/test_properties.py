@@ -1,7 +1,7 @@
 """Hypothesis: random shapes, axes, strides and dtypes against the reference."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastnorm
 from _reference import OPS, assert_close, reference
@@ -28,7 +28,8 @@ def arrays_and_axes(draw):
 
 
 @pytest.mark.parametrize("op", OPS)
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=arrays_and_axes(), use_weight=st.booleans(), use_out=st.booleans())
 def test_random_layouts_match_reference(op, case, use_weight, use_out):
     x, axes = case

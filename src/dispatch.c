@@ -1,0 +1,57 @@
+/*
+ * dispatch.c - which kernel tables this build has and this CPU can run.
+ *
+ * x86-64: cpuid for the instruction-set bits, plus XGETBV to check that the
+ * operating system saves the wider registers on a context switch (YMM state
+ * for AVX2, ZMM and opmask state for AVX-512).  A CPU bit alone is not
+ * enough: an OS or hypervisor that does not enable the state would make the
+ * first wide instruction fault.  Elsewhere only the portable table exists.
+ */
+#include <string.h>
+#include "fastnorm_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define FN_X86 1
+extern const fn_kernel_table fn_kernels_avx2;
+extern const fn_kernel_table fn_kernels_avx512;
+
+static unsigned long long fn_xgetbv0(void)
+{
+    unsigned int eax, edx;
+    __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
+    return ((unsigned long long)edx << 32) | eax;
+}
+
+static int fn_cpu_has_avx2(void)
+{
+    unsigned int a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1;
+    if (!(osxsave && avx && fma)) return 0;
+    if ((fn_xgetbv0() & 0x6) != 0x6) return 0; /* XMM and YMM state */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    return (b >> 5) & 1;
+}
+
+static int fn_cpu_has_avx512(void)
+{
+    unsigned int a, b, c, d;
+    if (!fn_cpu_has_avx2()) return 0;
+    if ((fn_xgetbv0() & 0xE6) != 0xE6) return 0; /* + opmask, ZMM_Hi256, Hi16_ZMM */
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
+    const unsigned int need = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
+    return (b & need) == need;
+}
+#endif
+
+int fn_usable_tables(const fn_kernel_table **tables, int max)
+{
+    int n = 0;
+#ifdef FN_X86
+    if (n < max && fn_cpu_has_avx512()) tables[n++] = &fn_kernels_avx512;
+    if (n < max && fn_cpu_has_avx2()) tables[n++] = &fn_kernels_avx2;
+#endif
+    if (n < max) tables[n++] = &fn_kernels_scalar;
+    return n;
+}

@@ -1,0 +1,75 @@
+/*
+ * kernels_avx2.c - LayerNorm/RMSNorm kernels for AVX2 + FMA.
+ *
+ * 256-bit vectors: 8 float32 or 4 float64 lanes.  Row tails use
+ * vmaskmov loads and stores, which do not fault on masked-out lanes, with
+ * the lane masks read from a small table.  The algorithm and its numerics
+ * are described in norm_simd_body.h; this file only supplies the vector
+ * vocabulary, and only it is compiled for AVX2 (target pragma).
+ */
+#include "fastnorm_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#pragma GCC target("avx2,fma")
+#include <immintrin.h>
+#include <stdint.h>
+
+#define FN_ISA avx2
+
+/* first n lanes on: load 8 (or 4) entries starting at [8 - n] ([4 - n]) */
+static const int32_t fn_avx2_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                           0, 0, 0, 0, 0, 0, 0, 0};
+static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+
+#define FN_T float
+#define FN_SFX f32
+#define V __m256
+#define VL 8
+#define FN_MASK(n) _mm256_loadu_si256((const __m256i *)(fn_avx2_mask32 + 8 - (n)))
+#define VLOAD(p) _mm256_loadu_ps(p)
+#define VSTORE(p, v) _mm256_storeu_ps((p), (v))
+#define VLOAD_PART(p, n) _mm256_maskload_ps((p), FN_MASK(n))
+#define VSTORE_PART(p, v, n) _mm256_maskstore_ps((p), FN_MASK(n), (v))
+#define VZERO_FROM(v, n) _mm256_and_ps((v), _mm256_castsi256_ps(FN_MASK(n)))
+#define VSET1(s) _mm256_set1_ps(s)
+#define VZERO _mm256_setzero_ps()
+#define VADD _mm256_add_ps
+#define VSUB _mm256_sub_ps
+#define VMUL _mm256_mul_ps
+#define VFMA _mm256_fmadd_ps
+#define VMIN _mm256_min_ps
+#define VMAX _mm256_max_ps
+#include "norm_simd_body.h"
+#undef FN_MASK
+#undef FN_T
+#undef FN_SFX
+
+#define FN_T double
+#define FN_SFX f64
+#define V __m256d
+#define VL 4
+#define FN_MASK(n) _mm256_loadu_si256((const __m256i *)(fn_avx2_mask64 + 4 - (n)))
+#define VLOAD(p) _mm256_loadu_pd(p)
+#define VSTORE(p, v) _mm256_storeu_pd((p), (v))
+#define VLOAD_PART(p, n) _mm256_maskload_pd((p), FN_MASK(n))
+#define VSTORE_PART(p, v, n) _mm256_maskstore_pd((p), FN_MASK(n), (v))
+#define VZERO_FROM(v, n) _mm256_and_pd((v), _mm256_castsi256_pd(FN_MASK(n)))
+#define VSET1(s) _mm256_set1_pd(s)
+#define VZERO _mm256_setzero_pd()
+#define VADD _mm256_add_pd
+#define VSUB _mm256_sub_pd
+#define VMUL _mm256_mul_pd
+#define VFMA _mm256_fmadd_pd
+#define VMIN _mm256_min_pd
+#define VMAX _mm256_max_pd
+#include "norm_simd_body.h"
+#undef FN_MASK
+#undef FN_T
+#undef FN_SFX
+
+const fn_kernel_table fn_kernels_avx2 = {
+    "avx2",
+    {layer_norm_rows_f32_avx2, layer_norm_rows_f64_avx2},
+    {rms_norm_rows_f32_avx2, rms_norm_rows_f64_avx2},
+};
+#endif

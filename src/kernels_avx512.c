@@ -1,0 +1,72 @@
+/*
+ * kernels_avx512.c - LayerNorm/RMSNorm kernels for AVX-512 (F, BW, VL, DQ).
+ *
+ * 512-bit vectors: 16 float32 or 8 float64 lanes.  Row tails use masked
+ * loads and stores (fault-free on masked lanes), so no scalar tail loop and
+ * no access past the row.  The algorithm and its numerics are described in
+ * norm_simd_body.h; this file only supplies the vector vocabulary.
+ *
+ * Only this file is compiled for AVX-512 (through the target pragma); the
+ * rest of the extension stays baseline x86-64 and dispatch.c calls in here
+ * only when cpuid and XGETBV say the CPU and OS support it.
+ */
+#include "fastnorm_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+#include <immintrin.h>
+
+#define FN_ISA avx512
+
+#define FN_T float
+#define FN_SFX f32
+#define V __m512
+#define VL 16
+#define FN_MASK(n) ((__mmask16)((1u << (n)) - 1u))
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps((p), (v))
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps(FN_MASK(n), (p))
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), FN_MASK(n), (v))
+#define VZERO_FROM(v, n) _mm512_maskz_mov_ps(FN_MASK(n), (v))
+#define VSET1(s) _mm512_set1_ps(s)
+#define VZERO _mm512_setzero_ps()
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VFMA _mm512_fmadd_ps
+#define VMIN _mm512_min_ps
+#define VMAX _mm512_max_ps
+#include "norm_simd_body.h"
+#undef FN_MASK
+#undef FN_T
+#undef FN_SFX
+
+#define FN_T double
+#define FN_SFX f64
+#define V __m512d
+#define VL 8
+#define FN_MASK(n) ((__mmask8)((1u << (n)) - 1u))
+#define VLOAD(p) _mm512_loadu_pd(p)
+#define VSTORE(p, v) _mm512_storeu_pd((p), (v))
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_pd(FN_MASK(n), (p))
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_pd((p), FN_MASK(n), (v))
+#define VZERO_FROM(v, n) _mm512_maskz_mov_pd(FN_MASK(n), (v))
+#define VSET1(s) _mm512_set1_pd(s)
+#define VZERO _mm512_setzero_pd()
+#define VADD _mm512_add_pd
+#define VSUB _mm512_sub_pd
+#define VMUL _mm512_mul_pd
+#define VFMA _mm512_fmadd_pd
+#define VMIN _mm512_min_pd
+#define VMAX _mm512_max_pd
+#include "norm_simd_body.h"
+#undef FN_MASK
+#undef FN_T
+#undef FN_SFX
+
+const fn_kernel_table fn_kernels_avx512 = {
+    "avx512",
+    {layer_norm_rows_f32_avx512, layer_norm_rows_f64_avx512},
+    {rms_norm_rows_f32_avx512, rms_norm_rows_f64_avx512},
+};
+#endif

@@ -1,0 +1,75 @@
+"""Runtime ISA dispatch: what is available, pinning, FASTNORM_ISA."""
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnorm
+
+
+def test_fixture_pins_the_isa(isa):
+    assert fastnorm.get_isa() == isa
+
+
+def test_available_isas_best_first():
+    isas = fastnorm.available_isas()
+    assert isas[-1] == "scalar"
+    order = ["avx512", "avx2", "scalar"]
+    assert isas == [i for i in order if i in isas]
+
+
+def test_set_isa_rejects_unknown():
+    with pytest.raises(ValueError, match="not available"):
+        fastnorm._core.set_isa("sse9")
+
+
+def _isa_in_subprocess(value):
+    env = dict(os.environ, FASTNORM_ISA=value)
+    code = "import warnings, fastnorm; print(fastnorm.get_isa())"
+    return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
+                          capture_output=True, text=True, cwd=os.path.dirname(__file__))
+
+
+@pytest.mark.parametrize("name", fastnorm.available_isas())
+def test_environment_forces_isa(name):
+    out = _isa_in_subprocess(name)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == name
+
+
+@pytest.mark.parametrize("name", ["bogus", "avx1024"])
+def test_environment_unknown_isa_warns_and_falls_back(name):
+    out = _isa_in_subprocess(name)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == fastnorm.available_isas()[0]
+    assert "FASTNORM_ISA" in out.stderr and "not available" in out.stderr
+
+
+def test_show_config_reports_isa_and_threads():
+    buf = io.StringIO()
+    fastnorm.show_config(file=buf)
+    text = buf.getvalue()
+    assert fastnorm.get_isa() in text and "OpenMP" in text and "max threads" in text
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_isas_agree(op, dtype):
+    """Every ISA gives the same answer to within rounding, on every layout."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(5, 2, (37, 67, 19)).astype(dtype)
+    results = {}
+    previous = fastnorm.get_isa()
+    try:
+        for name in fastnorm.available_isas():
+            fastnorm._core.set_isa(name)
+            results[name] = [getattr(fastnorm, op)(x, axis=a) for a in (-1, 1, 0)]
+    finally:
+        fastnorm._core.set_isa(previous)
+    tol = 5e-6 if dtype == np.float32 else 1e-12
+    for name, ys in results.items():
+        for y, y_ref in zip(ys, results["scalar"]):
+            assert np.max(np.abs(y - y_ref)) <= tol, name
