@@ -25,6 +25,8 @@ def _input_array(x):
     dt = x.dtype
     if dt in _COMPUTE_DTYPES:
         pass
+    elif dt.kind == "f" and dt.newbyteorder("=") in _COMPUTE_DTYPES:
+        x = x.astype(dt.newbyteorder("="))  # non-native byte order
     elif dt.kind in "iub":
         x = x.astype(np.float64)
     elif dt.kind == "f":
@@ -134,7 +136,14 @@ def _same_view(a, b):
 
 
 def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats):
+    fast = _core.fast_forward(op, x, normalized_shape, weight, bias, eps, axis, out,
+                              return_stats)
+    if fast is not None:
+        return fast
     x_in = x
+    if eps is None:  # rms_norm's default
+        x = _input_array(x)
+        eps = float(np.finfo(x.dtype).eps)
     x = _input_array(x)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
     norm_shape = tuple(x.shape[a] for a in axes)
@@ -306,8 +315,5 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0)
     array([0.84852814, 1.13137085])
     """
-    if eps is None:
-        x = _input_array(x)
-        eps = float(np.finfo(x.dtype).eps)
     return _normalize(_core.OP_RMS_NORM, x, normalized_shape, weight, None, eps,
                       axis, out, return_stats)

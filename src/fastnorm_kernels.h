@@ -40,6 +40,8 @@ typedef struct fn_rows {
     ptrdiff_t y_row_stride, y_elem_stride;
     ptrdiff_t stat_stride;  /* between consecutive rows' mean/rstd */
     double eps;             /* finite, >= 0 */
+    int stream_stores;      /* hint: output is larger than the caches, write it
+                               with non-temporal stores where the ISA can */
 } fn_rows;
 
 typedef void (*fn_rows_kernel)(const fn_rows *block);

@@ -14,6 +14,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#define VSFENCE() _mm_sfence()
 #define FN_ISA avx2
 
 /* first n lanes on: load 8 (or 4) entries starting at [8 - n] ([4 - n]) */
@@ -39,6 +40,7 @@ static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define VFMA _mm256_fmadd_ps
 #define VMIN _mm256_min_ps
 #define VMAX _mm256_max_ps
+#define VSTREAM(p, v) _mm256_stream_ps((p), (v))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T
@@ -62,6 +64,7 @@ static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define VFMA _mm256_fmadd_pd
 #define VMIN _mm256_min_pd
 #define VMAX _mm256_max_pd
+#define VSTREAM(p, v) _mm256_stream_pd((p), (v))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T

@@ -16,6 +16,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
 #include <immintrin.h>
 
+#define VSFENCE() _mm_sfence()
 #define FN_ISA avx512
 
 #define FN_T float
@@ -36,6 +37,7 @@
 #define VFMA _mm512_fmadd_ps
 #define VMIN _mm512_min_ps
 #define VMAX _mm512_max_ps
+#define VSTREAM(p, v) _mm512_stream_ps((p), (v))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T
@@ -59,6 +61,7 @@
 #define VFMA _mm512_fmadd_pd
 #define VMIN _mm512_min_pd
 #define VMAX _mm512_max_pd
+#define VSTREAM(p, v) _mm512_stream_pd((p), (v))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T

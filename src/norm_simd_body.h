@@ -10,6 +10,8 @@
  *                                     so nothing past p[n-1] is touched
  *   VZERO_FROM(v,n)                   lanes >= n set to 0
  *   VSET1 VZERO VADD VSUB VMUL VFMA(a,b,c)=a*b+c VMIN VMAX
+ *   VSTREAM(p,v)                      non-temporal store, p vector-aligned
+ *   VSFENCE()                         orders streaming stores before return
  *
  * Two layouts are vectorized; the portable kernel takes everything else:
  *
@@ -38,6 +40,7 @@
  * Per-row work (finishing the stats, NaN/Inf rows, overflow of the squares)
  * is in norm_row_common.h and shared with the portable kernel.
  */
+#include <stdint.h>
 #include "norm_row_common.h"
 
 #define FN_KERNEL(base) FN_CAT(FN_NAME(base), FN_ISA)
@@ -136,34 +139,51 @@ static double FN_NAME(simd_row_sum_squares)(const FN_T *x, ptrdiff_t n)
     return FN_NAME(simd_hsum)(VADD(VADD(a0, a1), VADD(a2, a3)));
 }
 
-/* y = ((x - pivot) - mu) * scale [* w] [+ b] along a contiguous row. */
-static inline V FN_NAME(simd_affine)(V t, const FN_T *w, const FN_T *b, ptrdiff_t i,
-                                     ptrdiff_t part)
+/* One vector of ((x - pivot) - mu) * scale [* w] [+ b] at x[i]; `part`
+ * lanes when 0 < part < VL, else a full vector. */
+static inline V FN_NAME(simd_norm_vec)(const FN_T *x, ptrdiff_t i, ptrdiff_t part, V p, V m,
+                                       V s, const FN_T *w, const FN_T *b)
 {
-    if (w && b) {
-        V wv = part ? VLOAD_PART(w + i, part) : VLOAD(w + i);
-        V bv = part ? VLOAD_PART(b + i, part) : VLOAD(b + i);
-        return VFMA(t, wv, bv);
-    }
-    if (w) return VMUL(t, part ? VLOAD_PART(w + i, part) : VLOAD(w + i));
-    if (b) return VADD(t, part ? VLOAD_PART(b + i, part) : VLOAD(b + i));
+#define FN_LOAD_AT(ptr) (part ? VLOAD_PART((ptr) + i, part) : VLOAD((ptr) + i))
+    V t = VMUL(VSUB(VSUB(FN_LOAD_AT(x), p), m), s);
+    if (w && b) return VFMA(t, FN_LOAD_AT(w), FN_LOAD_AT(b));
+    if (w) return VMUL(t, FN_LOAD_AT(w));
+    if (b) return VADD(t, FN_LOAD_AT(b));
     return t;
+#undef FN_LOAD_AT
 }
 
+/* Second pass over a contiguous row, now in cache.
+ * `next` is the following row (or NULL): it is prefetched while this row is
+ * written, so reads from memory keep flowing during the write phase instead
+ * of stalling at the start of the next row's statistics pass.
+ * `stream`: write with non-temporal stores, which skip the read-for-ownership
+ * of each output line (a third of the traffic) and do not evict the input;
+ * worth it only when the output is larger than the caches.  Streaming stores
+ * need aligned addresses, so the first elements up to the vector alignment
+ * are written with a masked store. */
 static void FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n, FN_T pivot,
-                                        FN_T mu, FN_T scale, const FN_T *w, const FN_T *b)
+                                        FN_T mu, FN_T scale, const FN_T *w, const FN_T *b,
+                                        const FN_T *next, int stream)
 {
     const V p = VSET1(pivot), m = VSET1(mu), s = VSET1(scale);
     ptrdiff_t i = 0;
-    for (; i + VL <= n; i += VL) {
-        V t = VMUL(VSUB(VSUB(VLOAD(x + i), p), m), s);
-        VSTORE(y + i, FN_NAME(simd_affine)(t, w, b, i, 0));
+    if (stream) {
+        const size_t vbytes = VL * sizeof(FN_T);
+        ptrdiff_t head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_T));
+        if (head > n) head = n;
+        if (head) VSTORE_PART(y, FN_NAME(simd_norm_vec)(x, 0, head, p, m, s, w, b), head);
+        for (i = head; i + VL <= n; i += VL) {
+            if (next) __builtin_prefetch(next + i, 0, 2);
+            VSTREAM(y + i, FN_NAME(simd_norm_vec)(x, i, 0, p, m, s, w, b));
+        }
+    } else {
+        for (; i + VL <= n; i += VL) {
+            if (next) __builtin_prefetch(next + i, 0, 2);
+            VSTORE(y + i, FN_NAME(simd_norm_vec)(x, i, 0, p, m, s, w, b));
+        }
     }
-    if (i < n) {
-        ptrdiff_t part = n - i;
-        V t = VMUL(VSUB(VSUB(VLOAD_PART(x + i, part), p), m), s);
-        VSTORE_PART(y + i, FN_NAME(simd_affine)(t, w, b, i, part), part);
-    }
+    if (i < n) VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(x, i, n - i, p, m, s, w, b), n - i);
 }
 
 static inline void FN_NAME(simd_store_stats)(const fn_rows *a, ptrdiff_t r, double mean,
@@ -296,9 +316,12 @@ void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
             FN_NAME(simd_row_moments)(x, n, pivot, &mean_d, &m2);
             FN_NAME(fn_layer_finish)(x, n, 1, pivot, mean_d, m2, a->eps, &st);
             FN_NAME(simd_row_normalize)(x, y, n, pivot, (FN_T)st.mean_d, (FN_T)st.scale,
-                                        (const FN_T *)a->weight, (const FN_T *)a->bias);
+                                        (const FN_T *)a->weight, (const FN_T *)a->bias,
+                                        r + 1 < a->rows ? x + a->x_row_stride : NULL,
+                                        a->stream_stores);
             FN_NAME(simd_store_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
         }
+        if (a->stream_stores) VSFENCE();
     } else if (FN_NAME(simd_rows_side_by_side)(a)) {
         FN_NAME(simd_lanes)(a, 0);
     } else {
@@ -316,9 +339,12 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
             fn_row_stats st;
             FN_NAME(fn_rms_finish)(x, n, 1, FN_NAME(simd_row_sum_squares)(x, n), a->eps, &st);
             FN_NAME(simd_row_normalize)(x, y, n, (FN_T)0, (FN_T)0, (FN_T)st.scale,
-                                        (const FN_T *)a->weight, NULL);
+                                        (const FN_T *)a->weight, NULL,
+                                        r + 1 < a->rows ? x + a->x_row_stride : NULL,
+                                        a->stream_stores);
             FN_NAME(simd_store_stats)(a, r, 0.0, st.rstd);
         }
+        if (a->stream_stores) VSFENCE();
     } else if (FN_NAME(simd_rows_side_by_side)(a)) {
         FN_NAME(simd_lanes)(a, 1);
     } else {
@@ -342,3 +368,4 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 #undef VFMA
 #undef VMIN
 #undef VMAX
+#undef VSTREAM

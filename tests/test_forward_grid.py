@@ -168,3 +168,24 @@ def test_default_eps_of_rms_norm_follows_dtype():
     assert rstd[1, 0] == np.float32(1 / np.sqrt(np.finfo(np.float32).eps))
     _, rstd64 = fastnorm.rms_norm(x.astype(np.float64), return_stats=True)
     assert rstd64[1, 0] == 1 / np.sqrt(np.finfo(np.float64).eps)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+def test_non_native_byte_order(op, dtype, rng):
+    x = rng.normal(size=(3, 20)).astype(dtype)
+    y = getattr(fastnorm, op)(x, weight=np.linspace(1, 2, 20).astype(dtype))
+    assert y.dtype == np.dtype(dtype).newbyteorder("=")
+    assert_close(y, reference(op, x.astype(y.dtype), (1,), np.linspace(1, 2, 20))[0], y.dtype)
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_fast_and_general_paths_agree(op, rng):
+    """The same call through the fast path (ndarray weight) and the general
+    path (list weight) gives bitwise the same result."""
+    x = rng.normal(size=(5, 40)).astype(np.float32)
+    w = rng.normal(size=40).astype(np.float32)
+    fast = getattr(fastnorm, op)(x, 40, w, return_stats=True)
+    general = getattr(fastnorm, op)(x, (40,), w.tolist(), return_stats=True)
+    for a, b in zip(fast, general):
+        assert np.array_equal(a, b)
