@@ -1,7 +1,9 @@
 """``python -m fastnorm``: report the build, check the results against a plain
 NumPy reference, and time fastnorm against a plain-NumPy layer norm.
+Exits with status 1 when the self-check fails.
 
-Exits with status 1 when the self-check fails."""
+``python -m fastnorm bench [options]``: the user-facing benchmark (see
+``python -m fastnorm bench --help``)."""
 import argparse
 import sys
 import time
@@ -66,8 +68,123 @@ def timing_table(shapes, repeats):
     return rows
 
 
+def parse_shapes(text):
+    try:
+        return [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",") if part]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--shapes takes sizes like 8x768,4096x4096, got {text!r}") from None
+
+
+def parse_ints(text):
+    try:
+        return [int(v) for v in text.split(",") if v]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def bench_main(argv):
+    from . import _bench
+    parser = argparse.ArgumentParser(
+        prog="python -m fastnorm bench",
+        description="Time fastnorm against NumPy, PyTorch (if installed) and the copy roof.")
+    parser.add_argument("--shapes", type=parse_shapes,
+                        default=[s for s in _bench.DEFAULT_SHAPES if s != (32768, 1024)],
+                        help="comma-separated shapes, e.g. 8x768,4096x4096 "
+                             "(4-D shapes with --layout channels_first)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--threads", type=parse_ints, default=[1, 2],
+                        help="thread counts to measure, e.g. 1,2")
+    parser.add_argument("--op", default="layer_norm,rms_norm",
+                        help="layer_norm, rms_norm or both (comma-separated)")
+    parser.add_argument("--layout", choices=["last", "channels_first"], default="last")
+    parser.add_argument("--alloc", action="store_true",
+                        help="let each call allocate its output (default: out= preallocated)")
+    parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per case")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw GB/s against size for every competitor (needs matplotlib)")
+    args = parser.parse_args(argv)
+    ops = [o.strip() for o in args.op.split(",") if o.strip()]
+    for op in ops:
+        if op not in ("layer_norm", "rms_norm"):
+            parser.error(f"--op takes layer_norm and/or rms_norm, got {op!r}")
+    if args.layout == "channels_first" and any(len(s) != 4 for s in args.shapes):
+        parser.error("--layout channels_first needs 4-D shapes such as 8x96x56x56")
+    if args.plot:
+        try:
+            import matplotlib
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install matplotlib")
+        matplotlib.use("Agg")
+
+    cases = [(_bench.Case(op, shape, args.dtype, args.layout, not args.alloc), n)
+             for op in ops for shape in args.shapes for n in args.threads]
+    print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
+          f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
+    progress = _bench.Progress(len(cases))
+    rows = []
+    for case, n in cases:
+        with _bench.limit_threads(n):
+            fns = _bench.competitors(case)
+            times = _bench.time_interleaved(fns, args.repeats, min_time=2e-3)
+        row = _bench.summarize(case, times)
+        row["threads"] = n
+        row["shape"] = case.shape
+        row["op"] = case.op
+        rows.append(row)
+        progress.step(case.label)
+    header = f"{'case':<44}{'thr':>4}{'time':>11}{'GB/s':>8}{'% roof':>8}{'x numpy':>9}{'x torch':>9}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        torch_txt = f"{r['vs_torch']:.1f}" if r["vs_torch"] is not None else "-"
+        print(f"{r['case']:<44}{r['threads']:>4}{_fmt_time(r['time']):>11}{r['gbps']:>8.1f}"
+              f"{r['roof_pct']:>7.0f}%{r['vs_numpy']:>9.1f}{torch_txt:>9}")
+    print("GB/s counts one read of x and one write of y; % roof is the copy roof's time "
+          "(faster of np.copyto and np.multiply(x, 1, out=)) over fastnorm's.")
+    if args.plot:
+        plot(rows, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0
+
+
+def _fmt_time(t):
+    return f"{t * 1e6:.1f}us" if t < 1e-3 else f"{t * 1e3:.2f}ms"
+
+
+def plot(rows, path):
+    import matplotlib.pyplot as plt
+    series = {}
+    for r in rows:
+        nbytes = int(np.prod(r["shape"])) * (4 if "float32" in r["case"] else 8)
+        key = (r["op"], r["threads"])
+        times = dict(r["times"])
+        times["copy roof"] = min(times.pop("copy"), times.pop("multiply"))
+        for name, t in times.items():
+            series.setdefault(key, {}).setdefault(name, []).append((nbytes, 2 * nbytes / t / 1e9))
+    fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4.5), squeeze=False)
+    for ax, ((op, threads), by_name) in zip(axes[0], sorted(series.items())):
+        for name, points in sorted(by_name.items()):
+            points.sort()
+            xs, ys = zip(*points)
+            style = dict(color="black", linestyle="--") if name == "copy roof" else dict(marker="o")
+            ax.plot(xs, ys, label=name, **style)
+        ax.set_xscale("log")
+        ax.set_xlabel("array size (bytes)")
+        ax.set_ylabel("GB/s (read x + write y)")
+        ax.set_title(f"{op}, {threads} thread{'s' if threads > 1 else ''}")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fastnorm", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "bench":
+        return bench_main(argv[1:])
+    parser = argparse.ArgumentParser(prog="python -m fastnorm", description=__doc__.splitlines()[0],
+                                     epilog="python -m fastnorm bench --help: the benchmark")
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats per shape")
     args = parser.parse_args(argv)
 

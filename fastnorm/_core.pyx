@@ -58,10 +58,6 @@ cdef enum:
     PARALLEL_MIN_ELEMENTS = 65536
     # Rows handed to one thread at a time are grouped to about this many elements.
     ITEM_ELEMENTS = 16384
-    # Outputs at least this large are written with streaming stores: they
-    # would not stay in cache anyway, and skipping the read-for-ownership
-    # saves a third of the memory traffic.
-    STREAM_MIN_BYTES = 16 << 20
 
 cpdef enum:
     OP_LAYER_NORM = 0
@@ -69,6 +65,21 @@ cpdef enum:
 
 openmp_enabled = bool(FN_HAVE_OPENMP)
 build_flags = FN_BUILD_FLAGS.decode()
+
+# Outputs at least this large are written with streaming stores: they would
+# not stay in cache anyway, and skipping the read-for-ownership saves a third
+# of the memory traffic.  Tests lower it to cover that path on small arrays.
+cdef Py_ssize_t g_stream_min_bytes = 16 << 20
+
+
+def set_stream_min_bytes(Py_ssize_t nbytes):
+    """Set the output size from which streaming stores are used; returns the
+    previous value."""
+    global g_stream_min_bytes
+    previous = g_stream_min_bytes
+    g_stream_min_bytes = nbytes
+    return previous
+
 
 cdef const fn_kernel_table *g_kernels = &fn_kernels_scalar
 cdef int g_last_num_threads = 0
@@ -286,7 +297,7 @@ cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, 
     plan.itemsize = itemsize
     plan.base.row_len = row_len
     plan.base.eps = eps
-    plan.base.stream_stores = cnp.PyArray_NBYTES(y) >= STREAM_MIN_BYTES
+    plan.base.stream_stores = cnp.PyArray_NBYTES(y) >= g_stream_min_bytes
     if n_norm:
         plan.base.x_elem_stride = xs[norm_order[n_norm - 1]]
         plan.base.y_elem_stride = ys[norm_order[n_norm - 1]]

@@ -74,6 +74,13 @@ static inline int FN_NAME(fn_row_has_nonfinite)(const FN_T *x, ptrdiff_t n, ptrd
     return 0;
 }
 
+static inline void FN_NAME(fn_store_row_stats)(const fn_rows *a, ptrdiff_t r, double mean,
+                                               double rstd)
+{
+    if (a->mean) ((FN_T *)a->mean)[r * a->stat_stride] = (FN_T)mean;
+    if (a->rstd) ((FN_T *)a->rstd)[r * a->stat_stride] = (FN_T)rstd;
+}
+
 /* Power-of-two factor that brings max|x - pivot| near 1; exact to apply. */
 static inline double FN_NAME(fn_row_rescale_factor)(const FN_T *x, ptrdiff_t n,
                                                      ptrdiff_t xs, double pivot)

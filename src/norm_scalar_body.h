@@ -80,12 +80,6 @@ static void FN_NAME(scalar_normalize)(const FN_T *x, ptrdiff_t xs, FN_T *y, ptrd
     }
 }
 
-static void FN_NAME(scalar_store_stats)(const fn_rows *a, ptrdiff_t r, double mean, double rstd)
-{
-    if (a->mean) ((FN_T *)a->mean)[r * a->stat_stride] = (FN_T)mean;
-    if (a->rstd) ((FN_T *)a->rstd)[r * a->stat_stride] = (FN_T)rstd;
-}
-
 void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
@@ -99,7 +93,7 @@ void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
         FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
         FN_NAME(scalar_normalize)(x, xs, y, ys, n, pivot, (FN_T)st.mean_d, (FN_T)st.scale,
                                   (const FN_T *)a->weight, (const FN_T *)a->bias);
-        FN_NAME(scalar_store_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
+        FN_NAME(fn_store_row_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
     }
 }
 
@@ -113,7 +107,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
         FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st);
         FN_NAME(scalar_normalize)(x, xs, y, ys, n, (FN_T)0, (FN_T)0, (FN_T)st.scale,
                                   (const FN_T *)a->weight, NULL);
-        FN_NAME(scalar_store_stats)(a, r, 0.0, st.rstd);
+        FN_NAME(fn_store_row_stats)(a, r, 0.0, st.rstd);
     }
 }
 

@@ -54,89 +54,120 @@ static inline double FN_NAME(simd_hsum)(V v)
     return s;
 }
 
-/* Mean and M2 of (x[i] - pivot) over a contiguous row. */
-static void FN_NAME(simd_row_moments)(const FN_T *x, ptrdiff_t n, FN_T pivot,
-                                      double *mean_out, double *m2_out)
+/* ---- rows with contiguous elements ------------------------------------ */
+
+/* Running statistics of one row in four chains of VL lanes: shifted Welford
+ * in (m, q) for LayerNorm, sums of squares in q for RMSNorm. */
+typedef struct {
+    V m[4], q[4];
+    FN_T k;
+} FN_NAME(simd_acc);
+
+static inline void FN_NAME(simd_acc_init)(FN_NAME(simd_acc) *acc)
 {
-    const V p = VSET1(pivot);
-    double cnt = 0.0, mean = 0.0, m2 = 0.0;
-    ptrdiff_t i = 0;
-    if (n >= 4 * VL) {
-        V m0 = VZERO, m1 = VZERO, m2v = VZERO, m3 = VZERO;
-        V q0 = VZERO, q1 = VZERO, q2 = VZERO, q3 = VZERO;
-        FN_T k = 0;
-#define FN_WELFORD_STEP(m, q, off)                        \
-        do {                                              \
-            V d_ = VSUB(VLOAD(x + i + (off)), p);         \
-            V delta_ = VSUB(d_, m);                       \
-            m = VFMA(delta_, inv_k, m);                   \
-            q = VFMA(delta_, VSUB(d_, m), q);             \
-        } while (0)
-        for (; i + 4 * VL <= n; i += 4 * VL) {
-            k += 1;
-            const V inv_k = VSET1((FN_T)1 / k);
-            FN_WELFORD_STEP(m0, q0, 0);
-            FN_WELFORD_STEP(m1, q1, VL);
-            FN_WELFORD_STEP(m2v, q2, 2 * VL);
-            FN_WELFORD_STEP(m3, q3, 3 * VL);
-        }
-#undef FN_WELFORD_STEP
-        /* equal-count merge of the 4*VL partial (mean, M2) */
-        mean = FN_NAME(simd_hsum)(VADD(VADD(m0, m1), VADD(m2v, m3))) / (4.0 * VL);
-        const V g = VSET1((FN_T)mean);
-        V e0 = VSUB(m0, g), e1 = VSUB(m1, g), e2 = VSUB(m2v, g), e3 = VSUB(m3, g);
-        V spread = VFMA(e0, e0, VFMA(e1, e1, VFMA(e2, e2, VMUL(e3, e3))));
-        m2 = FN_NAME(simd_hsum)(VADD(VADD(q0, q1), VADD(q2, q3))) +
-             (double)k * FN_NAME(simd_hsum)(spread);
-        cnt = 4.0 * VL * (double)k;
-    }
-    if (i < n) {
-        /* the last < 4*VL elements: two masked passes, then Chan's merge */
-        const double t = (double)(n - i);
-        V s = VZERO;
-        ptrdiff_t j = i;
-        for (; j + VL <= n; j += VL) s = VADD(s, VSUB(VLOAD(x + j), p));
-        if (j < n) s = VADD(s, VZERO_FROM(VSUB(VLOAD_PART(x + j, n - j), p), n - j));
-        const double tmean = FN_NAME(simd_hsum)(s) / t;
-        const V tm = VSET1((FN_T)tmean);
-        V q = VZERO;
-        for (j = i; j + VL <= n; j += VL) {
-            V e = VSUB(VSUB(VLOAD(x + j), p), tm);
-            q = VFMA(e, e, q);
-        }
-        if (j < n) {
-            V e = VZERO_FROM(VSUB(VSUB(VLOAD_PART(x + j, n - j), p), tm), n - j);
-            q = VFMA(e, e, q);
-        }
-        /* tm is tmean rounded to FN_T: remove that offset's contribution */
-        const double off = tmean - (double)(FN_T)tmean;
-        fn_chan_merge(&cnt, &mean, &m2, t, tmean, FN_NAME(simd_hsum)(q) - t * off * off);
-    }
-    *mean_out = mean;
-    *m2_out = m2;
+    for (int c = 0; c < 4; c++) acc->m[c] = acc->q[c] = VZERO;
+    acc->k = 0;
 }
 
-static double FN_NAME(simd_row_sum_squares)(const FN_T *x, ptrdiff_t n)
+/* Consume the 4*VL elements at x. */
+static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_T *x, V p, int rms)
 {
-    V a0 = VZERO, a1 = VZERO, a2 = VZERO, a3 = VZERO;
+    if (rms) {
+        for (int c = 0; c < 4; c++) {
+            V v = VLOAD(x + c * VL);
+            acc->q[c] = VFMA(v, v, acc->q[c]);
+        }
+        return;
+    }
+    /* Welford: m += delta/k; M2 += delta * (d - m_new) = delta^2 * (k-1)/k.
+     * The second form needs no subtraction (the FP add ports are the
+     * bottleneck once the row is in cache) and rounds no less well. */
+    acc->k += 1;
+    const V inv_k = VSET1((FN_T)1 / acc->k);
+    const V shrink = VSET1((acc->k - 1) / acc->k);
+    for (int c = 0; c < 4; c++) {
+        V d = VSUB(VLOAD(x + c * VL), p);
+        V delta = VSUB(d, acc->m[c]);
+        acc->m[c] = VFMA(delta, inv_k, acc->m[c]);
+        acc->q[c] = VFMA(VMUL(delta, shrink), delta, acc->q[c]);
+    }
+}
+
+/* Fold the chains: (cnt, mean, m2) of the shifted values, or m2 = sum of
+ * squares for RMSNorm.  All 4*VL Welford partials have the same count k, so
+ * mean = average of partial means and
+ * M2 = sum of partial M2 + k * sum of (partial mean - mean)^2. */
+static inline void FN_NAME(simd_acc_reduce)(const FN_NAME(simd_acc) *acc, int rms,
+                                            double *cnt, double *mean, double *m2)
+{
+    const V q = VADD(VADD(acc->q[0], acc->q[1]), VADD(acc->q[2], acc->q[3]));
+    *cnt = *mean = 0.0;
+    *m2 = FN_NAME(simd_hsum)(q);
+    if (rms || acc->k == 0) return;
+    const V msum = VADD(VADD(acc->m[0], acc->m[1]), VADD(acc->m[2], acc->m[3]));
+    *mean = FN_NAME(simd_hsum)(msum) / (4.0 * VL);
+    const V g = VSET1((FN_T)*mean);
+    V spread = VZERO;
+    for (int c = 0; c < 4; c++) {
+        V e = VSUB(acc->m[c], g);
+        spread = VFMA(e, e, spread);
+    }
+    *m2 += (double)acc->k * FN_NAME(simd_hsum)(spread);
+    *cnt = 4.0 * VL * (double)acc->k;
+}
+
+/* Fold in x[lo, hi), a few vectors at most: sum of squares for RMSNorm, or
+ * for LayerNorm a two-pass (masked) block merged with Chan's formula. */
+static void FN_NAME(simd_acc_rest)(const FN_T *x, ptrdiff_t lo, ptrdiff_t hi, V p, int rms,
+                                   double *cnt, double *mean, double *m2)
+{
+    ptrdiff_t j;
+    if (hi <= lo) return;
+    if (rms) {
+        V ss = VZERO;
+        for (j = lo; j + VL <= hi; j += VL) {
+            V v = VLOAD(x + j);
+            ss = VFMA(v, v, ss);
+        }
+        if (j < hi) {
+            V v = VLOAD_PART(x + j, hi - j);
+            ss = VFMA(v, v, ss);
+        }
+        *m2 += FN_NAME(simd_hsum)(ss);
+        return;
+    }
+    const double t = (double)(hi - lo);
+    V s = VZERO;
+    for (j = lo; j + VL <= hi; j += VL) s = VADD(s, VSUB(VLOAD(x + j), p));
+    if (j < hi) s = VADD(s, VZERO_FROM(VSUB(VLOAD_PART(x + j, hi - j), p), hi - j));
+    const double tmean = FN_NAME(simd_hsum)(s) / t;
+    const V tm = VSET1((FN_T)tmean);
+    V q = VZERO;
+    for (j = lo; j + VL <= hi; j += VL) {
+        V e = VSUB(VSUB(VLOAD(x + j), p), tm);
+        q = VFMA(e, e, q);
+    }
+    if (j < hi) {
+        V e = VZERO_FROM(VSUB(VSUB(VLOAD_PART(x + j, hi - j), p), tm), hi - j);
+        q = VFMA(e, e, q);
+    }
+    /* tm is tmean rounded to FN_T: remove that offset's contribution */
+    const double off = tmean - (double)(FN_T)tmean;
+    fn_chan_merge(cnt, mean, m2, t, tmean, FN_NAME(simd_hsum)(q) - t * off * off);
+}
+
+/* Statistics of a whole row (the first row of a block). */
+static void FN_NAME(simd_row_stats)(const FN_T *x, ptrdiff_t n, FN_T pivot, int rms,
+                                    double *mean, double *m2)
+{
+    FN_NAME(simd_acc) acc;
+    const V p = VSET1(pivot);
+    double cnt;
     ptrdiff_t i = 0;
-    for (; i + 4 * VL <= n; i += 4 * VL) {
-        V v0 = VLOAD(x + i), v1 = VLOAD(x + i + VL);
-        V v2 = VLOAD(x + i + 2 * VL), v3 = VLOAD(x + i + 3 * VL);
-        a0 = VFMA(v0, v0, a0);
-        a1 = VFMA(v1, v1, a1);
-        a2 = VFMA(v2, v2, a2);
-        a3 = VFMA(v3, v3, a3);
-    }
-    for (; i + VL <= n; i += VL) {
-        V v = VLOAD(x + i);
-        a0 = VFMA(v, v, a0);
-    }
-    if (i < n) {
-        V v = VLOAD_PART(x + i, n - i);
-        a1 = VFMA(v, v, a1);
-    }
-    return FN_NAME(simd_hsum)(VADD(VADD(a0, a1), VADD(a2, a3)));
+    FN_NAME(simd_acc_init)(&acc);
+    for (; i + 4 * VL <= n; i += 4 * VL) FN_NAME(simd_acc_step)(&acc, x + i, p, rms);
+    FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, mean, m2);
+    FN_NAME(simd_acc_rest)(x, i, n, p, rms, &cnt, mean, m2);
 }
 
 /* One vector of ((x - pivot) - mu) * scale [* w] [+ b] at x[i]; `part`
@@ -153,44 +184,112 @@ static inline V FN_NAME(simd_norm_vec)(const FN_T *x, ptrdiff_t i, ptrdiff_t par
 #undef FN_LOAD_AT
 }
 
-/* Second pass over a contiguous row, now in cache.
- * `next` is the following row (or NULL): it is prefetched while this row is
- * written, so reads from memory keep flowing during the write phase instead
- * of stalling at the start of the next row's statistics pass.
- * `stream`: write with non-temporal stores, which skip the read-for-ownership
- * of each output line (a third of the traffic) and do not evict the input;
- * worth it only when the output is larger than the caches.  Streaming stores
- * need aligned addresses, so the first elements up to the vector alignment
- * are written with a masked store. */
-static void FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n, FN_T pivot,
-                                        FN_T mu, FN_T scale, const FN_T *w, const FN_T *b,
-                                        const FN_T *next, int stream)
+/* The row's parameters for the normalize pass. */
+typedef struct {
+    FN_T pivot, mu, scale;
+} FN_NAME(simd_row_params);
+
+/* Write row x -> y and, when xn is not NULL, gather the statistics of the
+ * next row xn in the same loop.  Fusing the two keeps reads (of the next
+ * row, from memory) and writes (of this row) flowing together, and hides
+ * the arithmetic of the statistics behind the memory traffic; this row was
+ * read by the previous iteration and is still in L1/L2.
+ * `stream`: write with non-temporal stores, which skip the
+ * read-for-ownership of each output line (a third of the traffic); worth it
+ * only when the output is larger than the caches.  They need aligned
+ * addresses, so the elements before the first aligned one are written with a
+ * masked store, and the next row's statistics then cover [0, head) apart. */
+static inline __attribute__((always_inline)) void
+FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n,
+                                        FN_NAME(simd_row_params) rp, const FN_T *w,
+                                        const FN_T *b, int stream, int rms,
+                                        const FN_T *xn, FN_T pivot_n,
+                                        double *mean_n, double *m2_n, const FN_T *xnn)
 {
-    const V p = VSET1(pivot), m = VSET1(mu), s = VSET1(scale);
-    ptrdiff_t i = 0;
+    const V p = VSET1(rp.pivot), m = VSET1(rp.mu), s = VSET1(rp.scale), pn = VSET1(pivot_n);
+    FN_NAME(simd_acc) acc;
+    ptrdiff_t head = 0, i, fused_end;
     if (stream) {
         const size_t vbytes = VL * sizeof(FN_T);
-        ptrdiff_t head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_T));
+        head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_T));
         if (head > n) head = n;
         if (head) VSTORE_PART(y, FN_NAME(simd_norm_vec)(x, 0, head, p, m, s, w, b), head);
-        for (i = head; i + VL <= n; i += VL) {
-            if (next) __builtin_prefetch(next + i, 0, 2);
-            VSTREAM(y + i, FN_NAME(simd_norm_vec)(x, i, 0, p, m, s, w, b));
-        }
-    } else {
-        for (; i + VL <= n; i += VL) {
-            if (next) __builtin_prefetch(next + i, 0, 2);
-            VSTORE(y + i, FN_NAME(simd_norm_vec)(x, i, 0, p, m, s, w, b));
+    }
+    FN_NAME(simd_acc_init)(&acc);
+    for (i = head; i + 4 * VL <= n; i += 4 * VL) {
+        if (xn) FN_NAME(simd_acc_step)(&acc, xn + i, pn, rms);
+        if (xnn)
+            for (int c = 0; c < 4 * VL * (int)sizeof(FN_T); c += 64)
+                __builtin_prefetch((const char *)(xnn + i) + c, 0, 2);
+        for (int c = 0; c < 4; c++) {
+            V t = FN_NAME(simd_norm_vec)(x, i + c * VL, 0, p, m, s, w, b);
+            if (stream)
+                VSTREAM(y + i + c * VL, t);
+            else
+                VSTORE(y + i + c * VL, t);
         }
     }
+    fused_end = i;
+    for (; i + VL <= n; i += VL) {
+        V t = FN_NAME(simd_norm_vec)(x, i, 0, p, m, s, w, b);
+        if (stream)
+            VSTREAM(y + i, t);
+        else
+            VSTORE(y + i, t);
+    }
     if (i < n) VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(x, i, n - i, p, m, s, w, b), n - i);
+    if (xn) {
+        double cnt;
+        FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, mean_n, m2_n);
+        FN_NAME(simd_acc_rest)(xn, 0, head, pn, rms, &cnt, mean_n, m2_n);
+        FN_NAME(simd_acc_rest)(xn, fused_end, n, pn, rms, &cnt, mean_n, m2_n);
+    }
 }
 
-static inline void FN_NAME(simd_store_stats)(const fn_rows *a, ptrdiff_t r, double mean,
-                                             double rstd)
+/* Rows with contiguous elements: statistics of row r+1 are gathered while
+ * row r is written (see simd_row_normalize). */
+static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_rows *a, int rms)
 {
-    if (a->mean) ((FN_T *)a->mean)[r * a->stat_stride] = (FN_T)mean;
-    if (a->rstd) ((FN_T *)a->rstd)[r * a->stat_stride] = (FN_T)rstd;
+    const ptrdiff_t n = a->row_len;
+    const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
+    const FN_T *x = (const FN_T *)a->x;
+    FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, 1);
+    double mean_d, m2;
+    if (a->rows <= 0) return;
+    FN_NAME(simd_row_stats)(x, n, pivot, rms, &mean_d, &m2);
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
+        const FN_T *xn = r + 1 < a->rows ? x + a->x_row_stride : NULL;
+        const FN_T *xnn = r + 2 < a->rows ? x + 2 * a->x_row_stride : NULL;
+        FN_T pivot_n = (xn && !rms) ? FN_NAME(fn_row_pivot)(xn, n, 1) : (FN_T)0;
+        double mean_n = 0.0, m2_n = 0.0;
+        fn_row_stats st;
+        if (rms)
+            FN_NAME(fn_rms_finish)(x, n, 1, m2, a->eps, &st);
+        else
+            FN_NAME(fn_layer_finish)(x, n, 1, pivot, mean_d, m2, a->eps, &st);
+        FN_NAME(simd_row_params) rp = {pivot, (FN_T)st.mean_d, (FN_T)st.scale};
+        /* one specialized copy of the loop per (weight, bias, streaming) case */
+#define FN_NORMALIZE(W, B, STREAM) \
+        FN_NAME(simd_row_normalize)(x, y, n, rp, W, B, STREAM, rms, xn, pivot_n, &mean_n, &m2_n, xnn)
+        switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
+        case 0: FN_NORMALIZE(NULL, NULL, 0); break;
+        case 1: FN_NORMALIZE(w, NULL, 0); break;
+        case 2: FN_NORMALIZE(NULL, b, 0); break;
+        case 3: FN_NORMALIZE(w, b, 0); break;
+        case 4: FN_NORMALIZE(NULL, NULL, 1); break;
+        case 5: FN_NORMALIZE(w, NULL, 1); break;
+        case 6: FN_NORMALIZE(NULL, b, 1); break;
+        default: FN_NORMALIZE(w, b, 1); break;
+        }
+#undef FN_NORMALIZE
+        FN_NAME(fn_store_row_stats)(a, r, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
+        x = xn;
+        pivot = pivot_n;
+        mean_d = mean_n;
+        m2 = m2_n;
+    }
+    if (a->stream_stores) VSFENCE();
 }
 
 /* ---- rows side by side: lanes are rows -------------------------------- */
@@ -266,7 +365,7 @@ static void FN_NAME(simd_lanes_block)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t 
             else
                 FN_NAME(fn_layer_finish)(x + j, n, xs, pivots[j], (double)lane_a[j],
                                          (double)lane_b[j], a->eps, &st);
-            FN_NAME(simd_store_stats)(a, r0 + j, rms ? 0.0 : (double)pivots[j] + st.mean_d,
+            FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivots[j] + st.mean_d,
                                       st.rstd);
         }
         mus[j] = (FN_T)st.mean_d;
@@ -305,51 +404,22 @@ static int FN_NAME(simd_rows_side_by_side)(const fn_rows *a)
 
 void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
 {
-    if (FN_NAME(simd_rows_contiguous)(a)) {
-        const ptrdiff_t n = a->row_len;
-        for (ptrdiff_t r = 0; r < a->rows; r++) {
-            const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
-            FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
-            FN_T pivot = FN_NAME(fn_row_pivot)(x, n, 1);
-            double mean_d, m2;
-            fn_row_stats st;
-            FN_NAME(simd_row_moments)(x, n, pivot, &mean_d, &m2);
-            FN_NAME(fn_layer_finish)(x, n, 1, pivot, mean_d, m2, a->eps, &st);
-            FN_NAME(simd_row_normalize)(x, y, n, pivot, (FN_T)st.mean_d, (FN_T)st.scale,
-                                        (const FN_T *)a->weight, (const FN_T *)a->bias,
-                                        r + 1 < a->rows ? x + a->x_row_stride : NULL,
-                                        a->stream_stores);
-            FN_NAME(simd_store_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
-        }
-        if (a->stream_stores) VSFENCE();
-    } else if (FN_NAME(simd_rows_side_by_side)(a)) {
+    if (FN_NAME(simd_rows_contiguous)(a))
+        FN_NAME(simd_rows)(a, 0);
+    else if (FN_NAME(simd_rows_side_by_side)(a))
         FN_NAME(simd_lanes)(a, 0);
-    } else {
+    else
         FN_CAT(FN_NAME(layer_norm_rows), scalar)(a);
-    }
 }
 
 void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 {
-    if (FN_NAME(simd_rows_contiguous)(a)) {
-        const ptrdiff_t n = a->row_len;
-        for (ptrdiff_t r = 0; r < a->rows; r++) {
-            const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
-            FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
-            fn_row_stats st;
-            FN_NAME(fn_rms_finish)(x, n, 1, FN_NAME(simd_row_sum_squares)(x, n), a->eps, &st);
-            FN_NAME(simd_row_normalize)(x, y, n, (FN_T)0, (FN_T)0, (FN_T)st.scale,
-                                        (const FN_T *)a->weight, NULL,
-                                        r + 1 < a->rows ? x + a->x_row_stride : NULL,
-                                        a->stream_stores);
-            FN_NAME(simd_store_stats)(a, r, 0.0, st.rstd);
-        }
-        if (a->stream_stores) VSFENCE();
-    } else if (FN_NAME(simd_rows_side_by_side)(a)) {
+    if (FN_NAME(simd_rows_contiguous)(a))
+        FN_NAME(simd_rows)(a, 1);
+    else if (FN_NAME(simd_rows_side_by_side)(a))
         FN_NAME(simd_lanes)(a, 1);
-    } else {
+    else
         FN_CAT(FN_NAME(rms_norm_rows), scalar)(a);
-    }
 }
 
 #undef FN_KERNEL

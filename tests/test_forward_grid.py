@@ -189,3 +189,36 @@ def test_fast_and_general_paths_agree(op, rng):
     general = getattr(fastnorm, op)(x, (40,), w.tolist(), return_stats=True)
     for a, b in zip(fast, general):
         assert np.array_equal(a, b)
+
+
+@pytest.fixture
+def always_stream():
+    """Take the streaming-store path (normally only for outputs >= 16 MiB)."""
+    previous = fastnorm._core.set_stream_min_bytes(0)
+    yield
+    fastnorm._core.set_stream_min_bytes(previous)
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 63, 64, 65, 200, 4097])
+@pytest.mark.parametrize("offset", [0, 1, 3])
+def test_streaming_stores_any_alignment(op, dtype, n, offset, always_stream, rng):
+    """Rows of every length starting at every alignment, written with
+    streaming stores, match the reference and leave the neighbours alone."""
+    rows = 7
+    x = rng.normal(2, 3, (rows, n)).astype(dtype)
+    buf = np.full(rows * n + offset + 8, 123, dtype)
+    out = buf[offset:offset + rows * n].reshape(rows, n)
+    w = rng.normal(1, 0.3, n).astype(dtype)
+    y = getattr(fastnorm, op)(x, weight=w, out=out)
+    assert_close(y, reference(op, x, (1,), w)[0], dtype)
+    assert (buf[:offset] == 123).all() and (buf[offset + rows * n:] == 123).all()
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_large_output_uses_default_streaming(op, rng):
+    x = rng.normal(size=(1100, 4001)).astype(np.float32)  # 17.6 MB out
+    y, *stats = getattr(fastnorm, op)(x, return_stats=True)
+    rows = rng.choice(1100, 40, replace=False)
+    assert_close(y[rows], reference(op, x[rows], (1,))[0], np.float32)

@@ -1,0 +1,191 @@
+"""Benchmark cases shared by ``python -m fastnorm bench`` and the
+pytest-benchmark suite in ``benchmarks/``.
+
+A case is one normalization (op, shape, dtype, layout, out= or allocating);
+each competitor is a zero-argument callable doing that work its own way:
+fastnorm, plain NumPy, PyTorch's CPU kernel (when torch is installed), and the
+copy roof (the faster of ``np.copyto`` and ``np.multiply(x, 1, out=)``, which
+move the same bytes as a normalization and do nothing else)."""
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+import fastnorm
+
+EPS = 1e-5
+DEFAULT_SHAPES = [(1, 768), (8, 768), (512, 4096), (4096, 4096), (32768, 1024)]
+
+
+@dataclass(frozen=True)
+class Case:
+    op: str = "layer_norm"          # or "rms_norm"
+    shape: tuple = (4096, 4096)
+    dtype: str = "float32"
+    layout: str = "last"            # or "channels_first" (axis=1 of a 4-D array)
+    out: bool = True                # preallocated out= (else allocating)
+
+    @property
+    def label(self):
+        shape = "x".join(map(str, self.shape))
+        return f"{self.op} {shape} {self.dtype} {self.layout} {'out=' if self.out else 'alloc'}"
+
+    @property
+    def axis(self):
+        return 1 if self.layout == "channels_first" else -1
+
+    @property
+    def norm_size(self):
+        return self.shape[self.axis]
+
+    def bytes_moved(self):
+        """Read x once and write y once."""
+        return 2 * int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+
+
+def make_inputs(case, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case.shape).astype(case.dtype)
+    n = case.norm_size
+    w = rng.standard_normal(n).astype(case.dtype)
+    b = rng.standard_normal(n).astype(case.dtype)
+    if case.layout == "channels_first":  # broadcast over H, W
+        w, b = w.reshape(n, 1, 1), b.reshape(n, 1, 1)
+    return x, w, b
+
+
+def numpy_layer_norm(x, w, b, axis):
+    mean = x.mean(axis=axis, keepdims=True)
+    var = x.var(axis=axis, keepdims=True)
+    return (x - mean) / np.sqrt(var + EPS) * w + b
+
+
+def numpy_rms_norm(x, w, axis):
+    return x / np.sqrt(np.mean(x * x, axis=axis, keepdims=True) + EPS) * w
+
+
+def torch_module():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def competitors(case, include_torch=True):
+    """{name: callable} for this case.  The callables close over their inputs."""
+    x, w, b = make_inputs(case)
+    out = np.empty_like(x)
+    axis = case.axis
+    fns = {}
+    if case.op == "layer_norm":
+        wb = (w.reshape(-1), b.reshape(-1)) if case.layout == "channels_first" else (w, b)
+        if case.out:
+            fns["fastnorm"] = lambda: fastnorm.layer_norm(x, None, *wb, EPS, axis=axis, out=out)
+        else:
+            fns["fastnorm"] = lambda: fastnorm.layer_norm(x, None, *wb, EPS, axis=axis)
+        fns["numpy"] = lambda: numpy_layer_norm(x, w, b, axis)
+    else:
+        wf = w.reshape(-1)
+        if case.out:
+            fns["fastnorm"] = lambda: fastnorm.rms_norm(x, None, wf, EPS, axis=axis, out=out)
+        else:
+            fns["fastnorm"] = lambda: fastnorm.rms_norm(x, None, wf, EPS, axis=axis)
+        fns["numpy"] = lambda: numpy_rms_norm(x, w, axis)
+    torch = torch_module() if include_torch else None
+    if torch is not None and case.dtype in ("float32", "float64"):
+        fns["torch"] = _torch_fn(torch, case, x, w, b)
+    roof_out = out
+    fns["copy"] = lambda: np.copyto(roof_out, x)
+    fns["multiply"] = lambda: np.multiply(x, 1, out=roof_out)
+    return fns
+
+
+def _torch_fn(torch, case, x, w, b):
+    xt = torch.from_numpy(x)
+    wt = torch.from_numpy(np.ascontiguousarray(w.reshape(-1)))
+    bt = torch.from_numpy(np.ascontiguousarray(b.reshape(-1)))
+    n = case.norm_size
+    F = torch.nn.functional
+    if case.layout == "channels_first":
+        if case.op == "layer_norm":
+            return lambda: F.layer_norm(xt.permute(0, 2, 3, 1), (n,), wt, bt, EPS).permute(0, 3, 1, 2)
+        return lambda: F.rms_norm(xt.permute(0, 2, 3, 1), (n,), wt, EPS).permute(0, 3, 1, 2)
+    if case.op == "layer_norm":
+        return lambda: F.layer_norm(xt, (n,), wt, bt, EPS)
+    return lambda: F.rms_norm(xt, (n,), wt, EPS)
+
+
+@contextlib.contextmanager
+def limit_threads(n):
+    """Limit fastnorm's (OpenMP) and torch's threads to n for the block."""
+    from threadpoolctl import threadpool_limits
+    torch = torch_module()
+    previous = torch.get_num_threads() if torch is not None else None
+    if torch is not None:
+        torch.set_num_threads(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(previous)
+
+
+def time_interleaved(fns, repeats, min_time=0.0):
+    """Median seconds per call of each callable, measured in interleaved rounds
+    so that noise on a shared machine hits every competitor alike.  Each round
+    times a batch of calls long enough for the clock (min_time seconds)."""
+    for fn in fns.values():  # warm up: first-touch pages, caches, thread teams
+        fn()
+    batch = {}
+    for name, fn in fns.items():
+        t0 = time.perf_counter()
+        fn()
+        once = max(time.perf_counter() - t0, 1e-7)
+        batch[name] = max(1, int(min_time / once))
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            k = batch[name]
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / k)
+    return {name: float(np.median(v)) for name, v in samples.items()}
+
+
+def summarize(case, times):
+    """Derived figures for one case: roof, GB/s, ratios."""
+    roof = min(times["copy"], times["multiply"])
+    t = times["fastnorm"]
+    row = {
+        "case": case.label,
+        "time": t,
+        "gbps": case.bytes_moved() / t / 1e9,
+        "roof_pct": 100.0 * roof / t,
+        "vs_roof": t / roof,
+        "vs_numpy": times["numpy"] / t,
+        "vs_torch": times["torch"] / t if "torch" in times else None,
+        "times": times,
+    }
+    return row
+
+
+class Progress:
+    """A one-line text progress bar on stderr (no dependency)."""
+
+    def __init__(self, total, width=30, stream=None):
+        self.total, self.width, self.done = total, width, 0
+        self.stream = stream or sys.stderr
+
+    def step(self, label):
+        self.done += 1
+        filled = int(self.width * self.done / self.total)
+        bar = "#" * filled + "-" * (self.width - filled)
+        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {label[:50]:<50}")
+        if self.done == self.total:
+            self.stream.write("\n")
+        self.stream.flush()
