@@ -103,7 +103,11 @@ def bench_main(argv):
     parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per case")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw GB/s against size for every competitor (needs matplotlib)")
+    parser.add_argument("--targets", action="store_true",
+                        help="measure the project's speed targets (ratios, side by side)")
     args = parser.parse_args(argv)
+    if args.targets:
+        return bench_targets(args.repeats)
     ops = [o.strip() for o in args.op.split(",") if o.strip()]
     for op in ops:
         if op not in ("layer_norm", "rms_norm"):
@@ -145,6 +149,22 @@ def bench_main(argv):
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")
+    return 0
+
+
+def bench_targets(repeats):
+    from . import _bench
+    print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
+          f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
+    rows = _bench.measure_targets(repeats, _bench.Progress(_bench.TARGET_COUNT))
+    print(f"{'target':<62}{'measured':>10}{'goal':>8}  met")
+    for name, value, goal, higher in rows:
+        if value is None:
+            print(f"{name:<62}{'n/a':>10}{goal:>8}  (competitor not installed)")
+            continue
+        met = value >= goal if higher else value <= goal
+        sign = ">=" if higher else "<="
+        print(f"{name:<62}{value:>10.3f}{sign:>4}{goal:<5}  {'yes' if met else 'NO'}")
     return 0
 
 

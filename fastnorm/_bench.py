@@ -189,3 +189,84 @@ class Progress:
         if self.done == self.total:
             self.stream.write("\n")
         self.stream.flush()
+
+
+# ---- the issue's speed targets, measured side by side ---------------------
+
+def _ratio(case, threads, num, den, repeats, min_time=2e-3, extra=None):
+    """Median time of competitor `num` over the faster of `den` (names)."""
+    with limit_threads(threads):
+        fns = competitors(case)
+        if extra:
+            fns.update(extra(case))
+        needed = {num, *den}
+        if not needed <= set(fns):
+            return None
+        times = time_interleaved({k: fns[k] for k in needed}, repeats, min_time)
+    return times[num] / min(times[d] for d in den)
+
+
+def _np_add_bias(case):
+    x, _, b = make_inputs(case)
+    out = np.empty_like(x)
+    return {"np.add": lambda: np.add(x, b, out=out)}
+
+
+def _fastnorm_threads(case, threads):
+    """fastnorm on `threads` threads, to compare thread counts in one run."""
+    from threadpoolctl import threadpool_limits
+    x, w, b = make_inputs(case)
+    out = np.empty_like(x)
+    fn = fastnorm.layer_norm if case.op == "layer_norm" else fastnorm.rms_norm
+    args = (w, b) if case.op == "layer_norm" else (w,)
+
+    def run():
+        with threadpool_limits(limits=threads, user_api="openmp"):
+            fn(x, None, *args, EPS, out=out)
+    return run
+
+
+def measure_targets(repeats=21, progress=None):
+    """[(target, measured, goal)]: measured and goal are ratios where lower is
+    better, except the NumPy speed-up where higher is better."""
+    C = Case
+    big = (4096, 4096)
+    rows = []
+
+    def add(name, value, goal, higher_is_better=False):
+        rows.append((name, value, goal, higher_is_better))
+        if progress:
+            progress.step(name)
+
+    for op in ("layer_norm", "rms_norm"):
+        add(f"{op} f32 {big} out= 1 thread / copy roof",
+            _ratio(C(op, big, "float32", "last", True), 1, "fastnorm", ["copy", "multiply"], repeats),
+            1.15)
+    for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
+        add(f"{op} f32 {big} allocating 2 threads / torch",
+            _ratio(C(op, big, "float32", "last", False), 2, "fastnorm", ["torch"], repeats), goal)
+    r = _ratio(C("layer_norm", big, "float32", "last", False), 2, "numpy", ["fastnorm"], repeats)
+    add(f"numpy layer_norm / fastnorm, f32 {big}", r, 10.0, higher_is_better=True)
+    for op, goal in (("layer_norm", 0.4), ("rms_norm", 0.2)):
+        add(f"{op} f32 (8, 768) / torch",
+            _ratio(C(op, (8, 768), "float32", "last", False), 2, "fastnorm", ["torch"], repeats * 20,
+                   min_time=2e-4), goal)
+    add("layer_norm f32 (8, 768) out= / np.add(x, b, out=)",
+        _ratio(C("layer_norm", (8, 768), "float32", "last", True), 2, "fastnorm", ["np.add"],
+               repeats * 20, min_time=2e-4, extra=_np_add_bias), 2.5)
+    for op in ("layer_norm", "rms_norm"):
+        case = C(op, (512, 4096), "float32", "last", True)
+        times = time_interleaved({1: _fastnorm_threads(case, 1), 2: _fastnorm_threads(case, 2)},
+                                 repeats * 3, 2e-3)
+        add(f"{op} f32 (512, 4096) 2 threads / 1 thread", times[2] / times[1], 0.6)
+    for op in ("layer_norm", "rms_norm"):
+        add(f"{op} f64 {big} out= 1 thread / copy roof",
+            _ratio(C(op, big, "float64", "last", True), 1, "fastnorm", ["copy", "multiply"], repeats),
+            1.5)
+        add(f"{op} f32 (16, 256, 64, 64) axis=1 out= 1 thread / copy roof",
+            _ratio(C(op, (16, 256, 64, 64), "float32", "channels_first", True), 1, "fastnorm",
+                   ["copy", "multiply"], repeats), 1.5)
+    return rows
+
+
+TARGET_COUNT = 15

@@ -47,6 +47,14 @@ static inline void fn_finish_scale(double denom, double s, fn_row_stats *st)
     st->scale = denom > 0.0 ? st->rstd : 0.0;
 }
 
+/* What the normalize pass computes with: y = (x - p2) * scale + c, where
+ * p2 + (center - p2) is the row's center (pivot + shifted mean, or 0) split
+ * into a value of the input type and a small remainder, so x - p2 is
+ * correctly rounded (exact when |mean| >> std) and no precision is lost. */
+typedef struct fn_norm_params {
+    double p2, scale, c;
+} fn_norm_params;
+
 static inline void fn_row_stats_nan(fn_row_stats *st)
 {
     st->mean_d = st->rstd = st->scale = NAN;
@@ -72,6 +80,18 @@ static inline int FN_NAME(fn_row_has_nonfinite)(const FN_T *x, ptrdiff_t n, ptrd
     for (ptrdiff_t i = 0; i < n; i++)
         if (!isfinite(x[i * xs])) return 1;
     return 0;
+}
+
+static inline fn_norm_params FN_NAME(fn_norm_params)(FN_T pivot, const fn_row_stats *st)
+{
+    fn_norm_params np;
+    FN_T p2 = (FN_T)((double)pivot + st->mean_d);
+    double remainder = ((double)pivot - (double)p2) + st->mean_d;
+    np.p2 = (double)p2;
+    np.scale = st->scale;
+    np.c = -remainder * st->scale;
+    if (st->scale == 0.0) np.c = 0.0; /* constant row with eps == 0: exactly bias */
+    return np;
 }
 
 static inline void FN_NAME(fn_store_row_stats)(const fn_rows *a, ptrdiff_t r, double mean,

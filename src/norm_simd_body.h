@@ -170,24 +170,22 @@ static void FN_NAME(simd_row_stats)(const FN_T *x, ptrdiff_t n, FN_T pivot, int 
     FN_NAME(simd_acc_rest)(x, i, n, p, rms, &cnt, mean, m2);
 }
 
-/* One vector of ((x - pivot) - mu) * scale [* w] [+ b] at x[i]; `part`
- * lanes when 0 < part < VL, else a full vector. */
-static inline V FN_NAME(simd_norm_vec)(const FN_T *x, ptrdiff_t i, ptrdiff_t part, V p, V m,
-                                       V s, const FN_T *w, const FN_T *b)
+/* One vector of (x - center) * scale [* w] [+ b] at x[i], computed as
+ * fma(x - p2, scale, c) with the row's center split into p2 (in FN_T) and
+ * c = -(center - p2) * scale (see fn_norm_params): one subtraction and one
+ * FMA, and no loss where |mean| >> std.  `part` lanes when 0 < part < VL,
+ * else a full vector. */
+static inline V FN_NAME(simd_norm_vec)(const FN_T *x, ptrdiff_t i, ptrdiff_t part, V p2, V s,
+                                       V c, const FN_T *w, const FN_T *b)
 {
 #define FN_LOAD_AT(ptr) (part ? VLOAD_PART((ptr) + i, part) : VLOAD((ptr) + i))
-    V t = VMUL(VSUB(VSUB(FN_LOAD_AT(x), p), m), s);
+    V t = VFMA(VSUB(FN_LOAD_AT(x), p2), s, c);
     if (w && b) return VFMA(t, FN_LOAD_AT(w), FN_LOAD_AT(b));
     if (w) return VMUL(t, FN_LOAD_AT(w));
     if (b) return VADD(t, FN_LOAD_AT(b));
     return t;
 #undef FN_LOAD_AT
 }
-
-/* The row's parameters for the normalize pass. */
-typedef struct {
-    FN_T pivot, mu, scale;
-} FN_NAME(simd_row_params);
 
 /* Write row x -> y and, when xn is not NULL, gather the statistics of the
  * next row xn in the same loop.  Fusing the two keeps reads (of the next
@@ -201,43 +199,44 @@ typedef struct {
  * masked store, and the next row's statistics then cover [0, head) apart. */
 static inline __attribute__((always_inline)) void
 FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n,
-                                        FN_NAME(simd_row_params) rp, const FN_T *w,
+                                        fn_norm_params rp, const FN_T *w,
                                         const FN_T *b, int stream, int rms,
                                         const FN_T *xn, FN_T pivot_n,
                                         double *mean_n, double *m2_n, const FN_T *xnn)
 {
-    const V p = VSET1(rp.pivot), m = VSET1(rp.mu), s = VSET1(rp.scale), pn = VSET1(pivot_n);
+    const V p2 = VSET1((FN_T)rp.p2), s = VSET1((FN_T)rp.scale), c = VSET1((FN_T)rp.c);
+    const V pn = VSET1(pivot_n);
     FN_NAME(simd_acc) acc;
     ptrdiff_t head = 0, i, fused_end;
     if (stream) {
         const size_t vbytes = VL * sizeof(FN_T);
         head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_T));
         if (head > n) head = n;
-        if (head) VSTORE_PART(y, FN_NAME(simd_norm_vec)(x, 0, head, p, m, s, w, b), head);
+        if (head) VSTORE_PART(y, FN_NAME(simd_norm_vec)(x, 0, head, p2, s, c, w, b), head);
     }
     FN_NAME(simd_acc_init)(&acc);
     for (i = head; i + 4 * VL <= n; i += 4 * VL) {
         if (xn) FN_NAME(simd_acc_step)(&acc, xn + i, pn, rms);
         if (xnn)
-            for (int c = 0; c < 4 * VL * (int)sizeof(FN_T); c += 64)
-                __builtin_prefetch((const char *)(xnn + i) + c, 0, 2);
-        for (int c = 0; c < 4; c++) {
-            V t = FN_NAME(simd_norm_vec)(x, i + c * VL, 0, p, m, s, w, b);
+            for (int line = 0; line < 4 * VL * (int)sizeof(FN_T); line += 64)
+                __builtin_prefetch((const char *)(xnn + i) + line, 0, 2);
+        for (int u = 0; u < 4; u++) {
+            V t = FN_NAME(simd_norm_vec)(x, i + u * VL, 0, p2, s, c, w, b);
             if (stream)
-                VSTREAM(y + i + c * VL, t);
+                VSTREAM(y + i + u * VL, t);
             else
-                VSTORE(y + i + c * VL, t);
+                VSTORE(y + i + u * VL, t);
         }
     }
     fused_end = i;
     for (; i + VL <= n; i += VL) {
-        V t = FN_NAME(simd_norm_vec)(x, i, 0, p, m, s, w, b);
+        V t = FN_NAME(simd_norm_vec)(x, i, 0, p2, s, c, w, b);
         if (stream)
             VSTREAM(y + i, t);
         else
             VSTORE(y + i, t);
     }
-    if (i < n) VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(x, i, n - i, p, m, s, w, b), n - i);
+    if (i < n) VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(x, i, n - i, p2, s, c, w, b), n - i);
     if (xn) {
         double cnt;
         FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, mean_n, m2_n);
@@ -268,7 +267,7 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
             FN_NAME(fn_rms_finish)(x, n, 1, m2, a->eps, &st);
         else
             FN_NAME(fn_layer_finish)(x, n, 1, pivot, mean_d, m2, a->eps, &st);
-        FN_NAME(simd_row_params) rp = {pivot, (FN_T)st.mean_d, (FN_T)st.scale};
+        fn_norm_params rp = FN_NAME(fn_norm_params)(pivot, &st);
         /* one specialized copy of the loop per (weight, bias, streaming) case */
 #define FN_NORMALIZE(W, B, STREAM) \
         FN_NAME(simd_row_normalize)(x, y, n, rp, W, B, STREAM, rms, xn, pivot_n, &mean_n, &m2_n, xnn)
@@ -294,102 +293,114 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
 
 /* ---- rows side by side: lanes are rows -------------------------------- */
 
-#define FN_LANES_LOAD(ptr) (nr == VL ? VLOAD(ptr) : VLOAD_PART(ptr, nr))
+/* A tile is FN_TILE vectors of neighbouring rows: for each element index i
+ * it reads FN_TILE*VL consecutive values (whole cache lines), so both passes
+ * stream through memory in address order even when the element stride is
+ * large (axis=1 of NCHW), and the FN_TILE Welford chains give the CPU
+ * independent work. */
+#define FN_TILE 4
 
-/* VL (or nr < VL) rows starting at row r0; row stride 1 for x and y. */
-static void FN_NAME(simd_lanes_block)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t nr, int rms)
+/* nv vectors of rows starting at row r0; the last one holds `last` rows. */
+static inline __attribute__((always_inline)) void
+FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, int nv, int last, int rms)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_T *x = (const FN_T *)a->x + r0;
     FN_T *y = (FN_T *)a->y + r0;
-    const FN_T *w = (const FN_T *)a->weight, *b = (const FN_T *)a->bias;
-    FN_T pivots[VL], mus[VL], scales[VL], lane_a[VL], lane_b[VL];
-    V p = VZERO;
+    const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
+    FN_T pivots[FN_TILE * VL], lane_m[FN_TILE * VL], lane_q[FN_TILE * VL];
+    FN_T p2s[FN_TILE * VL], scales[FN_TILE * VL], cs[FN_TILE * VL];
+    V m[FN_TILE], q[FN_TILE], p[FN_TILE];
     ptrdiff_t i;
+    int v;
+#define FN_TILE_LOAD(v, i) \
+    ((v) < nv - 1 || last == VL ? VLOAD(x + (v) * VL + (i) * xs) \
+                                : VLOAD_PART(x + (v) * VL + (i) * xs, last))
 
-    if (rms) {
-        V s0 = VZERO, s1 = VZERO;
-        for (i = 0; i + 1 < n; i += 2) {
-            V v0 = FN_LANES_LOAD(x + i * xs), v1 = FN_LANES_LOAD(x + (i + 1) * xs);
-            s0 = VFMA(v0, v0, s0);
-            s1 = VFMA(v1, v1, s1);
+    for (v = 0; v < nv; v++) {
+        m[v] = q[v] = p[v] = VZERO;
+        if (!rms) { /* per-lane median of first, middle, last element */
+            V e0 = FN_TILE_LOAD(v, 0), e1 = FN_TILE_LOAD(v, n - 1);
+            V mid = FN_TILE_LOAD(v, (n - 1) / 2);
+            p[v] = VMAX(VMIN(e0, e1), VMIN(mid, VMAX(e0, e1)));
         }
-        if (i < n) {
-            V v = FN_LANES_LOAD(x + i * xs);
-            s0 = VFMA(v, v, s0);
-        }
-        VSTORE(lane_a, VADD(s0, s1));
-    } else {
-        V lo, hi, c = FN_LANES_LOAD(x + ((n - 1) / 2) * xs);
-        V v0 = FN_LANES_LOAD(x), v1 = FN_LANES_LOAD(x + (n - 1) * xs);
-        lo = VMIN(v0, v1);
-        hi = VMAX(v0, v1);
-        p = VMAX(lo, VMIN(c, hi)); /* median of three */
-        /* two Welford chains (even / odd elements), counts shared by lanes */
-        V ma = VZERO, qa = VZERO, mb = VZERO, qb = VZERO;
-        FN_T k = 0;
-        for (i = 0; i + 1 < n; i += 2) {
-            k += 1;
-            const V inv_k = VSET1((FN_T)1 / k);
-            V da = VSUB(FN_LANES_LOAD(x + i * xs), p);
-            V db = VSUB(FN_LANES_LOAD(x + (i + 1) * xs), p);
-            V ea = VSUB(da, ma), eb = VSUB(db, mb);
-            ma = VFMA(ea, inv_k, ma);
-            mb = VFMA(eb, inv_k, mb);
-            qa = VFMA(ea, VSUB(da, ma), qa);
-            qb = VFMA(eb, VSUB(db, mb), qb);
-        }
-        double na = (double)k, nb = (double)k;
-        if (i < n) { /* odd length: the last element joins chain a */
-            const V inv_k = VSET1((FN_T)1 / (k + 1));
-            V da = VSUB(FN_LANES_LOAD(x + i * xs), p);
-            V ea = VSUB(da, ma);
-            ma = VFMA(ea, inv_k, ma);
-            qa = VFMA(ea, VSUB(da, ma), qa);
-            na += 1.0;
-        }
-        /* Chan's merge of b into a, lane by lane, shared coefficients */
-        V delta = VSUB(mb, ma);
-        ma = VFMA(delta, VSET1((FN_T)(nb / (na + nb))), ma);
-        qa = VADD(VADD(qa, qb), VMUL(VMUL(delta, delta), VSET1((FN_T)(na * nb / (na + nb)))));
-        VSTORE(lane_a, ma);
-        VSTORE(lane_b, qa);
-        VSTORE(pivots, p);
     }
-
-    for (ptrdiff_t j = 0; j < VL; j++) {
-        fn_row_stats st = {0.0, 0.0, 0.0};
-        if (j < nr) {
-            if (rms)
-                FN_NAME(fn_rms_finish)(x + j, n, xs, (double)lane_a[j], a->eps, &st);
-            else
-                FN_NAME(fn_layer_finish)(x + j, n, xs, pivots[j], (double)lane_a[j],
-                                         (double)lane_b[j], a->eps, &st);
-            FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivots[j] + st.mean_d,
-                                      st.rstd);
-        }
-        mus[j] = (FN_T)st.mean_d;
-        scales[j] = (FN_T)st.scale;
-    }
-
-    const V m = VLOAD(mus), s = VLOAD(scales);
+    FN_T k = 0;
     for (i = 0; i < n; i++) {
-        V t = VMUL(VSUB(VSUB(FN_LANES_LOAD(x + i * xs), p), m), s);
-        if (w) t = VMUL(t, VSET1(w[i]));
-        if (b) t = VADD(t, VSET1(b[i]));
-        if (nr == VL)
-            VSTORE(y + i * ys, t);
-        else
-            VSTORE_PART(y + i * ys, t, nr);
+        if (rms) {
+            for (v = 0; v < nv; v++) {
+                V e = FN_TILE_LOAD(v, i);
+                q[v] = VFMA(e, e, q[v]);
+            }
+            continue;
+        }
+        k += 1;
+        const V inv_k = VSET1((FN_T)1 / k), shrink = VSET1((k - 1) / k);
+        for (v = 0; v < nv; v++) {
+            V delta = VSUB(VSUB(FN_TILE_LOAD(v, i), p[v]), m[v]);
+            m[v] = VFMA(delta, inv_k, m[v]);
+            q[v] = VFMA(VMUL(delta, shrink), delta, q[v]);
+        }
     }
+    for (v = 0; v < nv; v++) {
+        VSTORE(pivots + v * VL, p[v]);
+        VSTORE(lane_m + v * VL, m[v]);
+        VSTORE(lane_q + v * VL, q[v]);
+    }
+    const int rows = (nv - 1) * VL + last;
+    for (int j = 0; j < FN_TILE * VL; j++) {
+        fn_row_stats st = {0.0, 0.0, 0.0};
+        fn_norm_params np = {0.0, 0.0, 0.0};
+        if (j < rows) {
+            if (rms)
+                FN_NAME(fn_rms_finish)(x + j, n, xs, (double)lane_q[j], a->eps, &st);
+            else
+                FN_NAME(fn_layer_finish)(x + j, n, xs, pivots[j], (double)lane_m[j],
+                                         (double)lane_q[j], a->eps, &st);
+            np = FN_NAME(fn_norm_params)(rms ? (FN_T)0 : pivots[j], &st);
+            FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivots[j] + st.mean_d,
+                                        st.rstd);
+        }
+        p2s[j] = (FN_T)np.p2;
+        scales[j] = (FN_T)np.scale;
+        cs[j] = (FN_T)np.c;
+    }
+    V vp2[FN_TILE], vs[FN_TILE], vc[FN_TILE];
+    for (v = 0; v < nv; v++) {
+        vp2[v] = VLOAD(p2s + v * VL);
+        vs[v] = VLOAD(scales + v * VL);
+        vc[v] = VLOAD(cs + v * VL);
+    }
+    for (i = 0; i < n; i++) {
+        const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
+        for (v = 0; v < nv; v++) {
+            V t = VFMA(VSUB(FN_TILE_LOAD(v, i), vp2[v]), vs[v], vc[v]);
+            if (w && b)
+                t = VFMA(t, wi, bi);
+            else if (w)
+                t = VMUL(t, wi);
+            else if (b)
+                t = VADD(t, bi);
+            if (v < nv - 1 || last == VL)
+                VSTORE(y + v * VL + i * ys, t);
+            else
+                VSTORE_PART(y + v * VL + i * ys, t, last);
+        }
+    }
+#undef FN_TILE_LOAD
 }
 
-#undef FN_LANES_LOAD
-
-static void FN_NAME(simd_lanes)(const fn_rows *a, int rms)
+static inline __attribute__((always_inline)) void FN_NAME(simd_lanes)(const fn_rows *a, int rms)
 {
-    for (ptrdiff_t r0 = 0; r0 < a->rows; r0 += VL)
-        FN_NAME(simd_lanes_block)(a, r0, a->rows - r0 < VL ? a->rows - r0 : VL, rms);
+    const ptrdiff_t tile_rows = FN_TILE * VL;
+    ptrdiff_t r0 = 0;
+    for (; r0 + tile_rows <= a->rows; r0 += tile_rows) /* full tiles: unrolled */
+        FN_NAME(simd_lanes_tile)(a, r0, FN_TILE, VL, rms);
+    if (r0 < a->rows) {
+        ptrdiff_t left = a->rows - r0;
+        int nv = (int)((left + VL - 1) / VL);
+        FN_NAME(simd_lanes_tile)(a, r0, nv, (int)(left - (ptrdiff_t)(nv - 1) * VL), rms);
+    }
 }
 
 static int FN_NAME(simd_rows_contiguous)(const fn_rows *a)
