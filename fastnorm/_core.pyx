@@ -58,6 +58,10 @@ cdef enum:
     PARALLEL_MIN_ELEMENTS = 65536
     # Rows handed to one thread at a time are grouped to about this many elements.
     ITEM_ELEMENTS = 16384
+    # Side-by-side rows (channels-first) go to the kernels in multiples of
+    # LANE_TILE_ROWS rows, about LANE_ITEM_ELEMENTS elements at a time.
+    LANE_TILE_ROWS = 64
+    LANE_ITEM_ELEMENTS = 262144
 
 cpdef enum:
     OP_LAYER_NORM = 0
@@ -356,6 +360,14 @@ cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, 
     if n_threads > 1 and n_outer < n_threads:
         # enough items for every thread
         rpi = max(1, min(rpi, (plan.inner * n_outer + n_threads - 1) // n_threads))
+    if plan.base.x_row_stride == 1 and plan.base.y_row_stride == 1 and row_len > 1:
+        # rows side by side: the SIMD kernels walk tiles of neighbouring rows
+        # element row by element row; give them long runs (whole vectors,
+        # up to a page per element row) and enough rows to amortize a tile
+        rpi = max(rpi, LANE_ITEM_ELEMENTS // row_len)
+        rpi = (rpi + LANE_TILE_ROWS - 1) // LANE_TILE_ROWS * LANE_TILE_ROWS
+        if n_threads > 1 and n_outer < n_threads:
+            rpi = min(rpi, max(LANE_TILE_ROWS, (plan.inner + n_threads - 1) // n_threads))
     plan.rows_per_item = min(rpi, plan.inner)
     plan.items_per_outer = (plan.inner + plan.rows_per_item - 1) // plan.rows_per_item
     plan.n_items = n_outer * plan.items_per_outer

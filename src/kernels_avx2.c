@@ -41,6 +41,10 @@ static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define VMIN _mm256_min_ps
 #define VMAX _mm256_max_ps
 #define VSTREAM(p, v) _mm256_stream_ps((p), (v))
+#define VDIV _mm256_div_ps
+#define VSQRT _mm256_sqrt_ps
+#define VANY_NONFINITE(v) _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps((v), (v)), _mm256_setzero_ps(), _CMP_NEQ_UQ))
+#define VZERO_UNLESS_POS(v, d) _mm256_and_ps((v), _mm256_cmp_ps((d), _mm256_setzero_ps(), _CMP_GT_OQ))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T
@@ -65,6 +69,10 @@ static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define VMIN _mm256_min_pd
 #define VMAX _mm256_max_pd
 #define VSTREAM(p, v) _mm256_stream_pd((p), (v))
+#define VDIV _mm256_div_pd
+#define VSQRT _mm256_sqrt_pd
+#define VANY_NONFINITE(v) _mm256_movemask_pd(_mm256_cmp_pd(_mm256_sub_pd((v), (v)), _mm256_setzero_pd(), _CMP_NEQ_UQ))
+#define VZERO_UNLESS_POS(v, d) _mm256_and_pd((v), _mm256_cmp_pd((d), _mm256_setzero_pd(), _CMP_GT_OQ))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T

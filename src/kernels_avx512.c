@@ -38,6 +38,10 @@
 #define VMIN _mm512_min_ps
 #define VMAX _mm512_max_ps
 #define VSTREAM(p, v) _mm512_stream_ps((p), (v))
+#define VDIV _mm512_div_ps
+#define VSQRT _mm512_sqrt_ps
+#define VANY_NONFINITE(v) _mm512_cmp_ps_mask(_mm512_sub_ps((v), (v)), _mm512_setzero_ps(), _CMP_NEQ_UQ)
+#define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((d), _mm512_setzero_ps(), _CMP_GT_OQ), (v))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T
@@ -62,6 +66,10 @@
 #define VMIN _mm512_min_pd
 #define VMAX _mm512_max_pd
 #define VSTREAM(p, v) _mm512_stream_pd((p), (v))
+#define VDIV _mm512_div_pd
+#define VSQRT _mm512_sqrt_pd
+#define VANY_NONFINITE(v) _mm512_cmp_pd_mask(_mm512_sub_pd((v), (v)), _mm512_setzero_pd(), _CMP_NEQ_UQ)
+#define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((d), _mm512_setzero_pd(), _CMP_GT_OQ), (v))
 #include "norm_simd_body.h"
 #undef FN_MASK
 #undef FN_T

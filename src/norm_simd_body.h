@@ -10,6 +10,9 @@
  *                                     so nothing past p[n-1] is touched
  *   VZERO_FROM(v,n)                   lanes >= n set to 0
  *   VSET1 VZERO VADD VSUB VMUL VFMA(a,b,c)=a*b+c VMIN VMAX
+ *   VDIV VSQRT
+ *   VANY_NONFINITE(v)                 nonzero if a lane is NaN or +-Inf
+ *   VZERO_UNLESS_POS(v, d)            v where d > 0, else 0
  *   VSTREAM(p,v)                      non-temporal store, p vector-aligned
  *   VSFENCE()                         orders streaming stores before return
  *
@@ -293,113 +296,175 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
 
 /* ---- rows side by side: lanes are rows -------------------------------- */
 
-/* A tile is FN_TILE vectors of neighbouring rows: for each element index i
- * it reads FN_TILE*VL consecutive values (whole cache lines), so both passes
- * stream through memory in address order even when the element stride is
- * large (axis=1 of NCHW), and the FN_TILE Welford chains give the CPU
- * independent work. */
-#define FN_TILE 4
+/* A tile is up to FN_LANES_MAX neighbouring rows (4 KiB of each element
+ * row).  Both passes walk the tile element row by element row, each a long
+ * contiguous run, so the hardware prefetchers can follow even when the
+ * element stride is large (axis=1 of NCHW puts every element row in a page
+ * of its own).  The per-row Welford state lives in small arrays on the stack
+ * (L1), one vector of rows at a time. */
+#define FN_LANES_MAX ((ptrdiff_t)(4096 / sizeof(FN_T)))
+#define FN_LANES_AHEAD 2
 
-/* nv vectors of rows starting at row r0; the last one holds `last` rows. */
-static inline __attribute__((always_inline)) void
-FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, int nv, int last, int rms)
+static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
+                                     int stream)
 {
-    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
+    ptrdiff_t n = a->row_len; const ptrdiff_t xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_T *x = (const FN_T *)a->x + r0;
     FN_T *y = (FN_T *)a->y + r0;
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
-    FN_T pivots[FN_TILE * VL], lane_m[FN_TILE * VL], lane_q[FN_TILE * VL];
-    FN_T p2s[FN_TILE * VL], scales[FN_TILE * VL], cs[FN_TILE * VL];
-    V m[FN_TILE], q[FN_TILE], p[FN_TILE];
-    ptrdiff_t i;
-    int v;
+    /* per vector of rows: pivots, Welford means, M2s (then p2, scale, c),
+     * interleaved so the three never sit 4 KiB apart (a load 4 KiB after a
+     * recent store is falsely held up behind it) */
+    FN_T state[3 * FN_LANES_MAX];
+    const ptrdiff_t nv = (rows + VL - 1) / VL, last = rows - (nv - 1) * VL;
+    ptrdiff_t i, v;
 #define FN_TILE_LOAD(v, i) \
     ((v) < nv - 1 || last == VL ? VLOAD(x + (v) * VL + (i) * xs) \
                                 : VLOAD_PART(x + (v) * VL + (i) * xs, last))
+#define ST_P(v) (state + (v) * 3 * VL)
+#define ST_M(v) (state + (v) * 3 * VL + VL)
+#define ST_Q(v) (state + (v) * 3 * VL + 2 * VL)
+#define ST_ROW(j, field) state[((j) / VL) * 3 * VL + (field) * VL + (j) % VL]
 
     for (v = 0; v < nv; v++) {
-        m[v] = q[v] = p[v] = VZERO;
+        V p = VZERO;
         if (!rms) { /* per-lane median of first, middle, last element */
             V e0 = FN_TILE_LOAD(v, 0), e1 = FN_TILE_LOAD(v, n - 1);
             V mid = FN_TILE_LOAD(v, (n - 1) / 2);
-            p[v] = VMAX(VMIN(e0, e1), VMIN(mid, VMAX(e0, e1)));
+            p = VMAX(VMIN(e0, e1), VMIN(mid, VMAX(e0, e1)));
         }
+        VSTORE(ST_P(v), p);
+        VSTORE(ST_M(v), VZERO);
+        VSTORE(ST_Q(v), VZERO);
     }
     FN_T k = 0;
+#ifdef EXP_NO_STATS
+    n = 0;
+#endif
     for (i = 0; i < n; i++) {
+        /* the next element rows are in other pages, where the hardware
+         * prefetchers do not follow: fetch them by hand */
+        const FN_T *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
         if (rms) {
             for (v = 0; v < nv; v++) {
+                if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
                 V e = FN_TILE_LOAD(v, i);
-                q[v] = VFMA(e, e, q[v]);
+                VSTORE(ST_Q(v), VFMA(e, e, VLOAD(ST_Q(v))));
             }
             continue;
         }
         k += 1;
         const V inv_k = VSET1((FN_T)1 / k), shrink = VSET1((k - 1) / k);
         for (v = 0; v < nv; v++) {
-            V delta = VSUB(VSUB(FN_TILE_LOAD(v, i), p[v]), m[v]);
-            m[v] = VFMA(delta, inv_k, m[v]);
-            q[v] = VFMA(VMUL(delta, shrink), delta, q[v]);
+            if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
+            V m = VLOAD(ST_M(v));
+            V delta = VSUB(VSUB(FN_TILE_LOAD(v, i), VLOAD(ST_P(v))), m);
+            VSTORE(ST_M(v), VFMA(delta, inv_k, m));
+            VSTORE(ST_Q(v), VFMA(VMUL(delta, shrink), delta, VLOAD(ST_Q(v))));
         }
     }
+    /* finish the rows a vector at a time; a vector with a non-finite
+     * statistic (NaN/Inf in a row, or squares that overflowed) takes the
+     * per-row path, which sorts out which case it is */
+    const V inv_n = VSET1((FN_T)1 / (FN_T)n), eps_v = VSET1((FN_T)a->eps);
     for (v = 0; v < nv; v++) {
-        VSTORE(pivots + v * VL, p[v]);
-        VSTORE(lane_m + v * VL, m[v]);
-        VSTORE(lane_q + v * VL, q[v]);
-    }
-    const int rows = (nv - 1) * VL + last;
-    for (int j = 0; j < FN_TILE * VL; j++) {
-        fn_row_stats st = {0.0, 0.0, 0.0};
-        fn_norm_params np = {0.0, 0.0, 0.0};
-        if (j < rows) {
-            if (rms)
-                FN_NAME(fn_rms_finish)(x + j, n, xs, (double)lane_q[j], a->eps, &st);
-            else
-                FN_NAME(fn_layer_finish)(x + j, n, xs, pivots[j], (double)lane_m[j],
-                                         (double)lane_q[j], a->eps, &st);
-            np = FN_NAME(fn_norm_params)(rms ? (FN_T)0 : pivots[j], &st);
-            FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivots[j] + st.mean_d,
-                                        st.rstd);
+        const V P = VLOAD(ST_P(v)), M = VLOAD(ST_M(v)), Q = VLOAD(ST_Q(v));
+        const ptrdiff_t in_vec = v < nv - 1 ? VL : last;
+        if (VANY_NONFINITE(VADD(M, Q))) {
+            for (ptrdiff_t u = 0; u < VL; u++) {
+                const ptrdiff_t j = v * VL + u;
+                fn_row_stats st = {0.0, 0.0, 0.0};
+                fn_norm_params np = {0.0, 0.0, 0.0};
+                if (u < in_vec) {
+                    const FN_T pivot = rms ? (FN_T)0 : ST_ROW(j, 0);
+                    if (rms)
+                        FN_NAME(fn_rms_finish)(x + j, n, xs, (double)ST_ROW(j, 2), a->eps, &st);
+                    else
+                        FN_NAME(fn_layer_finish)(x + j, n, xs, pivot, (double)ST_ROW(j, 1),
+                                                 (double)ST_ROW(j, 2), a->eps, &st);
+                    np = FN_NAME(fn_norm_params)(pivot, &st);
+                    FN_NAME(fn_store_row_stats)(a, r0 + j,
+                                                rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
+                }
+                ST_ROW(j, 0) = (FN_T)np.p2;
+                ST_ROW(j, 1) = (FN_T)np.scale;
+                ST_ROW(j, 2) = (FN_T)np.c;
+            }
+            continue;
         }
-        p2s[j] = (FN_T)np.p2;
-        scales[j] = (FN_T)np.scale;
-        cs[j] = (FN_T)np.c;
+        /* Q is M2 (LayerNorm) or the sum of squares (RMSNorm) */
+        const V den = VFMA(Q, inv_n, eps_v);
+        const V rstd = VDIV(VSET1((FN_T)1), VSQRT(den));
+        const V scale = VZERO_UNLESS_POS(rstd, den); /* eps = 0, constant row */
+        V p2 = VZERO, c = VZERO;
+        if (!rms) { /* center P + M split into p2 and a remainder, as in fn_norm_params */
+            p2 = VADD(P, M);
+            c = VMUL(VADD(VSUB(P, p2), M), VSUB(VZERO, scale));
+        }
+        VSTORE(ST_P(v), p2);
+        VSTORE(ST_M(v), scale);
+        VSTORE(ST_Q(v), c);
+        if (a->mean || a->rstd) {
+            FN_T means[VL], rstds[VL];
+            VSTORE(means, p2);
+            VSTORE(rstds, rstd);
+            for (ptrdiff_t u = 0; u < in_vec; u++)
+                FN_NAME(fn_store_row_stats)(a, r0 + v * VL + u, (double)means[u],
+                                            (double)rstds[u]);
+        }
     }
-    V vp2[FN_TILE], vs[FN_TILE], vc[FN_TILE];
-    for (v = 0; v < nv; v++) {
-        vp2[v] = VLOAD(p2s + v * VL);
-        vs[v] = VLOAD(scales + v * VL);
-        vc[v] = VLOAD(cs + v * VL);
-    }
+#ifdef EXP_NO_NORM
+    return;
+#endif
     for (i = 0; i < n; i++) {
         const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
+        const FN_T *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
         for (v = 0; v < nv; v++) {
-            V t = VFMA(VSUB(FN_TILE_LOAD(v, i), vp2[v]), vs[v], vc[v]);
+            if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
+            V t = VFMA(VSUB(FN_TILE_LOAD(v, i), VLOAD(ST_P(v))), VLOAD(ST_M(v)),
+                       VLOAD(ST_Q(v)));
             if (w && b)
                 t = VFMA(t, wi, bi);
             else if (w)
                 t = VMUL(t, wi);
             else if (b)
                 t = VADD(t, bi);
-            if (v < nv - 1 || last == VL)
-                VSTORE(y + v * VL + i * ys, t);
-            else
+            if (v < nv - 1 || last == VL) {
+                if (stream)
+                    VSTREAM(y + v * VL + i * ys, t);
+                else
+                    VSTORE(y + v * VL + i * ys, t);
+            } else {
                 VSTORE_PART(y + v * VL + i * ys, t, last);
+            }
         }
     }
+    if (stream) VSFENCE();
 #undef FN_TILE_LOAD
+#undef ST_P
+#undef ST_M
+#undef ST_Q
+#undef ST_ROW
 }
 
+/* Tiles of up to FN_LANES_MAX rows.  With streaming stores, every full
+ * vector must be aligned: the element stride has to keep alignment, and the
+ * few rows before the first aligned one go as a small tile of their own. */
 static inline __attribute__((always_inline)) void FN_NAME(simd_lanes)(const fn_rows *a, int rms)
 {
-    const ptrdiff_t tile_rows = FN_TILE * VL;
+    const size_t vbytes = VL * sizeof(FN_T);
+    const int stream = a->stream_stores &&
+                       ((size_t)a->y_elem_stride * sizeof(FN_T)) % vbytes == 0;
     ptrdiff_t r0 = 0;
-    for (; r0 + tile_rows <= a->rows; r0 += tile_rows) /* full tiles: unrolled */
-        FN_NAME(simd_lanes_tile)(a, r0, FN_TILE, VL, rms);
-    if (r0 < a->rows) {
-        ptrdiff_t left = a->rows - r0;
-        int nv = (int)((left + VL - 1) / VL);
-        FN_NAME(simd_lanes_tile)(a, r0, nv, (int)(left - (ptrdiff_t)(nv - 1) * VL), rms);
+    while (r0 < a->rows) {
+        ptrdiff_t len = a->rows - r0 < FN_LANES_MAX ? a->rows - r0 : FN_LANES_MAX;
+        const size_t mis = (uintptr_t)((FN_T *)a->y + r0) % vbytes;
+        if (stream && mis) {
+            ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_T));
+            len = head < len ? head : len;
+        }
+        FN_NAME(simd_lanes_tile)(a, r0, len, rms, stream && !mis);
+        r0 += len;
     }
 }
 
@@ -450,3 +515,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 #undef VMIN
 #undef VMAX
 #undef VSTREAM
+#undef VDIV
+#undef VSQRT
+#undef VANY_NONFINITE
+#undef VZERO_UNLESS_POS
