@@ -308,7 +308,7 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
 static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
                                      int stream)
 {
-    ptrdiff_t n = a->row_len; const ptrdiff_t xs = a->x_elem_stride, ys = a->y_elem_stride;
+    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_T *x = (const FN_T *)a->x + r0;
     FN_T *y = (FN_T *)a->y + r0;
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
@@ -338,9 +338,6 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
         VSTORE(ST_Q(v), VZERO);
     }
     FN_T k = 0;
-#ifdef EXP_NO_STATS
-    n = 0;
-#endif
     for (i = 0; i < n; i++) {
         /* the next element rows are in other pages, where the hardware
          * prefetchers do not follow: fetch them by hand */
@@ -413,9 +410,6 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
                                             (double)rstds[u]);
         }
     }
-#ifdef EXP_NO_NORM
-    return;
-#endif
     for (i = 0; i < n; i++) {
         const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
         const FN_T *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
