@@ -22,6 +22,19 @@ static const int32_t fn_avx2_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
                                            0, 0, 0, 0, 0, 0, 0, 0};
 static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 
+/* lane sums in double: float32 lanes are widened first */
+static inline double fn_avx2_hsum_pd(__m256d v)
+{
+    __m128d a = _mm_add_pd(_mm256_castpd256_pd128(v), _mm256_extractf128_pd(v, 1));
+    return _mm_cvtsd_f64(_mm_add_sd(a, _mm_unpackhi_pd(a, a)));
+}
+
+static inline double fn_avx2_hsum_ps(__m256 v)
+{
+    return fn_avx2_hsum_pd(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
+                                         _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+}
+
 #define FN_T float
 #define FN_SFX f32
 #define V __m256
@@ -42,6 +55,7 @@ static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define VMAX _mm256_max_ps
 #define VSTREAM(p, v) _mm256_stream_ps((p), (v))
 #define VDIV _mm256_div_ps
+#define VHSUM_D fn_avx2_hsum_ps
 #define VSQRT _mm256_sqrt_ps
 #define VANY_NONFINITE(v) _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps((v), (v)), _mm256_setzero_ps(), _CMP_NEQ_UQ))
 #define VZERO_UNLESS_POS(v, d) _mm256_and_ps((v), _mm256_cmp_ps((d), _mm256_setzero_ps(), _CMP_GT_OQ))
@@ -70,6 +84,7 @@ static const int64_t fn_avx2_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
 #define VMAX _mm256_max_pd
 #define VSTREAM(p, v) _mm256_stream_pd((p), (v))
 #define VDIV _mm256_div_pd
+#define VHSUM_D fn_avx2_hsum_pd
 #define VSQRT _mm256_sqrt_pd
 #define VANY_NONFINITE(v) _mm256_movemask_pd(_mm256_cmp_pd(_mm256_sub_pd((v), (v)), _mm256_setzero_pd(), _CMP_NEQ_UQ))
 #define VZERO_UNLESS_POS(v, d) _mm256_and_pd((v), _mm256_cmp_pd((d), _mm256_setzero_pd(), _CMP_GT_OQ))

@@ -19,6 +19,14 @@
 #define VSFENCE() _mm_sfence()
 #define FN_ISA avx512
 
+/* lane sums in double: float32 lanes are widened first */
+static inline double fn_avx512_hsum_ps(__m512 v)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
 #define FN_T float
 #define FN_SFX f32
 #define V __m512
@@ -39,6 +47,7 @@
 #define VMAX _mm512_max_ps
 #define VSTREAM(p, v) _mm512_stream_ps((p), (v))
 #define VDIV _mm512_div_ps
+#define VHSUM_D fn_avx512_hsum_ps
 #define VSQRT _mm512_sqrt_ps
 #define VANY_NONFINITE(v) _mm512_cmp_ps_mask(_mm512_sub_ps((v), (v)), _mm512_setzero_ps(), _CMP_NEQ_UQ)
 #define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((d), _mm512_setzero_ps(), _CMP_GT_OQ), (v))
@@ -67,6 +76,7 @@
 #define VMAX _mm512_max_pd
 #define VSTREAM(p, v) _mm512_stream_pd((p), (v))
 #define VDIV _mm512_div_pd
+#define VHSUM_D _mm512_reduce_add_pd
 #define VSQRT _mm512_sqrt_pd
 #define VANY_NONFINITE(v) _mm512_cmp_pd_mask(_mm512_sub_pd((v), (v)), _mm512_setzero_pd(), _CMP_NEQ_UQ)
 #define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((d), _mm512_setzero_pd(), _CMP_GT_OQ), (v))

@@ -11,6 +11,7 @@
  *   VZERO_FROM(v,n)                   lanes >= n set to 0
  *   VSET1 VZERO VADD VSUB VMUL VFMA(a,b,c)=a*b+c VMIN VMAX
  *   VDIV VSQRT
+ *   VHSUM_D(v)                        sum of the lanes, in double
  *   VANY_NONFINITE(v)                 nonzero if a lane is NaN or +-Inf
  *   VZERO_UNLESS_POS(v, d)            v where d > 0, else 0
  *   VSTREAM(p,v)                      non-temporal store, p vector-aligned
@@ -50,11 +51,7 @@
 
 static inline double FN_NAME(simd_hsum)(V v)
 {
-    FN_T lanes[VL];
-    double s = 0.0;
-    VSTORE(lanes, v);
-    for (int j = 0; j < VL; j++) s += (double)lanes[j];
-    return s;
+    return VHSUM_D(v);
 }
 
 /* ---- rows with contiguous elements ------------------------------------ */
@@ -510,6 +507,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 #undef VMAX
 #undef VSTREAM
 #undef VDIV
+#undef VHSUM_D
 #undef VSQRT
 #undef VANY_NONFINITE
 #undef VZERO_UNLESS_POS
