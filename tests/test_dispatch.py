@@ -33,6 +33,7 @@ def _isa_in_subprocess(value):
                           capture_output=True, text=True, cwd=os.path.dirname(__file__))
 
 
+@pytest.mark.any_isa
 @pytest.mark.parametrize("name", fastnorm.available_isas())
 def test_environment_forces_isa(name):
     out = _isa_in_subprocess(name)
@@ -40,6 +41,7 @@ def test_environment_forces_isa(name):
     assert out.stdout.strip() == name
 
 
+@pytest.mark.any_isa
 @pytest.mark.parametrize("name", ["bogus", "avx1024"])
 def test_environment_unknown_isa_warns_and_falls_back(name):
     out = _isa_in_subprocess(name)

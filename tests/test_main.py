@@ -4,8 +4,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from fastnorm import __main__ as main_job
+
+pytestmark = pytest.mark.any_isa
 
 
 def test_python_m_fastnorm_runs():
@@ -25,3 +28,30 @@ def test_self_check_detects_a_wrong_result(monkeypatch):
     results = main_job.self_check()
     assert any(err > tol for name, err, tol in results if name.startswith("layer_norm"))
     assert main_job.main(["--repeats", "1"]) == 1
+
+
+def test_bench_cli_prints_table_and_plot(tmp_path):
+    pytest.importorskip("threadpoolctl")
+    args = [sys.executable, "-m", "fastnorm", "bench", "--shapes", "4x96,2x300", "--threads", "1",
+            "--repeats", "2", "--op", "layer_norm,rms_norm"]
+    try:
+        import matplotlib  # noqa: F401
+        plot = tmp_path / "bench.png"
+        args += ["--plot", str(plot)]
+    except ImportError:
+        plot = None
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [l for l in out.stdout.splitlines() if l.startswith(("layer_norm", "rms_norm"))]
+    assert len(lines) == 4, out.stdout
+    assert "% roof" in out.stdout and "x numpy" in out.stdout
+    assert "]" in out.stderr  # the progress bar
+    if plot is not None:
+        assert plot.stat().st_size > 1000
+
+
+def test_bench_cli_rejects_bad_arguments():
+    for bad in (["--shapes", "8by768"], ["--op", "batch_norm"], ["--layout", "channels_first"]):
+        out = subprocess.run([sys.executable, "-m", "fastnorm", "bench", *bad],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and "error" in out.stderr, (bad, out.stderr)
