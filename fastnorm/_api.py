@@ -136,10 +136,7 @@ def _same_view(a, b):
 
 
 def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats):
-    fast = _core.fast_forward(op, x, normalized_shape, weight, bias, eps, axis, out,
-                              return_stats)
-    if fast is not None:
-        return fast
+    """The general path: everything _core.fast_forward declined."""
     x_in = x
     if eps is None:  # rms_norm's default
         x = _input_array(x)
@@ -271,6 +268,10 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
     array([[-1.342, -0.447,  0.447,  1.342],
            [-1.342, -0.447,  0.447,  1.342]], dtype=float32)
     """
+    fast = _core.fast_forward(_core.OP_LAYER_NORM, x, normalized_shape, weight, bias, eps,
+                              axis, out, return_stats)
+    if fast is not None:
+        return fast
     return _normalize(_core.OP_LAYER_NORM, x, normalized_shape, weight, bias, eps,
                       axis, out, return_stats)
 
@@ -315,5 +316,9 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0)
     array([0.84852814, 1.13137085])
     """
+    fast = _core.fast_forward(_core.OP_RMS_NORM, x, normalized_shape, weight, None, eps,
+                              axis, out, return_stats)
+    if fast is not None:
+        return fast
     return _normalize(_core.OP_RMS_NORM, x, normalized_shape, weight, None, eps,
                       axis, out, return_stats)

@@ -451,7 +451,10 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
     if not (_is_vector(weight, typenum, n) and _is_vector(bias, typenum, n)):
         return None
     if out is None:
-        y = np.empty_like(xa)
+        if cnp.PyArray_IS_C_CONTIGUOUS(xa):
+            y = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), typenum, 0)
+        else:
+            y = np.empty_like(xa)
     else:
         if not _is_plain(out, typenum) or cnp.PyArray_NDIM(<cnp.ndarray>out) != ndim \
                 or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
