@@ -157,7 +157,7 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
     else:
         mean = rstd = None
 
-    y = out if out is not None else np.empty_like(x)
+    y = out if out is not None else _core.empty_output(x)
     if x.size == 0:
         return _result(op, y, mean, rstd, return_stats)
 

@@ -35,6 +35,9 @@ def show_config(file=None):
     print(f"  compiler flags:  {_core.build_flags}", file=file)
     print(f"  ISA in use:      {get_isa()}  (available: {', '.join(available_isas())})", file=file)
     print(f"  max threads:     {_core.max_threads()}", file=file)
+    n, cached, cap = _core.buffer_cache_info()
+    print(f"  buffer cache:    {n} buffers, {cached >> 20} MiB cached, cap {cap >> 20} MiB "
+          "(FASTNORM_BUFFER_CACHE_MB)", file=file)
     try:
         import threadpoolctl
     except ImportError:  # pragma: no cover

@@ -44,6 +44,10 @@ cdef extern from "fastnorm_kernels.h" nogil:
     const fn_kernel_table fn_kernels_scalar
     int fn_usable_tables(const fn_kernel_table **tables, int max)
 
+cdef extern from "_fn_buffers.h" nogil:
+    void *fn_buffer_alloc(size_t nbytes)
+    void fn_buffer_free(void *p)
+
 cdef extern from "_fn_omp.h" nogil:
     int omp_get_max_threads()
     int omp_get_num_threads()
@@ -83,6 +87,131 @@ def set_stream_min_bytes(Py_ssize_t nbytes):
     previous = g_stream_min_bytes
     g_stream_min_bytes = nbytes
     return previous
+
+
+# ---- output buffer cache ---------------------------------------------------
+# A fresh 64 MB output costs more in first-touch page faults (the kernel
+# zeroes every page) than the normalization itself.  Large outputs that
+# fastnorm allocates therefore come from a small cache: when such an array
+# dies, its memory (already faulted in) is kept for the next output of the
+# same size, up to FASTNORM_BUFFER_CACHE_MB in all (default 512; 0 turns the
+# cache off).  Arrays hold their buffer through a _Buffer base object, so a
+# buffer is never handed out while an array still uses it.
+cdef enum:
+    POOL_SLOTS = 4
+    POOL_MIN_BYTES = 4 << 20
+
+cdef size_t g_pool_cap = 512 << 20
+cdef size_t g_pool_total = 0
+cdef void *g_pool_ptr[POOL_SLOTS]
+cdef size_t g_pool_size[POOL_SLOTS]
+
+
+cdef void *_pool_take(size_t nbytes) noexcept:
+    global g_pool_total
+    cdef int i
+    cdef void *p
+    for i in range(POOL_SLOTS):
+        if g_pool_ptr[i] != NULL and g_pool_size[i] == nbytes:
+            p = g_pool_ptr[i]
+            g_pool_ptr[i] = NULL
+            g_pool_total -= nbytes
+            return p
+    return fn_buffer_alloc(nbytes)
+
+
+cdef void _pool_give(void *p, size_t nbytes) noexcept:
+    global g_pool_total
+    cdef int i, victim
+    if nbytes > g_pool_cap:
+        fn_buffer_free(p)
+        return
+    # make room: evict other cached buffers (largest first) until it fits
+    while True:
+        victim = -1
+        for i in range(POOL_SLOTS):
+            if g_pool_ptr[i] == NULL:
+                if g_pool_total + nbytes <= g_pool_cap:
+                    g_pool_ptr[i] = p
+                    g_pool_size[i] = nbytes
+                    g_pool_total += nbytes
+                    return
+            elif victim < 0 or g_pool_size[i] > g_pool_size[victim]:
+                victim = i
+        if victim < 0:
+            fn_buffer_free(p)
+            return
+        fn_buffer_free(g_pool_ptr[victim])
+        g_pool_total -= g_pool_size[victim]
+        g_pool_ptr[victim] = NULL
+
+
+cdef class _Buffer:
+    """Owner of a cached output buffer; gives it back when the array dies."""
+    cdef void *ptr
+    cdef size_t nbytes
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            _pool_give(self.ptr, self.nbytes)
+
+
+cdef cnp.ndarray _new_c_array(int ndim, cnp.npy_intp *dims, int typenum):
+    cdef size_t nbytes = cnp.PyArray_DescrFromType(typenum).itemsize
+    cdef int d
+    cdef _Buffer owner
+    for d in range(ndim):
+        nbytes *= <size_t>dims[d]
+    if nbytes < POOL_MIN_BYTES or g_pool_cap == 0:
+        return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    owner = _Buffer.__new__(_Buffer)
+    owner.ptr = _pool_take(nbytes)
+    if owner.ptr == NULL:
+        raise MemoryError(f"cannot allocate {nbytes} bytes for the output")
+    owner.nbytes = nbytes
+    arr = cnp.PyArray_SimpleNewFromData(ndim, dims, typenum, owner.ptr)
+    cnp.set_array_base(arr, owner)
+    return arr
+
+
+def empty_output(cnp.ndarray x):
+    """An uninitialized array like x (C order when x is C-contiguous, from
+    the buffer cache when large; else numpy.empty_like's layout)."""
+    if cnp.PyArray_IS_C_CONTIGUOUS(x):
+        return _new_c_array(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
+    return np.empty_like(x)
+
+
+def buffer_cache_info():
+    """(cached buffers, cached bytes, cap in bytes)."""
+    return (sum(1 for i in range(POOL_SLOTS) if g_pool_ptr[i] != NULL), g_pool_total, g_pool_cap)
+
+
+def set_buffer_cache(Py_ssize_t cap_bytes):
+    """Set the cache cap (0 turns it off and frees what is cached)."""
+    global g_pool_cap, g_pool_total
+    cdef int i
+    g_pool_cap = max(cap_bytes, 0)
+    for i in range(POOL_SLOTS):
+        if g_pool_ptr[i] != NULL and (g_pool_cap == 0 or g_pool_total > g_pool_cap):
+            fn_buffer_free(g_pool_ptr[i])
+            g_pool_total -= g_pool_size[i]
+            g_pool_ptr[i] = NULL
+
+
+def _read_cache_env():
+    import os
+    value = os.environ.get("FASTNORM_BUFFER_CACHE_MB")
+    if value is not None:
+        try:
+            set_buffer_cache(int(value) << 20)
+        except ValueError:
+            import warnings
+            warnings.warn(f"FASTNORM_BUFFER_CACHE_MB={value!r} is not an integer; ignored",
+                          RuntimeWarning, stacklevel=3)
+
+
+_read_cache_env()
 
 
 cdef const fn_kernel_table *g_kernels = &fn_kernels_scalar
@@ -452,7 +581,7 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
         return None
     if out is None:
         if cnp.PyArray_IS_C_CONTIGUOUS(xa):
-            y = cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(xa), typenum, 0)
+            y = _new_c_array(ndim, cnp.PyArray_DIMS(xa), typenum)
         else:
             y = np.empty_like(xa)
     else:
