@@ -459,34 +459,27 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_lanes)(const fn_r
     }
 }
 
-static int FN_NAME(simd_rows_contiguous)(const fn_rows *a)
+/* Pick the vectorized walk for the block's layout; layouts neither walk
+ * covers (e.g. strided rows of strided elements) take the portable kernel. */
+static inline __attribute__((always_inline)) void
+FN_NAME(simd_dispatch)(const fn_rows *a, int rms, fn_rows_kernel portable)
 {
-    return a->x_elem_stride == 1 && a->y_elem_stride == 1;
-}
-
-static int FN_NAME(simd_rows_side_by_side)(const fn_rows *a)
-{
-    return a->x_row_stride == 1 && a->y_row_stride == 1 && a->rows > 1;
+    if (a->x_elem_stride == 1 && a->y_elem_stride == 1)
+        FN_NAME(simd_rows)(a, rms);
+    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && a->rows > 1)
+        FN_NAME(simd_lanes)(a, rms);
+    else
+        portable(a);
 }
 
 void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
 {
-    if (FN_NAME(simd_rows_contiguous)(a))
-        FN_NAME(simd_rows)(a, 0);
-    else if (FN_NAME(simd_rows_side_by_side)(a))
-        FN_NAME(simd_lanes)(a, 0);
-    else
-        FN_CAT(FN_NAME(layer_norm_rows), scalar)(a);
+    FN_NAME(simd_dispatch)(a, 0, FN_CAT(FN_NAME(layer_norm_rows), scalar));
 }
 
 void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 {
-    if (FN_NAME(simd_rows_contiguous)(a))
-        FN_NAME(simd_rows)(a, 1);
-    else if (FN_NAME(simd_rows_side_by_side)(a))
-        FN_NAME(simd_lanes)(a, 1);
-    else
-        FN_CAT(FN_NAME(rms_norm_rows), scalar)(a);
+    FN_NAME(simd_dispatch)(a, 1, FN_CAT(FN_NAME(rms_norm_rows), scalar));
 }
 
 #undef FN_KERNEL
