@@ -206,6 +206,14 @@ def _ratio(case, threads, num, den, repeats, min_time=2e-3, extra=None):
     return times[num] / min(times[d] for d in den)
 
 
+def _plain_fastnorm(case):
+    """fastnorm without weight and bias."""
+    x, _, _ = make_inputs(case)
+    out = np.empty_like(x)
+    fn = fastnorm.layer_norm if case.op == "layer_norm" else fastnorm.rms_norm
+    return {"plain": lambda: fn(x, out=out)}
+
+
 def _np_add_bias(case):
     x, _, b = make_inputs(case)
     out = np.empty_like(x)
@@ -247,6 +255,9 @@ def measure_targets(repeats=21, progress=None):
         add(f"{op} f32 {big} out= 1 thread / copy roof",
             _ratio(C(op, big, "float32", "last", True), 1, "fastnorm", ["copy", "multiply"], repeats),
             1.15)
+        add(f"  the same without weight and bias",
+            _ratio(C(op, big, "float32", "last", True), 1, "plain", ["copy", "multiply"], repeats,
+                   extra=_plain_fastnorm), 1.15)
     for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
         add(f"{op} f32 {big} allocating 2 threads / torch",
             _ratio(C(op, big, "float32", "last", False), 2, "fastnorm", ["torch"], repeats), goal)
@@ -275,4 +286,4 @@ def measure_targets(repeats=21, progress=None):
     return rows
 
 
-TARGET_COUNT = 14
+TARGET_COUNT = 16

@@ -79,17 +79,16 @@ static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_T *x,
         }
         return;
     }
-    /* Welford: m += delta/k; M2 += delta * (d - m_new) = delta^2 * (k-1)/k.
-     * The second form needs no subtraction (the FP add ports are the
-     * bottleneck once the row is in cache) and rounds no less well. */
+    /* Welford: m += delta/k; M2 += delta * (d - m_new).  This form uses two
+     * FP adds and two FMAs; with the normalize pass's one add and two FMAs
+     * (fused into the same loop) the add and FMA ports stay balanced. */
     acc->k += 1;
     const V inv_k = VSET1((FN_T)1 / acc->k);
-    const V shrink = VSET1((acc->k - 1) / acc->k);
     for (int c = 0; c < 4; c++) {
         V d = VSUB(VLOAD(x + c * VL), p);
         V delta = VSUB(d, acc->m[c]);
         acc->m[c] = VFMA(delta, inv_k, acc->m[c]);
-        acc->q[c] = VFMA(VMUL(delta, shrink), delta, acc->q[c]);
+        acc->q[c] = VFMA(delta, VSUB(d, acc->m[c]), acc->q[c]);
     }
 }
 
