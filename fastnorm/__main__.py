@@ -157,14 +157,14 @@ def bench_targets(repeats):
     print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
           f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
     rows = _bench.measure_targets(repeats, _bench.Progress(_bench.TARGET_COUNT))
-    print(f"{'target':<62}{'measured':>10}{'goal':>8}  met")
+    print(f"{'target':<68}{'measured':>10}{'goal':>8}  met")
     for name, value, goal, higher in rows:
         if value is None:
-            print(f"{name:<62}{'n/a':>10}{goal:>8}  (competitor not installed)")
+            print(f"{name:<68}{'n/a':>10}{goal:>8}  (competitor not installed)")
             continue
         met = value >= goal if higher else value <= goal
         sign = ">=" if higher else "<="
-        print(f"{name:<62}{value:>10.3f}{sign:>4}{goal:<5}  {'yes' if met else 'NO'}")
+        print(f"{name:<68}{value:>10.3f}{sign:>4}{goal:<5}  {'yes' if met else 'NO'}")
     return 0
 
 
