@@ -37,10 +37,31 @@ cdef extern from "fastnorm_kernels.h" nogil:
         double eps
         int stream_stores
     ctypedef void (*fn_rows_kernel)(const fn_rows *block) noexcept nogil
+    ctypedef struct fn_rows_bwd:
+        const void *x
+        const void *dy
+        void *dx
+        const void *weight
+        const void *rstd
+        double *dweight
+        double *dbias
+        Py_ssize_t rows
+        Py_ssize_t row_len
+        Py_ssize_t x_row_stride
+        Py_ssize_t x_elem_stride
+        Py_ssize_t dy_row_stride
+        Py_ssize_t dy_elem_stride
+        Py_ssize_t dx_row_stride
+        Py_ssize_t dx_elem_stride
+        Py_ssize_t stat_stride
+        double eps
+    ctypedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block) noexcept nogil
     ctypedef struct fn_kernel_table:
         const char *isa
         fn_rows_kernel layer_norm[2]
         fn_rows_kernel rms_norm[2]
+        fn_rows_bwd_kernel layer_norm_backward[2]
+        fn_rows_bwd_kernel rms_norm_backward[2]
     const fn_kernel_table fn_kernels_scalar
     int fn_usable_tables(const fn_kernel_table **tables, int max)
 
@@ -66,6 +87,9 @@ cdef enum:
     # LANE_TILE_ROWS rows, about LANE_ITEM_ELEMENTS elements at a time.
     LANE_TILE_ROWS = 64
     LANE_ITEM_ELEMENTS = 262144
+    # Backward items: rows grouped to about this many elements, each with
+    # its own dweight/dbias partial sums.
+    BWD_ITEM_ELEMENTS = 32768
 
 cpdef enum:
     OP_LAYER_NORM = 0
@@ -268,19 +292,40 @@ def last_num_threads():
     return g_last_num_threads
 
 
+cdef enum:
+    # operands of a plan: the arrays walked row by row, then the stats
+    MAX_OPS = 4
+    # forward: x, y, stats (mean and rstd share a layout)
+    FWD_X = 0
+    FWD_Y = 1
+    FWD_STATS = 2
+    # backward: x, dy, dx, stats (rstd)
+    BWD_X = 0
+    BWD_DY = 1
+    BWD_DX = 2
+    BWD_STATS = 3
+
+
 cdef struct plan_t:
-    fn_rows base
-    fn_rows_kernel kernel
+    int n_ops                 # operands; the last one is the stats
     int itemsize
+    bint backward
+    Py_ssize_t row_len
+    Py_ssize_t row_stride[MAX_OPS]
+    Py_ssize_t elem_stride[MAX_OPS]
     int n_outer_dims
     Py_ssize_t outer_shape[MAX_DIMS]
-    Py_ssize_t outer_x[MAX_DIMS]
-    Py_ssize_t outer_y[MAX_DIMS]
-    Py_ssize_t outer_s[MAX_DIMS]
+    Py_ssize_t outer_stride[MAX_OPS][MAX_DIMS]
     Py_ssize_t inner
     Py_ssize_t rows_per_item
     Py_ssize_t items_per_outer
     Py_ssize_t n_items
+    fn_rows fwd               # pointers at element 0 of row 0
+    fn_rows_kernel fwd_kernel
+    fn_rows_bwd bwd
+    fn_rows_bwd_kernel bwd_kernel
+    double *dw_parts          # n_items x row_len partial sums, or NULL
+    double *db_parts
 
 
 cdef inline Py_ssize_t _abs(Py_ssize_t v) noexcept nogil:
@@ -292,25 +337,43 @@ cdef inline char *_offset(const void *p, Py_ssize_t elements, int itemsize) noex
 
 
 cdef void run_item(const plan_t *plan, Py_ssize_t item) noexcept nogil:
-    cdef fn_rows block = plan.base
     cdef Py_ssize_t outer = item // plan.items_per_outer
     cdef Py_ssize_t r0 = (item % plan.items_per_outer) * plan.rows_per_item
-    cdef Py_ssize_t ox = 0, oy = 0, os = 0, idx
-    cdef int d
+    cdef Py_ssize_t off[MAX_OPS]
+    cdef Py_ssize_t idx
+    cdef int d, k
+    cdef fn_rows fb
+    cdef fn_rows_bwd bb
+    for k in range(plan.n_ops):
+        off[k] = r0 * plan.row_stride[k]
     for d in range(plan.n_outer_dims - 1, -1, -1):
         idx = outer % plan.outer_shape[d]
         outer = outer // plan.outer_shape[d]
-        ox += idx * plan.outer_x[d]
-        oy += idx * plan.outer_y[d]
-        os += idx * plan.outer_s[d]
-    block.rows = min(plan.rows_per_item, plan.inner - r0)
-    block.x = _offset(block.x, ox + r0 * block.x_row_stride, plan.itemsize)
-    block.y = _offset(block.y, oy + r0 * block.y_row_stride, plan.itemsize)
-    if block.mean != NULL:
-        block.mean = _offset(block.mean, os + r0 * block.stat_stride, plan.itemsize)
-    if block.rstd != NULL:
-        block.rstd = _offset(block.rstd, os + r0 * block.stat_stride, plan.itemsize)
-    plan.kernel(&block)
+        for k in range(plan.n_ops):
+            off[k] += idx * plan.outer_stride[k][d]
+    if not plan.backward:
+        fb = plan.fwd
+        fb.rows = min(plan.rows_per_item, plan.inner - r0)
+        fb.x = _offset(fb.x, off[FWD_X], plan.itemsize)
+        fb.y = _offset(fb.y, off[FWD_Y], plan.itemsize)
+        if fb.mean != NULL:
+            fb.mean = _offset(fb.mean, off[FWD_STATS], plan.itemsize)
+        if fb.rstd != NULL:
+            fb.rstd = _offset(fb.rstd, off[FWD_STATS], plan.itemsize)
+        plan.fwd_kernel(&fb)
+        return
+    bb = plan.bwd
+    bb.rows = min(plan.rows_per_item, plan.inner - r0)
+    bb.x = _offset(bb.x, off[BWD_X], plan.itemsize)
+    bb.dy = _offset(bb.dy, off[BWD_DY], plan.itemsize)
+    bb.dx = _offset(bb.dx, off[BWD_DX], plan.itemsize)
+    if bb.rstd != NULL:
+        bb.rstd = _offset(bb.rstd, off[BWD_STATS], plan.itemsize)
+    if plan.dw_parts != NULL:
+        bb.dweight = plan.dw_parts + item * plan.row_len
+    if plan.db_parts != NULL:
+        bb.dbias = plan.db_parts + item * plan.row_len
+    plan.bwd_kernel(&bb)
 
 
 cdef void note_team_size() noexcept nogil:
@@ -351,6 +414,93 @@ cdef inline bint _mergeable(Py_ssize_t outer_stride, Py_ssize_t inner_stride,
     return outer_stride == inner_stride * inner_len
 
 
+cdef int _plan_layout(plan_t *plan, int ndim, const cnp.npy_intp *shape, object arrays,
+                      int itemsize, const bint *is_norm) except -1:
+    """Fill the layout part of the plan from the operands' strides (arrays:
+    the row-walked arrays, then the stats array or None).  Returns 1 when the
+    normalized axes of some row-walked array do not merge into one strided
+    dimension."""
+    cdef int k, a, d, n_norm = 0, n_batch = 0, n_ops = len(arrays)
+    cdef Py_ssize_t st[MAX_OPS][MAX_DIMS]
+    cdef Py_ssize_t norm_order[MAX_DIMS]
+    cdef Py_ssize_t batch_order[MAX_DIMS]
+    cdef bint mergeable
+    plan.n_ops = n_ops
+    plan.itemsize = itemsize
+    for k in range(n_ops):
+        arr = arrays[k]
+        for a in range(ndim):
+            st[k][a] = 0 if arr is None else cnp.PyArray_STRIDES(<cnp.ndarray>arr)[a] // itemsize
+
+    # normalized axes: drop size-1 axes, order by decreasing x stride, merge
+    plan.row_len = 1
+    for a in range(ndim):
+        if is_norm[a]:
+            plan.row_len *= shape[a]
+            if shape[a] != 1:
+                norm_order[n_norm] = a
+                n_norm += 1
+        elif shape[a] != 1:
+            batch_order[n_batch] = a
+            n_batch += 1
+    _sort_dims_by_stride(n_norm, norm_order, st[0])
+    for d in range(n_norm - 1):
+        a = norm_order[d]
+        for k in range(n_ops - 1):
+            if not _mergeable(st[k][a], st[k][norm_order[d + 1]], shape[norm_order[d + 1]]):
+                return 1
+    for k in range(n_ops):
+        plan.elem_stride[k] = st[k][norm_order[n_norm - 1]] if n_norm else 1
+
+    # batch axes: order by decreasing x stride and merge what is contiguous
+    # in every operand alike; the last one becomes the kernel's rows
+    _sort_dims_by_stride(n_batch, batch_order, st[0])
+    plan.n_outer_dims = 0
+    for d in range(n_batch):
+        a = batch_order[d]
+        mergeable = plan.n_outer_dims > 0
+        k = 0
+        while mergeable and k < n_ops:
+            mergeable = _mergeable(plan.outer_stride[k][plan.n_outer_dims - 1], st[k][a], shape[a])
+            k += 1
+        if mergeable:
+            plan.outer_shape[plan.n_outer_dims - 1] *= shape[a]
+        else:
+            plan.outer_shape[plan.n_outer_dims] = shape[a]
+            plan.n_outer_dims += 1
+        for k in range(n_ops):
+            plan.outer_stride[k][plan.n_outer_dims - 1] = st[k][a]
+    if plan.n_outer_dims:
+        plan.n_outer_dims -= 1
+        plan.inner = plan.outer_shape[plan.n_outer_dims]
+        for k in range(n_ops):
+            plan.row_stride[k] = plan.outer_stride[k][plan.n_outer_dims]
+    else:
+        plan.inner = 1
+        for k in range(n_ops):
+            plan.row_stride[k] = 0
+    return 0
+
+
+cdef Py_ssize_t _n_outer(const plan_t *plan) noexcept:
+    cdef Py_ssize_t n = 1
+    cdef int d
+    for d in range(plan.n_outer_dims):
+        n *= plan.outer_shape[d]
+    return n
+
+
+cdef void _plan_items(plan_t *plan, Py_ssize_t rpi) noexcept:
+    plan.rows_per_item = max(1, min(rpi, plan.inner))
+    plan.items_per_outer = (plan.inner + plan.rows_per_item - 1) // plan.rows_per_item
+    plan.n_items = _n_outer(plan) * plan.items_per_outer
+
+
+cdef int _threads_for(const plan_t *plan) noexcept:
+    cdef Py_ssize_t total = _n_outer(plan) * plan.inner * plan.row_len
+    return 1 if total < PARALLEL_MIN_ELEMENTS else omp_get_max_threads()
+
+
 def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
             double eps, tuple norm_axes):
     """Run one normalization.  Returns False when the normalized axes of x or
@@ -362,14 +512,23 @@ def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
     norm_axes: sorted, non-negative, unique axes of x.
     """
     cdef bint is_norm[MAX_DIMS]
+    _norm_mask(x.ndim, norm_axes, is_norm)
+    weight, bias = _walk_order_affine(x, norm_axes, weight, bias)
+    return _run(op, x, y, weight, bias, mean, rstd, eps, is_norm) == 0
+
+
+cdef void _norm_mask(int ndim, tuple norm_axes, bint *is_norm):
     cdef int a
-    for a in range(x.ndim):
+    for a in range(ndim):
         is_norm[a] = False
     for a in norm_axes:
         is_norm[a] = True
+
+
+cdef tuple _walk_order_affine(cnp.ndarray x, tuple norm_axes, weight, bias):
+    """weight/bias are laid out in increasing axis order; the kernels walk the
+    normalized axes by decreasing stride (the order _plan_layout merges them)."""
     if len(norm_axes) > 1 and (weight is not None or bias is not None):
-        # weight/bias are laid out in increasing axis order; the kernel walks
-        # the normalized axes by decreasing stride (the order _run merges them)
         strides = x.strides
         perm = sorted(range(len(norm_axes)), key=lambda i: -abs(strides[norm_axes[i]]))
         if perm != list(range(len(norm_axes))):
@@ -377,7 +536,7 @@ def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
                 weight = np.ascontiguousarray(np.transpose(weight, perm))
             if bias is not None:
                 bias = np.ascontiguousarray(np.transpose(bias, perm))
-    return _run(op, x, y, weight, bias, mean, rstd, eps, is_norm) == 0
+    return weight, bias
 
 
 cdef inline void *_data_or_null(object arr):
@@ -386,126 +545,134 @@ cdef inline void *_data_or_null(object arr):
 
 cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, object mean,
               object rstd, double eps, const bint *is_norm) except -1:
-    """Plan and run; 1 (nothing done) when the normalized axes do not merge."""
-    cdef int ndim = cnp.PyArray_NDIM(x), itemsize = cnp.PyArray_ITEMSIZE(x)
-    cdef int k, a, n_norm = 0, n_batch = 0
-    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(x)
-    cdef Py_ssize_t xs[MAX_DIMS]
-    cdef Py_ssize_t ys[MAX_DIMS]
-    cdef Py_ssize_t ss[MAX_DIMS]
-    cdef Py_ssize_t norm_order[MAX_DIMS]
-    cdef Py_ssize_t batch_order[MAX_DIMS]
+    """Plan and run a forward; 1 (nothing done) when the normalized axes do
+    not merge."""
     cdef plan_t plan
-    cdef Py_ssize_t row_len = 1, n_outer = 1, total, rpi
+    cdef Py_ssize_t n_outer, rpi
     cdef int dtype_index = 0 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else 1
     cdef int n_threads
-    cdef cnp.npy_intp *stat_strides = NULL
-
-    if mean is not None:
-        stat_strides = cnp.PyArray_STRIDES(<cnp.ndarray>mean)
-    elif rstd is not None:
-        stat_strides = cnp.PyArray_STRIDES(<cnp.ndarray>rstd)
-    for a in range(ndim):
-        xs[a] = cnp.PyArray_STRIDES(x)[a] // itemsize
-        ys[a] = cnp.PyArray_STRIDES(y)[a] // itemsize
-        ss[a] = 0 if stat_strides == NULL else stat_strides[a] // itemsize
-
-    # normalized axes: drop size-1 axes, order by decreasing x stride, merge
-    for a in range(ndim):
-        if is_norm[a]:
-            row_len *= shape[a]
-            if shape[a] != 1:
-                norm_order[n_norm] = a
-                n_norm += 1
-        elif shape[a] != 1:
-            batch_order[n_batch] = a
-            n_batch += 1
-    _sort_dims_by_stride(n_norm, norm_order, xs)
-    for k in range(n_norm - 1):
-        a = norm_order[k]
-        if not (_mergeable(xs[a], xs[norm_order[k + 1]], shape[norm_order[k + 1]]) and
-                _mergeable(ys[a], ys[norm_order[k + 1]], shape[norm_order[k + 1]])):
-            return 1
-
-    plan.itemsize = itemsize
-    plan.base.row_len = row_len
-    plan.base.eps = eps
-    plan.base.stream_stores = cnp.PyArray_NBYTES(y) >= g_stream_min_bytes
-    if n_norm:
-        plan.base.x_elem_stride = xs[norm_order[n_norm - 1]]
-        plan.base.y_elem_stride = ys[norm_order[n_norm - 1]]
-    else:
-        plan.base.x_elem_stride = 1
-        plan.base.y_elem_stride = 1
-    plan.base.x = cnp.PyArray_DATA(x)
-    plan.base.y = cnp.PyArray_DATA(y)
-    plan.base.weight = _data_or_null(weight)
-    plan.base.bias = _data_or_null(bias)
-    plan.base.mean = _data_or_null(mean)
-    plan.base.rstd = _data_or_null(rstd)
+    if _plan_layout(&plan, cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
+                    (x, y, mean if mean is not None else rstd),
+                    cnp.PyArray_ITEMSIZE(x), is_norm):
+        return 1
+    plan.backward = False
+    plan.fwd.row_len = plan.row_len
+    plan.fwd.eps = eps
+    plan.fwd.stream_stores = cnp.PyArray_NBYTES(y) >= g_stream_min_bytes
+    plan.fwd.x = cnp.PyArray_DATA(x)
+    plan.fwd.y = cnp.PyArray_DATA(y)
+    plan.fwd.weight = _data_or_null(weight)
+    plan.fwd.bias = _data_or_null(bias)
+    plan.fwd.mean = _data_or_null(mean)
+    plan.fwd.rstd = _data_or_null(rstd)
+    plan.fwd.x_row_stride = plan.row_stride[FWD_X]
+    plan.fwd.x_elem_stride = plan.elem_stride[FWD_X]
+    plan.fwd.y_row_stride = plan.row_stride[FWD_Y]
+    plan.fwd.y_elem_stride = plan.elem_stride[FWD_Y]
+    plan.fwd.stat_stride = plan.row_stride[FWD_STATS]
     if op == OP_LAYER_NORM:
-        plan.kernel = g_kernels.layer_norm[dtype_index]
+        plan.fwd_kernel = g_kernels.layer_norm[dtype_index]
     else:
-        plan.kernel = g_kernels.rms_norm[dtype_index]
+        plan.fwd_kernel = g_kernels.rms_norm[dtype_index]
 
-    # batch axes: order by decreasing x stride and merge what is contiguous
-    # in x, y and the stats alike; the last one becomes the kernel's rows
-    _sort_dims_by_stride(n_batch, batch_order, xs)
-    plan.n_outer_dims = 0
-    for k in range(n_batch):
-        a = batch_order[k]
-        if plan.n_outer_dims and \
-                _mergeable(plan.outer_x[plan.n_outer_dims - 1], xs[a], shape[a]) and \
-                _mergeable(plan.outer_y[plan.n_outer_dims - 1], ys[a], shape[a]) and \
-                _mergeable(plan.outer_s[plan.n_outer_dims - 1], ss[a], shape[a]):
-            plan.outer_shape[plan.n_outer_dims - 1] *= shape[a]
-            plan.outer_x[plan.n_outer_dims - 1] = xs[a]
-            plan.outer_y[plan.n_outer_dims - 1] = ys[a]
-            plan.outer_s[plan.n_outer_dims - 1] = ss[a]
-        else:
-            plan.outer_shape[plan.n_outer_dims] = shape[a]
-            plan.outer_x[plan.n_outer_dims] = xs[a]
-            plan.outer_y[plan.n_outer_dims] = ys[a]
-            plan.outer_s[plan.n_outer_dims] = ss[a]
-            plan.n_outer_dims += 1
-    if plan.n_outer_dims:
-        plan.n_outer_dims -= 1
-        k = plan.n_outer_dims
-        plan.inner = plan.outer_shape[k]
-        plan.base.x_row_stride = plan.outer_x[k]
-        plan.base.y_row_stride = plan.outer_y[k]
-        plan.base.stat_stride = plan.outer_s[k]
-    else:
-        plan.inner = 1
-        plan.base.x_row_stride = 0
-        plan.base.y_row_stride = 0
-        plan.base.stat_stride = 0
-    for k in range(plan.n_outer_dims):
-        n_outer *= plan.outer_shape[k]
-
-    total = n_outer * plan.inner * row_len
-    n_threads = 1 if total < PARALLEL_MIN_ELEMENTS else omp_get_max_threads()
-    rpi = max(1, ITEM_ELEMENTS // row_len)
+    n_outer = _n_outer(&plan)
+    n_threads = _threads_for(&plan)
+    rpi = max(1, ITEM_ELEMENTS // plan.row_len)
     if n_threads > 1 and n_outer < n_threads:
         # enough items for every thread
         rpi = max(1, min(rpi, (plan.inner * n_outer + n_threads - 1) // n_threads))
-    if plan.base.x_row_stride == 1 and plan.base.y_row_stride == 1 and row_len > 1:
+    if plan.fwd.x_row_stride == 1 and plan.fwd.y_row_stride == 1 and plan.row_len > 1:
         # rows side by side: the SIMD kernels walk tiles of neighbouring rows
         # element row by element row; give them long runs (whole vectors,
         # up to a page per element row) and enough rows to amortize a tile
-        rpi = max(rpi, LANE_ITEM_ELEMENTS // row_len)
+        rpi = max(rpi, LANE_ITEM_ELEMENTS // plan.row_len)
         rpi = (rpi + LANE_TILE_ROWS - 1) // LANE_TILE_ROWS * LANE_TILE_ROWS
         if n_threads > 1 and n_outer < n_threads:
             rpi = min(rpi, max(LANE_TILE_ROWS, (plan.inner + n_threads - 1) // n_threads))
-    plan.rows_per_item = min(rpi, plan.inner)
-    plan.items_per_outer = (plan.inner + plan.rows_per_item - 1) // plan.rows_per_item
-    plan.n_items = n_outer * plan.items_per_outer
+    _plan_items(&plan, rpi)
     if n_threads > plan.n_items:
         n_threads = <int>plan.n_items
-
     with nogil:
         run_plan(&plan, n_threads)
     return 0
+
+
+def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd,
+             bint want_dweight, bint want_dbias, double eps, tuple norm_axes):
+    """Run one backward.  Returns None when the normalized axes of x, dy or
+    dx cannot be walked as one strided dimension (the caller then copies),
+    else (dweight, dbias): float64 arrays of the normalized shape in
+    increasing axis order, or None where not wanted.
+
+    Rows are cut into items of a size that depends only on the shapes, each
+    item adds into partial sums of its own, and the partials are reduced in
+    item order: dweight and dbias are bitwise the same for any thread count.
+    """
+    cdef bint is_norm[MAX_DIMS]
+    cdef plan_t plan
+    cdef int dtype_index = 0 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else 1
+    cdef int n_threads
+    cdef cnp.ndarray dw_parts = None, db_parts = None
+    _norm_mask(x.ndim, norm_axes, is_norm)
+    weight, _ = _walk_order_affine(x, norm_axes, weight, None)
+    if _plan_layout(&plan, x.ndim, cnp.PyArray_DIMS(x), (x, dy, dx, rstd),
+                    cnp.PyArray_ITEMSIZE(x), is_norm):
+        return None
+    plan.backward = True
+    plan.bwd.row_len = plan.row_len
+    plan.bwd.eps = eps
+    plan.bwd.x = cnp.PyArray_DATA(x)
+    plan.bwd.dy = cnp.PyArray_DATA(dy)
+    plan.bwd.dx = cnp.PyArray_DATA(dx)
+    plan.bwd.weight = _data_or_null(weight)
+    plan.bwd.rstd = _data_or_null(rstd)
+    plan.bwd.dweight = NULL
+    plan.bwd.dbias = NULL
+    plan.bwd.x_row_stride = plan.row_stride[BWD_X]
+    plan.bwd.x_elem_stride = plan.elem_stride[BWD_X]
+    plan.bwd.dy_row_stride = plan.row_stride[BWD_DY]
+    plan.bwd.dy_elem_stride = plan.elem_stride[BWD_DY]
+    plan.bwd.dx_row_stride = plan.row_stride[BWD_DX]
+    plan.bwd.dx_elem_stride = plan.elem_stride[BWD_DX]
+    plan.bwd.stat_stride = plan.row_stride[BWD_STATS]
+    if op == OP_LAYER_NORM:
+        plan.bwd_kernel = g_kernels.layer_norm_backward[dtype_index]
+    else:
+        plan.bwd_kernel = g_kernels.rms_norm_backward[dtype_index]
+    # items: fixed by the shapes alone (never by the thread count)
+    _plan_items(&plan, max(1, BWD_ITEM_ELEMENTS // plan.row_len))
+    plan.dw_parts = plan.db_parts = NULL
+    if want_dweight:
+        dw_parts = np.zeros((plan.n_items, plan.row_len), np.float64)
+        plan.dw_parts = <double *>cnp.PyArray_DATA(dw_parts)
+    if want_dbias:
+        db_parts = np.zeros((plan.n_items, plan.row_len), np.float64)
+        plan.db_parts = <double *>cnp.PyArray_DATA(db_parts)
+    n_threads = min(_threads_for(&plan), plan.n_items)
+    with nogil:
+        run_plan(&plan, n_threads)
+    return (_reduce_parts(dw_parts), _reduce_parts(db_parts))
+
+
+cdef object _reduce_parts(object parts):
+    """Sum the items' partial sums in item order (a fixed order)."""
+    cdef cnp.ndarray p
+    cdef double *src
+    cdef double *dst
+    cdef Py_ssize_t n_items, n, i, j
+    if parts is None:
+        return None
+    p = <cnp.ndarray>parts
+    n_items = cnp.PyArray_DIMS(p)[0]
+    n = cnp.PyArray_DIMS(p)[1]
+    out = np.zeros(n, np.float64)
+    dst = <double *>cnp.PyArray_DATA(<cnp.ndarray>out)
+    src = <double *>cnp.PyArray_DATA(p)
+    with nogil:
+        for i in range(n_items):
+            for j in range(n):
+                dst[j] += src[i * n + j]
+    return out
 
 
 # ---- fast path ------------------------------------------------------------

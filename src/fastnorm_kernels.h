@@ -46,6 +46,31 @@ typedef struct fn_rows {
 
 typedef void (*fn_rows_kernel)(const fn_rows *block);
 
+/* Backward of a block of rows: dx from dy, plus this block's contributions
+ * to dweight and dbias, added into row_len partial sums in double that the
+ * caller owns (one set per block, reduced in a fixed order, so the result
+ * does not depend on which thread ran which block). */
+typedef struct fn_rows_bwd {
+    const void *x;
+    const void *dy;
+    void *dx;               /* may alias dy exactly */
+    const void *weight;     /* row_len contiguous values, or NULL (= ones) */
+    const void *rstd;       /* per-row rstd from the forward, or NULL: recomputed
+                               from x with eps.  The mean is always recomputed
+                               (from pivot-shifted sums, in the same pass): it
+                               is exact to far below a float32 mean's rounding */
+    double *dweight;        /* row_len partial sums of dy * xhat, or NULL */
+    double *dbias;          /* row_len partial sums of dy, or NULL */
+    ptrdiff_t rows, row_len;
+    ptrdiff_t x_row_stride, x_elem_stride;
+    ptrdiff_t dy_row_stride, dy_elem_stride;
+    ptrdiff_t dx_row_stride, dx_elem_stride;
+    ptrdiff_t stat_stride;
+    double eps;
+} fn_rows_bwd;
+
+typedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block);
+
 /* Index 0 is float32, index 1 is float64. */
 enum { FN_F32 = 0, FN_F64 = 1 };
 
@@ -53,6 +78,8 @@ typedef struct fn_kernel_table {
     const char *isa;
     fn_rows_kernel layer_norm[2];
     fn_rows_kernel rms_norm[2];
+    fn_rows_bwd_kernel layer_norm_backward[2];
+    fn_rows_bwd_kernel rms_norm_backward[2];
 } fn_kernel_table;
 
 /* The portable kernels: any stride, any architecture. */
@@ -68,6 +95,10 @@ void layer_norm_rows_f32_scalar(const fn_rows *block);
 void layer_norm_rows_f64_scalar(const fn_rows *block);
 void rms_norm_rows_f32_scalar(const fn_rows *block);
 void rms_norm_rows_f64_scalar(const fn_rows *block);
+void layer_norm_backward_rows_f32_scalar(const fn_rows_bwd *block);
+void layer_norm_backward_rows_f64_scalar(const fn_rows_bwd *block);
+void rms_norm_backward_rows_f32_scalar(const fn_rows_bwd *block);
+void rms_norm_backward_rows_f64_scalar(const fn_rows_bwd *block);
 
 #ifdef __cplusplus
 }

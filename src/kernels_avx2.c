@@ -97,5 +97,8 @@ const fn_kernel_table fn_kernels_avx2 = {
     "avx2",
     {layer_norm_rows_f32_avx2, layer_norm_rows_f64_avx2},
     {rms_norm_rows_f32_avx2, rms_norm_rows_f64_avx2},
+    /* backward: the portable kernels for now */
+    {layer_norm_backward_rows_f32_scalar, layer_norm_backward_rows_f64_scalar},
+    {rms_norm_backward_rows_f32_scalar, rms_norm_backward_rows_f64_scalar},
 };
 #endif

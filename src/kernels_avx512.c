@@ -89,5 +89,8 @@ const fn_kernel_table fn_kernels_avx512 = {
     "avx512",
     {layer_norm_rows_f32_avx512, layer_norm_rows_f64_avx512},
     {rms_norm_rows_f32_avx512, rms_norm_rows_f64_avx512},
+    /* backward: the portable kernels for now */
+    {layer_norm_backward_rows_f32_scalar, layer_norm_backward_rows_f64_scalar},
+    {rms_norm_backward_rows_f32_scalar, rms_norm_backward_rows_f64_scalar},
 };
 #endif

@@ -21,4 +21,6 @@ const fn_kernel_table fn_kernels_scalar = {
     "scalar",
     {layer_norm_rows_f32_scalar, layer_norm_rows_f64_scalar},
     {rms_norm_rows_f32_scalar, rms_norm_rows_f64_scalar},
+    {layer_norm_backward_rows_f32_scalar, layer_norm_backward_rows_f64_scalar},
+    {rms_norm_backward_rows_f32_scalar, rms_norm_backward_rows_f64_scalar},
 };

@@ -111,4 +111,69 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
     }
 }
 
+/* ---- backward --------------------------------------------------------- */
+
+/* Backward of one row, any strides, in double.
+ * With d = x - pivot, g = dy * w and xhat = (d - mean_d) * rstd:
+ *   LayerNorm: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+ *   RMSNorm:   dx = rstd * (g - xhat * mean(g * xhat)),  xhat = x * rstd
+ * Pass 1 gathers mean_d (and M2 when rstd must be recomputed), sum(g) and
+ * sum(g * d); mean(g * xhat) = rstd * (sum(g*d) - mean_d * sum(g)) / n keeps
+ * the large-mean case exact.  Pass 2, over the row now in cache, writes dx
+ * and adds dy * xhat and dy into the block's partial sums. */
+static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
+{
+    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, gs = a->dy_elem_stride;
+    const ptrdiff_t ds = a->dx_elem_stride;
+    const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+    const FN_T *dy = (const FN_T *)a->dy + r * a->dy_row_stride;
+    FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride;
+    const FN_T *w = (const FN_T *)a->weight;
+    const FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, xs);
+    double cnt = 0.0, mean_d = 0.0, m2 = 0.0, sum_g = 0.0, sum_gd = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double d = (double)(x[i * xs] - pivot);
+        const double g = (double)dy[i * gs] * (w ? (double)w[i] : 1.0);
+        cnt += 1.0;
+        const double delta = d - mean_d;
+        mean_d += delta / cnt;
+        m2 += delta * (d - mean_d);
+        sum_g += g;
+        sum_gd += g * d;
+    }
+    double rstd;
+    if (a->rstd) {
+        rstd = (double)((const FN_T *)a->rstd)[r * a->stat_stride];
+    } else {
+        fn_row_stats st;
+        if (rms)
+            FN_NAME(fn_rms_finish)(x, n, xs, m2 + (double)n * mean_d * mean_d, a->eps, &st);
+        else
+            FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
+        rstd = st.rstd;
+    }
+    if (rms) mean_d = 0.0; /* RMSNorm does not center */
+    const double inv_n = 1.0 / (double)n;
+    const double mean_g = rms ? 0.0 : sum_g * inv_n;
+    const double mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const double xhat = ((double)(x[i * xs] - pivot) - mean_d) * rstd;
+        const double dyi = (double)dy[i * gs];
+        const double g = dyi * (w ? (double)w[i] : 1.0);
+        dx[i * ds] = (FN_T)(rstd * (g - mean_g - xhat * mean_gxhat));
+        if (a->dweight) a->dweight[i] += dyi * xhat;
+        if (a->dbias) a->dbias[i] += dyi;
+    }
+}
+
+void FN_KERNEL(layer_norm_backward_rows)(const fn_rows_bwd *a)
+{
+    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(scalar_backward_row)(a, r, 0);
+}
+
+void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
+{
+    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(scalar_backward_row)(a, r, 1);
+}
+
 #undef FN_KERNEL
