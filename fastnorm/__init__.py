@@ -31,8 +31,8 @@ except ImportError:
     __path__.append(_installed)
     from . import _core
 
-from ._api import layer_norm, rms_norm  # noqa: E402
+from ._api import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward  # noqa: E402
 from ._config import available_isas, get_isa, show_config  # noqa: E402
 
-__all__ = ["layer_norm", "rms_norm", "available_isas", "get_isa", "show_config",
+__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward", "available_isas", "get_isa", "show_config",
            "__version__"]

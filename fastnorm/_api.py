@@ -13,7 +13,7 @@ try:  # NumPy >= 1.25
 except ImportError:  # pragma: no cover
     from numpy import AxisError
 
-__all__ = ["layer_norm", "rms_norm"]
+__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward"]
 
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -322,3 +322,153 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
         return fast
     return _normalize(_core.OP_RMS_NORM, x, normalized_shape, weight, None, eps,
                       axis, out, return_stats)
+
+
+# ---- backward --------------------------------------------------------------
+
+def _grad_input(dy, x):
+    """dy as an array of x's shape and dtype."""
+    arr = dy if isinstance(dy, np.ndarray) else np.asarray(dy)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"dy must be a real numeric array, got dtype {arr.dtype}")
+    if arr.shape != x.shape:
+        raise ValueError(f"dy has shape {arr.shape} but x has shape {x.shape}")
+    if arr.dtype != x.dtype or not arr.flags.aligned:
+        arr = arr.astype(x.dtype)
+    return arr
+
+
+def _stats_input(value, name, x, axes):
+    if value is None:
+        return None
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    keep = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
+    if arr.shape != keep:
+        raise ValueError(
+            f"{name} has shape {arr.shape} but the statistics of x with shape {x.shape} "
+            f"over axes {axes} have shape {keep} (as the forward returns them)")
+    return np.ascontiguousarray(arr, dtype=x.dtype)
+
+
+def _sum_to_shape(full, shape):
+    """Sum a gradient over the normalized shape down to a broadcast parameter's shape."""
+    lead = full.ndim - len(shape)
+    if lead:
+        full = full.sum(axis=tuple(range(lead)))
+    keep = tuple(i for i, s in enumerate(shape) if s == 1 and full.shape[i] != 1)
+    if keep:
+        full = full.sum(axis=keep, keepdims=True)
+    return full.reshape(shape)
+
+
+def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axis):
+    x = _input_array(x)
+    axes = _normalized_axes(x.shape, normalized_shape, axis)
+    norm_shape = tuple(x.shape[a] for a in axes)
+    dy = _grad_input(dy, x)
+    weight_shape = None if weight is None else np.shape(weight)
+    weight = _affine(weight, "weight", x.dtype, norm_shape)
+    if mean is not None and rstd is None:
+        raise ValueError("mean was given without rstd: pass both statistics the forward "
+                         "returned, or neither to recompute them")
+    _stats_input(mean, "mean", x, axes)  # validated; the kernel recomputes the mean exactly
+    rstd = _stats_input(rstd, "rstd", x, axes)
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps)
+    eps = _check_eps(eps)
+    if not x.flags.aligned:
+        x = x.copy()
+    dx = _core.empty_output(x)
+    want_db = op == _core.OP_LAYER_NORM
+    if x.size == 0:
+        sums = (np.zeros(norm_shape) if weight is not None else None,
+                np.zeros(norm_shape) if want_db else None)
+    else:
+        sums = _core.backward(op, x, dy, dx, weight, rstd, weight is not None, want_db, eps, axes)
+        if sums is None:
+            # the normalized axes are not one strided run: work on copies with
+            # them moved to the end
+            batch = tuple(a for a in range(x.ndim) if a not in axes)
+            order = batch + axes
+            x_w = np.ascontiguousarray(np.transpose(x, order))
+            dy_w = np.ascontiguousarray(np.transpose(dy, order))
+            dx_w = np.empty_like(x_w)
+            rstd_w = None if rstd is None else np.ascontiguousarray(np.transpose(rstd, order))
+            sums = _core.backward(op, x_w, dy_w, dx_w, weight, rstd_w, weight is not None,
+                                  want_db, eps, tuple(range(len(batch), x.ndim)))
+            np.copyto(np.transpose(dx, order), dx_w)
+    dw, db = sums
+    dweight = None if dw is None else _sum_to_shape(dw, weight_shape).astype(x.dtype)
+    dbias = None if db is None else db.astype(x.dtype)
+    if op == _core.OP_LAYER_NORM:
+        return dx, dweight, dbias
+    return dx, dweight
+
+
+def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None, rstd=None,
+                        eps=1e-5, axis=None):
+    """Gradients of `layer_norm` in one fused pass.
+
+    Parameters
+    ----------
+    dy : array_like
+        Gradient of the loss with respect to the forward's output; x's shape.
+    x : array_like
+        The forward's input.
+    normalized_shape, axis : optional
+        The normalized axes, as in `layer_norm`.
+    weight : array_like, optional
+        The forward's weight (any shape that broadcasts to the normalized shape).
+    mean, rstd : ndarray, optional
+        The statistics `layer_norm(..., return_stats=True)` returned, in
+        keepdims shape.  With rstd the variance is not recomputed; without
+        them both are recomputed from x with `eps`.  The mean is always taken
+        from x in the same pass (from pivot-shifted sums), which is exact
+        where a float32 mean would have been rounded; `mean` is checked for
+        shape only.
+    eps : float, default 1e-5
+        As in the forward; used only when rstd is not given.
+
+    Returns
+    -------
+    dx : ndarray
+        x's shape and dtype.
+    dweight : ndarray or None
+        Weight's own shape (summed over the dimensions it was broadcast
+        along); None when weight is None.
+    dbias : ndarray
+        The normalized shape.
+
+    Notes
+    -----
+    The sums over rows for dweight and dbias are taken in fixed-size row
+    blocks with float64 partial sums, added in a fixed order: the result is
+    bitwise the same for any number of threads.
+    """
+    return _normalize_backward(_core.OP_LAYER_NORM, dy, x, normalized_shape, weight, mean, rstd,
+                               eps, axis)
+
+
+def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, eps=None,
+                      axis=None):
+    """Gradients of `rms_norm` in one fused pass.
+
+    Parameters
+    ----------
+    dy, x, normalized_shape, weight, axis
+        As in `layer_norm_backward`.
+    rstd : ndarray, optional
+        The statistic `rms_norm(..., return_stats=True)` returned; recomputed
+        from x with `eps` when omitted.
+    eps : float, optional
+        As in the forward (default ``numpy.finfo(x.dtype).eps``).
+
+    Returns
+    -------
+    dx : ndarray
+    dweight : ndarray or None
+    """
+    return _normalize_backward(_core.OP_RMS_NORM, dy, x, normalized_shape, weight, None, rstd,
+                               eps, axis)

@@ -525,17 +525,26 @@ cdef void _norm_mask(int ndim, tuple norm_axes, bint *is_norm):
         is_norm[a] = True
 
 
+cdef object _walk_perm(cnp.ndarray x, tuple norm_axes):
+    """The order in which the kernels walk the normalized axes (decreasing
+    stride, as _plan_layout merges them), as a permutation of norm_axes, or
+    None when it is the increasing axis order."""
+    if len(norm_axes) < 2:
+        return None
+    strides = x.strides
+    perm = sorted(range(len(norm_axes)), key=lambda i: -abs(strides[norm_axes[i]]))
+    return None if perm == list(range(len(norm_axes))) else perm
+
+
 cdef tuple _walk_order_affine(cnp.ndarray x, tuple norm_axes, weight, bias):
-    """weight/bias are laid out in increasing axis order; the kernels walk the
-    normalized axes by decreasing stride (the order _plan_layout merges them)."""
-    if len(norm_axes) > 1 and (weight is not None or bias is not None):
-        strides = x.strides
-        perm = sorted(range(len(norm_axes)), key=lambda i: -abs(strides[norm_axes[i]]))
-        if perm != list(range(len(norm_axes))):
-            if weight is not None:
-                weight = np.ascontiguousarray(np.transpose(weight, perm))
-            if bias is not None:
-                bias = np.ascontiguousarray(np.transpose(bias, perm))
+    """weight/bias are laid out in increasing axis order; lay them out in the
+    kernels' walk order."""
+    perm = _walk_perm(x, norm_axes) if (weight is not None or bias is not None) else None
+    if perm is not None:
+        if weight is not None:
+            weight = np.ascontiguousarray(np.transpose(weight, perm))
+        if bias is not None:
+            bias = np.ascontiguousarray(np.transpose(bias, perm))
     return weight, bias
 
 
@@ -651,7 +660,18 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
     n_threads = min(_threads_for(&plan), plan.n_items)
     with nogil:
         run_plan(&plan, n_threads)
-    return (_reduce_parts(dw_parts), _reduce_parts(db_parts))
+    norm_shape = tuple(x.shape[a] for a in norm_axes)
+    perm = _walk_perm(x, norm_axes)
+    sums = []
+    for parts in (dw_parts, db_parts):
+        total = _reduce_parts(parts)
+        if total is not None:
+            if perm is None:
+                total = total.reshape(norm_shape)
+            else:  # back from the walk order to increasing axis order
+                total = total.reshape([norm_shape[i] for i in perm]).transpose(np.argsort(perm))
+        sums.append(total)
+    return tuple(sums)
 
 
 cdef object _reduce_parts(object parts):

@@ -83,3 +83,33 @@ def assert_close(actual, expected, dtype):
     err = max_error(actual, expected)
     tol = TOLERANCE[np.dtype(dtype)]
     assert err <= tol, f"max error {err:.3g} > {tol:g} for {np.dtype(dtype)}"
+
+
+def reference_backward(op, dy, x, axes, weight=None, eps=None):
+    """(dx, dweight over the normalized shape or None, dbias or None), longdouble."""
+    x = np.asarray(x)
+    dt = result_dtype(x)
+    if eps is None:
+        eps = 1e-5 if op == "layer_norm" else float(np.finfo(dt).eps)
+    xl = x.astype(dt).astype(np.longdouble)
+    dyl = np.asarray(dy).astype(dt).astype(np.longdouble)
+    n = np.prod([x.shape[a] for a in axes])
+    if op == "layer_norm":
+        pivot = np.median(xl, axis=axes, keepdims=True)
+        c = (xl - pivot) - (xl - pivot).mean(axis=axes, keepdims=True)
+    else:
+        c = xl
+    rstd = 1 / np.sqrt((c * c).mean(axis=axes, keepdims=True) + eps)
+    xhat = c * rstd
+    w = _affine_for_x(None if weight is None else np.asarray(weight).astype(dt), x.shape, axes)
+    g = dyl * w if w is not None else dyl
+    mean_gx = (g * xhat).sum(axis=axes, keepdims=True) / n
+    if op == "layer_norm":
+        dx = rstd * (g - g.sum(axis=axes, keepdims=True) / n - xhat * mean_gx)
+    else:
+        dx = rstd * (g - xhat * mean_gx)
+    batch = tuple(a for a in range(x.ndim) if a not in axes)
+    norm_shape = tuple(x.shape[a] for a in axes)
+    dw = (dyl * xhat).sum(axis=batch).reshape(norm_shape) if weight is not None else None
+    db = dyl.sum(axis=batch).reshape(norm_shape) if op == "layer_norm" else None
+    return dx, dw, db
