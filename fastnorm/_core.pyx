@@ -87,9 +87,10 @@ cdef enum:
     # LANE_TILE_ROWS rows, about LANE_ITEM_ELEMENTS elements at a time.
     LANE_TILE_ROWS = 64
     LANE_ITEM_ELEMENTS = 262144
-    # Backward items: rows grouped to about this many elements, each with
-    # its own dweight/dbias partial sums.
-    BWD_ITEM_ELEMENTS = 32768
+    # Backward items: rows grouped to about this many elements (at most
+    # BWD_ITEM_ROWS rows), each with its own dweight/dbias partial sums.
+    BWD_ITEM_ELEMENTS = 262144
+    BWD_ITEM_ROWS = 256
 
 cpdef enum:
     OP_LAYER_NORM = 0
@@ -649,7 +650,7 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
     else:
         plan.bwd_kernel = g_kernels.rms_norm_backward[dtype_index]
     # items: fixed by the shapes alone (never by the thread count)
-    _plan_items(&plan, max(1, BWD_ITEM_ELEMENTS // plan.row_len))
+    _plan_items(&plan, max(1, min(BWD_ITEM_ROWS, BWD_ITEM_ELEMENTS // plan.row_len)))
     plan.dw_parts = plan.db_parts = NULL
     if want_dweight:
         dw_parts = np.zeros((plan.n_items, plan.row_len), np.float64)
