@@ -29,6 +29,14 @@ static inline double fn_avx2_hsum_pd(__m256d v)
     return _mm_cvtsd_f64(_mm_add_sd(a, _mm_unpackhi_pd(a, a)));
 }
 
+static inline void fn_avx2_add_to_double_ps(double *p, __m256 v)
+{
+    _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p),
+                                      _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+    _mm256_storeu_pd(p + 4, _mm256_add_pd(_mm256_loadu_pd(p + 4),
+                                          _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+}
+
 static inline double fn_avx2_hsum_ps(__m256 v)
 {
     return fn_avx2_hsum_pd(_mm256_add_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)),
@@ -56,6 +64,7 @@ static inline double fn_avx2_hsum_ps(__m256 v)
 #define VSTREAM(p, v) _mm256_stream_ps((p), (v))
 #define VDIV _mm256_div_ps
 #define VHSUM_D fn_avx2_hsum_ps
+#define VADD_TO_DOUBLE fn_avx2_add_to_double_ps
 #define VSQRT _mm256_sqrt_ps
 #define VANY_NONFINITE(v) _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps((v), (v)), _mm256_setzero_ps(), _CMP_NEQ_UQ))
 #define VZERO_UNLESS_POS(v, d) _mm256_and_ps((v), _mm256_cmp_ps((d), _mm256_setzero_ps(), _CMP_GT_OQ))
@@ -85,6 +94,7 @@ static inline double fn_avx2_hsum_ps(__m256 v)
 #define VSTREAM(p, v) _mm256_stream_pd((p), (v))
 #define VDIV _mm256_div_pd
 #define VHSUM_D fn_avx2_hsum_pd
+#define VADD_TO_DOUBLE(p, v) _mm256_storeu_pd((p), _mm256_add_pd(_mm256_loadu_pd(p), (v)))
 #define VSQRT _mm256_sqrt_pd
 #define VANY_NONFINITE(v) _mm256_movemask_pd(_mm256_cmp_pd(_mm256_sub_pd((v), (v)), _mm256_setzero_pd(), _CMP_NEQ_UQ))
 #define VZERO_UNLESS_POS(v, d) _mm256_and_pd((v), _mm256_cmp_pd((d), _mm256_setzero_pd(), _CMP_GT_OQ))
@@ -97,8 +107,7 @@ const fn_kernel_table fn_kernels_avx2 = {
     "avx2",
     {layer_norm_rows_f32_avx2, layer_norm_rows_f64_avx2},
     {rms_norm_rows_f32_avx2, rms_norm_rows_f64_avx2},
-    /* backward: the portable kernels for now */
-    {layer_norm_backward_rows_f32_scalar, layer_norm_backward_rows_f64_scalar},
-    {rms_norm_backward_rows_f32_scalar, rms_norm_backward_rows_f64_scalar},
+    {layer_norm_backward_rows_f32_avx2, layer_norm_backward_rows_f64_avx2},
+    {rms_norm_backward_rows_f32_avx2, rms_norm_backward_rows_f64_avx2},
 };
 #endif

@@ -27,6 +27,14 @@ static inline double fn_avx512_hsum_ps(__m512 v)
     return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
 
+static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
+{
+    _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p),
+                                      _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+    _mm512_storeu_pd(p + 8, _mm512_add_pd(_mm512_loadu_pd(p + 8),
+                                          _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
+}
+
 #define FN_T float
 #define FN_SFX f32
 #define V __m512
@@ -48,6 +56,7 @@ static inline double fn_avx512_hsum_ps(__m512 v)
 #define VSTREAM(p, v) _mm512_stream_ps((p), (v))
 #define VDIV _mm512_div_ps
 #define VHSUM_D fn_avx512_hsum_ps
+#define VADD_TO_DOUBLE fn_avx512_add_to_double_ps
 #define VSQRT _mm512_sqrt_ps
 #define VANY_NONFINITE(v) _mm512_cmp_ps_mask(_mm512_sub_ps((v), (v)), _mm512_setzero_ps(), _CMP_NEQ_UQ)
 #define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((d), _mm512_setzero_ps(), _CMP_GT_OQ), (v))
@@ -77,6 +86,7 @@ static inline double fn_avx512_hsum_ps(__m512 v)
 #define VSTREAM(p, v) _mm512_stream_pd((p), (v))
 #define VDIV _mm512_div_pd
 #define VHSUM_D _mm512_reduce_add_pd
+#define VADD_TO_DOUBLE(p, v) _mm512_storeu_pd((p), _mm512_add_pd(_mm512_loadu_pd(p), (v)))
 #define VSQRT _mm512_sqrt_pd
 #define VANY_NONFINITE(v) _mm512_cmp_pd_mask(_mm512_sub_pd((v), (v)), _mm512_setzero_pd(), _CMP_NEQ_UQ)
 #define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((d), _mm512_setzero_pd(), _CMP_GT_OQ), (v))
@@ -89,8 +99,7 @@ const fn_kernel_table fn_kernels_avx512 = {
     "avx512",
     {layer_norm_rows_f32_avx512, layer_norm_rows_f64_avx512},
     {rms_norm_rows_f32_avx512, rms_norm_rows_f64_avx512},
-    /* backward: the portable kernels for now */
-    {layer_norm_backward_rows_f32_scalar, layer_norm_backward_rows_f64_scalar},
-    {rms_norm_backward_rows_f32_scalar, rms_norm_backward_rows_f64_scalar},
+    {layer_norm_backward_rows_f32_avx512, layer_norm_backward_rows_f64_avx512},
+    {rms_norm_backward_rows_f32_avx512, rms_norm_backward_rows_f64_avx512},
 };
 #endif

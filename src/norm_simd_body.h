@@ -12,6 +12,7 @@
  *   VSET1 VZERO VADD VSUB VMUL VFMA(a,b,c)=a*b+c VMIN VMAX
  *   VDIV VSQRT
  *   VHSUM_D(v)                        sum of the lanes, in double
+ *   VADD_TO_DOUBLE(p, v)              double p[0..VL) += lanes of v
  *   VANY_NONFINITE(v)                 nonzero if a lane is NaN or +-Inf
  *   VZERO_UNLESS_POS(v, d)            v where d > 0, else 0
  *   VSTREAM(p,v)                      non-temporal store, p vector-aligned
@@ -48,10 +49,23 @@
 #include "norm_row_common.h"
 
 #define FN_KERNEL(base) FN_CAT(FN_NAME(base), FN_ISA)
+#define FN_ALWAYS_INLINE static inline __attribute__((always_inline))
 
 static inline double FN_NAME(simd_hsum)(V v)
 {
     return VHSUM_D(v);
+}
+
+/* p[0..VL) += lanes of v in double (the first `part` lanes when part > 0). */
+static inline void FN_NAME(simd_add_to_double)(double *p, V v, ptrdiff_t part)
+{
+    if (!part) {
+        VADD_TO_DOUBLE(p, v);
+        return;
+    }
+    FN_T lanes[VL];
+    VSTORE(lanes, v);
+    for (ptrdiff_t j = 0; j < part; j++) p[j] += (double)lanes[j];
 }
 
 /* ---- rows with contiguous elements ------------------------------------ */
@@ -458,6 +472,112 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_lanes)(const fn_r
     }
 }
 
+/* ---- backward, rows with contiguous elements -------------------------- */
+
+/* Backward of one contiguous row (see norm_scalar_body.h for the algebra).
+ * Pass 1: shifted Welford of x (the mean, and M2 when rstd is not given),
+ * sum(g) and sum(g * d) with g = dy * w and d = x - pivot.  Pass 2, over the
+ * row now in cache: xhat = fma(x - p2, rstd, c) with the row's center split
+ * as in the forward, dx = rstd * g - rstd * mean(g) - xhat * rstd * mean(g*xhat)
+ * as two FMAs, and dy * xhat and dy added into the block's double partial
+ * sums (widened a vector at a time). */
+static void FN_NAME(simd_bwd_row)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
+{
+    const ptrdiff_t n = a->row_len;
+    const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+    const FN_T *dy = (const FN_T *)a->dy + r * a->dy_row_stride;
+    FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride;
+    const FN_T *w = (const FN_T *)a->weight;
+    const FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, 1);
+    const V p = VSET1(pivot);
+    FN_NAME(simd_acc) acc;
+    V sg0 = VZERO, sg1 = VZERO, sgd0 = VZERO, sgd1 = VZERO;
+    ptrdiff_t i = 0, fused_end;
+    FN_NAME(simd_acc_init)(&acc);
+    for (; i + 4 * VL <= n; i += 4 * VL) {
+        FN_NAME(simd_acc_step)(&acc, x + i, p, rms);
+        for (int u = 0; u < 4; u += 2) {
+            V d0 = VSUB(VLOAD(x + i + u * VL), p), d1 = VSUB(VLOAD(x + i + (u + 1) * VL), p);
+            V g0 = VLOAD(dy + i + u * VL), g1 = VLOAD(dy + i + (u + 1) * VL);
+            if (w) {
+                g0 = VMUL(g0, VLOAD(w + i + u * VL));
+                g1 = VMUL(g1, VLOAD(w + i + (u + 1) * VL));
+            }
+            sg0 = VADD(sg0, g0);
+            sg1 = VADD(sg1, g1);
+            sgd0 = VFMA(g0, d0, sgd0);
+            sgd1 = VFMA(g1, d1, sgd1);
+        }
+    }
+    fused_end = i;
+    for (; i < n; i += VL) { /* masked lanes load as 0: g = 0 adds nothing */
+        const ptrdiff_t part = n - i < VL ? n - i : 0;
+        V d = VSUB(part ? VLOAD_PART(x + i, part) : VLOAD(x + i), p);
+        V g = part ? VLOAD_PART(dy + i, part) : VLOAD(dy + i);
+        if (w) g = VMUL(g, part ? VLOAD_PART(w + i, part) : VLOAD(w + i));
+        sg0 = VADD(sg0, g);
+        sgd0 = VFMA(g, d, sgd0);
+    }
+    double cnt, mean_d, m2, rstd;
+    FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, &mean_d, &m2);
+    FN_NAME(simd_acc_rest)(x, fused_end, n, p, rms, &cnt, &mean_d, &m2);
+    const double sum_g = FN_NAME(simd_hsum)(VADD(sg0, sg1));
+    const double sum_gd = FN_NAME(simd_hsum)(VADD(sgd0, sgd1));
+    if (a->rstd) {
+        rstd = (double)((const FN_T *)a->rstd)[r * a->stat_stride];
+    } else {
+        fn_row_stats st;
+        if (rms)
+            FN_NAME(fn_rms_finish)(x, n, 1, m2, a->eps, &st);
+        else
+            FN_NAME(fn_layer_finish)(x, n, 1, pivot, mean_d, m2, a->eps, &st);
+        rstd = st.rstd;
+    }
+    if (rms) mean_d = 0.0;
+    const double inv_n = 1.0 / (double)n;
+    const double mean_g = rms ? 0.0 : sum_g * inv_n;
+    const double mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
+    fn_row_stats center = {mean_d, rstd, rstd};
+    const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &center);
+    const V p2 = VSET1((FN_T)np.p2), rs = VSET1((FN_T)rstd), c = VSET1((FN_T)np.c);
+    const V offset = VSET1((FN_T)(-mean_g * rstd)), slope = VSET1((FN_T)(-mean_gxhat * rstd));
+    double *dw = a->dweight, *db = a->dbias;
+    for (i = 0; i < n; i += VL) {
+        const ptrdiff_t part = n - i < VL ? n - i : 0;
+        V xhat = VFMA(VSUB(part ? VLOAD_PART(x + i, part) : VLOAD(x + i), p2), rs, c);
+        V dyv = part ? VLOAD_PART(dy + i, part) : VLOAD(dy + i);
+        V g = w ? VMUL(dyv, part ? VLOAD_PART(w + i, part) : VLOAD(w + i)) : dyv;
+        V dxv = VFMA(xhat, slope, VFMA(g, rs, offset));
+        if (part) {
+            VSTORE_PART(dx + i, dxv, part);
+        } else {
+            VSTORE(dx + i, dxv);
+        }
+        if (dw) FN_NAME(simd_add_to_double)(dw + i, VMUL(dyv, xhat), part);
+        if (db) FN_NAME(simd_add_to_double)(db + i, dyv, part);
+    }
+}
+
+FN_ALWAYS_INLINE void FN_NAME(simd_bwd_dispatch)(const fn_rows_bwd *a, int rms,
+                                                 fn_rows_bwd_kernel portable)
+{
+    if (a->x_elem_stride == 1 && a->dy_elem_stride == 1 && a->dx_elem_stride == 1) {
+        for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(simd_bwd_row)(a, r, rms);
+    } else {
+        portable(a);
+    }
+}
+
+void FN_KERNEL(layer_norm_backward_rows)(const fn_rows_bwd *a)
+{
+    FN_NAME(simd_bwd_dispatch)(a, 0, FN_CAT(FN_NAME(layer_norm_backward_rows), scalar));
+}
+
+void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
+{
+    FN_NAME(simd_bwd_dispatch)(a, 1, FN_CAT(FN_NAME(rms_norm_backward_rows), scalar));
+}
+
 /* Pick the vectorized walk for the block's layout; layouts neither walk
  * covers (e.g. strided rows of strided elements) take the portable kernel. */
 static inline __attribute__((always_inline)) void
@@ -482,6 +602,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 }
 
 #undef FN_KERNEL
+#undef FN_ALWAYS_INLINE
 #undef V
 #undef VL
 #undef VLOAD
@@ -500,6 +621,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 #undef VSTREAM
 #undef VDIV
 #undef VHSUM_D
+#undef VADD_TO_DOUBLE
 #undef VSQRT
 #undef VANY_NONFINITE
 #undef VZERO_UNLESS_POS
