@@ -105,13 +105,17 @@ def bench_main(argv):
                         help="draw GB/s against size for every competitor (needs matplotlib)")
     parser.add_argument("--targets", action="store_true",
                         help="measure the project's speed targets (ratios, side by side)")
+    parser.add_argument("--backward", action="store_true",
+                        help="time the backward passes (with --targets: the backward targets)")
     args = parser.parse_args(argv)
     if args.targets:
-        return bench_targets(args.repeats)
+        return bench_targets(args.repeats, args.backward)
     ops = [o.strip() for o in args.op.split(",") if o.strip()]
     for op in ops:
         if op not in ("layer_norm", "rms_norm"):
             parser.error(f"--op takes layer_norm and/or rms_norm, got {op!r}")
+    if args.backward and args.layout != "last":
+        parser.error("--backward measures the last-axis layout")
     if args.layout == "channels_first" and any(len(s) != 4 for s in args.shapes):
         parser.error("--layout channels_first needs 4-D shapes such as 8x96x56x56")
     if args.plot:
@@ -129,9 +133,12 @@ def bench_main(argv):
     rows = []
     for case, n in cases:
         with _bench.limit_threads(n):
-            fns = _bench.competitors(case)
+            if args.backward:
+                fns = _bench.backward_competitors(case)
+            else:
+                fns = _bench.competitors(case)
             times = _bench.time_interleaved(fns, args.repeats, min_time=2e-3)
-        row = _bench.summarize(case, times)
+        row = _bench.summarize(case, times, backward=args.backward)
         row["threads"] = n
         row["shape"] = case.shape
         row["op"] = case.op
@@ -142,21 +149,31 @@ def bench_main(argv):
     print("-" * len(header))
     for r in rows:
         torch_txt = f"{r['vs_torch']:.1f}" if r["vs_torch"] is not None else "-"
+        numpy_txt = f"{r['vs_numpy']:.1f}" if r["vs_numpy"] is not None else "-"
         print(f"{r['case']:<44}{r['threads']:>4}{_fmt_time(r['time']):>11}{r['gbps']:>8.1f}"
-              f"{r['roof_pct']:>7.0f}%{r['vs_numpy']:>9.1f}{torch_txt:>9}")
-    print("GB/s counts one read of x and one write of y; % roof is the copy roof's time "
-          "(faster of np.copyto and np.multiply(x, 1, out=)) over fastnorm's.")
+              f"{r['roof_pct']:>7.0f}%{numpy_txt:>9}{torch_txt:>9}")
+    if args.backward:
+        print("backward: layer_norm is layer_norm_backward with the forward's stats; rms_norm is "
+              "forward plus backward. GB/s and % roof count the traffic of reading x and dy and "
+              "writing dx (1.5 times a copy's); numpy has no backward ('-').")
+    else:
+        print("GB/s counts one read of x and one write of y; % roof is the copy roof's time "
+              "(faster of np.copyto and np.multiply(x, 1, out=)) over fastnorm's.")
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")
     return 0
 
 
-def bench_targets(repeats):
+def bench_targets(repeats, backward=False):
     from . import _bench
     print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
           f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
-    rows = _bench.measure_targets(repeats, _bench.Progress(_bench.TARGET_COUNT))
+    if backward:
+        rows = _bench.measure_backward_targets(
+            repeats, _bench.Progress(_bench.BACKWARD_TARGET_COUNT))
+    else:
+        rows = _bench.measure_targets(repeats, _bench.Progress(_bench.TARGET_COUNT))
     print(f"{'target':<68}{'measured':>10}{'goal':>8}  met")
     for name, value, goal, higher in rows:
         if value is None:

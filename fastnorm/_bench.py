@@ -157,21 +157,22 @@ def time_interleaved(fns, repeats, min_time=0.0):
     return {name: float(np.median(v)) for name, v in samples.items()}
 
 
-def summarize(case, times):
-    """Derived figures for one case: roof, GB/s, ratios."""
-    roof = min(times["copy"], times["multiply"])
+def summarize(case, times, backward=False):
+    """Derived figures for one case: roof, GB/s, ratios.  The backward moves
+    1.5 times a forward's bytes (reads x and dy, writes dx)."""
+    traffic = 1.5 if backward else 1.0
+    roof = traffic * min(times["copy"], times["multiply"])
     t = times["fastnorm"]
-    row = {
+    return {
         "case": case.label,
         "time": t,
-        "gbps": case.bytes_moved() / t / 1e9,
+        "gbps": traffic * case.bytes_moved() / t / 1e9,
         "roof_pct": 100.0 * roof / t,
         "vs_roof": t / roof,
-        "vs_numpy": times["numpy"] / t,
+        "vs_numpy": times["numpy"] / t if "numpy" in times else None,
         "vs_torch": times["torch"] / t if "torch" in times else None,
         "times": times,
     }
-    return row
 
 
 class Progress:
@@ -287,3 +288,79 @@ def measure_targets(repeats=21, progress=None):
 
 
 TARGET_COUNT = 16
+
+
+# ---- backward ---------------------------------------------------------------
+
+def backward_competitors(case, include_torch=True):
+    """{name: callable} for the backward of `case` (last axis).
+
+    layer_norm: fastnorm.layer_norm_backward with the forward's stats, against
+    torch.ops.aten.native_layer_norm_backward with all three outputs.
+    rms_norm: forward plus backward, against torch's forward plus autograd.
+    'copy' and 'multiply' give the copy roof (the backward reads x and dy
+    and writes dx: 1.5 times a copy's traffic)."""
+    x, w, b = make_inputs(case)
+    dy = np.random.default_rng(1).standard_normal(case.shape).astype(case.dtype)
+    out = np.empty_like(x)
+    n = case.norm_size
+    fns = {}
+    if case.op == "layer_norm":
+        _, mean, rstd = fastnorm.layer_norm(x, None, w, b, EPS, return_stats=True)
+        fns["fastnorm"] = lambda: fastnorm.layer_norm_backward(dy, x, None, w, mean=mean, rstd=rstd)
+    else:
+        def fwd_bwd():
+            y, rstd = fastnorm.rms_norm(x, None, w, EPS, return_stats=True)
+            return y, fastnorm.rms_norm_backward(dy, x, None, w, rstd=rstd)
+        fns["fastnorm"] = fwd_bwd
+    torch = torch_module() if include_torch else None
+    if torch is not None:
+        xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
+        if case.op == "layer_norm":
+            _, mt, rt = torch.ops.aten.native_layer_norm(xt, [n], wt, bt, EPS)
+            fns["torch"] = lambda: torch.ops.aten.native_layer_norm_backward(
+                dyt, xt, [n], mt, rt, wt, bt, [True, True, True])
+        else:
+            xg = xt.clone().requires_grad_(True)
+            wg = wt.clone().requires_grad_(True)
+
+            def torch_fwd_bwd():
+                xg.grad = None
+                wg.grad = None
+                torch.nn.functional.rms_norm(xg, (n,), wg, EPS).backward(dyt)
+            fns["torch"] = torch_fwd_bwd
+    fns["copy"] = lambda: np.copyto(out, x)
+    fns["multiply"] = lambda: np.multiply(x, 1, out=out)
+    return fns
+
+
+def measure_backward_targets(repeats=21, progress=None):
+    big = (4096, 4096)
+    rows = []
+
+    def add(name, value, goal):
+        rows.append((name, value, goal, False))
+        if progress:
+            progress.step(name)
+
+    case = Case("layer_norm", big, "float32", "last", False)
+    with limit_threads(2):
+        fns = backward_competitors(case)
+        times = time_interleaved(fns, repeats, 2e-3)
+    roof = min(times["copy"], times["multiply"])
+    add(f"layer_norm_backward f32 {big} 2 threads / torch native_layer_norm_backward",
+        times["fastnorm"] / times["torch"] if "torch" in times else None, 0.4)
+    add(f"layer_norm_backward f32 {big} 2 threads / (1.5 x copy roof)",
+        times["fastnorm"] / (1.5 * roof), 1.3)
+    case = Case("rms_norm", big, "float32", "last", False)
+    with limit_threads(2):
+        fns = backward_competitors(case)
+        fns.pop("copy")
+        fns.pop("multiply")
+        times = time_interleaved(fns, repeats, 2e-3)
+    add(f"rms_norm forward+backward f32 {big} 2 threads / torch forward+autograd",
+        times["fastnorm"] / times["torch"] if "torch" in times else None, 0.1)
+    return rows
+
+
+BACKWARD_TARGET_COUNT = 3

@@ -123,7 +123,7 @@ def set_stream_min_bytes(Py_ssize_t nbytes):
 # cache off).  Arrays hold their buffer through a _Buffer base object, so a
 # buffer is never handed out while an array still uses it.
 cdef enum:
-    POOL_SLOTS = 4
+    POOL_SLOTS = 6
     POOL_MIN_BYTES = 4 << 20
 
 cdef size_t g_pool_cap = 512 << 20
@@ -181,13 +181,14 @@ cdef class _Buffer:
             _pool_give(self.ptr, self.nbytes)
 
 
-cdef cnp.ndarray _new_c_array(int ndim, cnp.npy_intp *dims, int typenum):
+cdef cnp.ndarray _new_c_array(int ndim, cnp.npy_intp *dims, int typenum,
+                              size_t min_bytes=POOL_MIN_BYTES):
     cdef size_t nbytes = cnp.PyArray_DescrFromType(typenum).itemsize
     cdef int d
     cdef _Buffer owner
     for d in range(ndim):
         nbytes *= <size_t>dims[d]
-    if nbytes < POOL_MIN_BYTES or g_pool_cap == 0:
+    if nbytes < min_bytes or nbytes == 0 or g_pool_cap == 0:
         return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
     owner = _Buffer.__new__(_Buffer)
     owner.ptr = _pool_take(nbytes)
@@ -653,10 +654,10 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
     _plan_items(&plan, max(1, min(BWD_ITEM_ROWS, BWD_ITEM_ELEMENTS // plan.row_len)))
     plan.dw_parts = plan.db_parts = NULL
     if want_dweight:
-        dw_parts = np.zeros((plan.n_items, plan.row_len), np.float64)
+        dw_parts = _zeroed_parts(plan.n_items, plan.row_len)
         plan.dw_parts = <double *>cnp.PyArray_DATA(dw_parts)
     if want_dbias:
-        db_parts = np.zeros((plan.n_items, plan.row_len), np.float64)
+        db_parts = _zeroed_parts(plan.n_items, plan.row_len)
         plan.db_parts = <double *>cnp.PyArray_DATA(db_parts)
     n_threads = min(_threads_for(&plan), plan.n_items)
     with nogil:
@@ -673,6 +674,17 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
                 total = total.reshape([norm_shape[i] for i in perm]).transpose(np.argsort(perm))
         sums.append(total)
     return tuple(sums)
+
+
+cdef cnp.ndarray _zeroed_parts(Py_ssize_t n_items, Py_ssize_t row_len):
+    """Partial sums for the items, zeroed.  They come from the buffer cache,
+    whose memory is already faulted in: fresh pages cost more than the sums."""
+    cdef cnp.npy_intp dims[2]
+    dims[0] = n_items
+    dims[1] = row_len
+    parts = _new_c_array(2, dims, cnp.NPY_FLOAT64, 0)
+    parts.fill(0)
+    return parts
 
 
 cdef object _reduce_parts(object parts):

@@ -474,19 +474,21 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_lanes)(const fn_r
 
 /* ---- backward, rows with contiguous elements -------------------------- */
 
-/* Backward of one contiguous row (see norm_scalar_body.h for the algebra).
- * Pass 1: shifted Welford of x (the mean, and M2 when rstd is not given),
- * sum(g) and sum(g * d) with g = dy * w and d = x - pivot.  Pass 2, over the
- * row now in cache: xhat = fma(x - p2, rstd, c) with the row's center split
- * as in the forward, dx = rstd * g - rstd * mean(g) - xhat * rstd * mean(g*xhat)
- * as two FMAs, and dy * xhat and dy added into the block's double partial
- * sums (widened a vector at a time). */
-static void FN_NAME(simd_bwd_row)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
+/* What pass 2 needs of a row: xhat = fma(x - p2, rstd, c) and
+ * dx = fma(xhat, slope, fma(g, rstd, offset)). */
+typedef struct {
+    FN_T p2, rstd, c, offset, slope;
+} FN_NAME(simd_bwd_params);
+
+/* Pass 1 of the backward of one contiguous row (see norm_scalar_body.h for
+ * the algebra): shifted Welford of x (the mean, and M2 when rstd is not
+ * given), sum(g) and sum(g * d) with g = dy * w and d = x - pivot. */
+static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *a, ptrdiff_t r,
+                                                            int rms)
 {
     const ptrdiff_t n = a->row_len;
     const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
     const FN_T *dy = (const FN_T *)a->dy + r * a->dy_row_stride;
-    FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride;
     const FN_T *w = (const FN_T *)a->weight;
     const FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, 1);
     const V p = VSET1(pivot);
@@ -539,22 +541,61 @@ static void FN_NAME(simd_bwd_row)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
     const double mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
     fn_row_stats center = {mean_d, rstd, rstd};
     const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &center);
-    const V p2 = VSET1((FN_T)np.p2), rs = VSET1((FN_T)rstd), c = VSET1((FN_T)np.c);
-    const V offset = VSET1((FN_T)(-mean_g * rstd)), slope = VSET1((FN_T)(-mean_gxhat * rstd));
+    FN_NAME(simd_bwd_params) bp = {(FN_T)np.p2, (FN_T)rstd, (FN_T)np.c, (FN_T)(-mean_g * rstd),
+                                   (FN_T)(-mean_gxhat * rstd)};
+    return bp;
+}
+
+/* Up to FN_BWD_ROWS rows at a time: pass 1 row by row, then pass 2 in
+ * column chunks of FN_BWD_CHUNK elements, each row's chunk in turn (a
+ * contiguous run, read from L2), summing dy * xhat and dy over the block into
+ * chunk accumulators that stay in L1.  The block's double partial sums are
+ * then read and written once per block instead of once per row. */
+#define FN_BWD_ROWS 8
+#define FN_BWD_CHUNK 512
+
+static void FN_NAME(simd_bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_t nr, int rms)
+{
+    const ptrdiff_t n = a->row_len;
+    const FN_T *w = (const FN_T *)a->weight;
     double *dw = a->dweight, *db = a->dbias;
-    for (i = 0; i < n; i += VL) {
-        const ptrdiff_t part = n - i < VL ? n - i : 0;
-        V xhat = VFMA(VSUB(part ? VLOAD_PART(x + i, part) : VLOAD(x + i), p2), rs, c);
-        V dyv = part ? VLOAD_PART(dy + i, part) : VLOAD(dy + i);
-        V g = w ? VMUL(dyv, part ? VLOAD_PART(w + i, part) : VLOAD(w + i)) : dyv;
-        V dxv = VFMA(xhat, slope, VFMA(g, rs, offset));
-        if (part) {
-            VSTORE_PART(dx + i, dxv, part);
-        } else {
-            VSTORE(dx + i, dxv);
+    FN_NAME(simd_bwd_params) bp[FN_BWD_ROWS];
+    FN_T dw_chunk[FN_BWD_CHUNK], db_chunk[FN_BWD_CHUNK];
+    for (ptrdiff_t j = 0; j < nr; j++) bp[j] = FN_NAME(simd_bwd_row_params)(a, r0 + j, rms);
+    for (ptrdiff_t c0 = 0; c0 < n; c0 += FN_BWD_CHUNK) {
+        const ptrdiff_t len = n - c0 < FN_BWD_CHUNK ? n - c0 : FN_BWD_CHUNK;
+        for (ptrdiff_t i = 0; i < len; i += VL) {
+            VSTORE(dw_chunk + i, VZERO);
+            VSTORE(db_chunk + i, VZERO);
         }
-        if (dw) FN_NAME(simd_add_to_double)(dw + i, VMUL(dyv, xhat), part);
-        if (db) FN_NAME(simd_add_to_double)(db + i, dyv, part);
+        for (ptrdiff_t j = 0; j < nr; j++) {
+            const ptrdiff_t r = r0 + j;
+            const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride + c0;
+            const FN_T *dy = (const FN_T *)a->dy + r * a->dy_row_stride + c0;
+            FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride + c0;
+            const FN_T *wc = w ? w + c0 : NULL;
+            const V rs = VSET1(bp[j].rstd), p2 = VSET1(bp[j].p2), c = VSET1(bp[j].c);
+            const V offset = VSET1(bp[j].offset), slope = VSET1(bp[j].slope);
+            for (ptrdiff_t i = 0; i < len; i += VL) {
+                /* masked lanes load dy = 0, so they add nothing to the chunk sums */
+                const ptrdiff_t part = len - i < VL ? len - i : 0;
+                V xhat = VFMA(VSUB(part ? VLOAD_PART(x + i, part) : VLOAD(x + i), p2), rs, c);
+                V dyv = part ? VLOAD_PART(dy + i, part) : VLOAD(dy + i);
+                V g = wc ? VMUL(dyv, part ? VLOAD_PART(wc + i, part) : VLOAD(wc + i)) : dyv;
+                V dxv = VFMA(xhat, slope, VFMA(g, rs, offset));
+                if (part)
+                    VSTORE_PART(dx + i, dxv, part);
+                else
+                    VSTORE(dx + i, dxv);
+                if (dw) VSTORE(dw_chunk + i, VFMA(dyv, xhat, VLOAD(dw_chunk + i)));
+                if (db) VSTORE(db_chunk + i, VADD(dyv, VLOAD(db_chunk + i)));
+            }
+        }
+        for (ptrdiff_t i = 0; i < len; i += VL) {
+            const ptrdiff_t part = len - i < VL ? len - i : 0;
+            if (dw) FN_NAME(simd_add_to_double)(dw + c0 + i, VLOAD(dw_chunk + i), part);
+            if (db) FN_NAME(simd_add_to_double)(db + c0 + i, VLOAD(db_chunk + i), part);
+        }
     }
 }
 
@@ -562,7 +603,9 @@ FN_ALWAYS_INLINE void FN_NAME(simd_bwd_dispatch)(const fn_rows_bwd *a, int rms,
                                                  fn_rows_bwd_kernel portable)
 {
     if (a->x_elem_stride == 1 && a->dy_elem_stride == 1 && a->dx_elem_stride == 1) {
-        for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(simd_bwd_row)(a, r, rms);
+        for (ptrdiff_t r0 = 0; r0 < a->rows; r0 += FN_BWD_ROWS)
+            FN_NAME(simd_bwd_block)(a, r0, a->rows - r0 < FN_BWD_ROWS ? a->rows - r0 : FN_BWD_ROWS,
+                                    rms);
     } else {
         portable(a);
     }
