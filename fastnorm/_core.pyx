@@ -55,6 +55,7 @@ cdef extern from "fastnorm_kernels.h" nogil:
         Py_ssize_t dx_elem_stride
         Py_ssize_t stat_stride
         double eps
+        int stream_stores
     ctypedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block) noexcept nogil
     ctypedef struct fn_kernel_table:
         const char *isa
@@ -632,6 +633,7 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
     plan.backward = True
     plan.bwd.row_len = plan.row_len
     plan.bwd.eps = eps
+    plan.bwd.stream_stores = cnp.PyArray_NBYTES(dx) >= g_stream_min_bytes
     plan.bwd.x = cnp.PyArray_DATA(x)
     plan.bwd.dy = cnp.PyArray_DATA(dy)
     plan.bwd.dx = cnp.PyArray_DATA(dx)

@@ -67,6 +67,7 @@ typedef struct fn_rows_bwd {
     ptrdiff_t dx_row_stride, dx_elem_stride;
     ptrdiff_t stat_stride;
     double eps;
+    int stream_stores;      /* hint: dx is larger than the caches */
 } fn_rows_bwd;
 
 typedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block);

@@ -585,6 +585,8 @@ static void FN_NAME(simd_bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_
                 V dxv = VFMA(xhat, slope, VFMA(g, rs, offset));
                 if (part)
                     VSTORE_PART(dx + i, dxv, part);
+                else if (a->stream_stores && (uintptr_t)(dx + i) % (VL * sizeof(FN_T)) == 0)
+                    VSTREAM(dx + i, dxv); /* no read-for-ownership of dx */
                 else
                     VSTORE(dx + i, dxv);
                 if (dw) VSTORE(dw_chunk + i, VFMA(dyv, xhat, VLOAD(dw_chunk + i)));
@@ -606,6 +608,7 @@ FN_ALWAYS_INLINE void FN_NAME(simd_bwd_dispatch)(const fn_rows_bwd *a, int rms,
         for (ptrdiff_t r0 = 0; r0 < a->rows; r0 += FN_BWD_ROWS)
             FN_NAME(simd_bwd_block)(a, r0, a->rows - r0 < FN_BWD_ROWS ? a->rows - r0 : FN_BWD_ROWS,
                                     rms);
+        if (a->stream_stores) VSFENCE();
     } else {
         portable(a);
     }

@@ -219,3 +219,24 @@ def test_mean_without_rstd_is_an_error():
         fastnorm.layer_norm_backward(X, X, mean=np.ones((4, 1), np.float32))
     with pytest.raises(ValueError, match=r"mean has shape \(1, 8\)"):
         fastnorm.layer_norm_backward(X, X, mean=np.ones((1, 8)), rstd=np.ones((4, 1)))
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("n", [5, 16, 100, 513, 1100])
+def test_streaming_dx_stores(op, n, rng):
+    """dx written with streaming stores (normally only for >= 16 MiB) is right
+    for rows of any length and alignment."""
+    previous = fastnorm._core.set_stream_min_bytes(0)
+    try:
+        x = rng.normal(1, 2, (11, n)).astype(np.float32)
+        dy = rng.normal(size=(11, n)).astype(np.float32)
+        w = rng.normal(1, 0.2, n).astype(np.float32)
+        out = BACKWARD[op](dy, x, weight=w)
+        x_view, dy_view = x[1:], dy[1:]  # rows at other alignments
+        out_view = BACKWARD[op](dy_view, x_view, weight=w)
+    finally:
+        fastnorm._core.set_stream_min_bytes(previous)
+    dx_ref, dw_ref, _ = reference_backward(op, dy, x, (1,), w)
+    assert_close(out[0], dx_ref, np.float32)
+    assert_close(out[1], dw_ref, np.float32)
+    assert_close(out_view[0], reference_backward(op, dy_view, x_view, (1,), w)[0], np.float32)
