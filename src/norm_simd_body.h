@@ -475,9 +475,10 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_lanes)(const fn_r
 /* ---- backward, rows with contiguous elements -------------------------- */
 
 /* What pass 2 needs of a row: xhat = fma(x - p2, rstd, c) and
- * dx = fma(xhat, slope, fma(g, rstd, offset)). */
+ * dx = (fma(xhat, slope, g - mean_g)) * rstd.  g - mean_g is taken before
+ * scaling so that it cancels exactly where it should (a one-element row). */
 typedef struct {
-    FN_T p2, rstd, c, offset, slope;
+    FN_T p2, rstd, c, mean_g, slope;
 } FN_NAME(simd_bwd_params);
 
 /* Pass 1 of the backward of one contiguous row (see norm_scalar_body.h for
@@ -541,8 +542,8 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     const double mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
     fn_row_stats center = {mean_d, rstd, rstd};
     const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &center);
-    FN_NAME(simd_bwd_params) bp = {(FN_T)np.p2, (FN_T)rstd, (FN_T)np.c, (FN_T)(-mean_g * rstd),
-                                   (FN_T)(-mean_gxhat * rstd)};
+    FN_NAME(simd_bwd_params) bp = {(FN_T)np.p2, (FN_T)rstd, (FN_T)np.c, (FN_T)mean_g,
+                                   (FN_T)(-mean_gxhat)};
     return bp;
 }
 
@@ -575,14 +576,14 @@ static void FN_NAME(simd_bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_
             FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride + c0;
             const FN_T *wc = w ? w + c0 : NULL;
             const V rs = VSET1(bp[j].rstd), p2 = VSET1(bp[j].p2), c = VSET1(bp[j].c);
-            const V offset = VSET1(bp[j].offset), slope = VSET1(bp[j].slope);
+            const V mean_g = VSET1(bp[j].mean_g), slope = VSET1(bp[j].slope);
             for (ptrdiff_t i = 0; i < len; i += VL) {
                 /* masked lanes load dy = 0, so they add nothing to the chunk sums */
                 const ptrdiff_t part = len - i < VL ? len - i : 0;
                 V xhat = VFMA(VSUB(part ? VLOAD_PART(x + i, part) : VLOAD(x + i), p2), rs, c);
                 V dyv = part ? VLOAD_PART(dy + i, part) : VLOAD(dy + i);
                 V g = wc ? VMUL(dyv, part ? VLOAD_PART(wc + i, part) : VLOAD(wc + i)) : dyv;
-                V dxv = VFMA(xhat, slope, VFMA(g, rs, offset));
+                V dxv = VMUL(VFMA(xhat, slope, VSUB(g, mean_g)), rs);
                 if (part)
                     VSTORE_PART(dx + i, dxv, part);
                 else if (a->stream_stores && (uintptr_t)(dx + i) % (VL * sizeof(FN_T)) == 0)
@@ -604,7 +605,12 @@ static void FN_NAME(simd_bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_
 FN_ALWAYS_INLINE void FN_NAME(simd_bwd_dispatch)(const fn_rows_bwd *a, int rms,
                                                  fn_rows_bwd_kernel portable)
 {
-    if (a->x_elem_stride == 1 && a->dy_elem_stride == 1 && a->dx_elem_stride == 1) {
+    /* Short rows go to the portable kernel, which works in double: with a
+     * handful of elements, g - xhat * mean(g * xhat) can cancel to a tiny
+     * fraction of g (one element: xhat^2 = x^2 / (x^2 + eps)), which float32
+     * arithmetic would not resolve; and vectors would be mostly empty. */
+    if (a->x_elem_stride == 1 && a->dy_elem_stride == 1 && a->dx_elem_stride == 1 &&
+        a->row_len >= 2 * VL) {
         for (ptrdiff_t r0 = 0; r0 < a->rows; r0 += FN_BWD_ROWS)
             FN_NAME(simd_bwd_block)(a, r0, a->rows - r0 < FN_BWD_ROWS ? a->rows - r0 : FN_BWD_ROWS,
                                     rms);

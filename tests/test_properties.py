@@ -48,3 +48,26 @@ def test_random_layouts_match_reference(op, case, use_weight, use_out):
         assert y is out
     assert_close(y, reference(op, x, norm_axes, weight)[0], rdt)
     assert np.array_equal(x, before)
+
+
+@pytest.mark.parametrize("op", OPS)
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=arrays_and_axes(), use_weight=st.booleans())
+def test_random_layouts_backward_match_reference(op, case, use_weight):
+    from _reference import reference_backward
+    x, axes = case
+    norm_axes = tuple(sorted(a % x.ndim for a in axes))
+    norm_shape = tuple(x.shape[a] for a in norm_axes)
+    rdt = np.float64 if x.dtype.kind == "i" else x.dtype
+    dy = np.cos(np.arange(x.size, dtype=np.float64)).reshape(x.shape).astype(rdt)[..., ::-1]
+    weight = np.linspace(0.5, 2, int(np.prod(norm_shape))).reshape(norm_shape).astype(rdt) \
+        if use_weight else None
+    fn = fastnorm.layer_norm_backward if op == "layer_norm" else fastnorm.rms_norm_backward
+    out = fn(dy, x, weight=weight, axis=axes)
+    dx_ref, dw_ref, db_ref = reference_backward(op, dy, x, norm_axes, weight)
+    assert_close(out[0], dx_ref, rdt)
+    if use_weight:
+        assert_close(out[1], dw_ref, rdt)
+    if op == "layer_norm":
+        assert_close(out[2], db_ref, rdt)
