@@ -93,13 +93,19 @@ def _normalized_axes(shape, normalized_shape, axis):
     return axes
 
 
+def _real_array(value, name):
+    """value as an ndarray of a real numeric dtype, else TypeError."""
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if arr.dtype.kind not in "fiub":
+        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    return arr
+
+
 def _affine(value, name, dtype, norm_shape):
     """weight/bias broadcast to the normalized shape, C-contiguous, x's dtype."""
     if value is None:
         return None
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    arr = _real_array(value, name)
     if arr.ndim > len(norm_shape) or arr.shape != norm_shape and \
             any(s not in (1, t) for s, t in zip(arr.shape[::-1], norm_shape[::-1])):
         raise ValueError(
@@ -328,9 +334,7 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
 
 def _grad_input(dy, x):
     """dy as an array of x's shape and dtype."""
-    arr = dy if isinstance(dy, np.ndarray) else np.asarray(dy)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"dy must be a real numeric array, got dtype {arr.dtype}")
+    arr = _real_array(dy, "dy")
     if arr.shape != x.shape:
         raise ValueError(f"dy has shape {arr.shape} but x has shape {x.shape}")
     if arr.dtype != x.dtype or not arr.flags.aligned:
@@ -341,9 +345,7 @@ def _grad_input(dy, x):
 def _stats_input(value, name, x, axes):
     if value is None:
         return None
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if arr.dtype.kind not in "fiub":
-        raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    arr = _real_array(value, name)
     keep = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     if arr.shape != keep:
         raise ValueError(
