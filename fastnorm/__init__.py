@@ -33,6 +33,8 @@ except ImportError:
 
 from ._api import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward  # noqa: E402
 from ._config import available_isas, get_isa, show_config  # noqa: E402
+from ._modules import LayerNorm, RMSNorm  # noqa: E402
 
-__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward", "available_isas", "get_isa", "show_config",
+__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward",
+           "LayerNorm", "RMSNorm", "available_isas", "get_isa", "show_config",
            "__version__"]

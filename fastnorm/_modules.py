@@ -1,0 +1,162 @@
+"""LayerNorm and RMSNorm as stateful modules, for NumPy training loops and
+for weights exported from PyTorch (same state_dict keys)."""
+import numbers
+
+import numpy as np
+
+from ._api import _check_eps, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+
+__all__ = ["LayerNorm", "RMSNorm"]
+
+
+def _shape_tuple(normalized_shape):
+    if isinstance(normalized_shape, (numbers.Integral, np.integer)) and \
+            not isinstance(normalized_shape, bool):
+        shape = (int(normalized_shape),)
+    else:
+        try:
+            shape = tuple(int(s) for s in normalized_shape)
+        except TypeError:
+            raise TypeError(f"normalized_shape must be an int or a tuple of ints, "
+                            f"got {normalized_shape!r}") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise ValueError(f"normalized_shape must be non-empty positive sizes, got {shape}")
+    return shape
+
+
+def _module_dtype(dtype):
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    return dt
+
+
+def _to_numpy(value):
+    """A NumPy array from an array, a list or a (CPU) torch tensor."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+class _Norm:
+    _param_names = ()
+
+    def state_dict(self):
+        """The parameters under PyTorch's names (copies)."""
+        return {name: getattr(self, name).copy() for name in self._param_names
+                if getattr(self, name) is not None}
+
+    def load_state_dict(self, state_dict):
+        """Load parameters saved by `state_dict` or by the PyTorch module of
+        the same name (tensors are converted).  Keys and shapes must match."""
+        expected = set(k for k in self._param_names if getattr(self, k) is not None)
+        got = set(state_dict)
+        if got != expected:
+            raise KeyError(f"state_dict keys {sorted(got)} do not match this module's "
+                           f"parameters {sorted(expected)}")
+        new = {}
+        for name in expected:
+            arr = _to_numpy(state_dict[name])
+            current = getattr(self, name)
+            if arr.shape != current.shape:
+                raise ValueError(f"{name} in the state_dict has shape {arr.shape}, "
+                                 f"but this module's {name} has shape {current.shape}")
+            new[name] = np.array(arr, dtype=self.dtype)
+        for name, arr in new.items():
+            setattr(self, name, arr)
+
+    def _require_saved(self):
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward needs a forward call first")
+        return self._saved
+
+
+class LayerNorm(_Norm):
+    """Layer normalization over the trailing `normalized_shape` dimensions.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+    eps : float, default 1e-5
+    elementwise_affine : bool, default True
+        Learnable `weight` (ones) and, with `bias`, `bias` (zeros).
+    bias : bool, default True
+    dtype : float32 or float64, default float32
+        Dtype of the parameters.
+
+    Calling the module runs `fastnorm.layer_norm` and keeps what `backward`
+    needs; `backward(dy)` returns dx and sets `weight_grad` and `bias_grad`.
+    """
+    _param_names = ("weight", "bias")
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 dtype=np.float32):
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = _check_eps(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.dtype = _module_dtype(dtype)
+        affine = self.elementwise_affine
+        self.weight = np.ones(self.normalized_shape, self.dtype) if affine else None
+        self.bias = np.zeros(self.normalized_shape, self.dtype) if affine and bias else None
+        self.weight_grad = self.bias_grad = None
+        self._saved = None
+
+    def __call__(self, x):
+        y, mean, rstd = layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps,
+                                   return_stats=True)
+        self._saved = (x, mean, rstd)
+        return y
+
+    def backward(self, dy):
+        x, mean, rstd = self._require_saved()
+        dx, dw, db = layer_norm_backward(dy, x, self.normalized_shape, self.weight, mean=mean,
+                                         rstd=rstd, eps=self.eps)
+        self.weight_grad = dw
+        self.bias_grad = db if self.bias is not None else None
+        return dx
+
+    def __repr__(self):
+        return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}, "
+                f"dtype={self.dtype.name})")
+
+
+class RMSNorm(_Norm):
+    """RMS normalization over the trailing `normalized_shape` dimensions.
+
+    Parameters
+    ----------
+    normalized_shape : int or tuple of int
+    eps : float, optional
+        Default ``numpy.finfo(x.dtype).eps`` of each input, as in PyTorch.
+    elementwise_affine : bool, default True
+        Learnable `weight` (ones).
+    dtype : float32 or float64, default float32
+        Dtype of the parameters.
+    """
+    _param_names = ("weight",)
+
+    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = None if eps is None else _check_eps(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.dtype = _module_dtype(dtype)
+        self.weight = np.ones(self.normalized_shape, self.dtype) if self.elementwise_affine else None
+        self.weight_grad = None
+        self._saved = None
+
+    def __call__(self, x):
+        y, rstd = rms_norm(x, self.normalized_shape, self.weight, self.eps, return_stats=True)
+        self._saved = (x, rstd)
+        return y
+
+    def backward(self, dy):
+        x, rstd = self._require_saved()
+        dx, dw = rms_norm_backward(dy, x, self.normalized_shape, self.weight, rstd=rstd,
+                                   eps=self.eps)
+        self.weight_grad = dw
+        return dx
+
+    def __repr__(self):
+        return (f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}, dtype={self.dtype.name})")
