@@ -13,7 +13,8 @@ try:  # NumPy >= 1.25
 except ImportError:  # pragma: no cover
     from numpy import AxisError
 
-__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward"]
+__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward",
+           "add_layer_norm", "add_rms_norm"]
 
 _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -125,15 +126,15 @@ def _check_eps(eps):
     return eps
 
 
-def _check_out(out, x):
+def _check_out(out, x, name="out"):
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     if out.dtype != x.dtype:
-        raise TypeError(f"out has dtype {out.dtype} but the result has dtype {x.dtype}")
+        raise TypeError(f"{name} has dtype {out.dtype} but the result has dtype {x.dtype}")
     if out.shape != x.shape:
-        raise ValueError(f"out has shape {out.shape} but x has shape {x.shape}")
+        raise ValueError(f"{name} has shape {out.shape} but x has shape {x.shape}")
     if not out.flags.writeable:
-        raise ValueError("out is read-only")
+        raise ValueError(f"{name} is read-only")
 
 
 def _same_view(a, b):
@@ -474,3 +475,104 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
     """
     return _normalize_backward(_core.OP_RMS_NORM, dy, x, normalized_shape, weight, None, rstd,
                                eps, axis)
+
+
+# ---- fused residual add + norm ------------------------------------------------
+
+def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, out,
+                   residual_out, return_stats):
+    x = _input_array(x)
+    r = _real_array(residual, "residual")
+    if r.shape != x.shape:
+        raise ValueError(f"residual has shape {r.shape} but x has shape {x.shape}")
+    if residual_out is not None:
+        _check_out(residual_out, x, "residual_out")
+        h = residual_out
+    else:
+        h = _core.empty_output(x)
+    if r.dtype != x.dtype or not r.flags.aligned:
+        r = r.astype(x.dtype)
+    if out is not None:
+        _check_out(out, x)
+    axes = _normalized_axes(x.shape, normalized_shape, axis)
+    norm_shape = tuple(x.shape[a] for a in axes)
+    weight = _affine(weight, "weight", x.dtype, norm_shape)
+    bias = _affine(bias, "bias", x.dtype, norm_shape)
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps)
+    eps = _check_eps(eps)
+    y = out if out is not None else _core.empty_output(x)
+    if return_stats:
+        stats_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
+        mean = np.empty(stats_shape, x.dtype) if op == _core.OP_LAYER_NORM else None
+        rstd = np.empty(stats_shape, x.dtype)
+    else:
+        mean = rstd = None
+
+    # The kernels fuse the add for rows with contiguous elements: they read
+    # a row of x and residual, write it to h, then write y from h, exactly as
+    # the norm of the stored h would.  That covers C-contiguous arrays
+    # normalized over trailing axes; other layouts (whose norm may run on
+    # another kernel) and overlaps other than h is residual or y is x take
+    # the two-step path, which is the reference the fused path must match.
+    def clash(a, b):
+        return np.may_share_memory(a, b) and not _same_view(a, b)
+    trailing = axes == tuple(range(x.ndim - len(axes), x.ndim))
+    fused_ok = (x.size > 0 and trailing
+                and all(a.flags.c_contiguous and a.flags.aligned for a in (x, r, h, y))
+                and not (clash(h, r) or clash(y, x)
+                         or np.may_share_memory(h, x) or np.may_share_memory(y, r)
+                         or np.may_share_memory(y, h)))
+    if fused_ok and _core.forward(op, x, y, weight, bias, mean, rstd, eps, axes,
+                                  residual=r, h=h):
+        pass
+    else:
+        np.add(x, r, out=h)
+        result = _normalize(op, h, None, weight, bias, eps, axes, y, return_stats)
+        if return_stats:
+            stats = result[1:]
+            mean, rstd = (stats if op == _core.OP_LAYER_NORM else (None, stats[0]))
+    if not return_stats:
+        return y, h
+    if op == _core.OP_LAYER_NORM:
+        return y, h, mean, rstd
+    return y, h, rstd
+
+
+def add_layer_norm(x, residual, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
+                   axis=None, out=None, residual_out=None, return_stats=False):
+    """Fused residual add and layer norm: ``h = x + residual; y = layer_norm(h)``.
+
+    One pass reads x and residual and writes h and y.  h is rounded to x's
+    dtype before it is normalized, so y equals ``layer_norm(x + residual)``
+    bit for bit.
+
+    Parameters
+    ----------
+    x, residual : array_like
+        Same shape; residual is converted to x's dtype.
+    normalized_shape, weight, bias, eps, axis, out, return_stats
+        As in `layer_norm`.
+    residual_out : ndarray, optional
+        Where to write h (x's shape and dtype); it may be `residual` itself.
+
+    Returns
+    -------
+    y, h : ndarray
+        The normalized array and the sum (``out`` and ``residual_out`` when
+        given).
+    mean, rstd : ndarray
+        Only when `return_stats` is true.
+    """
+    return _add_normalize(_core.OP_LAYER_NORM, x, residual, normalized_shape, weight, bias, eps,
+                          axis, out, residual_out, return_stats)
+
+
+def add_rms_norm(x, residual, normalized_shape=None, weight=None, eps=None, *, axis=None,
+                 out=None, residual_out=None, return_stats=False):
+    """Fused residual add and RMS norm: ``h = x + residual; y = rms_norm(h)``.
+
+    See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.
+    """
+    return _add_normalize(_core.OP_RMS_NORM, x, residual, normalized_shape, weight, None, eps,
+                          axis, out, residual_out, return_stats)

@@ -36,6 +36,12 @@ cdef extern from "fastnorm_kernels.h" nogil:
         Py_ssize_t stat_stride
         double eps
         int stream_stores
+        const void *residual
+        void *h
+        Py_ssize_t r_row_stride
+        Py_ssize_t r_elem_stride
+        Py_ssize_t h_row_stride
+        Py_ssize_t h_elem_stride
     ctypedef void (*fn_rows_kernel)(const fn_rows *block) noexcept nogil
     ctypedef struct fn_rows_bwd:
         const void *x
@@ -297,11 +303,13 @@ def last_num_threads():
 
 cdef enum:
     # operands of a plan: the arrays walked row by row, then the stats
-    MAX_OPS = 4
-    # forward: x, y, stats (mean and rstd share a layout)
+    MAX_OPS = 5
+    # forward: x, y, residual, h, stats (mean and rstd share a layout)
     FWD_X = 0
     FWD_Y = 1
-    FWD_STATS = 2
+    FWD_R = 2
+    FWD_H = 3
+    FWD_STATS = 4
     # backward: x, dy, dx, stats (rstd)
     BWD_X = 0
     BWD_DY = 1
@@ -359,6 +367,9 @@ cdef void run_item(const plan_t *plan, Py_ssize_t item) noexcept nogil:
         fb.rows = min(plan.rows_per_item, plan.inner - r0)
         fb.x = _offset(fb.x, off[FWD_X], plan.itemsize)
         fb.y = _offset(fb.y, off[FWD_Y], plan.itemsize)
+        if fb.residual != NULL:
+            fb.residual = _offset(fb.residual, off[FWD_R], plan.itemsize)
+            fb.h = _offset(fb.h, off[FWD_H], plan.itemsize)
         if fb.mean != NULL:
             fb.mean = _offset(fb.mean, off[FWD_STATS], plan.itemsize)
         if fb.rstd != NULL:
@@ -505,7 +516,7 @@ cdef int _threads_for(const plan_t *plan) noexcept:
 
 
 def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
-            double eps, tuple norm_axes):
+            double eps, tuple norm_axes, residual=None, h=None):
     """Run one normalization.  Returns False when the normalized axes of x or
     y cannot be walked as one strided dimension (the caller then copies).
 
@@ -513,11 +524,13 @@ def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
     weight, bias: None or C-contiguous arrays of the normalized shape.
     mean, rstd: None or C-contiguous arrays of the keepdims stats shape.
     norm_axes: sorted, non-negative, unique axes of x.
+    residual, h: None, or x's shape and dtype (aligned, h writeable): fuse
+    h = x + residual and normalize h.
     """
     cdef bint is_norm[MAX_DIMS]
     _norm_mask(x.ndim, norm_axes, is_norm)
     weight, bias = _walk_order_affine(x, norm_axes, weight, bias)
-    return _run(op, x, y, weight, bias, mean, rstd, eps, is_norm) == 0
+    return _run(op, x, y, weight, bias, mean, rstd, eps, is_norm, residual, h) == 0
 
 
 cdef void _norm_mask(int ndim, tuple norm_axes, bint *is_norm):
@@ -556,7 +569,8 @@ cdef inline void *_data_or_null(object arr):
 
 
 cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, object mean,
-              object rstd, double eps, const bint *is_norm) except -1:
+              object rstd, double eps, const bint *is_norm, object residual=None,
+              object h=None) except -1:
     """Plan and run a forward; 1 (nothing done) when the normalized axes do
     not merge."""
     cdef plan_t plan
@@ -564,7 +578,7 @@ cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, 
     cdef int dtype_index = 0 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else 1
     cdef int n_threads
     if _plan_layout(&plan, cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
-                    (x, y, mean if mean is not None else rstd),
+                    (x, y, residual, h, mean if mean is not None else rstd),
                     cnp.PyArray_ITEMSIZE(x), is_norm):
         return 1
     plan.backward = False
@@ -582,6 +596,12 @@ cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, 
     plan.fwd.y_row_stride = plan.row_stride[FWD_Y]
     plan.fwd.y_elem_stride = plan.elem_stride[FWD_Y]
     plan.fwd.stat_stride = plan.row_stride[FWD_STATS]
+    plan.fwd.residual = _data_or_null(residual)
+    plan.fwd.h = _data_or_null(h)
+    plan.fwd.r_row_stride = plan.row_stride[FWD_R]
+    plan.fwd.r_elem_stride = plan.elem_stride[FWD_R]
+    plan.fwd.h_row_stride = plan.row_stride[FWD_H]
+    plan.fwd.h_elem_stride = plan.elem_stride[FWD_H]
     if op == OP_LAYER_NORM:
         plan.fwd_kernel = g_kernels.layer_norm[dtype_index]
     else:

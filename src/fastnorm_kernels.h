@@ -42,6 +42,13 @@ typedef struct fn_rows {
     double eps;             /* finite, >= 0 */
     int stream_stores;      /* hint: output is larger than the caches, write it
                                with non-temporal stores where the ISA can */
+    /* Fused residual add (or NULL): the kernel normalizes h = x + residual,
+     * rounded to the input type and stored in h, which may alias residual
+     * exactly.  y is then bit for bit the norm of h as stored. */
+    const void *residual;
+    void *h;
+    ptrdiff_t r_row_stride, r_elem_stride;
+    ptrdiff_t h_row_stride, h_elem_stride;
 } fn_rows;
 
 typedef void (*fn_rows_kernel)(const fn_rows *block);

@@ -80,11 +80,30 @@ static void FN_NAME(scalar_normalize)(const FN_T *x, ptrdiff_t xs, FN_T *y, ptrd
     }
 }
 
+/* The row to normalize: x itself, or with a fused residual add, h = x +
+ * residual computed and stored first (then read back, so y is exactly the
+ * norm of h as stored).  *xs_out is that row's element stride. */
+static const FN_T *FN_NAME(scalar_source_row)(const fn_rows *a, ptrdiff_t r, ptrdiff_t *xs_out)
+{
+    const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+    if (!a->residual) {
+        *xs_out = a->x_elem_stride;
+        return x;
+    }
+    const FN_T *res = (const FN_T *)a->residual + r * a->r_row_stride;
+    FN_T *h = (FN_T *)a->h + r * a->h_row_stride;
+    for (ptrdiff_t i = 0; i < a->row_len; i++)
+        h[i * a->h_elem_stride] = x[i * a->x_elem_stride] + res[i * a->r_elem_stride];
+    *xs_out = a->h_elem_stride;
+    return h;
+}
+
 void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
 {
-    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
+    const ptrdiff_t n = a->row_len, ys = a->y_elem_stride;
+    ptrdiff_t xs;
     for (ptrdiff_t r = 0; r < a->rows; r++) {
-        const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+        const FN_T *x = FN_NAME(scalar_source_row)(a, r, &xs);
         FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
         FN_T pivot = FN_NAME(fn_row_pivot)(x, n, xs);
         double mean_d, m2;
@@ -99,9 +118,10 @@ void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
 
 void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 {
-    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
+    const ptrdiff_t n = a->row_len, ys = a->y_elem_stride;
+    ptrdiff_t xs;
     for (ptrdiff_t r = 0; r < a->rows; r++) {
-        const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+        const FN_T *x = FN_NAME(scalar_source_row)(a, r, &xs);
         FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
         fn_row_stats st;
         FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st);

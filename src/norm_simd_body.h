@@ -209,40 +209,75 @@ static inline V FN_NAME(simd_norm_vec)(const FN_T *x, ptrdiff_t i, ptrdiff_t par
  * read-for-ownership of each output line (a third of the traffic); worth it
  * only when the output is larger than the caches.  They need aligned
  * addresses, so the elements before the first aligned one are written with a
- * masked store, and the next row's statistics then cover [0, head) apart. */
+ * masked store; the normalize blocks then start there, while the next row's
+ * statistics keep their own blocks from element 0. */
+/* h[lo, hi) = x + r, rounded to FN_T (the fused residual add). */
+static void FN_NAME(simd_add_range)(const FN_T *x, const FN_T *r, FN_T *h, ptrdiff_t lo,
+                                    ptrdiff_t hi)
+{
+    ptrdiff_t i = lo;
+    for (; i + VL <= hi; i += VL) VSTORE(h + i, VADD(VLOAD(x + i), VLOAD(r + i)));
+    if (i < hi) VSTORE_PART(h + i, VADD(VLOAD_PART(x + i, hi - i), VLOAD_PART(r + i, hi - i)), hi - i);
+}
+
+/* The pivot of h = x + r before h is stored: fl(x + r) is what h will hold. */
+static FN_T FN_NAME(simd_pivot_of_sum)(const FN_T *x, const FN_T *r, ptrdiff_t n)
+{
+    FN_T s[3];
+    const ptrdiff_t at[3] = {0, (n - 1) / 2, n - 1};
+    for (int j = 0; j < 3; j++) s[j] = x[at[j]] + r[at[j]];
+    return FN_NAME(fn_row_pivot)(s + 0, 3, 1);
+}
+
 static inline __attribute__((always_inline)) void
 FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n,
                                         fn_norm_params rp, const FN_T *w,
                                         const FN_T *b, int stream, int rms,
                                         const FN_T *xn, FN_T pivot_n,
-                                        double *mean_n, double *m2_n, const FN_T *xnn)
+                                        double *mean_n, double *m2_n, const FN_T *xnn,
+                                        const FN_T *rn, FN_T *hn)
 {
+    /* with a fused residual add the next row's statistics are taken over
+     * h = xn + rn, stored to hn as it is formed */
+    const FN_T *sn = rn ? hn : xn;
     const V p2 = VSET1((FN_T)rp.p2), s = VSET1((FN_T)rp.scale), c = VSET1((FN_T)rp.c);
     const V pn = VSET1(pivot_n);
     FN_NAME(simd_acc) acc;
-    ptrdiff_t head = 0, i, fused_end;
+    ptrdiff_t head = 0, i;
     if (stream) {
         const size_t vbytes = VL * sizeof(FN_T);
         head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_T));
         if (head > n) head = n;
         if (head) VSTORE_PART(y, FN_NAME(simd_norm_vec)(x, 0, head, p2, s, c, w, b), head);
     }
+    /* The next row's statistics always group its elements the same way
+     * (blocks of 4*VL from 0, then the rest), whatever this row's store
+     * alignment: results must not depend on where the output lies. */
+    const ptrdiff_t stats_end = n / (4 * VL) * (4 * VL);
+    const ptrdiff_t norm_end = head + (n - head) / (4 * VL) * (4 * VL);
     FN_NAME(simd_acc_init)(&acc);
-    for (i = head; i + 4 * VL <= n; i += 4 * VL) {
-        if (xn) FN_NAME(simd_acc_step)(&acc, xn + i, pn, rms);
-        if (xnn)
+    for (ptrdiff_t k = 0; k < stats_end || head + k < norm_end; k += 4 * VL) {
+        if (xn && k < stats_end) {
+            if (rn)
+                for (int u = 0; u < 4; u++)
+                    VSTORE(hn + k + u * VL, VADD(VLOAD(xn + k + u * VL), VLOAD(rn + k + u * VL)));
+            FN_NAME(simd_acc_step)(&acc, sn + k, pn, rms);
+        }
+        if (xnn && k < stats_end)
             for (int line = 0; line < 4 * VL * (int)sizeof(FN_T); line += 64)
-                __builtin_prefetch((const char *)(xnn + i) + line, 0, 2);
-        for (int u = 0; u < 4; u++) {
-            V t = FN_NAME(simd_norm_vec)(x, i + u * VL, 0, p2, s, c, w, b);
-            if (stream)
-                VSTREAM(y + i + u * VL, t);
-            else
-                VSTORE(y + i + u * VL, t);
+                __builtin_prefetch((const char *)(xnn + k) + line, 0, 2);
+        if (head + k < norm_end) {
+            i = head + k;
+            for (int u = 0; u < 4; u++) {
+                V t = FN_NAME(simd_norm_vec)(x, i + u * VL, 0, p2, s, c, w, b);
+                if (stream)
+                    VSTREAM(y + i + u * VL, t);
+                else
+                    VSTORE(y + i + u * VL, t);
+            }
         }
     }
-    fused_end = i;
-    for (; i + VL <= n; i += VL) {
+    for (i = norm_end; i + VL <= n; i += VL) {
         V t = FN_NAME(simd_norm_vec)(x, i, 0, p2, s, c, w, b);
         if (stream)
             VSTREAM(y + i, t);
@@ -252,9 +287,9 @@ FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n,
     if (i < n) VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(x, i, n - i, p2, s, c, w, b), n - i);
     if (xn) {
         double cnt;
+        if (rn) FN_NAME(simd_add_range)(xn, rn, hn, stats_end, n);
         FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, mean_n, m2_n);
-        FN_NAME(simd_acc_rest)(xn, 0, head, pn, rms, &cnt, mean_n, m2_n);
-        FN_NAME(simd_acc_rest)(xn, fused_end, n, pn, rms, &cnt, mean_n, m2_n);
+        FN_NAME(simd_acc_rest)(sn, stats_end, n, pn, rms, &cnt, mean_n, m2_n);
     }
 }
 
@@ -264,16 +299,25 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
 {
     const ptrdiff_t n = a->row_len;
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
-    const FN_T *x = (const FN_T *)a->x;
-    FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, 1);
+    /* raw rows, and with a fused residual add the residual and h rows */
+    const FN_T *xr = (const FN_T *)a->x, *rr = (const FN_T *)a->residual;
+    FN_T *hr = (FN_T *)a->h;
     double mean_d, m2;
     if (a->rows <= 0) return;
+    if (rr) FN_NAME(simd_add_range)(xr, rr, hr, 0, n);
+    const FN_T *x = rr ? hr : xr; /* the row being normalized */
+    FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, 1);
     FN_NAME(simd_row_stats)(x, n, pivot, rms, &mean_d, &m2);
     for (ptrdiff_t r = 0; r < a->rows; r++) {
         FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
-        const FN_T *xn = r + 1 < a->rows ? x + a->x_row_stride : NULL;
-        const FN_T *xnn = r + 2 < a->rows ? x + 2 * a->x_row_stride : NULL;
-        FN_T pivot_n = (xn && !rms) ? FN_NAME(fn_row_pivot)(xn, n, 1) : (FN_T)0;
+        const int more = r + 1 < a->rows;
+        const FN_T *xn = more ? xr + a->x_row_stride : NULL;
+        const FN_T *rn = more && rr ? rr + a->r_row_stride : NULL;
+        FN_T *hn = more && rr ? hr + a->h_row_stride : NULL;
+        const FN_T *xnn = r + 2 < a->rows ? xr + 2 * a->x_row_stride : NULL;
+        FN_T pivot_n = 0;
+        if (xn && !rms)
+            pivot_n = rn ? FN_NAME(simd_pivot_of_sum)(xn, rn, n) : FN_NAME(fn_row_pivot)(xn, n, 1);
         double mean_n = 0.0, m2_n = 0.0;
         fn_row_stats st;
         if (rms)
@@ -283,7 +327,8 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
         fn_norm_params rp = FN_NAME(fn_norm_params)(pivot, &st);
         /* one specialized copy of the loop per (weight, bias, streaming) case */
 #define FN_NORMALIZE(W, B, STREAM) \
-        FN_NAME(simd_row_normalize)(x, y, n, rp, W, B, STREAM, rms, xn, pivot_n, &mean_n, &m2_n, xnn)
+        FN_NAME(simd_row_normalize)(x, y, n, rp, W, B, STREAM, rms, xn, pivot_n, &mean_n, &m2_n, \
+                                    xnn, rn, hn)
         switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
         case 0: FN_NORMALIZE(NULL, NULL, 0); break;
         case 1: FN_NORMALIZE(w, NULL, 0); break;
@@ -296,7 +341,10 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
         }
 #undef FN_NORMALIZE
         FN_NAME(fn_store_row_stats)(a, r, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
-        x = xn;
+        xr = xn;
+        rr = rn;
+        hr = hn;
+        x = rn ? hn : xn;
         pivot = pivot_n;
         mean_d = mean_n;
         m2 = m2_n;
@@ -635,12 +683,13 @@ void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
 static inline __attribute__((always_inline)) void
 FN_NAME(simd_dispatch)(const fn_rows *a, int rms, fn_rows_kernel portable)
 {
-    if (a->x_elem_stride == 1 && a->y_elem_stride == 1)
+    if (a->x_elem_stride == 1 && a->y_elem_stride == 1 &&
+        (!a->residual || (a->r_elem_stride == 1 && a->h_elem_stride == 1)))
         FN_NAME(simd_rows)(a, rms);
-    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && a->rows > 1)
+    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && a->rows > 1 && !a->residual)
         FN_NAME(simd_lanes)(a, rms);
     else
-        portable(a);
+        portable(a); /* including a residual add on other layouts */
 }
 
 void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
