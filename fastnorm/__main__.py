@@ -107,9 +107,14 @@ def bench_main(argv):
                         help="measure the project's speed targets (ratios, side by side)")
     parser.add_argument("--backward", action="store_true",
                         help="time the backward passes (with --targets: the backward targets)")
+    parser.add_argument("--fused", action="store_true",
+                        help="time the fused residual add + norm against its two steps "
+                             "(with --targets: the fused targets)")
     args = parser.parse_args(argv)
     if args.targets:
-        return bench_targets(args.repeats, args.backward)
+        return bench_targets(args.repeats, args.backward, args.fused)
+    if args.fused:
+        return bench_fused(args)
     ops = [o.strip() for o in args.op.split(",") if o.strip()]
     for op in ops:
         if op not in ("layer_norm", "rms_norm"):
@@ -165,11 +170,33 @@ def bench_main(argv):
     return 0
 
 
-def bench_targets(repeats, backward=False):
+def bench_fused(args):
+    from . import _bench
+    cases = [(_bench.Case(op, shape, args.dtype, "last", True), n)
+             for op in ("layer_norm", "rms_norm") for shape in args.shapes for n in args.threads]
+    progress = _bench.Progress(len(cases))
+    rows = []
+    for case, n in cases:
+        with _bench.limit_threads(n):
+            times = _bench.time_interleaved(_bench.fused_competitors(case), args.repeats, 2e-3)
+        rows.append((case, n, times))
+        progress.step(case.label)
+    print(f"{'case':<44}{'thr':>4}{'fused':>11}{'2 steps':>11}{'ratio':>8}")
+    for case, n, t in rows:
+        print(f"{'add_' + case.label:<44}{n:>4}{_fmt_time(t['fastnorm']):>11}"
+              f"{_fmt_time(t['two steps']):>11}{t['fastnorm'] / t['two steps']:>8.2f}")
+    print("fused: add_layer_norm / add_rms_norm with out= and residual_out=; "
+          "2 steps: np.add(x, r, out=h), then the norm with out=.")
+    return 0
+
+
+def bench_targets(repeats, backward=False, fused=False):
     from . import _bench
     print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
           f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
-    if backward:
+    if fused:
+        rows = _bench.measure_fused_targets(repeats, _bench.Progress(_bench.FUSED_TARGET_COUNT))
+    elif backward:
         rows = _bench.measure_backward_targets(
             repeats, _bench.Progress(_bench.BACKWARD_TARGET_COUNT))
     else:

@@ -364,3 +364,43 @@ def measure_backward_targets(repeats=21, progress=None):
 
 
 BACKWARD_TARGET_COUNT = 3
+
+
+# ---- fused residual add + norm ----------------------------------------------
+
+def fused_competitors(case):
+    """{name: callable}: the fused add+norm against its two steps (np.add
+    then the norm), both with out= and residual_out= preallocated."""
+    x, w, b = make_inputs(case)
+    r = np.random.default_rng(2).standard_normal(case.shape).astype(case.dtype)
+    y = np.empty_like(x)
+    h = np.empty_like(x)
+    if case.op == "layer_norm":
+        fused = lambda: fastnorm.add_layer_norm(x, r, None, w, b, EPS, out=y, residual_out=h)  # noqa: E731
+
+        def two_steps():
+            np.add(x, r, out=h)
+            fastnorm.layer_norm(h, None, w, b, EPS, out=y)
+    else:
+        fused = lambda: fastnorm.add_rms_norm(x, r, None, w, EPS, out=y, residual_out=h)  # noqa: E731
+
+        def two_steps():
+            np.add(x, r, out=h)
+            fastnorm.rms_norm(h, None, w, EPS, out=y)
+    return {"fastnorm": fused, "two steps": two_steps}
+
+
+def measure_fused_targets(repeats=21, progress=None):
+    rows = []
+    for op in ("layer_norm", "rms_norm"):
+        case = Case(op, (4096, 4096), "float32", "last", True)
+        with limit_threads(1):
+            times = time_interleaved(fused_competitors(case), repeats, 2e-3)
+        name = f"add_{op} f32 (4096, 4096) 1 thread / (np.add + {op})"
+        rows.append((name, times["fastnorm"] / times["two steps"], 0.75, False))
+        if progress:
+            progress.step(name)
+    return rows
+
+
+FUSED_TARGET_COUNT = 2

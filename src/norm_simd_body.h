@@ -83,12 +83,18 @@ static inline void FN_NAME(simd_acc_init)(FN_NAME(simd_acc) *acc)
     acc->k = 0;
 }
 
-/* Consume the 4*VL elements at x. */
-static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_T *x, V p, int rms)
+/* x, or x + r with a fused residual add (r not NULL): the value of h. */
+#define FN_LOAD_H(x, r, i) ((r) ? VADD(VLOAD((x) + (i)), VLOAD((r) + (i))) : VLOAD((x) + (i)))
+#define FN_LOAD_H_PART(x, r, i, n) \
+    ((r) ? VADD(VLOAD_PART((x) + (i), n), VLOAD_PART((r) + (i), n)) : VLOAD_PART((x) + (i), n))
+
+/* Consume the 4*VL elements at x (of h = x + r when r is not NULL). */
+static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_T *x, const FN_T *r,
+                                          V p, int rms)
 {
     if (rms) {
         for (int c = 0; c < 4; c++) {
-            V v = VLOAD(x + c * VL);
+            V v = FN_LOAD_H(x, r, c * VL);
             acc->q[c] = VFMA(v, v, acc->q[c]);
         }
         return;
@@ -99,7 +105,7 @@ static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_T *x,
     acc->k += 1;
     const V inv_k = VSET1((FN_T)1 / acc->k);
     for (int c = 0; c < 4; c++) {
-        V d = VSUB(VLOAD(x + c * VL), p);
+        V d = VSUB(FN_LOAD_H(x, r, c * VL), p);
         V delta = VSUB(d, acc->m[c]);
         acc->m[c] = VFMA(delta, inv_k, acc->m[c]);
         acc->q[c] = VFMA(delta, VSUB(d, acc->m[c]), acc->q[c]);
@@ -131,7 +137,8 @@ static inline void FN_NAME(simd_acc_reduce)(const FN_NAME(simd_acc) *acc, int rm
 
 /* Fold in x[lo, hi), a few vectors at most: sum of squares for RMSNorm, or
  * for LayerNorm a two-pass (masked) block merged with Chan's formula. */
-static void FN_NAME(simd_acc_rest)(const FN_T *x, ptrdiff_t lo, ptrdiff_t hi, V p, int rms,
+static void FN_NAME(simd_acc_rest)(const FN_T *x, const FN_T *r, ptrdiff_t lo, ptrdiff_t hi, V p,
+                                   int rms,
                                    double *cnt, double *mean, double *m2)
 {
     ptrdiff_t j;
@@ -139,11 +146,11 @@ static void FN_NAME(simd_acc_rest)(const FN_T *x, ptrdiff_t lo, ptrdiff_t hi, V 
     if (rms) {
         V ss = VZERO;
         for (j = lo; j + VL <= hi; j += VL) {
-            V v = VLOAD(x + j);
+            V v = FN_LOAD_H(x, r, j);
             ss = VFMA(v, v, ss);
         }
         if (j < hi) {
-            V v = VLOAD_PART(x + j, hi - j);
+            V v = FN_LOAD_H_PART(x, r, j, hi - j);
             ss = VFMA(v, v, ss);
         }
         *m2 += FN_NAME(simd_hsum)(ss);
@@ -151,17 +158,17 @@ static void FN_NAME(simd_acc_rest)(const FN_T *x, ptrdiff_t lo, ptrdiff_t hi, V 
     }
     const double t = (double)(hi - lo);
     V s = VZERO;
-    for (j = lo; j + VL <= hi; j += VL) s = VADD(s, VSUB(VLOAD(x + j), p));
-    if (j < hi) s = VADD(s, VZERO_FROM(VSUB(VLOAD_PART(x + j, hi - j), p), hi - j));
+    for (j = lo; j + VL <= hi; j += VL) s = VADD(s, VSUB(FN_LOAD_H(x, r, j), p));
+    if (j < hi) s = VADD(s, VZERO_FROM(VSUB(FN_LOAD_H_PART(x, r, j, hi - j), p), hi - j));
     const double tmean = FN_NAME(simd_hsum)(s) / t;
     const V tm = VSET1((FN_T)tmean);
     V q = VZERO;
     for (j = lo; j + VL <= hi; j += VL) {
-        V e = VSUB(VSUB(VLOAD(x + j), p), tm);
+        V e = VSUB(VSUB(FN_LOAD_H(x, r, j), p), tm);
         q = VFMA(e, e, q);
     }
     if (j < hi) {
-        V e = VZERO_FROM(VSUB(VSUB(VLOAD_PART(x + j, hi - j), p), tm), hi - j);
+        V e = VZERO_FROM(VSUB(VSUB(FN_LOAD_H_PART(x, r, j, hi - j), p), tm), hi - j);
         q = VFMA(e, e, q);
     }
     /* tm is tmean rounded to FN_T: remove that offset's contribution */
@@ -170,29 +177,30 @@ static void FN_NAME(simd_acc_rest)(const FN_T *x, ptrdiff_t lo, ptrdiff_t hi, V 
 }
 
 /* Statistics of a whole row (the first row of a block). */
-static void FN_NAME(simd_row_stats)(const FN_T *x, ptrdiff_t n, FN_T pivot, int rms,
-                                    double *mean, double *m2)
+static void FN_NAME(simd_row_stats)(const FN_T *x, const FN_T *r, ptrdiff_t n, FN_T pivot,
+                                    int rms, double *mean, double *m2)
 {
     FN_NAME(simd_acc) acc;
     const V p = VSET1(pivot);
     double cnt;
     ptrdiff_t i = 0;
     FN_NAME(simd_acc_init)(&acc);
-    for (; i + 4 * VL <= n; i += 4 * VL) FN_NAME(simd_acc_step)(&acc, x + i, p, rms);
+    for (; i + 4 * VL <= n; i += 4 * VL)
+        FN_NAME(simd_acc_step)(&acc, x + i, r ? r + i : NULL, p, rms);
     FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, mean, m2);
-    FN_NAME(simd_acc_rest)(x, i, n, p, rms, &cnt, mean, m2);
+    FN_NAME(simd_acc_rest)(x, r, i, n, p, rms, &cnt, mean, m2);
 }
 
-/* One vector of (x - center) * scale [* w] [+ b] at x[i], computed as
- * fma(x - p2, scale, c) with the row's center split into p2 (in FN_T) and
- * c = -(center - p2) * scale (see fn_norm_params): one subtraction and one
- * FMA, and no loss where |mean| >> std.  `part` lanes when 0 < part < VL,
- * else a full vector. */
-static inline V FN_NAME(simd_norm_vec)(const FN_T *x, ptrdiff_t i, ptrdiff_t part, V p2, V s,
-                                       V c, const FN_T *w, const FN_T *b)
+/* One vector of (h - center) * scale [* w] [+ b] for the values hv at
+ * element i, computed as fma(h - p2, scale, c) with the row's center split
+ * into p2 (in FN_T) and c = -(center - p2) * scale (see fn_norm_params): one
+ * subtraction and one FMA, and no loss where |mean| >> std.  `part` lanes
+ * when 0 < part < VL, else a full vector. */
+static inline V FN_NAME(simd_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdiff_t i,
+                                       ptrdiff_t part, V p2, V s, V c)
 {
 #define FN_LOAD_AT(ptr) (part ? VLOAD_PART((ptr) + i, part) : VLOAD((ptr) + i))
-    V t = VFMA(VSUB(FN_LOAD_AT(x), p2), s, c);
+    V t = VFMA(VSUB(hv, p2), s, c);
     if (w && b) return VFMA(t, FN_LOAD_AT(w), FN_LOAD_AT(b));
     if (w) return VMUL(t, FN_LOAD_AT(w));
     if (b) return VADD(t, FN_LOAD_AT(b));
@@ -211,13 +219,15 @@ static inline V FN_NAME(simd_norm_vec)(const FN_T *x, ptrdiff_t i, ptrdiff_t par
  * addresses, so the elements before the first aligned one are written with a
  * masked store; the normalize blocks then start there, while the next row's
  * statistics keep their own blocks from element 0. */
-/* h[lo, hi) = x + r, rounded to FN_T (the fused residual add). */
-static void FN_NAME(simd_add_range)(const FN_T *x, const FN_T *r, FN_T *h, ptrdiff_t lo,
-                                    ptrdiff_t hi)
+/* The per-row fallbacks (NaN/Inf rows, overflowing squares) scan the row in
+ * memory; with a fused residual add h is not stored yet at that point, so
+ * store it first in exactly those cases (the normalize pass rewrites the same
+ * values). */
+static void FN_NAME(simd_sum_if_needed)(const FN_T *x, const FN_T *r, FN_T *h, ptrdiff_t n,
+                                        double mean_d, double m2)
 {
-    ptrdiff_t i = lo;
-    for (; i + VL <= hi; i += VL) VSTORE(h + i, VADD(VLOAD(x + i), VLOAD(r + i)));
-    if (i < hi) VSTORE_PART(h + i, VADD(VLOAD_PART(x + i, hi - i), VLOAD_PART(r + i, hi - i)), hi - i);
+    if (isfinite(mean_d) && isfinite(m2)) return;
+    for (ptrdiff_t i = 0; i < n; i++) h[i] = x[i] + r[i];
 }
 
 /* The pivot of h = x + r before h is stored: fl(x + r) is what h will hold. */
@@ -230,25 +240,29 @@ static FN_T FN_NAME(simd_pivot_of_sum)(const FN_T *x, const FN_T *r, ptrdiff_t n
 }
 
 static inline __attribute__((always_inline)) void
-FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n,
-                                        fn_norm_params rp, const FN_T *w,
-                                        const FN_T *b, int stream, int rms,
-                                        const FN_T *xn, FN_T pivot_n,
-                                        double *mean_n, double *m2_n, const FN_T *xnn,
-                                        const FN_T *rn, FN_T *hn)
+FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrdiff_t n,
+                            fn_norm_params rp, const FN_T *w, const FN_T *b, int stream, int rms,
+                            const FN_T *xn, const FN_T *rn, FN_T pivot_n, double *mean_n,
+                            double *m2_n, const FN_T *xnn)
 {
-    /* with a fused residual add the next row's statistics are taken over
-     * h = xn + rn, stored to hn as it is formed */
-    const FN_T *sn = rn ? hn : xn;
+    /* With a fused residual add (r not NULL) the row is h = x + r: it is
+     * formed again from x and r (still in cache) and written to h in the
+     * same loop as y, so h costs one write and no read. */
     const V p2 = VSET1((FN_T)rp.p2), s = VSET1((FN_T)rp.scale), c = VSET1((FN_T)rp.c);
     const V pn = VSET1(pivot_n);
+    const size_t vbytes = VL * sizeof(FN_T);
     FN_NAME(simd_acc) acc;
     ptrdiff_t head = 0, i;
+    /* h streams too when it shares y's alignment (both fresh arrays do) */
+    const int stream_h = stream && r && (uintptr_t)h % vbytes == (uintptr_t)y % vbytes;
     if (stream) {
-        const size_t vbytes = VL * sizeof(FN_T);
         head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_T));
         if (head > n) head = n;
-        if (head) VSTORE_PART(y, FN_NAME(simd_norm_vec)(x, 0, head, p2, s, c, w, b), head);
+        if (head) {
+            V hv = FN_LOAD_H_PART(x, r, 0, head);
+            if (r) VSTORE_PART(h, hv, head);
+            VSTORE_PART(y, FN_NAME(simd_norm_vec)(hv, w, b, 0, head, p2, s, c), head);
+        }
     }
     /* The next row's statistics always group its elements the same way
      * (blocks of 4*VL from 0, then the rest), whatever this row's store
@@ -258,18 +272,22 @@ FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n,
     FN_NAME(simd_acc_init)(&acc);
     for (ptrdiff_t k = 0; k < stats_end || head + k < norm_end; k += 4 * VL) {
         if (xn && k < stats_end) {
-            if (rn)
-                for (int u = 0; u < 4; u++)
-                    VSTORE(hn + k + u * VL, VADD(VLOAD(xn + k + u * VL), VLOAD(rn + k + u * VL)));
-            FN_NAME(simd_acc_step)(&acc, sn + k, pn, rms);
+            FN_NAME(simd_acc_step)(&acc, xn + k, rn ? rn + k : NULL, pn, rms);
+            if (xnn)
+                for (int line = 0; line < 4 * VL * (int)sizeof(FN_T); line += 64)
+                    __builtin_prefetch((const char *)(xnn + k) + line, 0, 2);
         }
-        if (xnn && k < stats_end)
-            for (int line = 0; line < 4 * VL * (int)sizeof(FN_T); line += 64)
-                __builtin_prefetch((const char *)(xnn + k) + line, 0, 2);
         if (head + k < norm_end) {
             i = head + k;
             for (int u = 0; u < 4; u++) {
-                V t = FN_NAME(simd_norm_vec)(x, i + u * VL, 0, p2, s, c, w, b);
+                V hv = FN_LOAD_H(x, r, i + u * VL);
+                V t = FN_NAME(simd_norm_vec)(hv, w, b, i + u * VL, 0, p2, s, c);
+                if (r) {
+                    if (stream_h)
+                        VSTREAM(h + i + u * VL, hv);
+                    else
+                        VSTORE(h + i + u * VL, hv);
+                }
                 if (stream)
                     VSTREAM(y + i + u * VL, t);
                 else
@@ -278,18 +296,28 @@ FN_NAME(simd_row_normalize)(const FN_T *x, FN_T *y, ptrdiff_t n,
         }
     }
     for (i = norm_end; i + VL <= n; i += VL) {
-        V t = FN_NAME(simd_norm_vec)(x, i, 0, p2, s, c, w, b);
+        V hv = FN_LOAD_H(x, r, i);
+        V t = FN_NAME(simd_norm_vec)(hv, w, b, i, 0, p2, s, c);
+        if (r) {
+            if (stream_h)
+                VSTREAM(h + i, hv);
+            else
+                VSTORE(h + i, hv);
+        }
         if (stream)
             VSTREAM(y + i, t);
         else
             VSTORE(y + i, t);
     }
-    if (i < n) VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(x, i, n - i, p2, s, c, w, b), n - i);
+    if (i < n) {
+        V hv = FN_LOAD_H_PART(x, r, i, n - i);
+        if (r) VSTORE_PART(h + i, hv, n - i);
+        VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(hv, w, b, i, n - i, p2, s, c), n - i);
+    }
     if (xn) {
         double cnt;
-        if (rn) FN_NAME(simd_add_range)(xn, rn, hn, stats_end, n);
         FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, mean_n, m2_n);
-        FN_NAME(simd_acc_rest)(sn, stats_end, n, pn, rms, &cnt, mean_n, m2_n);
+        FN_NAME(simd_acc_rest)(xn, rn, stats_end, n, pn, rms, &cnt, mean_n, m2_n);
     }
 }
 
@@ -299,36 +327,36 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
 {
     const ptrdiff_t n = a->row_len;
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
-    /* raw rows, and with a fused residual add the residual and h rows */
-    const FN_T *xr = (const FN_T *)a->x, *rr = (const FN_T *)a->residual;
-    FN_T *hr = (FN_T *)a->h;
+    /* with a fused residual add, each row is h = x + r */
+    const FN_T *x = (const FN_T *)a->x, *r = (const FN_T *)a->residual;
+    FN_T *h = (FN_T *)a->h;
     double mean_d, m2;
     if (a->rows <= 0) return;
-    if (rr) FN_NAME(simd_add_range)(xr, rr, hr, 0, n);
-    const FN_T *x = rr ? hr : xr; /* the row being normalized */
-    FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, 1);
-    FN_NAME(simd_row_stats)(x, n, pivot, rms, &mean_d, &m2);
-    for (ptrdiff_t r = 0; r < a->rows; r++) {
-        FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
-        const int more = r + 1 < a->rows;
-        const FN_T *xn = more ? xr + a->x_row_stride : NULL;
-        const FN_T *rn = more && rr ? rr + a->r_row_stride : NULL;
-        FN_T *hn = more && rr ? hr + a->h_row_stride : NULL;
-        const FN_T *xnn = r + 2 < a->rows ? xr + 2 * a->x_row_stride : NULL;
+    FN_T pivot = 0;
+    if (!rms) pivot = r ? FN_NAME(simd_pivot_of_sum)(x, r, n) : FN_NAME(fn_row_pivot)(x, n, 1);
+    FN_NAME(simd_row_stats)(x, r, n, pivot, rms, &mean_d, &m2);
+    for (ptrdiff_t row = 0; row < a->rows; row++) {
+        FN_T *y = (FN_T *)a->y + row * a->y_row_stride;
+        const int more = row + 1 < a->rows;
+        const FN_T *xn = more ? x + a->x_row_stride : NULL;
+        const FN_T *rn = more && r ? r + a->r_row_stride : NULL;
+        const FN_T *xnn = row + 2 < a->rows ? x + 2 * a->x_row_stride : NULL;
         FN_T pivot_n = 0;
         if (xn && !rms)
             pivot_n = rn ? FN_NAME(simd_pivot_of_sum)(xn, rn, n) : FN_NAME(fn_row_pivot)(xn, n, 1);
         double mean_n = 0.0, m2_n = 0.0;
         fn_row_stats st;
+        if (r) FN_NAME(simd_sum_if_needed)(x, r, h, n, mean_d, m2);
+        const FN_T *hx = r ? h : x; /* h as stored, for the rare per-row paths */
         if (rms)
-            FN_NAME(fn_rms_finish)(x, n, 1, m2, a->eps, &st);
+            FN_NAME(fn_rms_finish)(hx, n, 1, m2, a->eps, &st);
         else
-            FN_NAME(fn_layer_finish)(x, n, 1, pivot, mean_d, m2, a->eps, &st);
+            FN_NAME(fn_layer_finish)(hx, n, 1, pivot, mean_d, m2, a->eps, &st);
         fn_norm_params rp = FN_NAME(fn_norm_params)(pivot, &st);
         /* one specialized copy of the loop per (weight, bias, streaming) case */
 #define FN_NORMALIZE(W, B, STREAM) \
-        FN_NAME(simd_row_normalize)(x, y, n, rp, W, B, STREAM, rms, xn, pivot_n, &mean_n, &m2_n, \
-                                    xnn, rn, hn)
+        FN_NAME(simd_row_normalize)(x, r, h, y, n, rp, W, B, STREAM, rms, xn, rn, pivot_n, \
+                                    &mean_n, &m2_n, xnn)
         switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
         case 0: FN_NORMALIZE(NULL, NULL, 0); break;
         case 1: FN_NORMALIZE(w, NULL, 0); break;
@@ -340,11 +368,10 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
         default: FN_NORMALIZE(w, b, 1); break;
         }
 #undef FN_NORMALIZE
-        FN_NAME(fn_store_row_stats)(a, r, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
-        xr = xn;
-        rr = rn;
-        hr = hn;
-        x = rn ? hn : xn;
+        FN_NAME(fn_store_row_stats)(a, row, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
+        x = xn;
+        r = rn;
+        h = more && h ? h + a->h_row_stride : NULL;
         pivot = pivot_n;
         mean_d = mean_n;
         m2 = m2_n;
@@ -546,7 +573,7 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     ptrdiff_t i = 0, fused_end;
     FN_NAME(simd_acc_init)(&acc);
     for (; i + 4 * VL <= n; i += 4 * VL) {
-        FN_NAME(simd_acc_step)(&acc, x + i, p, rms);
+        FN_NAME(simd_acc_step)(&acc, x + i, NULL, p, rms);
         for (int u = 0; u < 4; u += 2) {
             V d0 = VSUB(VLOAD(x + i + u * VL), p), d1 = VSUB(VLOAD(x + i + (u + 1) * VL), p);
             V g0 = VLOAD(dy + i + u * VL), g1 = VLOAD(dy + i + (u + 1) * VL);
@@ -571,7 +598,7 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     }
     double cnt, mean_d, m2, rstd;
     FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, &mean_d, &m2);
-    FN_NAME(simd_acc_rest)(x, fused_end, n, p, rms, &cnt, &mean_d, &m2);
+    FN_NAME(simd_acc_rest)(x, NULL, fused_end, n, p, rms, &cnt, &mean_d, &m2);
     const double sum_g = FN_NAME(simd_hsum)(VADD(sg0, sg1));
     const double sum_gd = FN_NAME(simd_hsum)(VADD(sgd0, sgd1));
     if (a->rstd) {
@@ -703,6 +730,8 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 }
 
 #undef FN_KERNEL
+#undef FN_LOAD_H
+#undef FN_LOAD_H_PART
 #undef FN_ALWAYS_INLINE
 #undef V
 #undef VL

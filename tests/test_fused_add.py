@@ -115,3 +115,23 @@ def test_errors(op, kwargs, exc, match):
     r = args.pop("residual", X)
     with pytest.raises(exc, match=match):
         FUSED[op](X, r, **args)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("special", ["nan", "inf", "huge"])
+def test_special_rows_match_two_steps(op, special, rng):
+    """Rows that take the per-row fallbacks (NaN/Inf, squares that overflow)
+    still equal the two-step pipeline, and h is stored right."""
+    x = rng.normal(size=(6, 200)).astype(np.float32)
+    r = rng.normal(size=(6, 200)).astype(np.float32)
+    if special == "nan":
+        x[2, 50] = np.nan
+    elif special == "inf":
+        r[3, 7] = np.inf
+    else:
+        x[4] = (3e37 * rng.uniform(0.5, 1.0, 200)).astype(np.float32)
+    h_ref = x + r
+    y_ref = PLAIN[op](h_ref)
+    y, h = FUSED[op](x, r)
+    assert np.array_equal(h, h_ref, equal_nan=True)
+    assert np.array_equal(y, y_ref, equal_nan=True)
