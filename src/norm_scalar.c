@@ -7,15 +7,19 @@
 
 #define FN_T float
 #define FN_SFX f32
+#define FN_IS_F64 0
 #include "norm_scalar_body.h"
 #undef FN_T
 #undef FN_SFX
+#undef FN_IS_F64
 
 #define FN_T double
 #define FN_SFX f64
+#define FN_IS_F64 1
 #include "norm_scalar_body.h"
 #undef FN_T
 #undef FN_SFX
+#undef FN_IS_F64
 
 const fn_kernel_table fn_kernels_scalar = {
     "scalar",

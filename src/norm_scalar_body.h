@@ -133,6 +133,19 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 
 /* ---- backward --------------------------------------------------------- */
 
+/* The portable backward accumulates in a type wider than the input:
+ * double for float32, long double (80-bit on x86-64) for float64. */
+#ifndef FN_WIDE
+#define FN_WIDE_UNDEF 1
+#if FN_IS_F64
+#define FN_WIDE long double
+#define FN_WIDE_SQRT sqrtl
+#else
+#define FN_WIDE double
+#define FN_WIDE_SQRT sqrt
+#endif
+#endif
+
 /* Backward of one row, any strides, in double.
  * With d = x - pivot, g = dy * w and xhat = (d - mean_d) * rstd:
  *   LayerNorm: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
@@ -143,6 +156,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
  * and adds dy * xhat and dy into the block's partial sums. */
 static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
 {
+    typedef FN_WIDE wide;
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, gs = a->dy_elem_stride;
     const ptrdiff_t ds = a->dx_elem_stride;
     const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
@@ -150,39 +164,46 @@ static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int 
     FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride;
     const FN_T *w = (const FN_T *)a->weight;
     const FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, xs);
-    double cnt = 0.0, mean_d = 0.0, m2 = 0.0, sum_g = 0.0, sum_gd = 0.0;
+    wide cnt = 0, mean_d = 0, m2 = 0, sum_g = 0, sum_gd = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const double d = (double)(x[i * xs] - pivot);
-        const double g = (double)dy[i * gs] * (w ? (double)w[i] : 1.0);
-        cnt += 1.0;
-        const double delta = d - mean_d;
+        const wide d = (wide)(x[i * xs] - pivot);
+        const wide g = (wide)dy[i * gs] * (w ? (wide)w[i] : (wide)1);
+        cnt += 1;
+        const wide delta = d - mean_d;
         mean_d += delta / cnt;
         m2 += delta * (d - mean_d);
         sum_g += g;
         sum_gd += g * d;
     }
-    double rstd;
+    wide rstd;
     if (a->rstd) {
-        rstd = (double)((const FN_T *)a->rstd)[r * a->stat_stride];
+        rstd = (wide)((const FN_T *)a->rstd)[r * a->stat_stride];
     } else {
-        fn_row_stats st;
-        if (rms)
-            FN_NAME(fn_rms_finish)(x, n, xs, m2 + (double)n * mean_d * mean_d, a->eps, &st);
-        else
-            FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
-        rstd = st.rstd;
+        /* the wide type keeps g - xhat * mean(g * xhat) resolvable where it
+         * nearly cancels (a row of one element, or of one nonzero one) */
+        const wide var = rms ? m2 / (wide)n + mean_d * mean_d : m2 / (wide)n;
+        rstd = (wide)1 / FN_WIDE_SQRT(var + (wide)a->eps);
+        if (!isfinite((double)rstd) || !isfinite((double)m2)) {
+            fn_row_stats st; /* NaN/Inf rows, overflowing squares */
+            if (rms)
+                FN_NAME(fn_rms_finish)(x, n, xs, (double)(m2 + (wide)n * mean_d * mean_d), a->eps,
+                                       &st);
+            else
+                FN_NAME(fn_layer_finish)(x, n, xs, pivot, (double)mean_d, (double)m2, a->eps, &st);
+            rstd = (wide)st.rstd;
+        }
     }
-    if (rms) mean_d = 0.0; /* RMSNorm does not center */
-    const double inv_n = 1.0 / (double)n;
-    const double mean_g = rms ? 0.0 : sum_g * inv_n;
-    const double mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
+    if (rms) mean_d = 0; /* RMSNorm does not center */
+    const wide inv_n = (wide)1 / (wide)n;
+    const wide mean_g = rms ? 0 : sum_g * inv_n;
+    const wide mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const double xhat = ((double)(x[i * xs] - pivot) - mean_d) * rstd;
-        const double dyi = (double)dy[i * gs];
-        const double g = dyi * (w ? (double)w[i] : 1.0);
+        const wide xhat = ((wide)(x[i * xs] - pivot) - mean_d) * rstd;
+        const wide dyi = (wide)dy[i * gs];
+        const wide g = dyi * (w ? (wide)w[i] : (wide)1);
         dx[i * ds] = (FN_T)(rstd * (g - mean_g - xhat * mean_gxhat));
-        if (a->dweight) a->dweight[i] += dyi * xhat;
-        if (a->dbias) a->dbias[i] += dyi;
+        if (a->dweight) a->dweight[i] += (double)(dyi * xhat);
+        if (a->dbias) a->dbias[i] += (double)dyi;
     }
 }
 
@@ -196,4 +217,9 @@ void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
     for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(scalar_backward_row)(a, r, 1);
 }
 
+#ifdef FN_WIDE_UNDEF
+#undef FN_WIDE
+#undef FN_WIDE_SQRT
+#undef FN_WIDE_UNDEF
+#endif
 #undef FN_KERNEL

@@ -243,7 +243,7 @@ static inline __attribute__((always_inline)) void
 FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrdiff_t n,
                             fn_norm_params rp, const FN_T *w, const FN_T *b, int stream, int rms,
                             const FN_T *xn, const FN_T *rn, FN_T pivot_n, double *mean_n,
-                            double *m2_n, const FN_T *xnn)
+                            double *m2_n, const FN_T *xnn, const FN_T *rnn)
 {
     /* With a fused residual add (r not NULL) the row is h = x + r: it is
      * formed again from x and r (still in cache) and written to h in the
@@ -274,8 +274,10 @@ FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrd
         if (xn && k < stats_end) {
             FN_NAME(simd_acc_step)(&acc, xn + k, rn ? rn + k : NULL, pn, rms);
             if (xnn)
-                for (int line = 0; line < 4 * VL * (int)sizeof(FN_T); line += 64)
+                for (int line = 0; line < 4 * VL * (int)sizeof(FN_T); line += 64) {
                     __builtin_prefetch((const char *)(xnn + k) + line, 0, 2);
+                    if (rnn) __builtin_prefetch((const char *)(rnn + k) + line, 0, 2);
+                }
         }
         if (head + k < norm_end) {
             i = head + k;
@@ -341,6 +343,7 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
         const FN_T *xn = more ? x + a->x_row_stride : NULL;
         const FN_T *rn = more && r ? r + a->r_row_stride : NULL;
         const FN_T *xnn = row + 2 < a->rows ? x + 2 * a->x_row_stride : NULL;
+        const FN_T *rnn = row + 2 < a->rows && r ? r + 2 * a->r_row_stride : NULL;
         FN_T pivot_n = 0;
         if (xn && !rms)
             pivot_n = rn ? FN_NAME(simd_pivot_of_sum)(xn, rn, n) : FN_NAME(fn_row_pivot)(xn, n, 1);
@@ -356,7 +359,7 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
         /* one specialized copy of the loop per (weight, bias, streaming) case */
 #define FN_NORMALIZE(W, B, STREAM) \
         FN_NAME(simd_row_normalize)(x, r, h, y, n, rp, W, B, STREAM, rms, xn, rn, pivot_n, \
-                                    &mean_n, &m2_n, xnn)
+                                    &mean_n, &m2_n, xnn, rnn)
         switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
         case 0: FN_NORMALIZE(NULL, NULL, 0); break;
         case 1: FN_NORMALIZE(w, NULL, 0); break;
