@@ -28,7 +28,7 @@ def arrays_and_axes(draw):
 
 
 @pytest.mark.parametrize("op", OPS)
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=150, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=arrays_and_axes(), use_weight=st.booleans(), use_out=st.booleans())
 def test_random_layouts_match_reference(op, case, use_weight, use_out):
@@ -51,7 +51,7 @@ def test_random_layouts_match_reference(op, case, use_weight, use_out):
 
 
 @pytest.mark.parametrize("op", OPS)
-@settings(max_examples=80, deadline=None,
+@settings(max_examples=80, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=arrays_and_axes(), use_weight=st.booleans())
 def test_random_layouts_backward_match_reference(op, case, use_weight):
