@@ -21,6 +21,9 @@ _COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _input_array(x):
     """x as a float32/float64 ndarray; integers and bools become float64."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError("masked arrays are not supported: fill the masked values "
+                        "(x.filled(...)) or pass x.data")
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     dt = x.dtype
@@ -120,7 +123,10 @@ def _affine(value, name, dtype, norm_shape):
 def _check_eps(eps):
     if isinstance(eps, bool) or not isinstance(eps, (numbers.Real, np.integer, np.floating)):
         raise TypeError(f"eps must be a real number, got {eps!r}")
-    eps = float(eps)
+    try:
+        eps = float(eps)
+    except OverflowError:
+        raise ValueError(f"eps must be finite and >= 0, got {eps!r}") from None
     if not (eps >= 0.0 and np.isfinite(eps)):
         raise ValueError(f"eps must be finite and >= 0, got {eps!r}")
     return eps
@@ -135,6 +141,9 @@ def _check_out(out, x, name="out"):
         raise ValueError(f"{name} has shape {out.shape} but x has shape {x.shape}")
     if not out.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if out.size and any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
+        raise ValueError(f"{name} has elements that share memory (a zero stride, as from "
+                         "broadcast_to); it cannot hold a result")
 
 
 def _same_view(a, b):
@@ -487,6 +496,8 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
         raise ValueError(f"residual has shape {r.shape} but x has shape {x.shape}")
     if residual_out is not None:
         _check_out(residual_out, x, "residual_out")
+        if out is not None and np.may_share_memory(out, residual_out):
+            raise ValueError("out and residual_out overlap: y and h need separate arrays")
         h = residual_out
     else:
         h = _core.empty_output(x)
@@ -502,6 +513,11 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
         eps = float(np.finfo(x.dtype).eps)
     eps = _check_eps(eps)
     y = out if out is not None else _core.empty_output(x)
+    # weight or bias inside y or h would be overwritten while in use
+    if weight is not None and (np.may_share_memory(weight, y) or np.may_share_memory(weight, h)):
+        weight = weight.copy()
+    if bias is not None and (np.may_share_memory(bias, y) or np.may_share_memory(bias, h)):
+        bias = bias.copy()
     if return_stats:
         stats_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
         mean = np.empty(stats_shape, x.dtype) if op == _core.OP_LAYER_NORM else None

@@ -238,9 +238,10 @@ def _read_cache_env():
     if value is not None:
         try:
             set_buffer_cache(int(value) << 20)
-        except ValueError:
+        except (ValueError, OverflowError):
             import warnings
-            warnings.warn(f"FASTNORM_BUFFER_CACHE_MB={value!r} is not an integer; ignored",
+            warnings.warn(f"FASTNORM_BUFFER_CACHE_MB={value!r} is not a usable number of MiB; "
+                          "ignored",
                           RuntimeWarning, stacklevel=3)
 
 
@@ -814,7 +815,13 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
         for k in range(ndim):
             if cnp.PyArray_DIMS(y)[k] != cnp.PyArray_DIMS(xa)[k]:
                 return None
+            if cnp.PyArray_STRIDES(y)[k] == 0 and cnp.PyArray_DIMS(y)[k] > 1:
+                return None  # elements that alias each other: the general path refuses
         if y is not xa and _overlap(xa, y):
+            return None
+        # weight or bias inside out would be overwritten while in use
+        if (weight is not None and _overlap(<cnp.ndarray>weight, y)) or \
+                (bias is not None and _overlap(<cnp.ndarray>bias, y)):
             return None
     for k in range(ndim):
         is_norm[k] = k == ndim - 1

@@ -85,7 +85,9 @@ class LayerNorm(_Norm):
         Dtype of the parameters.
 
     Calling the module runs `fastnorm.layer_norm` and keeps what `backward`
-    needs; `backward(dy)` returns dx and sets `weight_grad` and `bias_grad`.
+    needs (a reference to x, as autograd does: do not modify x in place
+    before `backward`); `backward(dy)` returns dx and sets `weight_grad` and
+    `bias_grad`.
     """
     _param_names = ("weight", "bias")
 

@@ -223,11 +223,12 @@ static inline V FN_NAME(simd_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdi
  * memory; with a fused residual add h is not stored yet at that point, so
  * store it first in exactly those cases (the normalize pass rewrites the same
  * values). */
-static void FN_NAME(simd_sum_if_needed)(const FN_T *x, const FN_T *r, FN_T *h, ptrdiff_t n,
-                                        double mean_d, double m2)
+static int FN_NAME(simd_sum_if_needed)(const FN_T *x, const FN_T *r, FN_T *h, ptrdiff_t n,
+                                       double mean_d, double m2)
 {
-    if (isfinite(mean_d) && isfinite(m2)) return;
+    if (isfinite(mean_d) && isfinite(m2)) return 0;
     for (ptrdiff_t i = 0; i < n; i++) h[i] = x[i] + r[i];
+    return 1; /* h is stored: normalize from it (r may be h itself) */
 }
 
 /* The pivot of h = x + r before h is stored: fl(x + r) is what h will hold. */
@@ -349,8 +350,10 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
             pivot_n = rn ? FN_NAME(simd_pivot_of_sum)(xn, rn, n) : FN_NAME(fn_row_pivot)(xn, n, 1);
         double mean_n = 0.0, m2_n = 0.0;
         fn_row_stats st;
-        if (r) FN_NAME(simd_sum_if_needed)(x, r, h, n, mean_d, m2);
+        const int h_stored = r && FN_NAME(simd_sum_if_needed)(x, r, h, n, mean_d, m2);
         const FN_T *hx = r ? h : x; /* h as stored, for the rare per-row paths */
+        /* what the normalize loop reads: x (+ r, writing h), or h itself */
+        const FN_T *nx = h_stored ? h : x, *nr = h_stored ? NULL : r;
         if (rms)
             FN_NAME(fn_rms_finish)(hx, n, 1, m2, a->eps, &st);
         else
@@ -358,7 +361,7 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
         fn_norm_params rp = FN_NAME(fn_norm_params)(pivot, &st);
         /* one specialized copy of the loop per (weight, bias, streaming) case */
 #define FN_NORMALIZE(W, B, STREAM) \
-        FN_NAME(simd_row_normalize)(x, r, h, y, n, rp, W, B, STREAM, rms, xn, rn, pivot_n, \
+        FN_NAME(simd_row_normalize)(nx, nr, h, y, n, rp, W, B, STREAM, rms, xn, rn, pivot_n, \
                                     &mean_n, &m2_n, xnn, rnn)
         switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
         case 0: FN_NORMALIZE(NULL, NULL, 0); break;
@@ -455,27 +458,14 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
     for (v = 0; v < nv; v++) {
         const V P = VLOAD(ST_P(v)), M = VLOAD(ST_M(v)), Q = VLOAD(ST_Q(v));
         const ptrdiff_t in_vec = v < nv - 1 ? VL : last;
-        if (VANY_NONFINITE(VADD(M, Q))) {
-            for (ptrdiff_t u = 0; u < VL; u++) {
-                const ptrdiff_t j = v * VL + u;
-                fn_row_stats st = {0.0, 0.0, 0.0};
-                fn_norm_params np = {0.0, 0.0, 0.0};
-                if (u < in_vec) {
-                    const FN_T pivot = rms ? (FN_T)0 : ST_ROW(j, 0);
-                    if (rms)
-                        FN_NAME(fn_rms_finish)(x + j, n, xs, (double)ST_ROW(j, 2), a->eps, &st);
-                    else
-                        FN_NAME(fn_layer_finish)(x + j, n, xs, pivot, (double)ST_ROW(j, 1),
-                                                 (double)ST_ROW(j, 2), a->eps, &st);
-                    np = FN_NAME(fn_norm_params)(pivot, &st);
-                    FN_NAME(fn_store_row_stats)(a, r0 + j,
-                                                rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
-                }
-                ST_ROW(j, 0) = (FN_T)np.p2;
-                ST_ROW(j, 1) = (FN_T)np.scale;
-                ST_ROW(j, 2) = (FN_T)np.c;
-            }
-            continue;
+        /* lanes with a non-finite statistic are redone row by row below;
+         * the others never depend on which rows share their vector */
+        FN_T bad_m[VL], bad_q[VL], bad_p[VL];
+        const int any_bad = VANY_NONFINITE(VADD(M, Q)) != 0;
+        if (any_bad) {
+            VSTORE(bad_p, P);
+            VSTORE(bad_m, M);
+            VSTORE(bad_q, Q);
         }
         /* Q is M2 (LayerNorm) or the sum of squares (RMSNorm) */
         const V den = VFMA(Q, inv_n, eps_v);
@@ -496,6 +486,22 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
             for (ptrdiff_t u = 0; u < in_vec; u++)
                 FN_NAME(fn_store_row_stats)(a, r0 + v * VL + u, (double)means[u],
                                             (double)rstds[u]);
+        }
+        for (ptrdiff_t u = 0; any_bad && u < in_vec; u++) {
+            if (isfinite((double)bad_m[u]) && isfinite((double)bad_q[u])) continue;
+            const ptrdiff_t j = v * VL + u;
+            const FN_T pivot = rms ? (FN_T)0 : bad_p[u];
+            fn_row_stats st;
+            if (rms)
+                FN_NAME(fn_rms_finish)(x + j, n, xs, (double)bad_q[u], a->eps, &st);
+            else
+                FN_NAME(fn_layer_finish)(x + j, n, xs, pivot, (double)bad_m[u], (double)bad_q[u],
+                                         a->eps, &st);
+            const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
+            FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
+            ST_ROW(j, 0) = (FN_T)np.p2;
+            ST_ROW(j, 1) = (FN_T)np.scale;
+            ST_ROW(j, 2) = (FN_T)np.c;
         }
     }
     for (i = 0; i < n; i++) {
@@ -716,7 +722,7 @@ FN_NAME(simd_dispatch)(const fn_rows *a, int rms, fn_rows_kernel portable)
     if (a->x_elem_stride == 1 && a->y_elem_stride == 1 &&
         (!a->residual || (a->r_elem_stride == 1 && a->h_elem_stride == 1)))
         FN_NAME(simd_rows)(a, rms);
-    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && a->rows > 1 && !a->residual)
+    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && !a->residual)
         FN_NAME(simd_lanes)(a, rms);
     else
         portable(a); /* including a residual add on other layouts */
