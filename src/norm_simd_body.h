@@ -396,6 +396,32 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
 #define FN_LANES_MAX ((ptrdiff_t)(4096 / sizeof(FN_T)))
 #define FN_LANES_AHEAD 2
 
+#define FN_LANES_CHUNK 256
+
+/* Fold the tile's current chunk (k elements per row: Welford mean and M2 in
+ * the state, or sums of squares for RMSNorm) into the double totals, and
+ * start a new chunk. */
+static void FN_NAME(simd_lanes_merge_chunk)(FN_T *state, ptrdiff_t rows, FN_T *k,
+                                            double *tot_mean, double *tot_m2, double *tot_n,
+                                            int rms)
+{
+    const double nb = (double)*k;
+    if (nb <= 0.0) return;
+    for (ptrdiff_t j = 0; j < rows; j++) {
+        FN_T *m = &state[(j / VL) * 3 * VL + VL + j % VL];
+        FN_T *q = &state[(j / VL) * 3 * VL + 2 * VL + j % VL];
+        if (rms) {
+            tot_m2[j] += (double)*q;
+        } else {
+            double na = *tot_n;
+            fn_chan_merge(&na, &tot_mean[j], &tot_m2[j], nb, (double)*m, (double)*q);
+        }
+        *m = *q = 0;
+    }
+    *tot_n += nb;
+    *k = 0;
+}
+
 static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
                                      int stream)
 {
@@ -428,17 +454,26 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
         VSTORE(ST_M(v), VZERO);
         VSTORE(ST_Q(v), VZERO);
     }
+    /* Each lane runs a single Welford chain, so long rows are cut into
+     * chunks of FN_LANES_CHUNK elements whose (mean, M2) are merged into
+     * double per-row totals (Chan): FN_T rounding never builds up over more
+     * than one chunk.  The cut depends on the element index only. */
+    double tot_mean[FN_LANES_MAX], tot_m2[FN_LANES_MAX], tot_n = 0.0;
+    for (ptrdiff_t j = 0; j < rows; j++) tot_mean[j] = tot_m2[j] = 0.0;
     FN_T k = 0;
     for (i = 0; i < n; i++) {
         /* the next element rows are in other pages, where the hardware
          * prefetchers do not follow: fetch them by hand */
         const FN_T *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
+        if (i > 0 && i % FN_LANES_CHUNK == 0)
+            FN_NAME(simd_lanes_merge_chunk)(state, rows, &k, tot_mean, tot_m2, &tot_n, rms);
         if (rms) {
             for (v = 0; v < nv; v++) {
                 if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
                 V e = FN_TILE_LOAD(v, i);
                 VSTORE(ST_Q(v), VFMA(e, e, VLOAD(ST_Q(v))));
             }
+            k += 1;
             continue;
         }
         k += 1;
@@ -450,6 +485,11 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
             VSTORE(ST_M(v), VFMA(delta, inv_k, m));
             VSTORE(ST_Q(v), VFMA(VMUL(delta, shrink), delta, VLOAD(ST_Q(v))));
         }
+    }
+    FN_NAME(simd_lanes_merge_chunk)(state, rows, &k, tot_mean, tot_m2, &tot_n, rms);
+    for (ptrdiff_t j = 0; j < rows; j++) {
+        ST_ROW(j, 1) = (FN_T)tot_mean[j];
+        ST_ROW(j, 2) = (FN_T)tot_m2[j];
     }
     /* finish the rows a vector at a time; a vector with a non-finite
      * statistic (NaN/Inf in a row, or squares that overflowed) takes the
