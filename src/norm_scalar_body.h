@@ -67,13 +67,17 @@ static double FN_NAME(scalar_sum_squares)(const FN_T *x, ptrdiff_t n, ptrdiff_t 
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
 }
 
-/* y = ((x - pivot) - mu) * scale * w + b; RMSNorm passes pivot = mu = 0. */
+/* y = (x - p2) * scale + c [* w] [+ b], the row's center split into p2 and
+ * a remainder folded into c (fn_norm_params), as in the SIMD kernels: no
+ * precision is lost when |mean| >> std, and x - p2 stays finite for rows of
+ * opposite-signed values near the type's limit, where x - pivot would not. */
 static void FN_NAME(scalar_normalize)(const FN_T *x, ptrdiff_t xs, FN_T *y, ptrdiff_t ys,
-                                      ptrdiff_t n, FN_T pivot, FN_T mu, FN_T scale,
-                                      const FN_T *w, const FN_T *b)
+                                      ptrdiff_t n, fn_norm_params np, const FN_T *w,
+                                      const FN_T *b)
 {
+    const FN_T p2 = (FN_T)np.p2, scale = (FN_T)np.scale, c = (FN_T)np.c;
     for (ptrdiff_t i = 0; i < n; i++) {
-        FN_T t = ((x[i * xs] - pivot) - mu) * scale;
+        FN_T t = (x[i * xs] - p2) * scale + c;
         if (w) t *= w[i];
         if (b) t += b[i];
         y[i * ys] = t;
@@ -110,7 +114,7 @@ void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
         fn_row_stats st;
         FN_NAME(scalar_layer_moments)(x, n, xs, pivot, &mean_d, &m2);
         FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
-        FN_NAME(scalar_normalize)(x, xs, y, ys, n, pivot, (FN_T)st.mean_d, (FN_T)st.scale,
+        FN_NAME(scalar_normalize)(x, xs, y, ys, n, FN_NAME(fn_norm_params)(pivot, &st),
                                   (const FN_T *)a->weight, (const FN_T *)a->bias);
         FN_NAME(fn_store_row_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
     }
@@ -125,7 +129,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
         FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
         fn_row_stats st;
         FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st);
-        FN_NAME(scalar_normalize)(x, xs, y, ys, n, (FN_T)0, (FN_T)0, (FN_T)st.scale,
+        FN_NAME(scalar_normalize)(x, xs, y, ys, n, FN_NAME(fn_norm_params)((FN_T)0, &st),
                                   (const FN_T *)a->weight, NULL);
         FN_NAME(fn_store_row_stats)(a, r, 0.0, st.rstd);
     }

@@ -119,3 +119,22 @@ def test_long_rows_side_by_side_stay_accurate(op):
     x = (1000 + rng.standard_normal((100_000, 16))).astype(np.float32)
     y = getattr(fastnorm, op)(x, axis=0, eps=0.0)
     assert max_error(y, reference(op, x, (0,), eps=0.0)[0]) <= 5e-6
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("layout", ["rows", "strided", "side_by_side"])
+def test_float32_opposite_signs_near_limit_stay_finite(op, layout):
+    """x - pivot would overflow for rows like [3e38, -3e38, ...]; every path
+    stays finite as long as each value's distance from its row's mean fits in
+    the type (beyond that, (x - mean) itself is not representable)."""
+    base = np.array([1.6e38, -1.6e38, 0.5e38, -1e38, 1.6e38, 0.25e38], np.float32)
+    x = np.stack([base, base[::-1], np.linspace(-1.6e38, 1.6e38, 6).astype(np.float32),
+                  np.array([3e38, -3e38] * 3, np.float32)])
+    if layout == "strided":
+        x = np.repeat(x, 2, axis=1)[:, ::2]
+    axis = 0 if layout == "side_by_side" else -1
+    if layout == "side_by_side":
+        x = np.ascontiguousarray(x.T)
+    y = getattr(fastnorm, op)(x, axis=axis)
+    assert np.isfinite(y).all()
+    assert max_error(y, reference(op, x, (axis,) if axis >= 0 else (1,))[0]) <= 5e-6
