@@ -146,6 +146,15 @@ def _check_out(out, x, name="out"):
                          "broadcast_to); it cannot hold a result")
 
 
+def _new_stats(op, x, axes, return_stats):
+    """(mean, rstd) arrays in keepdims shape to be filled, or Nones."""
+    if not return_stats:
+        return None, None
+    stats_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
+    mean = np.empty(stats_shape, x.dtype) if op == _core.OP_LAYER_NORM else None
+    return mean, np.empty(stats_shape, x.dtype)
+
+
 def _same_view(a, b):
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
             and a.strides == b.strides and a.shape == b.shape)
@@ -166,12 +175,7 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
     if out is not None:
         _check_out(out, x)
 
-    if return_stats:
-        stats_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
-        mean = np.empty(stats_shape, x.dtype) if op == _core.OP_LAYER_NORM else None
-        rstd = np.empty(stats_shape, x.dtype)
-    else:
-        mean = rstd = None
+    mean, rstd = _new_stats(op, x, axes, return_stats)
 
     y = out if out is not None else _core.empty_output(x)
     if x.size == 0:
@@ -518,12 +522,7 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
         weight = weight.copy()
     if bias is not None and (np.may_share_memory(bias, y) or np.may_share_memory(bias, h)):
         bias = bias.copy()
-    if return_stats:
-        stats_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
-        mean = np.empty(stats_shape, x.dtype) if op == _core.OP_LAYER_NORM else None
-        rstd = np.empty(stats_shape, x.dtype)
-    else:
-        mean = rstd = None
+    mean, rstd = _new_stats(op, x, axes, return_stats)
 
     # The kernels fuse the add for rows with contiguous elements: they read
     # a row of x and residual, write it to h, then write y from h, exactly as
