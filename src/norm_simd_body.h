@@ -326,13 +326,16 @@ FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrd
 
 /* Rows with contiguous elements: statistics of row r+1 are gathered while
  * row r is written (see simd_row_normalize). */
-static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_rows *a, int rms)
+static inline __attribute__((always_inline)) void
+FN_NAME(simd_rows_impl)(const fn_rows *a, int rms, int with_residual)
 {
     const ptrdiff_t n = a->row_len;
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
-    /* with a fused residual add, each row is h = x + r */
-    const FN_T *x = (const FN_T *)a->x, *r = (const FN_T *)a->residual;
-    FN_T *h = (FN_T *)a->h;
+    /* with a fused residual add, each row is h = x + r; with_residual is a
+     * constant at each call, so the plain loops carry no test for it */
+    const FN_T *x = (const FN_T *)a->x;
+    const FN_T *r = with_residual ? (const FN_T *)a->residual : NULL;
+    FN_T *h = with_residual ? (FN_T *)a->h : NULL;
     double mean_d, m2;
     if (a->rows <= 0) return;
     FN_T pivot = 0;
@@ -383,6 +386,14 @@ static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_ro
         m2 = m2_n;
     }
     if (a->stream_stores) VSFENCE();
+}
+
+static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_rows *a, int rms)
+{
+    if (a->residual)
+        FN_NAME(simd_rows_impl)(a, rms, 1);
+    else
+        FN_NAME(simd_rows_impl)(a, rms, 0);
 }
 
 /* ---- rows side by side: lanes are rows -------------------------------- */
