@@ -146,6 +146,13 @@ def _check_out(out, x, name="out"):
                          "broadcast_to); it cannot hold a result")
 
 
+def _axes_last(ndim, axes):
+    """The transpose order that moves the normalized axes to the end (for
+    work copies of layouts the kernels cannot walk), and their new positions."""
+    batch = tuple(a for a in range(ndim) if a not in axes)
+    return batch + axes, tuple(range(len(batch), ndim))
+
+
 def _new_stats(op, x, axes, return_stats):
     """(mean, rstd) arrays in keepdims shape to be filled, or Nones."""
     if not return_stats:
@@ -198,23 +205,16 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
     if not _core.forward(op, x, y_work, weight, bias, mean, rstd, eps, axes):
         # the normalized axes of x or y are not one strided run: move them to
         # the end of contiguous work copies
-        batch = tuple(a for a in range(x.ndim) if a not in axes)
-        order = batch + axes
+        order, tail = _axes_last(x.ndim, axes)
         x_work = np.ascontiguousarray(np.transpose(x, order))
         y_work = np.empty_like(x_work)
-        stats_t = [None if s is None else np.transpose(s, order) for s in (mean, rstd)]
-        mean_w = rstd_w = None
-        if mean is not None:
-            mean_w = np.empty_like(stats_t[0], order="C")
-        if rstd is not None:
-            rstd_w = np.empty_like(stats_t[1], order="C")
-        _core.forward(op, x_work, y_work, weight, bias, mean_w, rstd_w, eps,
-                      tuple(range(len(batch), x.ndim)))
+        stats_w = [None if st is None else np.empty(np.transpose(st, order).shape, st.dtype)
+                   for st in (mean, rstd)]
+        _core.forward(op, x_work, y_work, weight, bias, *stats_w, eps, tail)
         np.copyto(np.transpose(y, order), y_work)
-        if mean is not None:
-            np.copyto(stats_t[0], mean_w)
-        if rstd is not None:
-            np.copyto(stats_t[1], rstd_w)
+        for st, st_w in zip((mean, rstd), stats_w):
+            if st is not None:
+                np.copyto(np.transpose(st, order), st_w)
     elif y_work is not y:
         np.copyto(y, y_work)
     return _result(op, y, mean, rstd, return_stats)
@@ -406,14 +406,13 @@ def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, ax
         if sums is None:
             # the normalized axes are not one strided run: work on copies with
             # them moved to the end
-            batch = tuple(a for a in range(x.ndim) if a not in axes)
-            order = batch + axes
+            order, tail = _axes_last(x.ndim, axes)
             x_w = np.ascontiguousarray(np.transpose(x, order))
             dy_w = np.ascontiguousarray(np.transpose(dy, order))
             dx_w = np.empty_like(x_w)
             rstd_w = None if rstd is None else np.ascontiguousarray(np.transpose(rstd, order))
             sums = _core.backward(op, x_w, dy_w, dx_w, weight, rstd_w, weight is not None,
-                                  want_db, eps, tuple(range(len(batch), x.ndim)))
+                                  want_db, eps, tail)
             np.copyto(np.transpose(dx, order), dx_w)
     dw, db = sums
     dweight = None if dw is None else _sum_to_shape(dw, weight_shape).astype(x.dtype)

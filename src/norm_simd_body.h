@@ -240,7 +240,7 @@ static FN_T FN_NAME(simd_pivot_of_sum)(const FN_T *x, const FN_T *r, ptrdiff_t n
     return FN_NAME(fn_row_pivot)(s + 0, 3, 1);
 }
 
-static inline __attribute__((always_inline)) void
+FN_ALWAYS_INLINE void
 FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrdiff_t n,
                             fn_norm_params rp, const FN_T *w, const FN_T *b, int stream, int rms,
                             const FN_T *xn, const FN_T *rn, FN_T pivot_n, double *mean_n,
@@ -326,7 +326,7 @@ FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrd
 
 /* Rows with contiguous elements: statistics of row r+1 are gathered while
  * row r is written (see simd_row_normalize). */
-static inline __attribute__((always_inline)) void
+FN_ALWAYS_INLINE void
 FN_NAME(simd_rows_impl)(const fn_rows *a, int rms, int with_residual)
 {
     const ptrdiff_t n = a->row_len;
@@ -388,7 +388,7 @@ FN_NAME(simd_rows_impl)(const fn_rows *a, int rms, int with_residual)
     if (a->stream_stores) VSFENCE();
 }
 
-static inline __attribute__((always_inline)) void FN_NAME(simd_rows)(const fn_rows *a, int rms)
+FN_ALWAYS_INLINE void FN_NAME(simd_rows)(const fn_rows *a, int rms)
 {
     if (a->residual)
         FN_NAME(simd_rows_impl)(a, rms, 1);
@@ -589,7 +589,7 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
 /* Tiles of up to FN_LANES_MAX rows.  With streaming stores, every full
  * vector must be aligned: the element stride has to keep alignment, and the
  * few rows before the first aligned one go as a small tile of their own. */
-static inline __attribute__((always_inline)) void FN_NAME(simd_lanes)(const fn_rows *a, int rms)
+FN_ALWAYS_INLINE void FN_NAME(simd_lanes)(const fn_rows *a, int rms)
 {
     const size_t vbytes = VL * sizeof(FN_T);
     const int stream = a->stream_stores &&
@@ -767,7 +767,7 @@ void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
 
 /* Pick the vectorized walk for the block's layout; layouts neither walk
  * covers (e.g. strided rows of strided elements) take the portable kernel. */
-static inline __attribute__((always_inline)) void
+FN_ALWAYS_INLINE void
 FN_NAME(simd_dispatch)(const fn_rows *a, int rms, fn_rows_kernel portable)
 {
     if (a->x_elem_stride == 1 && a->y_elem_stride == 1 &&
