@@ -4,6 +4,7 @@ message that names the values and shapes involved."""
 import numbers
 import operator
 
+import ml_dtypes
 import numpy as np
 
 from . import _core
@@ -16,29 +17,41 @@ except ImportError:  # pragma: no cover
 __all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward",
            "add_layer_norm", "add_rms_norm"]
 
-_COMPUTE_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+# dtypes with kernels of their own; float16 and bfloat16 compute in float32
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), _BFLOAT16)
+
+
+def _is_real(dt):
+    return dt.kind in "fiub" or dt == _BFLOAT16
+
+
+def _default_eps(dtype):
+    """Machine epsilon of x's dtype: rms_norm's default eps, as in PyTorch."""
+    return float(ml_dtypes.finfo(dtype).eps)
 
 
 def _input_array(x):
-    """x as a float32/float64 ndarray; integers and bools become float64."""
+    """x as an ndarray of a kernel dtype; integers and bools become float64."""
     if isinstance(x, np.ma.MaskedArray):
         raise TypeError("masked arrays are not supported: fill the masked values "
                         "(x.filled(...)) or pass x.data")
     if not isinstance(x, np.ndarray):
         x = np.asarray(x)
     dt = x.dtype
-    if dt in _COMPUTE_DTYPES:
+    if dt in _KERNEL_DTYPES:
         pass
-    elif dt.kind == "f" and dt.newbyteorder("=") in _COMPUTE_DTYPES:
+    elif dt.kind == "f" and dt.newbyteorder("=") in _KERNEL_DTYPES:
         x = x.astype(dt.newbyteorder("="))  # non-native byte order
     elif dt.kind in "iub":
         x = x.astype(np.float64)
     elif dt.kind == "f":
         raise TypeError(
-            f"fastnorm does not support dtype {dt} yet; convert x to float32 or float64")
+            f"fastnorm does not support dtype {dt}; convert x to float32 or float64")
     else:
         raise TypeError(
-            f"x must be a real numeric array (float32, float64, integer or bool), got dtype {dt}")
+            f"x must be a real numeric array (float16, bfloat16, float32, float64, integer "
+            f"or bool), got dtype {dt}")
     if x.ndim == 0:
         raise TypeError("x must have at least one dimension, got a 0-d array (a scalar)")
     return x
@@ -100,24 +113,76 @@ def _normalized_axes(shape, normalized_shape, axis):
 def _real_array(value, name):
     """value as an ndarray of a real numeric dtype, else TypeError."""
     arr = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if arr.dtype.kind not in "fiub":
+    if not _is_real(arr.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     return arr
 
 
+def _broadcasts(shape, target):
+    return len(shape) <= len(target) and all(
+        s in (1, t) for s, t in zip(shape[::-1], target[::-1]))
+
+
+def _affine_kind(weight, bias, x, axes):
+    """Which rule weight and bias follow: False when both broadcast to the
+    normalized shape (shared by every row), True when one of them has x's
+    number of dimensions and broadcasts against x itself (per-sample
+    modulation, AdaLN).  ValueError for shapes that fit neither."""
+    norm_shape = tuple(x.shape[a] for a in axes)
+    per_sample = False
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is None:
+            continue
+        shape = np.shape(value)
+        if len(shape) <= len(axes) and _broadcasts(shape, norm_shape):
+            continue
+        if len(shape) == x.ndim and _broadcasts(shape, x.shape):
+            per_sample = True
+            continue
+        raise ValueError(
+            f"{name} with shape {shape} cannot be broadcast to the normalized shape "
+            f"{norm_shape}, nor (as a per-sample {name} with x's {x.ndim} dimensions) "
+            f"against x with shape {x.shape}")
+    return per_sample
+
+
 def _affine(value, name, dtype, norm_shape):
-    """weight/bias broadcast to the normalized shape, C-contiguous, x's dtype."""
+    """weight/bias broadcast to the normalized shape, C-contiguous, in the
+    compute dtype (x's, or float32 for float16/bfloat16 inputs)."""
     if value is None:
         return None
     arr = _real_array(value, name)
-    if arr.ndim > len(norm_shape) or arr.shape != norm_shape and \
-            any(s not in (1, t) for s, t in zip(arr.shape[::-1], norm_shape[::-1])):
+    if not _broadcasts(arr.shape, norm_shape):
         raise ValueError(
             f"{name} with shape {arr.shape} cannot be broadcast to the normalized shape "
             f"{norm_shape}")
     if arr.shape != norm_shape:
         arr = np.broadcast_to(arr, norm_shape)
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.ascontiguousarray(arr, dtype=_core.compute_dtype(dtype))
+
+
+def _per_sample_affine(value, name, x, axes):
+    """A weight/bias under either rule as an array of x.ndim dimensions that
+    broadcasts against x, in the compute dtype."""
+    if value is None:
+        return None
+    arr = _real_array(value, name)
+    if arr.ndim < x.ndim:  # the normalized-shape rule: place it on the normalized axes
+        norm_shape = tuple(x.shape[a] for a in axes)
+        arr = np.broadcast_to(arr, norm_shape).reshape(
+            tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim)))
+    return np.asarray(arr, dtype=_core.compute_dtype(x.dtype))
+
+
+def _shared_if_possible(value, x, axes):
+    """A per-sample weight/bias that is 1 along every batch axis is an
+    ordinary one: return it with the batch axes dropped."""
+    if value is None or np.ndim(value) != x.ndim or np.ndim(value) == len(axes):
+        return value
+    shape = np.shape(value)
+    if any(shape[a] != 1 for a in range(x.ndim) if a not in axes):
+        return value
+    return np.reshape(value, tuple(shape[a] for a in axes))
 
 
 def _check_eps(eps):
@@ -158,8 +223,9 @@ def _new_stats(op, x, axes, return_stats):
     if not return_stats:
         return None, None
     stats_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
-    mean = np.empty(stats_shape, x.dtype) if op == _core.OP_LAYER_NORM else None
-    return mean, np.empty(stats_shape, x.dtype)
+    dtype = _core.compute_dtype(x.dtype)
+    mean = np.empty(stats_shape, dtype) if op == _core.OP_LAYER_NORM else None
+    return mean, np.empty(stats_shape, dtype)
 
 
 def _same_view(a, b):
@@ -170,14 +236,20 @@ def _same_view(a, b):
 def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats):
     """The general path: everything _core.fast_forward declined."""
     x_in = x
-    if eps is None:  # rms_norm's default
-        x = _input_array(x)
-        eps = float(np.finfo(x.dtype).eps)
     x = _input_array(x)
+    if eps is None:  # rms_norm's default
+        eps = _default_eps(x.dtype)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
     norm_shape = tuple(x.shape[a] for a in axes)
-    weight = _affine(weight, "weight", x.dtype, norm_shape)
-    bias = _affine(bias, "bias", x.dtype, norm_shape)
+    weight = _shared_if_possible(weight, x, axes)
+    bias = _shared_if_possible(bias, x, axes)
+    per_sample = _affine_kind(weight, bias, x, axes)
+    if per_sample:
+        weight = _per_sample_affine(weight, "weight", x, axes)
+        bias = _per_sample_affine(bias, "bias", x, axes)
+    else:
+        weight = _affine(weight, "weight", x.dtype, norm_shape)
+        bias = _affine(bias, "bias", x.dtype, norm_shape)
     eps = _check_eps(eps)
     if out is not None:
         _check_out(out, x)
@@ -202,7 +274,8 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
                 bias = w.copy()
 
     y_work = y if y.flags.aligned else np.empty_like(x)
-    if not _core.forward(op, x, y_work, weight, bias, mean, rstd, eps, axes):
+    if not _core.forward(op, x, y_work, weight, bias, mean, rstd, eps, axes,
+                         per_sample=per_sample):
         # the normalized axes of x or y are not one strided run: move them to
         # the end of contiguous work copies
         order, tail = _axes_last(x.ndim, axes)
@@ -210,7 +283,10 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
         y_work = np.empty_like(x_work)
         stats_w = [None if st is None else np.empty(np.transpose(st, order).shape, st.dtype)
                    for st in (mean, rstd)]
-        _core.forward(op, x_work, y_work, weight, bias, *stats_w, eps, tail)
+        if per_sample:
+            weight, bias = (None if w is None else np.transpose(w, order) for w in (weight, bias))
+        _core.forward(op, x_work, y_work, weight, bias, *stats_w, eps, tail,
+                      per_sample=per_sample)
         np.copyto(np.transpose(y, order), y_work)
         for st, st_w in zip((mean, rstd), stats_w):
             if st is not None:
@@ -365,7 +441,7 @@ def _stats_input(value, name, x, axes):
         raise ValueError(
             f"{name} has shape {arr.shape} but the statistics of x with shape {x.shape} "
             f"over axes {axes} have shape {keep} (as the forward returns them)")
-    return np.ascontiguousarray(arr, dtype=x.dtype)
+    return np.ascontiguousarray(arr, dtype=_core.compute_dtype(x.dtype))
 
 
 def _sum_to_shape(full, shape):
@@ -379,21 +455,76 @@ def _sum_to_shape(full, shape):
     return full.reshape(shape)
 
 
-def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axis):
+def _param_grad(g, shape, x, axes):
+    """A parameter gradient over the normalized shape summed down to the
+    parameter's own shape (which may have x's number of dimensions, all 1
+    on the batch axes)."""
+    if len(shape) == x.ndim and len(shape) != len(axes):
+        g = g.reshape(tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim)))
+        return _sum_over_broadcast(g, shape, x, axes)
+    return _sum_to_shape(g, shape)
+
+
+def _sum_over_broadcast(full, shape, x, axes):
+    """A gradient of x's shape (float64) summed down to a parameter's own
+    shape, under either broadcasting rule."""
+    if len(shape) == x.ndim:  # per-sample: broadcast against x
+        over = tuple(a for a in range(x.ndim) if shape[a] == 1 and x.shape[a] != 1)
+        return full.sum(axis=over, keepdims=True).reshape(shape)
+    batch = tuple(a for a in range(x.ndim) if a not in axes)
+    return _sum_to_shape(full.sum(axis=batch), shape)
+
+
+def _per_sample_backward(op, dy, x, axes, weight, bias_shape, rstd, eps):
+    """Backward with a per-sample weight or bias (AdaLN).  With g = dy * w,
+    dx is the backward of an unweighted norm at g, so the fused kernel
+    computes it; dweight = sum(dy * xhat) and dbias = sum(dy) are summed in
+    float64 over the axes each parameter was broadcast along."""
+    dtype = _core.compute_dtype(x.dtype)
+    x_c, dy_c = x.astype(dtype, copy=False), dy.astype(dtype, copy=False)
+    w = _per_sample_affine(weight, "weight", x, axes)
+    g = dy_c if w is None else dy_c * w
+    dx = _normalize_backward(op, g, x_c, None, None, None, rstd, eps, axes)[0]
+    result = [dx.astype(x.dtype, copy=False)]
+    if weight is not None:
+        fwd = (layer_norm(x_c, None, None, None, eps, axis=axes, return_stats=True)
+               if op == _core.OP_LAYER_NORM
+               else rms_norm(x_c, None, None, eps, axis=axes, return_stats=True))
+        xhat, rstd_fwd = fwd[0], fwd[-1]
+        if rstd is not None:  # the caller's rstd, where it differs from eps's
+            xhat = xhat * np.where(rstd == rstd_fwd, 1, rstd / rstd_fwd)
+        full = np.multiply(dy_c, xhat, dtype=np.float64)
+        result.append(_sum_over_broadcast(full, np.shape(weight), x, axes).astype(dtype))
+    else:
+        result.append(None)
+    if op == _core.OP_LAYER_NORM:
+        dbias = np.asarray(dy_c, dtype=np.float64)
+        shape = bias_shape if bias_shape is not None else tuple(x.shape[a] for a in axes)
+        result.append(_sum_over_broadcast(dbias, shape, x, axes).astype(dtype))
+    return tuple(result)
+
+
+def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axis,
+                        bias_shape=None):
     x = _input_array(x)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
     norm_shape = tuple(x.shape[a] for a in axes)
     dy = _grad_input(dy, x)
-    weight_shape = None if weight is None else np.shape(weight)
-    weight = _affine(weight, "weight", x.dtype, norm_shape)
     if mean is not None and rstd is None:
         raise ValueError("mean was given without rstd: pass both statistics the forward "
                          "returned, or neither to recompute them")
     _stats_input(mean, "mean", x, axes)  # validated; the kernel recomputes the mean exactly
     rstd = _stats_input(rstd, "rstd", x, axes)
     if eps is None:
-        eps = float(np.finfo(x.dtype).eps)
+        eps = _default_eps(x.dtype)
     eps = _check_eps(eps)
+    weight_shape = None if weight is None else np.shape(weight)
+    weight = _shared_if_possible(weight, x, axes)
+    bias_probe = None if bias_shape is None else \
+        _shared_if_possible(np.broadcast_to(np.float32(0), bias_shape), x, axes)
+    if _affine_kind(weight, bias_probe, x, axes):
+        return _per_sample_backward(op, dy, x, axes, weight, bias_shape, rstd, eps)
+    weight = _affine(weight, "weight", x.dtype, norm_shape)
     if not x.flags.aligned:
         x = x.copy()
     dx = _core.empty_output(x)
@@ -415,15 +546,17 @@ def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, ax
                                   want_db, eps, tail)
             np.copyto(np.transpose(dx, order), dx_w)
     dw, db = sums
-    dweight = None if dw is None else _sum_to_shape(dw, weight_shape).astype(x.dtype)
-    dbias = None if db is None else db.astype(x.dtype)
+    dtype = _core.compute_dtype(x.dtype)  # float32 for float16/bfloat16
+    dweight = None if dw is None else _param_grad(dw, weight_shape, x, axes).astype(dtype)
+    dbias = None if db is None else \
+        _param_grad(db, norm_shape if bias_shape is None else bias_shape, x, axes).astype(dtype)
     if op == _core.OP_LAYER_NORM:
         return dx, dweight, dbias
     return dx, dweight
 
 
 def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None, rstd=None,
-                        eps=1e-5, axis=None):
+                        eps=1e-5, axis=None, bias=None):
     """Gradients of `layer_norm` in one fused pass.
 
     Parameters
@@ -435,7 +568,8 @@ def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None,
     normalized_shape, axis : optional
         The normalized axes, as in `layer_norm`.
     weight : array_like, optional
-        The forward's weight (any shape that broadcasts to the normalized shape).
+        The forward's weight, under either of `layer_norm`'s rules (shared,
+        or per-sample with x's number of dimensions).
     mean, rstd : ndarray, optional
         The statistics `layer_norm(..., return_stats=True)` returned, in
         keepdims shape.  With rstd the variance is not recomputed; without
@@ -445,6 +579,9 @@ def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None,
         shape only.
     eps : float, default 1e-5
         As in the forward; used only when rstd is not given.
+    bias : array_like, optional
+        The forward's bias.  Only its shape is used: dbias comes back in that
+        shape (summed over the dimensions it was broadcast along).
 
     Returns
     -------
@@ -454,16 +591,23 @@ def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None,
         Weight's own shape (summed over the dimensions it was broadcast
         along); None when weight is None.
     dbias : ndarray
-        The normalized shape.
+        The bias's shape when `bias` is given, else the normalized shape.
+
+    dweight and dbias are float32 for float16 and bfloat16 inputs (summed in
+    float64; rounding them to the input's dtype would cost more accuracy
+    than the whole computation), else x's dtype.
 
     Notes
     -----
     The sums over rows for dweight and dbias are taken in fixed-size row
     blocks with float64 partial sums, added in a fixed order: the result is
-    bitwise the same for any number of threads.
+    bitwise the same for any number of threads.  With a per-sample weight or
+    bias, dx still comes from the fused kernel and the parameter sums from
+    float64 NumPy reductions.
     """
+    bias_shape = None if bias is None else np.shape(_real_array(bias, "bias"))
     return _normalize_backward(_core.OP_LAYER_NORM, dy, x, normalized_shape, weight, mean, rstd,
-                               eps, axis)
+                               eps, axis, bias_shape)
 
 
 def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, eps=None,

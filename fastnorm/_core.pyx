@@ -13,11 +13,35 @@
 # strided dimension (an irregular view), forward() returns False and the
 # caller copies.
 
+import ml_dtypes
 import numpy as np
 cimport numpy as cnp
 from cython.parallel cimport prange
 
 cnp.import_array()
+
+# Element types the kernels take (the index into each kernel table row).
+# float16 and bfloat16 are computed on in float32: their weight, bias and
+# statistics are float32.
+cdef int g_bf16_typenum = np.dtype(ml_dtypes.bfloat16).num
+cdef int g_f16_typenum = np.dtype(np.float16).num
+
+
+cdef int _dtype_index(int typenum) except -1:
+    if typenum == cnp.NPY_FLOAT32:
+        return 0
+    if typenum == cnp.NPY_FLOAT64:
+        return 1
+    if typenum == g_f16_typenum:
+        return 2
+    if typenum == g_bf16_typenum:
+        return 3
+    raise TypeError(f"no kernel for dtype {np.dtype(typenum)}")
+
+
+def compute_dtype(dtype):
+    """The dtype the kernels compute in, and of weight, bias and stats."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
 
 cdef extern from "fastnorm_kernels.h" nogil:
     ctypedef struct fn_rows:
@@ -25,6 +49,8 @@ cdef extern from "fastnorm_kernels.h" nogil:
         void *y
         const void *weight
         const void *bias
+        Py_ssize_t w_row_stride
+        Py_ssize_t b_row_stride
         void *mean
         void *rstd
         Py_ssize_t rows
@@ -65,10 +91,10 @@ cdef extern from "fastnorm_kernels.h" nogil:
     ctypedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block) noexcept nogil
     ctypedef struct fn_kernel_table:
         const char *isa
-        fn_rows_kernel layer_norm[2]
-        fn_rows_kernel rms_norm[2]
-        fn_rows_bwd_kernel layer_norm_backward[2]
-        fn_rows_bwd_kernel rms_norm_backward[2]
+        fn_rows_kernel layer_norm[4]
+        fn_rows_kernel rms_norm[4]
+        fn_rows_bwd_kernel layer_norm_backward[4]
+        fn_rows_bwd_kernel rms_norm_backward[4]
     const fn_kernel_table fn_kernels_scalar
     int fn_usable_tables(const fn_kernel_table **tables, int max)
 
@@ -304,13 +330,16 @@ def last_num_threads():
 
 cdef enum:
     # operands of a plan: the arrays walked row by row, then the stats
-    MAX_OPS = 5
-    # forward: x, y, residual, h, stats (mean and rstd share a layout)
+    MAX_OPS = 7
+    # forward: x, y, residual, h, per-row weight and bias (AdaLN), stats
+    # (mean and rstd share a layout)
     FWD_X = 0
     FWD_Y = 1
     FWD_R = 2
     FWD_H = 3
-    FWD_STATS = 4
+    FWD_W = 4
+    FWD_B = 5
+    FWD_STATS = 6
     # backward: x, dy, dx, stats (rstd)
     BWD_X = 0
     BWD_DY = 1
@@ -320,7 +349,7 @@ cdef enum:
 
 cdef struct plan_t:
     int n_ops                 # operands; the last one is the stats
-    int itemsize
+    int itemsize[MAX_OPS]     # bytes per element of each operand
     bint backward
     Py_ssize_t row_len
     Py_ssize_t row_stride[MAX_OPS]
@@ -345,7 +374,7 @@ cdef inline Py_ssize_t _abs(Py_ssize_t v) noexcept nogil:
 
 
 cdef inline char *_offset(const void *p, Py_ssize_t elements, int itemsize) noexcept nogil:
-    return <char *>p + elements * itemsize
+    return NULL if p == NULL else <char *>p + elements * itemsize
 
 
 cdef void run_item(const plan_t *plan, Py_ssize_t item) noexcept nogil:
@@ -366,24 +395,24 @@ cdef void run_item(const plan_t *plan, Py_ssize_t item) noexcept nogil:
     if not plan.backward:
         fb = plan.fwd
         fb.rows = min(plan.rows_per_item, plan.inner - r0)
-        fb.x = _offset(fb.x, off[FWD_X], plan.itemsize)
-        fb.y = _offset(fb.y, off[FWD_Y], plan.itemsize)
-        if fb.residual != NULL:
-            fb.residual = _offset(fb.residual, off[FWD_R], plan.itemsize)
-            fb.h = _offset(fb.h, off[FWD_H], plan.itemsize)
-        if fb.mean != NULL:
-            fb.mean = _offset(fb.mean, off[FWD_STATS], plan.itemsize)
-        if fb.rstd != NULL:
-            fb.rstd = _offset(fb.rstd, off[FWD_STATS], plan.itemsize)
+        fb.x = _offset(fb.x, off[FWD_X], plan.itemsize[FWD_X])
+        fb.y = _offset(fb.y, off[FWD_Y], plan.itemsize[FWD_Y])
+        fb.residual = _offset(fb.residual, off[FWD_R], plan.itemsize[FWD_R])
+        fb.h = _offset(fb.h, off[FWD_H], plan.itemsize[FWD_H])
+        # per-row weight and bias move with the rows (shared ones have
+        # zero strides here, so they stay put)
+        fb.weight = _offset(fb.weight, off[FWD_W], plan.itemsize[FWD_W])
+        fb.bias = _offset(fb.bias, off[FWD_B], plan.itemsize[FWD_B])
+        fb.mean = _offset(fb.mean, off[FWD_STATS], plan.itemsize[FWD_STATS])
+        fb.rstd = _offset(fb.rstd, off[FWD_STATS], plan.itemsize[FWD_STATS])
         plan.fwd_kernel(&fb)
         return
     bb = plan.bwd
     bb.rows = min(plan.rows_per_item, plan.inner - r0)
-    bb.x = _offset(bb.x, off[BWD_X], plan.itemsize)
-    bb.dy = _offset(bb.dy, off[BWD_DY], plan.itemsize)
-    bb.dx = _offset(bb.dx, off[BWD_DX], plan.itemsize)
-    if bb.rstd != NULL:
-        bb.rstd = _offset(bb.rstd, off[BWD_STATS], plan.itemsize)
+    bb.x = _offset(bb.x, off[BWD_X], plan.itemsize[BWD_X])
+    bb.dy = _offset(bb.dy, off[BWD_DY], plan.itemsize[BWD_DY])
+    bb.dx = _offset(bb.dx, off[BWD_DX], plan.itemsize[BWD_DX])
+    bb.rstd = _offset(bb.rstd, off[BWD_STATS], plan.itemsize[BWD_STATS])
     if plan.dw_parts != NULL:
         bb.dweight = plan.dw_parts + item * plan.row_len
     if plan.db_parts != NULL:
@@ -430,22 +459,23 @@ cdef inline bint _mergeable(Py_ssize_t outer_stride, Py_ssize_t inner_stride,
 
 
 cdef int _plan_layout(plan_t *plan, int ndim, const cnp.npy_intp *shape, object arrays,
-                      int itemsize, const bint *is_norm) except -1:
+                      const bint *is_norm) except -1:
     """Fill the layout part of the plan from the operands' strides (arrays:
-    the row-walked arrays, then the stats array or None).  Returns 1 when the
-    normalized axes of some row-walked array do not merge into one strided
-    dimension."""
+    the row-walked arrays, then the stats array, each None when absent).
+    Returns 1 when the normalized axes of some row-walked array do not merge
+    into one strided dimension."""
     cdef int k, a, d, n_norm = 0, n_batch = 0, n_ops = len(arrays)
     cdef Py_ssize_t st[MAX_OPS][MAX_DIMS]
     cdef Py_ssize_t norm_order[MAX_DIMS]
     cdef Py_ssize_t batch_order[MAX_DIMS]
     cdef bint mergeable
     plan.n_ops = n_ops
-    plan.itemsize = itemsize
     for k in range(n_ops):
         arr = arrays[k]
+        plan.itemsize[k] = 1 if arr is None else cnp.PyArray_ITEMSIZE(<cnp.ndarray>arr)
         for a in range(ndim):
-            st[k][a] = 0 if arr is None else cnp.PyArray_STRIDES(<cnp.ndarray>arr)[a] // itemsize
+            st[k][a] = 0 if arr is None else \
+                cnp.PyArray_STRIDES(<cnp.ndarray>arr)[a] // plan.itemsize[k]
 
     # normalized axes: drop size-1 axes, order by decreasing x stride, merge
     plan.row_len = 1
@@ -517,21 +547,47 @@ cdef int _threads_for(const plan_t *plan) noexcept:
 
 
 def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
-            double eps, tuple norm_axes, residual=None, h=None):
+            double eps, tuple norm_axes, residual=None, h=None, bint per_sample=False):
     """Run one normalization.  Returns False when the normalized axes of x or
     y cannot be walked as one strided dimension (the caller then copies).
 
-    x and y: same shape, same dtype (float32/float64), aligned, y writeable.
-    weight, bias: None or C-contiguous arrays of the normalized shape.
-    mean, rstd: None or C-contiguous arrays of the keepdims stats shape.
+    x and y: same shape, same dtype (float32/float64/float16/bfloat16),
+    aligned, y writeable.
+    weight, bias: None or C-contiguous arrays of the normalized shape, in the
+    compute dtype (compute_dtype(x.dtype)).  With per_sample, arrays of
+    x.ndim dimensions that broadcast against x instead (AdaLN): each row
+    uses its own slice.
+    mean, rstd: None or C-contiguous arrays of the keepdims stats shape, in
+    the compute dtype.
     norm_axes: sorted, non-negative, unique axes of x.
     residual, h: None, or x's shape and dtype (aligned, h writeable): fuse
     h = x + residual and normalize h.
     """
     cdef bint is_norm[MAX_DIMS]
     _norm_mask(x.ndim, norm_axes, is_norm)
-    weight, bias = _walk_order_affine(x, norm_axes, weight, bias)
-    return _run(op, x, y, weight, bias, mean, rstd, eps, is_norm, residual, h) == 0
+    if per_sample:
+        weight = _per_sample_operand(x, norm_axes, weight)
+        bias = _per_sample_operand(x, norm_axes, bias)
+    else:
+        weight, bias = _walk_order_affine(x, norm_axes, weight, bias)
+    return _run(op, x, y, weight, bias, mean, rstd, eps, is_norm, residual, h, per_sample) == 0
+
+
+cdef object _per_sample_operand(cnp.ndarray x, tuple norm_axes, object w):
+    """A per-sample weight or bias (x.ndim dimensions, broadcastable to x) as
+    a view of x's shape whose normalized axes are contiguous in the kernels'
+    walk order, so each row's slice is row_len contiguous values; batch axes
+    it is broadcast along get stride 0."""
+    if w is None:
+        return None
+    perm = _walk_perm(x, norm_axes)
+    walk = list(norm_axes) if perm is None else [norm_axes[i] for i in perm]
+    batch = [a for a in range(x.ndim) if a not in norm_axes]
+    shape = (<object>x).shape
+    full = tuple(shape[a] if (a in norm_axes or w.shape[a] != 1) else 1 for a in range(x.ndim))
+    order = batch + walk
+    packed = np.ascontiguousarray(np.broadcast_to(w, full).transpose(order))
+    return np.broadcast_to(packed.transpose(np.argsort(order)), shape)
 
 
 cdef void _norm_mask(int ndim, tuple norm_axes, bint *is_norm):
@@ -571,17 +627,21 @@ cdef inline void *_data_or_null(object arr):
 
 cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, object mean,
               object rstd, double eps, const bint *is_norm, object residual=None,
-              object h=None) except -1:
+              object h=None, bint per_sample=False) except -1:
     """Plan and run a forward; 1 (nothing done) when the normalized axes do
     not merge."""
     cdef plan_t plan
     cdef Py_ssize_t n_outer, rpi
-    cdef int dtype_index = 0 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else 1
+    cdef int dtype_index = _dtype_index(cnp.PyArray_TYPE(x))
     cdef int n_threads
     if _plan_layout(&plan, cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
-                    (x, y, residual, h, mean if mean is not None else rstd),
-                    cnp.PyArray_ITEMSIZE(x), is_norm):
+                    (x, y, residual, h, weight if per_sample else None,
+                     bias if per_sample else None, mean if mean is not None else rstd),
+                    is_norm):
         return 1
+    if per_sample and ((weight is not None and plan.elem_stride[FWD_W] != 1) or
+                       (bias is not None and plan.elem_stride[FWD_B] != 1)):
+        raise AssertionError("per-sample weight/bias not laid out along the rows")
     plan.backward = False
     plan.fwd.row_len = plan.row_len
     plan.fwd.eps = eps
@@ -590,6 +650,8 @@ cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, 
     plan.fwd.y = cnp.PyArray_DATA(y)
     plan.fwd.weight = _data_or_null(weight)
     plan.fwd.bias = _data_or_null(bias)
+    plan.fwd.w_row_stride = plan.row_stride[FWD_W]
+    plan.fwd.b_row_stride = plan.row_stride[FWD_B]
     plan.fwd.mean = _data_or_null(mean)
     plan.fwd.rstd = _data_or_null(rstd)
     plan.fwd.x_row_stride = plan.row_stride[FWD_X]
@@ -643,13 +705,12 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
     """
     cdef bint is_norm[MAX_DIMS]
     cdef plan_t plan
-    cdef int dtype_index = 0 if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32 else 1
+    cdef int dtype_index = _dtype_index(cnp.PyArray_TYPE(x))
     cdef int n_threads
     cdef cnp.ndarray dw_parts = None, db_parts = None
     _norm_mask(x.ndim, norm_axes, is_norm)
     weight, _ = _walk_order_affine(x, norm_axes, weight, None)
-    if _plan_layout(&plan, x.ndim, cnp.PyArray_DIMS(x), (x, dy, dx, rstd),
-                    cnp.PyArray_ITEMSIZE(x), is_norm):
+    if _plan_layout(&plan, x.ndim, cnp.PyArray_DIMS(x), (x, dy, dx, rstd), is_norm):
         return None
     plan.backward = True
     plan.bwd.row_len = plan.row_len

@@ -6,6 +6,10 @@
  * for AVX2, ZMM and opmask state for AVX-512).  A CPU bit alone is not
  * enough: an OS or hypervisor that does not enable the state would make the
  * first wide instruction fault.  Elsewhere only the portable table exists.
+ *
+ * The AVX2 table also needs F16C (every AVX2 CPU has it, but it is its own
+ * cpuid bit).  AVX512_BF16 adds a table that differs from the AVX-512 one
+ * only in its bfloat16 kernels.
  */
 #include <string.h>
 #include "fastnorm_kernels.h"
@@ -15,6 +19,7 @@
 #define FN_X86 1
 extern const fn_kernel_table fn_kernels_avx2;
 extern const fn_kernel_table fn_kernels_avx512;
+extern const fn_kernel_table fn_kernels_avx512_bf16;
 
 static unsigned long long fn_xgetbv0(void)
 {
@@ -28,7 +33,8 @@ static int fn_cpu_has_avx2(void)
     unsigned int a, b, c, d;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
     const int osxsave = (c >> 27) & 1, avx = (c >> 28) & 1, fma = (c >> 12) & 1;
-    if (!(osxsave && avx && fma)) return 0;
+    const int f16c = (c >> 29) & 1; /* the float16 kernels convert with it */
+    if (!(osxsave && avx && fma && f16c)) return 0;
     if ((fn_xgetbv0() & 0x6) != 0x6) return 0; /* XMM and YMM state */
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return 0;
     return (b >> 5) & 1;
@@ -43,12 +49,21 @@ static int fn_cpu_has_avx512(void)
     const unsigned int need = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
     return (b & need) == need;
 }
+
+static int fn_cpu_has_avx512_bf16(void)
+{
+    unsigned int a, b, c, d;
+    if (!fn_cpu_has_avx512()) return 0;
+    if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return 0;
+    return (a >> 5) & 1; /* AVX512_BF16 */
+}
 #endif
 
 int fn_usable_tables(const fn_kernel_table **tables, int max)
 {
     int n = 0;
 #ifdef FN_X86
+    if (n < max && fn_cpu_has_avx512_bf16()) tables[n++] = &fn_kernels_avx512_bf16;
     if (n < max && fn_cpu_has_avx512()) tables[n++] = &fn_kernels_avx512;
     if (n < max && fn_cpu_has_avx2()) tables[n++] = &fn_kernels_avx2;
 #endif

@@ -32,6 +32,10 @@ typedef struct fn_rows {
     void *y;                /* output, same geometry as x (may alias x exactly) */
     const void *weight;     /* row_len contiguous values, or NULL */
     const void *bias;       /* row_len contiguous values, or NULL */
+    /* Row r uses weight + r * w_row_stride (and bias + r * b_row_stride):
+     * 0 when all rows share one weight, nonzero for per-sample modulation
+     * (AdaLN), where each row has its own scale and shift. */
+    ptrdiff_t w_row_stride, b_row_stride;
     void *mean;             /* one value per row, or NULL (LayerNorm only) */
     void *rstd;             /* one value per row, or NULL */
     ptrdiff_t rows;         /* rows in this block, >= 0 */
@@ -79,16 +83,22 @@ typedef struct fn_rows_bwd {
 
 typedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block);
 
-/* Index 0 is float32, index 1 is float64. */
-enum { FN_F32 = 0, FN_F64 = 1 };
+/* Element types, the index into each table row.  float16 and bfloat16
+ * elements are computed on in float32: their weight, bias and statistics
+ * are float32. */
+enum { FN_F32 = 0, FN_F64 = 1, FN_F16 = 2, FN_BF16 = 3, FN_N_DTYPES = 4 };
 
 typedef struct fn_kernel_table {
     const char *isa;
-    fn_rows_kernel layer_norm[2];
-    fn_rows_kernel rms_norm[2];
-    fn_rows_bwd_kernel layer_norm_backward[2];
-    fn_rows_bwd_kernel rms_norm_backward[2];
+    fn_rows_kernel layer_norm[FN_N_DTYPES];
+    fn_rows_kernel rms_norm[FN_N_DTYPES];
+    fn_rows_bwd_kernel layer_norm_backward[FN_N_DTYPES];
+    fn_rows_bwd_kernel rms_norm_backward[FN_N_DTYPES];
 } fn_kernel_table;
+
+/* One table row: the kernel `base` of every dtype for one ISA. */
+#define FN_TABLE_ROW(base, isa) \
+    {base##_f32_##isa, base##_f64_##isa, base##_f16_##isa, base##_bf16_##isa}
 
 /* The portable kernels: any stride, any architecture. */
 extern const fn_kernel_table fn_kernels_scalar;
@@ -99,14 +109,16 @@ int fn_usable_tables(const fn_kernel_table **tables, int max);
 
 /* Row-at-a-time portable kernels; the SIMD kernels call these for the
  * layouts and leftovers they do not vectorize. */
-void layer_norm_rows_f32_scalar(const fn_rows *block);
-void layer_norm_rows_f64_scalar(const fn_rows *block);
-void rms_norm_rows_f32_scalar(const fn_rows *block);
-void rms_norm_rows_f64_scalar(const fn_rows *block);
-void layer_norm_backward_rows_f32_scalar(const fn_rows_bwd *block);
-void layer_norm_backward_rows_f64_scalar(const fn_rows_bwd *block);
-void rms_norm_backward_rows_f32_scalar(const fn_rows_bwd *block);
-void rms_norm_backward_rows_f64_scalar(const fn_rows_bwd *block);
+#define FN_DECLARE_SCALAR(sfx) \
+    void layer_norm_rows_##sfx##_scalar(const fn_rows *block); \
+    void rms_norm_rows_##sfx##_scalar(const fn_rows *block); \
+    void layer_norm_backward_rows_##sfx##_scalar(const fn_rows_bwd *block); \
+    void rms_norm_backward_rows_##sfx##_scalar(const fn_rows_bwd *block);
+FN_DECLARE_SCALAR(f32)
+FN_DECLARE_SCALAR(f64)
+FN_DECLARE_SCALAR(f16)
+FN_DECLARE_SCALAR(bf16)
+#undef FN_DECLARE_SCALAR
 
 #ifdef __cplusplus
 }

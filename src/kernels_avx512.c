@@ -6,6 +6,11 @@
  * no access past the row.  The algorithm and its numerics are described in
  * norm_simd_body.h; this file only supplies the vector vocabulary.
  *
+ * float16 and bfloat16 run the float32 kernels on 16 elements widened in
+ * registers (vcvtph2ps; a shift for bfloat16) and rounded once on store
+ * (vcvtps2ph; integer round-to-nearest-even for bfloat16 here, the
+ * AVX512_BF16 instruction in kernels_avx512_bf16.c).
+ *
  * Only this file is compiled for AVX-512 (through the target pragma); the
  * rest of the extension stays baseline x86-64 and dispatch.c calls in here
  * only when cpuid and XGETBV say the CPU and OS support it.
@@ -18,52 +23,52 @@
 
 #define VSFENCE() _mm_sfence()
 #define FN_ISA avx512
+#include "half_convert.h"
 
-/* lane sums in double: float32 lanes are widened first */
-static inline double fn_avx512_hsum_ps(__m512 v)
-{
-    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
-    __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
-    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
-}
-
-static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
-{
-    _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p),
-                                      _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
-    _mm512_storeu_pd(p + 8, _mm512_add_pd(_mm512_loadu_pd(p + 8),
-                                          _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
-}
-
+#include "simd_avx512_f32.h"
 #define FN_T float
 #define FN_SFX f32
-#define V __m512
-#define VL 16
-#define FN_MASK(n) ((__mmask16)((1u << (n)) - 1u))
-#define VLOAD(p) _mm512_loadu_ps(p)
-#define VSTORE(p, v) _mm512_storeu_ps((p), (v))
-#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps(FN_MASK(n), (p))
-#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), FN_MASK(n), (v))
-#define VZERO_FROM(v, n) _mm512_maskz_mov_ps(FN_MASK(n), (v))
-#define VSET1(s) _mm512_set1_ps(s)
-#define VZERO _mm512_setzero_ps()
-#define VADD _mm512_add_ps
-#define VSUB _mm512_sub_ps
-#define VMUL _mm512_mul_ps
-#define VFMA _mm512_fmadd_ps
-#define VMIN _mm512_min_ps
-#define VMAX _mm512_max_ps
-#define VSTREAM(p, v) _mm512_stream_ps((p), (v))
-#define VDIV _mm512_div_ps
-#define VHSUM_D fn_avx512_hsum_ps
-#define VADD_TO_DOUBLE fn_avx512_add_to_double_ps
-#define VSQRT _mm512_sqrt_ps
-#define VANY_NONFINITE(v) _mm512_cmp_ps_mask(_mm512_sub_ps((v), (v)), _mm512_setzero_ps(), _CMP_NEQ_UQ)
-#define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((d), _mm512_setzero_ps(), _CMP_GT_OQ), (v))
 #include "norm_simd_body.h"
-#undef FN_MASK
-#undef FN_T
-#undef FN_SFX
+
+/* float16: F16C-style conversions, which AVX-512F has for 16 lanes */
+#define FN_F16_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define FN_T float
+#define FN_S uint16_t
+#define FN_SFX f16
+#define FN_LD(v) fn_f16_to_f32(v)
+#define FN_ST(t) fn_f32_to_f16(t)
+#define XLOAD(p) _mm512_cvtph_ps(FN_LOAD16(p))
+#define XLOAD_PART(p, n) _mm512_cvtph_ps(FN_LOAD16_PART(p, n))
+#define XSTORE(p, v) FN_STORE16(p, _mm512_cvtps_ph((v), FN_F16_RNE))
+#define XSTORE_PART(p, v, n) FN_STORE16_PART(p, _mm512_cvtps_ph((v), FN_F16_RNE), n)
+#define XSTREAM(p, v) FN_STREAM16(p, _mm512_cvtps_ph((v), FN_F16_RNE))
+#define XROUND(v) _mm512_cvtph_ps(_mm512_cvtps_ph((v), FN_F16_RNE))
+#include "norm_simd_body.h"
+
+/* bfloat16 without the AVX512_BF16 instructions: round to nearest even in
+ * integer arithmetic (kernels_avx512_bf16.c has the one-instruction form) */
+static inline __m256i fn_avx512_narrow_bf16(__m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+#define FN_T float
+#define FN_S uint16_t
+#define FN_SFX bf16
+#define FN_LD(v) fn_bf16_to_f32(v)
+#define FN_ST(t) fn_f32_to_bf16(t)
+#define XLOAD(p) fn_avx512_widen_bf16(FN_LOAD16(p))
+#define XLOAD_PART(p, n) fn_avx512_widen_bf16(FN_LOAD16_PART(p, n))
+#define XSTORE(p, v) FN_STORE16(p, fn_avx512_narrow_bf16(v))
+#define XSTORE_PART(p, v, n) FN_STORE16_PART(p, fn_avx512_narrow_bf16(v), n)
+#define XSTREAM(p, v) FN_STREAM16(p, fn_avx512_narrow_bf16(v))
+#define XROUND(v) fn_avx512_widen_bf16(fn_avx512_narrow_bf16(v))
+#include "norm_simd_body.h"
+#include "simd_vocab_undef.h"
 
 #define FN_T double
 #define FN_SFX f64
@@ -91,15 +96,13 @@ static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
 #define VANY_NONFINITE(v) _mm512_cmp_pd_mask(_mm512_sub_pd((v), (v)), _mm512_setzero_pd(), _CMP_NEQ_UQ)
 #define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((d), _mm512_setzero_pd(), _CMP_GT_OQ), (v))
 #include "norm_simd_body.h"
-#undef FN_MASK
-#undef FN_T
-#undef FN_SFX
+#include "simd_vocab_undef.h"
 
 const fn_kernel_table fn_kernels_avx512 = {
     "avx512",
-    {layer_norm_rows_f32_avx512, layer_norm_rows_f64_avx512},
-    {rms_norm_rows_f32_avx512, rms_norm_rows_f64_avx512},
-    {layer_norm_backward_rows_f32_avx512, layer_norm_backward_rows_f64_avx512},
-    {rms_norm_backward_rows_f32_avx512, rms_norm_backward_rows_f64_avx512},
+    FN_TABLE_ROW(layer_norm_rows, avx512),
+    FN_TABLE_ROW(rms_norm_rows, avx512),
+    FN_TABLE_ROW(layer_norm_backward_rows, avx512),
+    FN_TABLE_ROW(rms_norm_backward_rows, avx512),
 };
 #endif

@@ -5,8 +5,12 @@
  * accumulated moments into mean and rstd) or only on rare rows (NaN/Inf,
  * overflow of the squares), so it is written for clarity, in double.
  *
- * Template part: include after defining FN_T (float or double) and FN_SFX
- * (f32 or f64).  The non-template part is guarded and included once.
+ * Template part: include after defining FN_T, the type the arithmetic is
+ * done in (float or double), and FN_SFX (f32, f64, f16, bf16).  Elements of
+ * the arrays (x, y, residual, h, dy, dx) are stored as FN_S, read with
+ * FN_LD(v) and rounded back with FN_ST(t); without FN_S they are FN_T
+ * itself.  weight, bias and the statistics are always FN_T.  The
+ * non-template part is guarded and included once.
  */
 #ifndef FASTNORM_ROW_COMMON_ONCE
 #define FASTNORM_ROW_COMMON_ONCE
@@ -64,21 +68,33 @@ static inline void fn_row_stats_nan(fn_row_stats *st)
 
 #if defined(FN_T) && defined(FN_SFX)
 
+#ifndef FN_S
+#define FN_S FN_T
+#define FN_LD(v) (v)
+#define FN_ST(t) (t)
+#endif
+
+/* h = x + r as stored: summed in FN_T, rounded once to the element type */
+static inline FN_S FN_NAME(fn_sum_stored)(FN_S a, FN_S b)
+{
+    return FN_ST(FN_LD(a) + FN_LD(b));
+}
+
 /* The pivot is the median of the first, middle and last element.  A pivot
  * inside the bulk of the row keeps x - pivot small, which is what makes the
  * float32 accumulation accurate when the mean is large; the median of three
  * stays in the bulk even when one of the three is an outlier. */
-static inline FN_T FN_NAME(fn_row_pivot)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs)
+static inline FN_T FN_NAME(fn_row_pivot)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs)
 {
-    FN_T a = x[0], b = x[((n - 1) / 2) * xs], c = x[(n - 1) * xs];
+    FN_T a = FN_LD(x[0]), b = FN_LD(x[((n - 1) / 2) * xs]), c = FN_LD(x[(n - 1) * xs]);
     FN_T lo = a < b ? a : b, hi = a < b ? b : a;
     return c < lo ? lo : (c > hi ? hi : c);
 }
 
-static inline int FN_NAME(fn_row_has_nonfinite)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs)
+static inline int FN_NAME(fn_row_has_nonfinite)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs)
 {
     for (ptrdiff_t i = 0; i < n; i++)
-        if (!isfinite(x[i * xs])) return 1;
+        if (!isfinite(FN_LD(x[i * xs]))) return 1;
     return 0;
 }
 
@@ -94,6 +110,13 @@ static inline fn_norm_params FN_NAME(fn_norm_params)(FN_T pivot, const fn_row_st
     return np;
 }
 
+/* Row r's weight or bias (NULL stays NULL): see fn_rows.w_row_stride. */
+static inline const FN_T *FN_NAME(fn_row_affine)(const void *p, ptrdiff_t row_stride,
+                                                 ptrdiff_t r)
+{
+    return p ? (const FN_T *)p + r * row_stride : NULL;
+}
+
 static inline void FN_NAME(fn_store_row_stats)(const fn_rows *a, ptrdiff_t r, double mean,
                                                double rstd)
 {
@@ -102,12 +125,12 @@ static inline void FN_NAME(fn_store_row_stats)(const fn_rows *a, ptrdiff_t r, do
 }
 
 /* Power-of-two factor that brings max|x - pivot| near 1; exact to apply. */
-static inline double FN_NAME(fn_row_rescale_factor)(const FN_T *x, ptrdiff_t n,
+static inline double FN_NAME(fn_row_rescale_factor)(const FN_S *x, ptrdiff_t n,
                                                      ptrdiff_t xs, double pivot)
 {
     double amax = 0.0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        double a = fabs((double)x[i * xs] - pivot);
+        double a = fabs((double)FN_LD(x[i * xs]) - pivot);
         if (a > amax) amax = a;
     }
     int e = 0;
@@ -118,15 +141,15 @@ static inline double FN_NAME(fn_row_rescale_factor)(const FN_T *x, ptrdiff_t n,
 /* Rare path: the squares overflowed although the row is finite (values near
  * the type's limit).  Two passes in double over the row rescaled by a power
  * of two, so nothing overflows and nothing is rounded by the scaling. */
-static void FN_NAME(fn_layer_stats_rescaled)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+static void FN_NAME(fn_layer_stats_rescaled)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
                                              double pivot, double eps, fn_row_stats *st)
 {
     double s = FN_NAME(fn_row_rescale_factor)(x, n, xs, pivot);
     double sum = 0.0;
-    for (ptrdiff_t i = 0; i < n; i++) sum += ((double)x[i * xs] - pivot) * s;
+    for (ptrdiff_t i = 0; i < n; i++) sum += ((double)FN_LD(x[i * xs]) - pivot) * s;
     double mean_s = sum / (double)n, m2 = 0.0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        double d = ((double)x[i * xs] - pivot) * s - mean_s;
+        double d = ((double)FN_LD(x[i * xs]) - pivot) * s - mean_s;
         m2 += d * d;
     }
     st->mean_d = mean_s / s;
@@ -136,7 +159,7 @@ static void FN_NAME(fn_layer_stats_rescaled)(const FN_T *x, ptrdiff_t n, ptrdiff
 
 /* Turn the shifted moments of a row into mean and rstd.  A row holding NaN
  * or Inf gets NaN stats, and NaN scale makes the normalize pass write NaN. */
-static inline void FN_NAME(fn_layer_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+static inline void FN_NAME(fn_layer_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
                                            FN_T pivot, double mean_d, double m2,
                                            double eps, fn_row_stats *st)
 {
@@ -152,7 +175,7 @@ static inline void FN_NAME(fn_layer_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_
 }
 
 /* RMSNorm: sumsq is the sum of x*x over the row; NaN stats as above. */
-static inline void FN_NAME(fn_rms_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+static inline void FN_NAME(fn_rms_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
                                          double sumsq, double eps, fn_row_stats *st)
 {
     st->mean_d = 0.0;
@@ -163,7 +186,7 @@ static inline void FN_NAME(fn_rms_finish)(const FN_T *x, ptrdiff_t n, ptrdiff_t 
         }
         double s = FN_NAME(fn_row_rescale_factor)(x, n, xs, 0.0), ss = 0.0;
         for (ptrdiff_t i = 0; i < n; i++) {
-            double v = (double)x[i * xs] * s;
+            double v = (double)FN_LD(x[i * xs]) * s;
             ss += v * v;
         }
         fn_finish_scale(ss / (double)n + eps * s * s, s, st);

@@ -22,7 +22,7 @@
 
 #define FN_KERNEL(base) FN_CAT(FN_NAME(base), scalar)
 
-static void FN_NAME(scalar_layer_moments)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs,
+static void FN_NAME(scalar_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
                                           FN_T pivot, double *mean_d, double *m2)
 {
     double mean[4] = {0.0, 0.0, 0.0, 0.0}, m2c[4] = {0.0, 0.0, 0.0, 0.0};
@@ -32,7 +32,7 @@ static void FN_NAME(scalar_layer_moments)(const FN_T *x, ptrdiff_t n, ptrdiff_t 
         k += 1.0;
         double inv_k = 1.0 / k;
         for (int c = 0; c < 4; c++) {
-            double d = (double)(x[(i + c) * xs] - pivot);
+            double d = (double)(FN_LD(x[(i + c) * xs]) - pivot);
             double delta = d - mean[c];
             mean[c] += delta * inv_k;
             m2c[c] += delta * (d - mean[c]);
@@ -41,7 +41,7 @@ static void FN_NAME(scalar_layer_moments)(const FN_T *x, ptrdiff_t n, ptrdiff_t 
     double cnt = 0.0, mu = 0.0, M2 = 0.0;
     for (int c = 0; c < 4; c++) fn_chan_merge(&cnt, &mu, &M2, k, mean[c], m2c[c]);
     for (; i < n; i++) {
-        double d = (double)(x[i * xs] - pivot);
+        double d = (double)(FN_LD(x[i * xs]) - pivot);
         cnt += 1.0;
         double delta = d - mu;
         mu += delta / cnt;
@@ -51,17 +51,17 @@ static void FN_NAME(scalar_layer_moments)(const FN_T *x, ptrdiff_t n, ptrdiff_t 
     *m2 = M2;
 }
 
-static double FN_NAME(scalar_sum_squares)(const FN_T *x, ptrdiff_t n, ptrdiff_t xs)
+static double FN_NAME(scalar_sum_squares)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs)
 {
     double acc[4] = {0.0, 0.0, 0.0, 0.0};
     ptrdiff_t i = 0;
     for (; i + 4 <= n; i += 4)
         for (int c = 0; c < 4; c++) {
-            double v = (double)x[(i + c) * xs];
+            double v = (double)FN_LD(x[(i + c) * xs]);
             acc[c] += v * v;
         }
     for (; i < n; i++) {
-        double v = (double)x[i * xs];
+        double v = (double)FN_LD(x[i * xs]);
         acc[0] += v * v;
     }
     return (acc[0] + acc[1]) + (acc[2] + acc[3]);
@@ -71,33 +71,34 @@ static double FN_NAME(scalar_sum_squares)(const FN_T *x, ptrdiff_t n, ptrdiff_t 
  * a remainder folded into c (fn_norm_params), as in the SIMD kernels: no
  * precision is lost when |mean| >> std, and x - p2 stays finite for rows of
  * opposite-signed values near the type's limit, where x - pivot would not. */
-static void FN_NAME(scalar_normalize)(const FN_T *x, ptrdiff_t xs, FN_T *y, ptrdiff_t ys,
+static void FN_NAME(scalar_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
                                       ptrdiff_t n, fn_norm_params np, const FN_T *w,
                                       const FN_T *b)
 {
     const FN_T p2 = (FN_T)np.p2, scale = (FN_T)np.scale, c = (FN_T)np.c;
     for (ptrdiff_t i = 0; i < n; i++) {
-        FN_T t = (x[i * xs] - p2) * scale + c;
+        FN_T t = (FN_LD(x[i * xs]) - p2) * scale + c;
         if (w) t *= w[i];
         if (b) t += b[i];
-        y[i * ys] = t;
+        y[i * ys] = FN_ST(t);
     }
 }
 
 /* The row to normalize: x itself, or with a fused residual add, h = x +
  * residual computed and stored first (then read back, so y is exactly the
  * norm of h as stored).  *xs_out is that row's element stride. */
-static const FN_T *FN_NAME(scalar_source_row)(const fn_rows *a, ptrdiff_t r, ptrdiff_t *xs_out)
+static const FN_S *FN_NAME(scalar_source_row)(const fn_rows *a, ptrdiff_t r, ptrdiff_t *xs_out)
 {
-    const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
+    const FN_S *x = (const FN_S *)a->x + r * a->x_row_stride;
     if (!a->residual) {
         *xs_out = a->x_elem_stride;
         return x;
     }
-    const FN_T *res = (const FN_T *)a->residual + r * a->r_row_stride;
-    FN_T *h = (FN_T *)a->h + r * a->h_row_stride;
+    const FN_S *res = (const FN_S *)a->residual + r * a->r_row_stride;
+    FN_S *h = (FN_S *)a->h + r * a->h_row_stride;
     for (ptrdiff_t i = 0; i < a->row_len; i++)
-        h[i * a->h_elem_stride] = x[i * a->x_elem_stride] + res[i * a->r_elem_stride];
+        h[i * a->h_elem_stride] =
+            FN_NAME(fn_sum_stored)(x[i * a->x_elem_stride], res[i * a->r_elem_stride]);
     *xs_out = a->h_elem_stride;
     return h;
 }
@@ -107,15 +108,16 @@ void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
     const ptrdiff_t n = a->row_len, ys = a->y_elem_stride;
     ptrdiff_t xs;
     for (ptrdiff_t r = 0; r < a->rows; r++) {
-        const FN_T *x = FN_NAME(scalar_source_row)(a, r, &xs);
-        FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
+        const FN_S *x = FN_NAME(scalar_source_row)(a, r, &xs);
+        FN_S *y = (FN_S *)a->y + r * a->y_row_stride;
         FN_T pivot = FN_NAME(fn_row_pivot)(x, n, xs);
         double mean_d, m2;
         fn_row_stats st;
         FN_NAME(scalar_layer_moments)(x, n, xs, pivot, &mean_d, &m2);
         FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
         FN_NAME(scalar_normalize)(x, xs, y, ys, n, FN_NAME(fn_norm_params)(pivot, &st),
-                                  (const FN_T *)a->weight, (const FN_T *)a->bias);
+                                  FN_NAME(fn_row_affine)(a->weight, a->w_row_stride, r),
+                                  FN_NAME(fn_row_affine)(a->bias, a->b_row_stride, r));
         FN_NAME(fn_store_row_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
     }
 }
@@ -125,12 +127,12 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
     const ptrdiff_t n = a->row_len, ys = a->y_elem_stride;
     ptrdiff_t xs;
     for (ptrdiff_t r = 0; r < a->rows; r++) {
-        const FN_T *x = FN_NAME(scalar_source_row)(a, r, &xs);
-        FN_T *y = (FN_T *)a->y + r * a->y_row_stride;
+        const FN_S *x = FN_NAME(scalar_source_row)(a, r, &xs);
+        FN_S *y = (FN_S *)a->y + r * a->y_row_stride;
         fn_row_stats st;
         FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st);
         FN_NAME(scalar_normalize)(x, xs, y, ys, n, FN_NAME(fn_norm_params)((FN_T)0, &st),
-                                  (const FN_T *)a->weight, NULL);
+                                  FN_NAME(fn_row_affine)(a->weight, a->w_row_stride, r), NULL);
         FN_NAME(fn_store_row_stats)(a, r, 0.0, st.rstd);
     }
 }
@@ -163,15 +165,15 @@ static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int 
     typedef FN_WIDE wide;
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, gs = a->dy_elem_stride;
     const ptrdiff_t ds = a->dx_elem_stride;
-    const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
-    const FN_T *dy = (const FN_T *)a->dy + r * a->dy_row_stride;
-    FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride;
+    const FN_S *x = (const FN_S *)a->x + r * a->x_row_stride;
+    const FN_S *dy = (const FN_S *)a->dy + r * a->dy_row_stride;
+    FN_S *dx = (FN_S *)a->dx + r * a->dx_row_stride;
     const FN_T *w = (const FN_T *)a->weight;
     const FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, xs);
     wide cnt = 0, mean_d = 0, m2 = 0, sum_g = 0, sum_gd = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const wide d = (wide)(x[i * xs] - pivot);
-        const wide g = (wide)dy[i * gs] * (w ? (wide)w[i] : (wide)1);
+        const wide d = (wide)(FN_LD(x[i * xs]) - pivot);
+        const wide g = (wide)FN_LD(dy[i * gs]) * (w ? (wide)w[i] : (wide)1);
         cnt += 1;
         const wide delta = d - mean_d;
         mean_d += delta / cnt;
@@ -202,10 +204,10 @@ static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int 
     const wide mean_g = rms ? 0 : sum_g * inv_n;
     const wide mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
     for (ptrdiff_t i = 0; i < n; i++) {
-        const wide xhat = ((wide)(x[i * xs] - pivot) - mean_d) * rstd;
-        const wide dyi = (wide)dy[i * gs];
+        const wide xhat = ((wide)(FN_LD(x[i * xs]) - pivot) - mean_d) * rstd;
+        const wide dyi = (wide)FN_LD(dy[i * gs]);
         const wide g = dyi * (w ? (wide)w[i] : (wide)1);
-        dx[i * ds] = (FN_T)(rstd * (g - mean_g - xhat * mean_gxhat));
+        dx[i * ds] = FN_ST((FN_T)(rstd * (g - mean_g - xhat * mean_gxhat)));
         if (a->dweight) a->dweight[i] += (double)(dyi * xhat);
         if (a->dbias) a->dbias[i] += (double)dyi;
     }
@@ -227,3 +229,6 @@ void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
 #undef FN_WIDE_UNDEF
 #endif
 #undef FN_KERNEL
+#undef FN_S
+#undef FN_LD
+#undef FN_ST

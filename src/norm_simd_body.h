@@ -18,6 +18,17 @@
  *   VSTREAM(p,v)                      non-temporal store, p vector-aligned
  *   VSFENCE()                         orders streaming stores before return
  *
+ * Element storage.  x, y, residual, h, dy and dx hold FN_S (FN_T unless the
+ * file defines otherwise); weight, bias, statistics and all arithmetic are
+ * FN_T.  float16 and bfloat16 are stored as uint16_t and computed on in
+ * float32: widened on load, rounded once (to nearest even) on store.
+ *   XLOAD(p) XLOAD_PART(p,n)          VL elements (the first n) widened to V
+ *   XSTORE(p,v) XSTORE_PART(p,v,n)    rounded to FN_S and stored
+ *   XSTREAM(p,v)                      the same, non-temporal, p aligned to
+ *                                     VL * sizeof(FN_S)
+ *   XROUND(v)                         v rounded to FN_S and widened again
+ * Without them the element type is FN_T and these are the V operations.
+ *
  * Two layouts are vectorized; the portable kernel takes everything else:
  *
  * Rows whose elements are contiguous (the last-axis case): SIMD along the
@@ -47,6 +58,15 @@
  */
 #include <stdint.h>
 #include "norm_row_common.h"
+
+#ifndef XLOAD
+#define XLOAD VLOAD
+#define XLOAD_PART VLOAD_PART
+#define XSTORE VSTORE
+#define XSTORE_PART VSTORE_PART
+#define XSTREAM VSTREAM
+#define XROUND(v) (v)
+#endif
 
 #define FN_KERNEL(base) FN_CAT(FN_NAME(base), FN_ISA)
 #define FN_ALWAYS_INLINE static inline __attribute__((always_inline))
@@ -83,13 +103,16 @@ static inline void FN_NAME(simd_acc_init)(FN_NAME(simd_acc) *acc)
     acc->k = 0;
 }
 
-/* x, or x + r with a fused residual add (r not NULL): the value of h. */
-#define FN_LOAD_H(x, r, i) ((r) ? VADD(VLOAD((x) + (i)), VLOAD((r) + (i))) : VLOAD((x) + (i)))
+/* x, or x + r with a fused residual add (r not NULL): the value of h, as
+ * it will be stored (rounded to the element type). */
+#define FN_LOAD_H(x, r, i) \
+    ((r) ? XROUND(VADD(XLOAD((x) + (i)), XLOAD((r) + (i)))) : XLOAD((x) + (i)))
 #define FN_LOAD_H_PART(x, r, i, n) \
-    ((r) ? VADD(VLOAD_PART((x) + (i), n), VLOAD_PART((r) + (i), n)) : VLOAD_PART((x) + (i), n))
+    ((r) ? XROUND(VADD(XLOAD_PART((x) + (i), n), XLOAD_PART((r) + (i), n))) \
+         : XLOAD_PART((x) + (i), n))
 
 /* Consume the 4*VL elements at x (of h = x + r when r is not NULL). */
-static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_T *x, const FN_T *r,
+static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_S *x, const FN_S *r,
                                           V p, int rms)
 {
     if (rms) {
@@ -137,7 +160,7 @@ static inline void FN_NAME(simd_acc_reduce)(const FN_NAME(simd_acc) *acc, int rm
 
 /* Fold in x[lo, hi), a few vectors at most: sum of squares for RMSNorm, or
  * for LayerNorm a two-pass (masked) block merged with Chan's formula. */
-static void FN_NAME(simd_acc_rest)(const FN_T *x, const FN_T *r, ptrdiff_t lo, ptrdiff_t hi, V p,
+static void FN_NAME(simd_acc_rest)(const FN_S *x, const FN_S *r, ptrdiff_t lo, ptrdiff_t hi, V p,
                                    int rms,
                                    double *cnt, double *mean, double *m2)
 {
@@ -177,7 +200,7 @@ static void FN_NAME(simd_acc_rest)(const FN_T *x, const FN_T *r, ptrdiff_t lo, p
 }
 
 /* Statistics of a whole row (the first row of a block). */
-static void FN_NAME(simd_row_stats)(const FN_T *x, const FN_T *r, ptrdiff_t n, FN_T pivot,
+static void FN_NAME(simd_row_stats)(const FN_S *x, const FN_S *r, ptrdiff_t n, FN_T pivot,
                                     int rms, double *mean, double *m2)
 {
     FN_NAME(simd_acc) acc;
@@ -223,46 +246,46 @@ static inline V FN_NAME(simd_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdi
  * memory; with a fused residual add h is not stored yet at that point, so
  * store it first in exactly those cases (the normalize pass rewrites the same
  * values). */
-static int FN_NAME(simd_sum_if_needed)(const FN_T *x, const FN_T *r, FN_T *h, ptrdiff_t n,
+static int FN_NAME(simd_sum_if_needed)(const FN_S *x, const FN_S *r, FN_S *h, ptrdiff_t n,
                                        double mean_d, double m2)
 {
     if (isfinite(mean_d) && isfinite(m2)) return 0;
-    for (ptrdiff_t i = 0; i < n; i++) h[i] = x[i] + r[i];
+    for (ptrdiff_t i = 0; i < n; i++) h[i] = FN_NAME(fn_sum_stored)(x[i], r[i]);
     return 1; /* h is stored: normalize from it (r may be h itself) */
 }
 
 /* The pivot of h = x + r before h is stored: fl(x + r) is what h will hold. */
-static FN_T FN_NAME(simd_pivot_of_sum)(const FN_T *x, const FN_T *r, ptrdiff_t n)
+static FN_T FN_NAME(simd_pivot_of_sum)(const FN_S *x, const FN_S *r, ptrdiff_t n)
 {
-    FN_T s[3];
+    FN_S s[3];
     const ptrdiff_t at[3] = {0, (n - 1) / 2, n - 1};
-    for (int j = 0; j < 3; j++) s[j] = x[at[j]] + r[at[j]];
+    for (int j = 0; j < 3; j++) s[j] = FN_NAME(fn_sum_stored)(x[at[j]], r[at[j]]);
     return FN_NAME(fn_row_pivot)(s + 0, 3, 1);
 }
 
 FN_ALWAYS_INLINE void
-FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrdiff_t n,
+FN_NAME(simd_row_normalize)(const FN_S *x, const FN_S *r, FN_S *h, FN_S *y, ptrdiff_t n,
                             fn_norm_params rp, const FN_T *w, const FN_T *b, int stream, int rms,
-                            const FN_T *xn, const FN_T *rn, FN_T pivot_n, double *mean_n,
-                            double *m2_n, const FN_T *xnn, const FN_T *rnn)
+                            const FN_S *xn, const FN_S *rn, FN_T pivot_n, double *mean_n,
+                            double *m2_n, const FN_S *xnn, const FN_S *rnn)
 {
     /* With a fused residual add (r not NULL) the row is h = x + r: it is
      * formed again from x and r (still in cache) and written to h in the
      * same loop as y, so h costs one write and no read. */
     const V p2 = VSET1((FN_T)rp.p2), s = VSET1((FN_T)rp.scale), c = VSET1((FN_T)rp.c);
     const V pn = VSET1(pivot_n);
-    const size_t vbytes = VL * sizeof(FN_T);
+    const size_t vbytes = VL * sizeof(FN_S);
     FN_NAME(simd_acc) acc;
     ptrdiff_t head = 0, i;
     /* h streams too when it shares y's alignment (both fresh arrays do) */
     const int stream_h = stream && r && (uintptr_t)h % vbytes == (uintptr_t)y % vbytes;
     if (stream) {
-        head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_T));
+        head = (ptrdiff_t)(((vbytes - ((uintptr_t)y % vbytes)) % vbytes) / sizeof(FN_S));
         if (head > n) head = n;
         if (head) {
             V hv = FN_LOAD_H_PART(x, r, 0, head);
-            if (r) VSTORE_PART(h, hv, head);
-            VSTORE_PART(y, FN_NAME(simd_norm_vec)(hv, w, b, 0, head, p2, s, c), head);
+            if (r) XSTORE_PART(h, hv, head);
+            XSTORE_PART(y, FN_NAME(simd_norm_vec)(hv, w, b, 0, head, p2, s, c), head);
         }
     }
     /* The next row's statistics always group its elements the same way
@@ -275,7 +298,7 @@ FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrd
         if (xn && k < stats_end) {
             FN_NAME(simd_acc_step)(&acc, xn + k, rn ? rn + k : NULL, pn, rms);
             if (xnn)
-                for (int line = 0; line < 4 * VL * (int)sizeof(FN_T); line += 64) {
+                for (int line = 0; line < 4 * VL * (int)sizeof(FN_S); line += 64) {
                     __builtin_prefetch((const char *)(xnn + k) + line, 0, 2);
                     if (rnn) __builtin_prefetch((const char *)(rnn + k) + line, 0, 2);
                 }
@@ -287,14 +310,14 @@ FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrd
                 V t = FN_NAME(simd_norm_vec)(hv, w, b, i + u * VL, 0, p2, s, c);
                 if (r) {
                     if (stream_h)
-                        VSTREAM(h + i + u * VL, hv);
+                        XSTREAM(h + i + u * VL, hv);
                     else
-                        VSTORE(h + i + u * VL, hv);
+                        XSTORE(h + i + u * VL, hv);
                 }
                 if (stream)
-                    VSTREAM(y + i + u * VL, t);
+                    XSTREAM(y + i + u * VL, t);
                 else
-                    VSTORE(y + i + u * VL, t);
+                    XSTORE(y + i + u * VL, t);
             }
         }
     }
@@ -303,19 +326,19 @@ FN_NAME(simd_row_normalize)(const FN_T *x, const FN_T *r, FN_T *h, FN_T *y, ptrd
         V t = FN_NAME(simd_norm_vec)(hv, w, b, i, 0, p2, s, c);
         if (r) {
             if (stream_h)
-                VSTREAM(h + i, hv);
+                XSTREAM(h + i, hv);
             else
-                VSTORE(h + i, hv);
+                XSTORE(h + i, hv);
         }
         if (stream)
-            VSTREAM(y + i, t);
+            XSTREAM(y + i, t);
         else
-            VSTORE(y + i, t);
+            XSTORE(y + i, t);
     }
     if (i < n) {
         V hv = FN_LOAD_H_PART(x, r, i, n - i);
-        if (r) VSTORE_PART(h + i, hv, n - i);
-        VSTORE_PART(y + i, FN_NAME(simd_norm_vec)(hv, w, b, i, n - i, p2, s, c), n - i);
+        if (r) XSTORE_PART(h + i, hv, n - i);
+        XSTORE_PART(y + i, FN_NAME(simd_norm_vec)(hv, w, b, i, n - i, p2, s, c), n - i);
     }
     if (xn) {
         double cnt;
@@ -333,48 +356,50 @@ FN_NAME(simd_rows_impl)(const fn_rows *a, int rms, int with_residual)
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
     /* with a fused residual add, each row is h = x + r; with_residual is a
      * constant at each call, so the plain loops carry no test for it */
-    const FN_T *x = (const FN_T *)a->x;
-    const FN_T *r = with_residual ? (const FN_T *)a->residual : NULL;
-    FN_T *h = with_residual ? (FN_T *)a->h : NULL;
+    const FN_S *x = (const FN_S *)a->x;
+    const FN_S *r = with_residual ? (const FN_S *)a->residual : NULL;
+    FN_S *h = with_residual ? (FN_S *)a->h : NULL;
     double mean_d, m2;
     if (a->rows <= 0) return;
     FN_T pivot = 0;
     if (!rms) pivot = r ? FN_NAME(simd_pivot_of_sum)(x, r, n) : FN_NAME(fn_row_pivot)(x, n, 1);
     FN_NAME(simd_row_stats)(x, r, n, pivot, rms, &mean_d, &m2);
     for (ptrdiff_t row = 0; row < a->rows; row++) {
-        FN_T *y = (FN_T *)a->y + row * a->y_row_stride;
+        FN_S *y = (FN_S *)a->y + row * a->y_row_stride;
         const int more = row + 1 < a->rows;
-        const FN_T *xn = more ? x + a->x_row_stride : NULL;
-        const FN_T *rn = more && r ? r + a->r_row_stride : NULL;
-        const FN_T *xnn = row + 2 < a->rows ? x + 2 * a->x_row_stride : NULL;
-        const FN_T *rnn = row + 2 < a->rows && r ? r + 2 * a->r_row_stride : NULL;
+        const FN_S *xn = more ? x + a->x_row_stride : NULL;
+        const FN_S *rn = more && r ? r + a->r_row_stride : NULL;
+        const FN_S *xnn = row + 2 < a->rows ? x + 2 * a->x_row_stride : NULL;
+        const FN_S *rnn = row + 2 < a->rows && r ? r + 2 * a->r_row_stride : NULL;
         FN_T pivot_n = 0;
         if (xn && !rms)
             pivot_n = rn ? FN_NAME(simd_pivot_of_sum)(xn, rn, n) : FN_NAME(fn_row_pivot)(xn, n, 1);
         double mean_n = 0.0, m2_n = 0.0;
         fn_row_stats st;
         const int h_stored = r && FN_NAME(simd_sum_if_needed)(x, r, h, n, mean_d, m2);
-        const FN_T *hx = r ? h : x; /* h as stored, for the rare per-row paths */
+        const FN_S *hx = r ? h : x; /* h as stored, for the rare per-row paths */
         /* what the normalize loop reads: x (+ r, writing h), or h itself */
-        const FN_T *nx = h_stored ? h : x, *nr = h_stored ? NULL : r;
+        const FN_S *nx = h_stored ? h : x, *nr = h_stored ? NULL : r;
         if (rms)
             FN_NAME(fn_rms_finish)(hx, n, 1, m2, a->eps, &st);
         else
             FN_NAME(fn_layer_finish)(hx, n, 1, pivot, mean_d, m2, a->eps, &st);
         fn_norm_params rp = FN_NAME(fn_norm_params)(pivot, &st);
+        const FN_T *wr = w ? w + row * a->w_row_stride : NULL;
+        const FN_T *br = b ? b + row * a->b_row_stride : NULL;
         /* one specialized copy of the loop per (weight, bias, streaming) case */
 #define FN_NORMALIZE(W, B, STREAM) \
         FN_NAME(simd_row_normalize)(nx, nr, h, y, n, rp, W, B, STREAM, rms, xn, rn, pivot_n, \
                                     &mean_n, &m2_n, xnn, rnn)
         switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
         case 0: FN_NORMALIZE(NULL, NULL, 0); break;
-        case 1: FN_NORMALIZE(w, NULL, 0); break;
-        case 2: FN_NORMALIZE(NULL, b, 0); break;
-        case 3: FN_NORMALIZE(w, b, 0); break;
+        case 1: FN_NORMALIZE(wr, NULL, 0); break;
+        case 2: FN_NORMALIZE(NULL, br, 0); break;
+        case 3: FN_NORMALIZE(wr, br, 0); break;
         case 4: FN_NORMALIZE(NULL, NULL, 1); break;
-        case 5: FN_NORMALIZE(w, NULL, 1); break;
-        case 6: FN_NORMALIZE(NULL, b, 1); break;
-        default: FN_NORMALIZE(w, b, 1); break;
+        case 5: FN_NORMALIZE(wr, NULL, 1); break;
+        case 6: FN_NORMALIZE(NULL, br, 1); break;
+        default: FN_NORMALIZE(wr, br, 1); break;
         }
 #undef FN_NORMALIZE
         FN_NAME(fn_store_row_stats)(a, row, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
@@ -437,8 +462,8 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
                                      int stream)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
-    const FN_T *x = (const FN_T *)a->x + r0;
-    FN_T *y = (FN_T *)a->y + r0;
+    const FN_S *x = (const FN_S *)a->x + r0;
+    FN_S *y = (FN_S *)a->y + r0;
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
     /* per vector of rows: pivots, Welford means, M2s (then p2, scale, c),
      * interleaved so the three never sit 4 KiB apart (a load 4 KiB after a
@@ -447,8 +472,8 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
     const ptrdiff_t nv = (rows + VL - 1) / VL, last = rows - (nv - 1) * VL;
     ptrdiff_t i, v;
 #define FN_TILE_LOAD(v, i) \
-    ((v) < nv - 1 || last == VL ? VLOAD(x + (v) * VL + (i) * xs) \
-                                : VLOAD_PART(x + (v) * VL + (i) * xs, last))
+    ((v) < nv - 1 || last == VL ? XLOAD(x + (v) * VL + (i) * xs) \
+                                : XLOAD_PART(x + (v) * VL + (i) * xs, last))
 #define ST_P(v) (state + (v) * 3 * VL)
 #define ST_M(v) (state + (v) * 3 * VL + VL)
 #define ST_Q(v) (state + (v) * 3 * VL + 2 * VL)
@@ -475,7 +500,7 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
     for (i = 0; i < n; i++) {
         /* the next element rows are in other pages, where the hardware
          * prefetchers do not follow: fetch them by hand */
-        const FN_T *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
+        const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
         if (i > 0 && i % FN_LANES_CHUNK == 0)
             FN_NAME(simd_lanes_merge_chunk)(state, rows, &k, tot_mean, tot_m2, &tot_n, rms);
         if (rms) {
@@ -557,7 +582,7 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
     }
     for (i = 0; i < n; i++) {
         const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
-        const FN_T *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
+        const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
         for (v = 0; v < nv; v++) {
             if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
             V t = VFMA(VSUB(FN_TILE_LOAD(v, i), VLOAD(ST_P(v))), VLOAD(ST_M(v)),
@@ -570,11 +595,11 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
                 t = VADD(t, bi);
             if (v < nv - 1 || last == VL) {
                 if (stream)
-                    VSTREAM(y + v * VL + i * ys, t);
+                    XSTREAM(y + v * VL + i * ys, t);
                 else
-                    VSTORE(y + v * VL + i * ys, t);
+                    XSTORE(y + v * VL + i * ys, t);
             } else {
-                VSTORE_PART(y + v * VL + i * ys, t, last);
+                XSTORE_PART(y + v * VL + i * ys, t, last);
             }
         }
     }
@@ -591,15 +616,15 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
  * few rows before the first aligned one go as a small tile of their own. */
 FN_ALWAYS_INLINE void FN_NAME(simd_lanes)(const fn_rows *a, int rms)
 {
-    const size_t vbytes = VL * sizeof(FN_T);
+    const size_t vbytes = VL * sizeof(FN_S);
     const int stream = a->stream_stores &&
-                       ((size_t)a->y_elem_stride * sizeof(FN_T)) % vbytes == 0;
+                       ((size_t)a->y_elem_stride * sizeof(FN_S)) % vbytes == 0;
     ptrdiff_t r0 = 0;
     while (r0 < a->rows) {
         ptrdiff_t len = a->rows - r0 < FN_LANES_MAX ? a->rows - r0 : FN_LANES_MAX;
-        const size_t mis = (uintptr_t)((FN_T *)a->y + r0) % vbytes;
+        const size_t mis = (uintptr_t)((FN_S *)a->y + r0) % vbytes;
         if (stream && mis) {
-            ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_T));
+            ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_S));
             len = head < len ? head : len;
         }
         FN_NAME(simd_lanes_tile)(a, r0, len, rms, stream && !mis);
@@ -623,8 +648,8 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
                                                             int rms)
 {
     const ptrdiff_t n = a->row_len;
-    const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride;
-    const FN_T *dy = (const FN_T *)a->dy + r * a->dy_row_stride;
+    const FN_S *x = (const FN_S *)a->x + r * a->x_row_stride;
+    const FN_S *dy = (const FN_S *)a->dy + r * a->dy_row_stride;
     const FN_T *w = (const FN_T *)a->weight;
     const FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, 1);
     const V p = VSET1(pivot);
@@ -635,8 +660,8 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     for (; i + 4 * VL <= n; i += 4 * VL) {
         FN_NAME(simd_acc_step)(&acc, x + i, NULL, p, rms);
         for (int u = 0; u < 4; u += 2) {
-            V d0 = VSUB(VLOAD(x + i + u * VL), p), d1 = VSUB(VLOAD(x + i + (u + 1) * VL), p);
-            V g0 = VLOAD(dy + i + u * VL), g1 = VLOAD(dy + i + (u + 1) * VL);
+            V d0 = VSUB(XLOAD(x + i + u * VL), p), d1 = VSUB(XLOAD(x + i + (u + 1) * VL), p);
+            V g0 = XLOAD(dy + i + u * VL), g1 = XLOAD(dy + i + (u + 1) * VL);
             if (w) {
                 g0 = VMUL(g0, VLOAD(w + i + u * VL));
                 g1 = VMUL(g1, VLOAD(w + i + (u + 1) * VL));
@@ -650,8 +675,8 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     fused_end = i;
     for (; i < n; i += VL) { /* masked lanes load as 0: g = 0 adds nothing */
         const ptrdiff_t part = n - i < VL ? n - i : 0;
-        V d = VSUB(part ? VLOAD_PART(x + i, part) : VLOAD(x + i), p);
-        V g = part ? VLOAD_PART(dy + i, part) : VLOAD(dy + i);
+        V d = VSUB(part ? XLOAD_PART(x + i, part) : XLOAD(x + i), p);
+        V g = part ? XLOAD_PART(dy + i, part) : XLOAD(dy + i);
         if (w) g = VMUL(g, part ? VLOAD_PART(w + i, part) : VLOAD(w + i));
         sg0 = VADD(sg0, g);
         sgd0 = VFMA(g, d, sgd0);
@@ -706,25 +731,25 @@ static void FN_NAME(simd_bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_
         }
         for (ptrdiff_t j = 0; j < nr; j++) {
             const ptrdiff_t r = r0 + j;
-            const FN_T *x = (const FN_T *)a->x + r * a->x_row_stride + c0;
-            const FN_T *dy = (const FN_T *)a->dy + r * a->dy_row_stride + c0;
-            FN_T *dx = (FN_T *)a->dx + r * a->dx_row_stride + c0;
+            const FN_S *x = (const FN_S *)a->x + r * a->x_row_stride + c0;
+            const FN_S *dy = (const FN_S *)a->dy + r * a->dy_row_stride + c0;
+            FN_S *dx = (FN_S *)a->dx + r * a->dx_row_stride + c0;
             const FN_T *wc = w ? w + c0 : NULL;
             const V rs = VSET1(bp[j].rstd), p2 = VSET1(bp[j].p2), c = VSET1(bp[j].c);
             const V mean_g = VSET1(bp[j].mean_g), slope = VSET1(bp[j].slope);
             for (ptrdiff_t i = 0; i < len; i += VL) {
                 /* masked lanes load dy = 0, so they add nothing to the chunk sums */
                 const ptrdiff_t part = len - i < VL ? len - i : 0;
-                V xhat = VFMA(VSUB(part ? VLOAD_PART(x + i, part) : VLOAD(x + i), p2), rs, c);
-                V dyv = part ? VLOAD_PART(dy + i, part) : VLOAD(dy + i);
+                V xhat = VFMA(VSUB(part ? XLOAD_PART(x + i, part) : XLOAD(x + i), p2), rs, c);
+                V dyv = part ? XLOAD_PART(dy + i, part) : XLOAD(dy + i);
                 V g = wc ? VMUL(dyv, part ? VLOAD_PART(wc + i, part) : VLOAD(wc + i)) : dyv;
                 V dxv = VMUL(VFMA(xhat, slope, VSUB(g, mean_g)), rs);
                 if (part)
-                    VSTORE_PART(dx + i, dxv, part);
-                else if (a->stream_stores && (uintptr_t)(dx + i) % (VL * sizeof(FN_T)) == 0)
-                    VSTREAM(dx + i, dxv); /* no read-for-ownership of dx */
+                    XSTORE_PART(dx + i, dxv, part);
+                else if (a->stream_stores && (uintptr_t)(dx + i) % (VL * sizeof(FN_S)) == 0)
+                    XSTREAM(dx + i, dxv); /* no read-for-ownership of dx */
                 else
-                    VSTORE(dx + i, dxv);
+                    XSTORE(dx + i, dxv);
                 if (dw) VSTORE(dw_chunk + i, VFMA(dyv, xhat, VLOAD(dw_chunk + i)));
                 if (db) VSTORE(db_chunk + i, VADD(dyv, VLOAD(db_chunk + i)));
             }
@@ -773,8 +798,9 @@ FN_NAME(simd_dispatch)(const fn_rows *a, int rms, fn_rows_kernel portable)
     if (a->x_elem_stride == 1 && a->y_elem_stride == 1 &&
         (!a->residual || (a->r_elem_stride == 1 && a->h_elem_stride == 1)))
         FN_NAME(simd_rows)(a, rms);
-    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && !a->residual)
-        FN_NAME(simd_lanes)(a, rms);
+    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && !a->residual &&
+             a->w_row_stride == 0 && a->b_row_stride == 0)
+        FN_NAME(simd_lanes)(a, rms); /* a tile's rows share weight and bias */
     else
         portable(a); /* including a residual add on other layouts */
 }
@@ -793,25 +819,21 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 #undef FN_LOAD_H
 #undef FN_LOAD_H_PART
 #undef FN_ALWAYS_INLINE
-#undef V
-#undef VL
-#undef VLOAD
-#undef VSTORE
-#undef VLOAD_PART
-#undef VSTORE_PART
-#undef VZERO_FROM
-#undef VSET1
-#undef VZERO
-#undef VADD
-#undef VSUB
-#undef VMUL
-#undef VFMA
-#undef VMIN
-#undef VMAX
-#undef VSTREAM
-#undef VDIV
-#undef VHSUM_D
-#undef VADD_TO_DOUBLE
-#undef VSQRT
-#undef VANY_NONFINITE
-#undef VZERO_UNLESS_POS
+#undef FN_LANES_MAX
+#undef FN_LANES_AHEAD
+#undef FN_LANES_CHUNK
+#undef FN_BWD_ROWS
+#undef FN_BWD_CHUNK
+/* the element storage is per stamp; the V vocabulary stays for the next
+ * stamp of the same vector type (simd_vocab_undef.h removes it) */
+#undef XLOAD
+#undef XLOAD_PART
+#undef XSTORE
+#undef XSTORE_PART
+#undef XSTREAM
+#undef XROUND
+#undef FN_S
+#undef FN_LD
+#undef FN_ST
+#undef FN_T
+#undef FN_SFX

@@ -1,0 +1,62 @@
+/*
+ * simd_avx512_f32.h - the AVX-512 float32 vector vocabulary of
+ * norm_simd_body.h: 16 lanes, masked loads and stores for row tails (fault
+ * free on masked lanes, so nothing past a row is touched).  Shared by the
+ * float32, float16 and bfloat16 stamps, which differ only in how elements
+ * are stored.  Include inside an AVX-512 target region.
+ */
+#ifndef FASTNORM_AVX512_F32_HELPERS
+#define FASTNORM_AVX512_F32_HELPERS
+/* lane sums in double: float32 lanes are widened first */
+static inline double fn_avx512_hsum_ps(__m512 v)
+{
+    __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+    __m512d hi = _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1));
+    return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
+}
+
+static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
+{
+    _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p),
+                                      _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+    _mm512_storeu_pd(p + 8, _mm512_add_pd(_mm512_loadu_pd(p + 8),
+                                          _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
+}
+
+/* bfloat16 is the upper half of a float32: widening is a shift */
+static inline __m512 fn_avx512_widen_bf16(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+#endif
+
+#define V __m512
+#define VL 16
+#define FN_MASK(n) ((__mmask16)((1u << (n)) - 1u))
+#define VLOAD(p) _mm512_loadu_ps(p)
+#define VSTORE(p, v) _mm512_storeu_ps((p), (v))
+#define VLOAD_PART(p, n) _mm512_maskz_loadu_ps(FN_MASK(n), (p))
+#define VSTORE_PART(p, v, n) _mm512_mask_storeu_ps((p), FN_MASK(n), (v))
+#define VZERO_FROM(v, n) _mm512_maskz_mov_ps(FN_MASK(n), (v))
+#define VSET1(s) _mm512_set1_ps(s)
+#define VZERO _mm512_setzero_ps()
+#define VADD _mm512_add_ps
+#define VSUB _mm512_sub_ps
+#define VMUL _mm512_mul_ps
+#define VFMA _mm512_fmadd_ps
+#define VMIN _mm512_min_ps
+#define VMAX _mm512_max_ps
+#define VSTREAM(p, v) _mm512_stream_ps((p), (v))
+#define VDIV _mm512_div_ps
+#define VHSUM_D fn_avx512_hsum_ps
+#define VADD_TO_DOUBLE fn_avx512_add_to_double_ps
+#define VSQRT _mm512_sqrt_ps
+#define VANY_NONFINITE(v) _mm512_cmp_ps_mask(_mm512_sub_ps((v), (v)), _mm512_setzero_ps(), _CMP_NEQ_UQ)
+#define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((d), _mm512_setzero_ps(), _CMP_GT_OQ), (v))
+
+/* 16 stored 16-bit elements: one 256-bit load or store, masked for tails */
+#define FN_LOAD16(p) _mm256_loadu_si256((const __m256i *)(p))
+#define FN_LOAD16_PART(p, n) _mm256_maskz_loadu_epi16(FN_MASK(n), (p))
+#define FN_STORE16(p, h) _mm256_storeu_si256((__m256i *)(p), (h))
+#define FN_STORE16_PART(p, h, n) _mm256_mask_storeu_epi16((p), FN_MASK(n), (h))
+#define FN_STREAM16(p, h) _mm256_stream_si256((__m256i *)(p), (h))
