@@ -657,7 +657,7 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
     weight = _affine(weight, "weight", x.dtype, norm_shape)
     bias = _affine(bias, "bias", x.dtype, norm_shape)
     if eps is None:
-        eps = float(np.finfo(x.dtype).eps)
+        eps = _default_eps(x.dtype)
     eps = _check_eps(eps)
     y = out if out is not None else _core.empty_output(x)
     # weight or bias inside y or h would be overwritten while in use

@@ -118,6 +118,7 @@ static inline __m256 fn_avx2_widen_bf16(__m128i h)
 /* float16: F16C conversions */
 #define FN_T float
 #define FN_S uint16_t
+#define FN_EXACT_MEAN 1
 #define FN_SFX f16
 #define FN_LD(v) fn_f16_to_f32(v)
 #define FN_ST(t) fn_f32_to_f16(t)
@@ -132,6 +133,7 @@ static inline __m256 fn_avx2_widen_bf16(__m128i h)
 /* bfloat16: a shift to widen, integer rounding to narrow */
 #define FN_T float
 #define FN_S uint16_t
+#define FN_EXACT_MEAN 1
 #define FN_SFX bf16
 #define FN_LD(v) fn_bf16_to_f32(v)
 #define FN_ST(t) fn_f32_to_bf16(t)

@@ -34,6 +34,7 @@
 #define FN_F16_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define FN_T float
 #define FN_S uint16_t
+#define FN_EXACT_MEAN 1
 #define FN_SFX f16
 #define FN_LD(v) fn_f16_to_f32(v)
 #define FN_ST(t) fn_f32_to_f16(t)
@@ -58,6 +59,7 @@ static inline __m256i fn_avx512_narrow_bf16(__m512 v)
 }
 #define FN_T float
 #define FN_S uint16_t
+#define FN_EXACT_MEAN 1
 #define FN_SFX bf16
 #define FN_LD(v) fn_bf16_to_f32(v)
 #define FN_ST(t) fn_f32_to_bf16(t)

@@ -29,6 +29,7 @@ static inline __m256i fn_avx512_narrow_bf16_hw(__m512 v)
 
 #define FN_T float
 #define FN_S uint16_t
+#define FN_EXACT_MEAN 1
 #define FN_SFX bf16
 #define FN_LD(v) fn_bf16_to_f32(v)
 #define FN_ST(t) fn_f32_to_bf16(t)

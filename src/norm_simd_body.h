@@ -59,6 +59,18 @@
 #include <stdint.h>
 #include "norm_row_common.h"
 
+/* FN_EXACT_MEAN: also sum the shifted values x - pivot in double, and take
+ * the row's center from that sum rather than from the float32 Welford
+ * means.  The half-precision stamps set it: their outputs must be within an
+ * ulp even next to zero, where an ulp of float16 (2^-24) or bfloat16 (far
+ * less) is below a float32 mean's rounding (~2^-24 of the spread).  x -
+ * pivot is exact in float32 for half inputs of similar magnitude, so the
+ * double sum is exact to double rounding.  float32/float64 inputs keep the
+ * cheaper Welford means, whose error is far inside their tolerance. */
+#ifndef FN_EXACT_MEAN
+#define FN_EXACT_MEAN 0
+#endif
+
 #ifndef XLOAD
 #define XLOAD VLOAD
 #define XLOAD_PART VLOAD_PART
@@ -95,12 +107,15 @@ static inline void FN_NAME(simd_add_to_double)(double *p, V v, ptrdiff_t part)
 typedef struct {
     V m[4], q[4];
     FN_T k;
+    double dsum[2][VL]; /* sums of x - pivot (FN_EXACT_MEAN) */
 } FN_NAME(simd_acc);
 
 static inline void FN_NAME(simd_acc_init)(FN_NAME(simd_acc) *acc)
 {
     for (int c = 0; c < 4; c++) acc->m[c] = acc->q[c] = VZERO;
     acc->k = 0;
+    if (FN_EXACT_MEAN)
+        for (int j = 0; j < VL; j++) acc->dsum[0][j] = acc->dsum[1][j] = 0.0;
 }
 
 /* x, or x + r with a fused residual add (r not NULL): the value of h, as
@@ -132,6 +147,7 @@ static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_S *x,
         V delta = VSUB(d, acc->m[c]);
         acc->m[c] = VFMA(delta, inv_k, acc->m[c]);
         acc->q[c] = VFMA(delta, VSUB(d, acc->m[c]), acc->q[c]);
+        if (FN_EXACT_MEAN) VADD_TO_DOUBLE(acc->dsum[c >> 1], d);
     }
 }
 
@@ -156,6 +172,12 @@ static inline void FN_NAME(simd_acc_reduce)(const FN_NAME(simd_acc) *acc, int rm
     }
     *m2 += (double)acc->k * FN_NAME(simd_hsum)(spread);
     *cnt = 4.0 * VL * (double)acc->k;
+    if (FN_EXACT_MEAN) { /* M2 above is about the Welford mean: the shift is
+                            second order; the center comes from the sums */
+        double total = 0.0;
+        for (int j = 0; j < VL; j++) total += acc->dsum[0][j] + acc->dsum[1][j];
+        *mean = total / *cnt;
+    }
 }
 
 /* Fold in x[lo, hi), a few vectors at most: sum of squares for RMSNorm, or
@@ -181,9 +203,27 @@ static void FN_NAME(simd_acc_rest)(const FN_S *x, const FN_S *r, ptrdiff_t lo, p
     }
     const double t = (double)(hi - lo);
     V s = VZERO;
-    for (j = lo; j + VL <= hi; j += VL) s = VADD(s, VSUB(FN_LOAD_H(x, r, j), p));
-    if (j < hi) s = VADD(s, VZERO_FROM(VSUB(FN_LOAD_H_PART(x, r, j, hi - j), p), hi - j));
-    const double tmean = FN_NAME(simd_hsum)(s) / t;
+    double ds[VL] = {0.0};
+    for (j = lo; j + VL <= hi; j += VL) {
+        const V d = VSUB(FN_LOAD_H(x, r, j), p);
+        if (FN_EXACT_MEAN)
+            VADD_TO_DOUBLE(ds, d);
+        else
+            s = VADD(s, d);
+    }
+    if (j < hi) {
+        const V d = VZERO_FROM(VSUB(FN_LOAD_H_PART(x, r, j, hi - j), p), hi - j);
+        if (FN_EXACT_MEAN)
+            VADD_TO_DOUBLE(ds, d);
+        else
+            s = VADD(s, d);
+    }
+    double tsum = 0.0;
+    if (FN_EXACT_MEAN)
+        for (int u = 0; u < VL; u++) tsum += ds[u];
+    else
+        tsum = FN_NAME(simd_hsum)(s);
+    const double tmean = tsum / t;
     const V tm = VSET1((FN_T)tmean);
     V q = VZERO;
     for (j = lo; j + VL <= hi; j += VL) {
@@ -458,6 +498,26 @@ static void FN_NAME(simd_lanes_merge_chunk)(FN_T *state, ptrdiff_t rows, FN_T *k
     *k = 0;
 }
 
+/* Finish row j of a tile one row at a time: stats, and its normalize
+ * parameters into the tile state (the rare non-finite rows, and every row
+ * with FN_EXACT_MEAN, whose center is a double). */
+static void FN_NAME(simd_lanes_finish_row)(const fn_rows *a, const FN_S *x, ptrdiff_t r0,
+                                           ptrdiff_t j, int rms, FN_T pivot, double mean_d,
+                                           double m2, FN_T *state)
+{
+    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride;
+    fn_row_stats st;
+    if (rms)
+        FN_NAME(fn_rms_finish)(x + j, n, xs, m2, a->eps, &st);
+    else
+        FN_NAME(fn_layer_finish)(x + j, n, xs, pivot, mean_d, m2, a->eps, &st);
+    const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
+    FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
+    state[(j / VL) * 3 * VL + j % VL] = (FN_T)np.p2;
+    state[(j / VL) * 3 * VL + VL + j % VL] = (FN_T)np.scale;
+    state[(j / VL) * 3 * VL + 2 * VL + j % VL] = (FN_T)np.c;
+}
+
 static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
                                      int stream)
 {
@@ -495,7 +555,10 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
      * double per-row totals (Chan): FN_T rounding never builds up over more
      * than one chunk.  The cut depends on the element index only. */
     double tot_mean[FN_LANES_MAX], tot_m2[FN_LANES_MAX], tot_n = 0.0;
+    double tot_sum[FN_EXACT_MEAN ? FN_LANES_MAX : 1]; /* sums of x - pivot */
     for (ptrdiff_t j = 0; j < rows; j++) tot_mean[j] = tot_m2[j] = 0.0;
+    if (FN_EXACT_MEAN)
+        for (ptrdiff_t j = 0; j < nv * VL; j++) tot_sum[j] = 0.0;
     FN_T k = 0;
     for (i = 0; i < n; i++) {
         /* the next element rows are in other pages, where the hardware
@@ -517,67 +580,64 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
         for (v = 0; v < nv; v++) {
             if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
             V m = VLOAD(ST_M(v));
-            V delta = VSUB(VSUB(FN_TILE_LOAD(v, i), VLOAD(ST_P(v))), m);
+            V d = VSUB(FN_TILE_LOAD(v, i), VLOAD(ST_P(v)));
+            V delta = VSUB(d, m);
+            if (FN_EXACT_MEAN) VADD_TO_DOUBLE(tot_sum + v * VL, d);
             VSTORE(ST_M(v), VFMA(delta, inv_k, m));
             VSTORE(ST_Q(v), VFMA(VMUL(delta, shrink), delta, VLOAD(ST_Q(v))));
         }
     }
     FN_NAME(simd_lanes_merge_chunk)(state, rows, &k, tot_mean, tot_m2, &tot_n, rms);
-    for (ptrdiff_t j = 0; j < rows; j++) {
-        ST_ROW(j, 1) = (FN_T)tot_mean[j];
-        ST_ROW(j, 2) = (FN_T)tot_m2[j];
-    }
-    /* finish the rows a vector at a time; a vector with a non-finite
-     * statistic (NaN/Inf in a row, or squares that overflowed) takes the
-     * per-row path, which sorts out which case it is */
-    const V inv_n = VSET1((FN_T)1 / (FN_T)n), eps_v = VSET1((FN_T)a->eps);
-    for (v = 0; v < nv; v++) {
-        const V P = VLOAD(ST_P(v)), M = VLOAD(ST_M(v)), Q = VLOAD(ST_Q(v));
-        const ptrdiff_t in_vec = v < nv - 1 ? VL : last;
-        /* lanes with a non-finite statistic are redone row by row below;
-         * the others never depend on which rows share their vector */
-        FN_T bad_m[VL], bad_q[VL], bad_p[VL];
-        const int any_bad = VANY_NONFINITE(VADD(M, Q)) != 0;
-        if (any_bad) {
-            VSTORE(bad_p, P);
-            VSTORE(bad_m, M);
-            VSTORE(bad_q, Q);
+    if (FN_EXACT_MEAN && !rms) {
+        for (ptrdiff_t j = 0; j < rows; j++)
+            FN_NAME(simd_lanes_finish_row)(a, x, r0, j, rms, ST_ROW(j, 0),
+                                           tot_sum[j] / (double)n, tot_m2[j], state);
+    } else {
+        for (ptrdiff_t j = 0; j < rows; j++) {
+            ST_ROW(j, 1) = (FN_T)tot_mean[j];
+            ST_ROW(j, 2) = (FN_T)tot_m2[j];
         }
-        /* Q is M2 (LayerNorm) or the sum of squares (RMSNorm) */
-        const V den = VFMA(Q, inv_n, eps_v);
-        const V rstd = VDIV(VSET1((FN_T)1), VSQRT(den));
-        const V scale = VZERO_UNLESS_POS(rstd, den); /* eps = 0, constant row */
-        V p2 = VZERO, c = VZERO;
-        if (!rms) { /* center P + M split into p2 and a remainder, as in fn_norm_params */
-            p2 = VADD(P, M);
-            c = VMUL(VADD(VSUB(P, p2), M), VSUB(VZERO, scale));
-        }
-        VSTORE(ST_P(v), p2);
-        VSTORE(ST_M(v), scale);
-        VSTORE(ST_Q(v), c);
-        if (a->mean || a->rstd) {
-            FN_T means[VL], rstds[VL];
-            VSTORE(means, p2);
-            VSTORE(rstds, rstd);
-            for (ptrdiff_t u = 0; u < in_vec; u++)
-                FN_NAME(fn_store_row_stats)(a, r0 + v * VL + u, (double)means[u],
-                                            (double)rstds[u]);
-        }
-        for (ptrdiff_t u = 0; any_bad && u < in_vec; u++) {
-            if (isfinite((double)bad_m[u]) && isfinite((double)bad_q[u])) continue;
-            const ptrdiff_t j = v * VL + u;
-            const FN_T pivot = rms ? (FN_T)0 : bad_p[u];
-            fn_row_stats st;
-            if (rms)
-                FN_NAME(fn_rms_finish)(x + j, n, xs, (double)bad_q[u], a->eps, &st);
-            else
-                FN_NAME(fn_layer_finish)(x + j, n, xs, pivot, (double)bad_m[u], (double)bad_q[u],
-                                         a->eps, &st);
-            const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
-            FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
-            ST_ROW(j, 0) = (FN_T)np.p2;
-            ST_ROW(j, 1) = (FN_T)np.scale;
-            ST_ROW(j, 2) = (FN_T)np.c;
+        /* finish the rows a vector at a time; a vector with a non-finite
+         * statistic (NaN/Inf in a row, or squares that overflowed) takes the
+         * per-row path, which sorts out which case it is */
+        const V inv_n = VSET1((FN_T)1 / (FN_T)n), eps_v = VSET1((FN_T)a->eps);
+        for (v = 0; v < nv; v++) {
+            const V P = VLOAD(ST_P(v)), M = VLOAD(ST_M(v)), Q = VLOAD(ST_Q(v));
+            const ptrdiff_t in_vec = v < nv - 1 ? VL : last;
+            /* lanes with a non-finite statistic are redone row by row below;
+             * the others never depend on which rows share their vector */
+            FN_T bad_m[VL], bad_q[VL], bad_p[VL];
+            const int any_bad = VANY_NONFINITE(VADD(M, Q)) != 0;
+            if (any_bad) {
+                VSTORE(bad_p, P);
+                VSTORE(bad_m, M);
+                VSTORE(bad_q, Q);
+            }
+            /* Q is M2 (LayerNorm) or the sum of squares (RMSNorm) */
+            const V den = VFMA(Q, inv_n, eps_v);
+            const V rstd = VDIV(VSET1((FN_T)1), VSQRT(den));
+            const V scale = VZERO_UNLESS_POS(rstd, den); /* eps = 0, constant row */
+            V p2 = VZERO, c = VZERO;
+            if (!rms) { /* center P + M split into p2 and a remainder, as in fn_norm_params */
+                p2 = VADD(P, M);
+                c = VMUL(VADD(VSUB(P, p2), M), VSUB(VZERO, scale));
+            }
+            VSTORE(ST_P(v), p2);
+            VSTORE(ST_M(v), scale);
+            VSTORE(ST_Q(v), c);
+            if (a->mean || a->rstd) {
+                FN_T means[VL], rstds[VL];
+                VSTORE(means, p2);
+                VSTORE(rstds, rstd);
+                for (ptrdiff_t u = 0; u < in_vec; u++)
+                    FN_NAME(fn_store_row_stats)(a, r0 + v * VL + u, (double)means[u],
+                                                (double)rstds[u]);
+            }
+            for (ptrdiff_t u = 0; any_bad && u < in_vec; u++) {
+                if (isfinite((double)bad_m[u]) && isfinite((double)bad_q[u])) continue;
+                FN_NAME(simd_lanes_finish_row)(a, x, r0, v * VL + u, rms, rms ? (FN_T)0 : bad_p[u],
+                                               (double)bad_m[u], (double)bad_q[u], state);
+            }
         }
     }
     for (i = 0; i < n; i++) {
@@ -837,3 +897,4 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 #undef FN_ST
 #undef FN_T
 #undef FN_SFX
+#undef FN_EXACT_MEAN

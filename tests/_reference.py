@@ -2,9 +2,12 @@
 extended precision (numpy.longdouble), shifted by the row median and done in
 two passes, so it is exact to far below float64 rounding for the inputs the
 tests use."""
+import ml_dtypes
 import numpy as np
 
 OPS = ("layer_norm", "rms_norm")
+BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+HALF_DTYPES = (np.dtype(np.float16), BFLOAT16)
 
 
 def axes_of(ndim, normalized_shape=None, axis=None):
@@ -19,17 +22,44 @@ def axes_of(ndim, normalized_shape=None, axis=None):
 
 
 def _affine_for_x(value, x_shape, axes):
+    """weight/bias by the API's two rules: broadcast to the normalized shape,
+    or (with x's number of dimensions) against x itself."""
     if value is None:
         return None
+    value = np.asarray(value)
+    if value.ndim == len(x_shape):
+        return np.broadcast_to(value, x_shape).astype(np.longdouble)
     norm_shape = tuple(x_shape[a] for a in axes)
-    full = np.broadcast_to(np.asarray(value), norm_shape)
+    full = np.broadcast_to(value, norm_shape)
     keep = [x_shape[a] if a in axes else 1 for a in range(len(x_shape))]
     return full.reshape(keep).astype(np.longdouble)
 
 
 def result_dtype(x):
     dt = np.asarray(x).dtype
-    return dt if dt in (np.float32, np.float64) else np.dtype(np.float64)
+    return dt if dt in (np.float32, np.float64) + HALF_DTYPES else np.dtype(np.float64)
+
+
+def compute_dtype(dt):
+    """What weight, bias and stats are rounded to: float32 for half inputs."""
+    return np.dtype(np.float64) if np.dtype(dt) == np.float64 else np.dtype(np.float32)
+
+
+def _long(a, dt):
+    return np.asarray(a).astype(dt).astype(np.float64).astype(np.longdouble)
+
+
+def sum_over_broadcast(full, shape, x_shape, axes):
+    """A full-size gradient summed down to a parameter's own shape."""
+    if len(shape) == len(x_shape):
+        over = tuple(a for a in range(len(x_shape)) if shape[a] == 1 and x_shape[a] != 1)
+        return full.sum(axis=over, keepdims=True).reshape(shape)
+    batch = tuple(a for a in range(len(x_shape)) if a not in axes)
+    g = full.sum(axis=batch)
+    lead = g.ndim - len(shape)
+    g = g.sum(axis=tuple(range(lead))) if lead else g
+    keep = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    return (g.sum(axis=keep, keepdims=True) if keep else g).reshape(shape)
 
 
 def reference(op, x, axes, weight=None, bias=None, eps=None):
@@ -38,8 +68,8 @@ def reference(op, x, axes, weight=None, bias=None, eps=None):
     x = np.asarray(x)
     dt = result_dtype(x)
     if eps is None:
-        eps = 1e-5 if op == "layer_norm" else float(np.finfo(dt).eps)
-    xl = x.astype(dt).astype(np.longdouble)
+        eps = 1e-5 if op == "layer_norm" else float(ml_dtypes.finfo(dt).eps)
+    xl = _long(x, dt)
     if op == "layer_norm":
         pivot = np.median(xl, axis=axes, keepdims=True)
         d = xl - pivot
@@ -52,8 +82,9 @@ def reference(op, x, axes, weight=None, bias=None, eps=None):
         rstd = 1 / np.sqrt((xl * xl).mean(axis=axes, keepdims=True) + eps)
         y = xl * rstd
         mean = None
-    w = _affine_for_x(None if weight is None else np.asarray(weight).astype(dt), x.shape, axes)
-    b = _affine_for_x(None if bias is None else np.asarray(bias).astype(dt), x.shape, axes)
+    cdt = compute_dtype(dt)
+    w = _affine_for_x(None if weight is None else _long(weight, cdt), x.shape, axes)
+    b = _affine_for_x(None if bias is None else _long(bias, cdt), x.shape, axes)
     if w is not None:
         y = y * w
     if b is not None:
@@ -85,14 +116,15 @@ def assert_close(actual, expected, dtype):
     assert err <= tol, f"max error {err:.3g} > {tol:g} for {np.dtype(dtype)}"
 
 
-def reference_backward(op, dy, x, axes, weight=None, eps=None):
-    """(dx, dweight over the normalized shape or None, dbias or None), longdouble."""
+def reference_backward(op, dy, x, axes, weight=None, eps=None, full=False):
+    """(dx, dweight over the normalized shape or None, dbias or None), longdouble.
+    With full=True, dweight and dbias are the unsummed dy * xhat and dy."""
     x = np.asarray(x)
     dt = result_dtype(x)
     if eps is None:
-        eps = 1e-5 if op == "layer_norm" else float(np.finfo(dt).eps)
-    xl = x.astype(dt).astype(np.longdouble)
-    dyl = np.asarray(dy).astype(dt).astype(np.longdouble)
+        eps = 1e-5 if op == "layer_norm" else float(ml_dtypes.finfo(dt).eps)
+    xl = _long(x, dt)
+    dyl = _long(dy, dt)
     n = np.prod([x.shape[a] for a in axes])
     if op == "layer_norm":
         pivot = np.median(xl, axis=axes, keepdims=True)
@@ -101,15 +133,48 @@ def reference_backward(op, dy, x, axes, weight=None, eps=None):
         c = xl
     rstd = 1 / np.sqrt((c * c).mean(axis=axes, keepdims=True) + eps)
     xhat = c * rstd
-    w = _affine_for_x(None if weight is None else np.asarray(weight).astype(dt), x.shape, axes)
+    w = _affine_for_x(None if weight is None else _long(weight, compute_dtype(dt)), x.shape, axes)
     g = dyl * w if w is not None else dyl
     mean_gx = (g * xhat).sum(axis=axes, keepdims=True) / n
     if op == "layer_norm":
         dx = rstd * (g - g.sum(axis=axes, keepdims=True) / n - xhat * mean_gx)
     else:
         dx = rstd * (g - xhat * mean_gx)
+    if full:
+        return dx, dyl * xhat, dyl
     batch = tuple(a for a in range(x.ndim) if a not in axes)
     norm_shape = tuple(x.shape[a] for a in axes)
     dw = (dyl * xhat).sum(axis=batch).reshape(norm_shape) if weight is not None else None
     db = dyl.sum(axis=batch).reshape(norm_shape) if op == "layer_norm" else None
     return dx, dw, db
+
+
+def ulp(values, dtype):
+    """The spacing of dtype's numbers at |values| (subnormal spacing below
+    the normal range)."""
+    info = ml_dtypes.finfo(dtype)
+    mant = int(info.nmant)
+    min_exp = int(np.log2(float(info.smallest_normal)))
+    mag = np.abs(np.asarray(values, dtype=np.float64))
+    e = np.floor(np.log2(np.where(mag > 0, mag, 1.0)))
+    e = np.maximum(np.where(mag > 0, e, min_exp), min_exp)
+    return np.exp2(e - mant)
+
+
+def max_ulp_error(actual, expected, dtype, slack=None):
+    """Largest |actual - expected| in units of dtype's spacing at expected;
+    NaN must match NaN, and infinities must match exactly.  `slack` (an
+    absolute allowance per element) is subtracted from the error first."""
+    a = np.asarray(actual).astype(np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    assert a.shape == e.shape, (a.shape, e.shape)
+    assert np.array_equal(np.isnan(a), np.isnan(e)), "NaN positions differ"
+    inf = np.isinf(e)
+    assert np.array_equal(a[inf], e[inf]), "infinities differ"
+    ok = ~np.isnan(e) & ~inf
+    if not ok.any():
+        return 0.0
+    err = np.abs(a[ok] - e[ok])
+    if slack is not None:
+        err = np.maximum(err - np.broadcast_to(np.asarray(slack, np.float64), e.shape)[ok], 0)
+    return float((err / ulp(e[ok], dtype)).max())
