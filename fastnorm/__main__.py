@@ -92,7 +92,9 @@ def bench_main(argv):
                         default=[s for s in _bench.DEFAULT_SHAPES if s != (32768, 1024)],
                         help="comma-separated shapes, e.g. 8x768,4096x4096 "
                              "(4-D shapes with --layout channels_first)")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"],
+                        default="float32",
+                        help="with --targets, float16/bfloat16 measure the half-precision targets")
     parser.add_argument("--threads", type=parse_ints, default=[1, 2],
                         help="thread counts to measure, e.g. 1,2")
     parser.add_argument("--op", default="layer_norm,rms_norm",
@@ -112,7 +114,7 @@ def bench_main(argv):
                              "(with --targets: the fused targets)")
     args = parser.parse_args(argv)
     if args.targets:
-        return bench_targets(args.repeats, args.backward, args.fused)
+        return bench_targets(args.repeats, args.backward, args.fused, args.dtype)
     if args.fused:
         return bench_fused(args)
     ops = [o.strip() for o in args.op.split(",") if o.strip()]
@@ -190,11 +192,14 @@ def bench_fused(args):
     return 0
 
 
-def bench_targets(repeats, backward=False, fused=False):
+def bench_targets(repeats, backward=False, fused=False, dtype="float32"):
     from . import _bench
     print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
           f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
-    if fused:
+    if dtype in _bench.HALF_DTYPES:
+        rows = _bench.measure_half_targets(dtype, repeats,
+                                           _bench.Progress(_bench.HALF_TARGET_COUNT))
+    elif fused:
         rows = _bench.measure_fused_targets(repeats, _bench.Progress(_bench.FUSED_TARGET_COUNT))
     elif backward:
         rows = _bench.measure_backward_targets(

@@ -11,11 +11,18 @@ import sys
 import time
 from dataclasses import dataclass
 
+import ml_dtypes
 import numpy as np
 
 import fastnorm
 
 EPS = 1e-5
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def np_dtype(name):
+    """The NumPy dtype of a case's dtype name (bfloat16 comes from ml_dtypes)."""
+    return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
 DEFAULT_SHAPES = [(1, 768), (8, 768), (512, 4096), (4096, 4096), (32768, 1024)]
 
 
@@ -42,15 +49,16 @@ class Case:
 
     def bytes_moved(self):
         """Read x once and write y once."""
-        return 2 * int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+        return 2 * int(np.prod(self.shape)) * np_dtype(self.dtype).itemsize
 
 
 def make_inputs(case, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal(case.shape).astype(case.dtype)
+    dtype = np_dtype(case.dtype)
+    x = rng.standard_normal(case.shape, dtype=np.float32).astype(dtype)
     n = case.norm_size
-    w = rng.standard_normal(n).astype(case.dtype)
-    b = rng.standard_normal(n).astype(case.dtype)
+    w = rng.standard_normal(n).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
     if case.layout == "channels_first":  # broadcast over H, W
         w, b = w.reshape(n, 1, 1), b.reshape(n, 1, 1)
     return x, w, b
@@ -86,16 +94,16 @@ def competitors(case, include_torch=True):
             fns["fastnorm"] = lambda: fastnorm.layer_norm(x, None, *wb, EPS, axis=axis, out=out)
         else:
             fns["fastnorm"] = lambda: fastnorm.layer_norm(x, None, *wb, EPS, axis=axis)
-        fns["numpy"] = lambda: numpy_layer_norm(x, w, b, axis)
+        fns["numpy"] = _numpy_fn(case, numpy_layer_norm, x, w, b, axis)
     else:
         wf = w.reshape(-1)
         if case.out:
             fns["fastnorm"] = lambda: fastnorm.rms_norm(x, None, wf, EPS, axis=axis, out=out)
         else:
             fns["fastnorm"] = lambda: fastnorm.rms_norm(x, None, wf, EPS, axis=axis)
-        fns["numpy"] = lambda: numpy_rms_norm(x, w, axis)
+        fns["numpy"] = _numpy_fn(case, numpy_rms_norm, x, w, axis)
     torch = torch_module() if include_torch else None
-    if torch is not None and case.dtype in ("float32", "float64"):
+    if torch is not None:
         fns["torch"] = _torch_fn(torch, case, x, w, b)
     roof_out = out
     fns["copy"] = lambda: np.copyto(roof_out, x)
@@ -103,10 +111,28 @@ def competitors(case, include_torch=True):
     return fns
 
 
+def _numpy_fn(case, fn, x, *args):
+    """NumPy's way: half-precision inputs are computed in float32 (as a
+    NumPy user would; ml_dtypes' own bfloat16 ufuncs are far slower)."""
+    if case.dtype not in HALF_DTYPES:
+        return lambda: fn(x, *args)
+    f32 = [a.astype(np.float32) if isinstance(a, np.ndarray) else a for a in args]
+    return lambda: fn(x.astype(np.float32), *f32).astype(x.dtype)
+
+
+def _to_torch(torch, case, a):
+    """A tensor of the case's dtype (torch cannot take ml_dtypes arrays)."""
+    a = np.ascontiguousarray(a)
+    if case.dtype not in HALF_DTYPES:
+        return torch.from_numpy(a)
+    tdt = torch.bfloat16 if case.dtype == "bfloat16" else torch.float16
+    return torch.from_numpy(a.astype(np.float32)).to(tdt)
+
+
 def _torch_fn(torch, case, x, w, b):
-    xt = torch.from_numpy(x)
-    wt = torch.from_numpy(np.ascontiguousarray(w.reshape(-1)))
-    bt = torch.from_numpy(np.ascontiguousarray(b.reshape(-1)))
+    xt = _to_torch(torch, case, x)
+    wt = _to_torch(torch, case, w.reshape(-1))
+    bt = _to_torch(torch, case, b.reshape(-1))
     n = case.norm_size
     F = torch.nn.functional
     if case.layout == "channels_first":
@@ -288,6 +314,29 @@ def measure_targets(repeats=21, progress=None):
 
 
 TARGET_COUNT = 16
+
+
+def measure_half_targets(dtype="bfloat16", repeats=21, progress=None):
+    """The half-precision targets: out= against a copy of the same dtype on
+    one thread, and allocating against PyTorch's kernel of that dtype on two."""
+    big = (4096, 4096)
+    rows = []
+
+    def add(name, value, goal):
+        rows.append((name, value, goal, False))
+        if progress:
+            progress.step(name)
+
+    for op in ("layer_norm", "rms_norm"):
+        add(f"{op} {dtype} {big} out= 1 thread / {dtype} copy",
+            _ratio(Case(op, big, dtype, "last", True), 1, "fastnorm", ["copy"], repeats), 1.2)
+    for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
+        add(f"{op} {dtype} {big} allocating 2 threads / torch {dtype}",
+            _ratio(Case(op, big, dtype, "last", False), 2, "fastnorm", ["torch"], repeats), goal)
+    return rows
+
+
+HALF_TARGET_COUNT = 4
 
 
 # ---- backward ---------------------------------------------------------------
