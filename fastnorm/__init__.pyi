@@ -35,7 +35,8 @@ def show_config(file: Optional[object] = ...) -> None: ...
 def layer_norm_backward(dy: ArrayLike, x: ArrayLike, normalized_shape: Optional[_Axes] = ...,
                         weight: Optional[ArrayLike] = ..., *, mean: Optional[ArrayLike] = ...,
                         rstd: Optional[ArrayLike] = ..., eps: float = ...,
-                        axis: Optional[_Axes] = ...) -> Tuple[NDArray[np.floating], Optional[NDArray[np.floating]], NDArray[np.floating]]: ...
+                        axis: Optional[_Axes] = ...,
+                        bias: Optional[ArrayLike] = ...) -> Tuple[NDArray[np.floating], Optional[NDArray[np.floating]], NDArray[np.floating]]: ...
 def rms_norm_backward(dy: ArrayLike, x: ArrayLike, normalized_shape: Optional[_Axes] = ...,
                       weight: Optional[ArrayLike] = ..., *, rstd: Optional[ArrayLike] = ...,
                       eps: Optional[float] = ...,

@@ -316,14 +316,21 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
     ----------
     x : array_like
         Input.  float32 and float64 are computed in their own precision;
-        integer and bool inputs are converted to float64.
+        float16 and bfloat16 (``ml_dtypes.bfloat16``) are computed in
+        float32 and rounded once to the input's dtype; integer and bool
+        inputs are converted to float64.
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over, as in
         ``torch.nn.functional.layer_norm``.
     weight, bias : array_like, optional
-        Scale and shift, broadcastable to the normalized shape (the sizes of
-        the normalized axes in increasing axis order); a scalar or a vector
-        over the last normalized axis both work.  Converted to x's dtype.
+        Scale and shift.  With at most as many dimensions as there are
+        normalized axes, they broadcast to the normalized shape (the sizes of
+        the normalized axes in increasing axis order) and every row shares
+        them; a scalar or a vector over the last normalized axis both work.
+        With x's number of dimensions they broadcast against x itself:
+        per-sample modulation (AdaLN), e.g. x (B, T, D) with weight and bias
+        (B, 1, D), applied in the same pass.  Converted to the compute dtype
+        (x's, or float32 for float16/bfloat16 inputs).
     eps : float, default 1e-5
         Added to the variance; finite and >= 0.
     axis : int or tuple of int, optional
@@ -337,7 +344,7 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
     return_stats : bool, default False
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped like x
         with 1 at each normalized axis (float64 for float64 results, else
-        float32).
+        float32, also for float16 and bfloat16).
 
     Returns
     -------
@@ -379,12 +386,12 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
     Parameters
     ----------
     x : array_like
-        Input.  float32 and float64 are computed in their own precision;
-        integer and bool inputs are converted to float64.
+        Input, as in `layer_norm` (float16 and bfloat16 compute in float32).
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over.
     weight : array_like, optional
-        Scale, broadcastable to the normalized shape.
+        Scale, under either of `layer_norm`'s rules (shared, or per-sample
+        with x's number of dimensions).
     eps : float, optional
         Added to the mean square; default ``numpy.finfo(x.dtype).eps``, as
         in PyTorch.

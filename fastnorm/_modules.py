@@ -2,6 +2,7 @@
 for weights exported from PyTorch (same state_dict keys)."""
 import numbers
 
+import ml_dtypes
 import numpy as np
 
 from ._api import _check_eps, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
@@ -26,8 +27,10 @@ def _shape_tuple(normalized_shape):
 
 def _module_dtype(dtype):
     dt = np.dtype(dtype)
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64, got {dt}")
+    allowed = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16),
+               np.dtype(ml_dtypes.bfloat16))
+    if dt not in allowed:
+        raise TypeError(f"dtype must be float32, float64, float16 or bfloat16, got {dt}")
     return dt
 
 
@@ -81,8 +84,9 @@ class LayerNorm(_Norm):
     elementwise_affine : bool, default True
         Learnable `weight` (ones) and, with `bias`, `bias` (zeros).
     bias : bool, default True
-    dtype : float32 or float64, default float32
-        Dtype of the parameters.
+    dtype : float32, float64, float16 or bfloat16, default float32
+        Dtype of the parameters (float16/bfloat16 modules compute in float32;
+        their gradients are float32).
 
     Calling the module runs `fastnorm.layer_norm` and keeps what `backward`
     needs (a reference to x, as autograd does: do not modify x in place
@@ -133,8 +137,9 @@ class RMSNorm(_Norm):
         Default ``numpy.finfo(x.dtype).eps`` of each input, as in PyTorch.
     elementwise_affine : bool, default True
         Learnable `weight` (ones).
-    dtype : float32 or float64, default float32
-        Dtype of the parameters.
+    dtype : float32, float64, float16 or bfloat16, default float32
+        Dtype of the parameters (float16/bfloat16 modules compute in float32;
+        their gradients are float32).
     """
     _param_names = ("weight",)
 

@@ -276,3 +276,16 @@ def test_layer_norm_matches_torch_within_one_ulp(dtype, rng):
     y = fastnorm.layer_norm(x, weight=w, bias=b)
     y_torch = ty.float().numpy()
     assert max_ulp_error(y, y_torch, dtype) <= 1.0
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
+def test_modules_in_half_precision(dtype, rng):
+    x = _inputs((6, 48), dtype, rng)
+    for module, fn in ((fastnorm.LayerNorm(48, dtype=dtype), fastnorm.layer_norm),
+                       (fastnorm.RMSNorm(48, dtype=dtype), fastnorm.rms_norm)):
+        module.weight = rng.normal(1, 0.5, 48).astype(dtype)
+        y = module(x)
+        assert module.weight.dtype == dtype and y.dtype == dtype
+        assert np.array_equal(y.view(np.uint16), fn(x, weight=module.weight).view(np.uint16))
+        dx = module.backward(np.ones_like(x))
+        assert dx.dtype == dtype and module.weight_grad.dtype == np.float32
