@@ -25,6 +25,9 @@ CASES = (
     + [(_bench.Case(op, s, "float32", "channels_first", True), t)
        for op in ("layer_norm", "rms_norm") for s in [(8, 96, 56, 56), (16, 256, 64, 64)]
        for t in (1, 2)]
+    + [(_bench.Case(op, s, "bfloat16", "last", out), t)
+       for op in ("layer_norm", "rms_norm") for s in [(8, 768), (4096, 4096)]
+       for out, t in ((True, 1), (False, 2))]
 )
 
 
@@ -34,7 +37,7 @@ CASES = (
 def test_forward(benchmark, case, threads, competitor):
     fns = _bench.competitors(case)
     if competitor not in fns:
-        pytest.skip(f"{competitor} is not installed")
+        pytest.skip(f"{competitor} is not installed or does not apply to {case.dtype}")
     benchmark.group = f"{case.label}, {threads} thread(s)"
     benchmark.extra_info["bytes"] = case.bytes_moved()
     with _bench.limit_threads(threads):
