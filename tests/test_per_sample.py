@@ -167,3 +167,14 @@ def test_backward_matches_torch_autograd(rng):
     assert np.allclose(y, ty.detach().numpy(), atol=1e-12)
     for ours, theirs in ((dx, tx.grad), (dw, tw.grad), (db, tb.grad)):
         assert np.allclose(ours, theirs.numpy(), atol=1e-10)
+
+
+def test_view_whose_normalized_axes_need_a_work_copy(rng):
+    """Normalized axes that are not one strided run go through a work copy;
+    per-sample parameters follow x there."""
+    big = rng.normal(0, 1, (3, 4, 10, 12)).astype(np.float32)
+    x = big[:, :, ::2, ::3]
+    w = rng.normal(1, 0.3, (3, 1, 5, 4)).astype(np.float32)
+    b = rng.normal(0, 0.3, (3, 4, 1, 4)).astype(np.float32)
+    y = fastnorm.layer_norm(x, weight=w, bias=b, axis=(2, 3))
+    assert_close(y, reference("layer_norm", x, (2, 3), w, b)[0], np.float32)
