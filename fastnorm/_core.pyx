@@ -793,8 +793,9 @@ cdef object _reduce_parts(object parts):
 
 
 # ---- fast path ------------------------------------------------------------
-# The common call (an aligned float32/float64 ndarray, last axis, 1-D weight
-# and bias of x's dtype, float eps) is checked and run here without Python
+# The common call (an aligned float32/float64/float16/bfloat16 ndarray, last
+# axis, 1-D weight and bias of the compute dtype, float eps) is checked and
+# run here without Python
 # overhead; anything else returns None and takes the general path in _api.py,
 # which owns every error message.
 
@@ -832,10 +833,21 @@ cdef bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     return alo < bhi and blo < ahi
 
 
+cdef double _machine_eps(int typenum):
+    """rms_norm's default eps: the machine epsilon of x's dtype."""
+    if typenum == cnp.NPY_FLOAT64:
+        return 2.0 ** -52
+    if typenum == g_f16_typenum:
+        return 2.0 ** -10
+    if typenum == g_bf16_typenum:
+        return 2.0 ** -7
+    return 2.0 ** -23
+
+
 def fast_forward(int op, object x, object normalized_shape, object weight, object bias,
                  object eps, object axis, object out, bint return_stats):
     cdef cnp.ndarray xa, y
-    cdef int typenum, ndim, k
+    cdef int typenum, ctype, ndim, k
     cdef Py_ssize_t n
     cdef double eps_value
     cdef bint is_norm[MAX_DIMS]
@@ -845,7 +857,8 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
     xa = <cnp.ndarray>x
     typenum = cnp.PyArray_TYPE(xa)
     ndim = cnp.PyArray_NDIM(xa)
-    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64) or ndim == 0 \
+    if (typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64 and typenum != g_f16_typenum
+            and typenum != g_bf16_typenum) or ndim == 0 \
             or not _is_plain(x, typenum) or cnp.PyArray_SIZE(xa) == 0:
         return None
     n = cnp.PyArray_DIMS(xa)[ndim - 1]
@@ -854,14 +867,16 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
     if axis is not None and not (type(axis) is int and (axis == -1 or axis == ndim - 1)):
         return None
     if eps is None:
-        eps_value = 1.1920928955078125e-07 if typenum == cnp.NPY_FLOAT32 else 2.220446049250313e-16
+        eps_value = _machine_eps(typenum)
     elif type(eps) is float:
         eps_value = eps
         if not (eps_value >= 0.0 and eps_value < float("inf")):
             return None
     else:
         return None
-    if not (_is_vector(weight, typenum, n) and _is_vector(bias, typenum, n)):
+    # weight, bias and stats are in the compute dtype (float32 for half inputs)
+    ctype = cnp.NPY_FLOAT64 if typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
+    if not (_is_vector(weight, ctype, n) and _is_vector(bias, ctype, n)):
         return None
     if out is None:
         if cnp.PyArray_IS_C_CONTIGUOUS(xa):
@@ -889,9 +904,9 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
         stats_shape[k] = 1 if k == ndim - 1 else cnp.PyArray_DIMS(xa)[k]
     mean = rstd = None
     if return_stats:
-        rstd = cnp.PyArray_EMPTY(ndim, stats_shape, typenum, 0)
+        rstd = cnp.PyArray_EMPTY(ndim, stats_shape, ctype, 0)
         if op == OP_LAYER_NORM:
-            mean = cnp.PyArray_EMPTY(ndim, stats_shape, typenum, 0)
+            mean = cnp.PyArray_EMPTY(ndim, stats_shape, ctype, 0)
     _run(op, xa, y, weight, bias, mean, rstd, eps_value, is_norm)
     if not return_stats:
         return y

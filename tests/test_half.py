@@ -289,3 +289,17 @@ def test_modules_in_half_precision(dtype, rng):
         assert np.array_equal(y.view(np.uint16), fn(x, weight=module.weight).view(np.uint16))
         dx = module.backward(np.ones_like(x))
         assert dx.dtype == dtype and module.weight_grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
+def test_fast_path_equals_general_path(op, dtype, rng):
+    """The C-level fast path (last axis, float32 1-D weight) and the general
+    path (here forced by a (1, n) weight) give the same bits and stats."""
+    x = _inputs((5, 96), dtype, rng)
+    w = rng.normal(1, 0.5, 96).astype(np.float32)
+    fast = FN[op](x, weight=w, return_stats=True)
+    general = FN[op](x, weight=w.reshape(1, 96), return_stats=True)
+    assert np.array_equal(fast[0].view(np.uint16), general[0].view(np.uint16))
+    for a, b in zip(fast[1:], general[1:]):
+        assert a.dtype == np.float32 and np.array_equal(a, b)
