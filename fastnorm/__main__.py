@@ -8,6 +8,7 @@ import argparse
 import sys
 import time
 
+import ml_dtypes
 import numpy as np
 
 import fastnorm
@@ -28,7 +29,9 @@ def self_check():
     """(name, max error, tolerance) for a handful of layouts and dtypes."""
     rng = np.random.default_rng(0)
     results = []
-    for dtype, tol in ((np.float32, 2e-5), (np.float64, 1e-12)):
+    # half precision: one rounding of the output, an ulp at |y| = 1 (relative above)
+    for dtype, tol in ((np.float32, 2e-5), (np.float64, 1e-12), (np.float16, 2.0 ** -10),
+                       (ml_dtypes.bfloat16, 2.0 ** -7)):
         x = rng.normal(2, 3, (37, 515)).astype(dtype)
         xc = rng.normal(0, 1, (2, 24, 5, 7)).astype(dtype)
         cases = [
@@ -42,6 +45,7 @@ def self_check():
              numpy_rms_norm(x[::2, ::3].astype(np.float64))),
         ]
         for name, got, want in cases:
+            got = got.astype(np.float64)
             err = float(np.max(np.abs(got - want) / np.maximum(1, np.abs(want))))
             results.append((f"{name} {np.dtype(dtype).name}", err, tol))
     return results
