@@ -174,6 +174,20 @@ def _per_sample_affine(value, name, x, axes):
     return np.asarray(arr, dtype=_core.compute_dtype(x.dtype))
 
 
+def _prepare_affine(weight, bias, x, axes):
+    """Check weight and bias (errors name the shapes the caller passed) and
+    convert them for the kernels: returns (weight, bias, per_sample)."""
+    _affine_kind(weight, bias, x, axes)
+    weight = _shared_if_possible(weight, x, axes)
+    bias = _shared_if_possible(bias, x, axes)
+    if _affine_kind(weight, bias, x, axes):
+        return (_per_sample_affine(weight, "weight", x, axes),
+                _per_sample_affine(bias, "bias", x, axes), True)
+    norm_shape = tuple(x.shape[a] for a in axes)
+    return (_affine(weight, "weight", x.dtype, norm_shape),
+            _affine(bias, "bias", x.dtype, norm_shape), False)
+
+
 def _shared_if_possible(value, x, axes):
     """A per-sample weight/bias that is 1 along every batch axis is an
     ordinary one: return it with the batch axes dropped."""
@@ -240,16 +254,7 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
     if eps is None:  # rms_norm's default
         eps = _default_eps(x.dtype)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
-    norm_shape = tuple(x.shape[a] for a in axes)
-    weight = _shared_if_possible(weight, x, axes)
-    bias = _shared_if_possible(bias, x, axes)
-    per_sample = _affine_kind(weight, bias, x, axes)
-    if per_sample:
-        weight = _per_sample_affine(weight, "weight", x, axes)
-        bias = _per_sample_affine(bias, "bias", x, axes)
-    else:
-        weight = _affine(weight, "weight", x.dtype, norm_shape)
-        bias = _affine(bias, "bias", x.dtype, norm_shape)
+    weight, bias, per_sample = _prepare_affine(weight, bias, x, axes)
     eps = _check_eps(eps)
     if out is not None:
         _check_out(out, x)
@@ -482,7 +487,7 @@ def _sum_over_broadcast(full, shape, x, axes):
     return _sum_to_shape(full.sum(axis=batch), shape)
 
 
-def _per_sample_backward(op, dy, x, axes, weight, bias_shape, rstd, eps):
+def _per_sample_backward(op, dy, x, axes, weight, weight_shape, bias_shape, rstd, eps):
     """Backward with a per-sample weight or bias (AdaLN).  With g = dy * w,
     dx is the backward of an unweighted norm at g, so the fused kernel
     computes it; dweight = sum(dy * xhat) and dbias = sum(dy) are summed in
@@ -501,7 +506,7 @@ def _per_sample_backward(op, dy, x, axes, weight, bias_shape, rstd, eps):
         if rstd is not None:  # the caller's rstd, where it differs from eps's
             xhat = xhat * np.where(rstd == rstd_fwd, 1, rstd / rstd_fwd)
         full = np.multiply(dy_c, xhat, dtype=np.float64)
-        result.append(_sum_over_broadcast(full, np.shape(weight), x, axes).astype(dtype))
+        result.append(_sum_over_broadcast(full, weight_shape, x, axes).astype(dtype))
     else:
         result.append(None)
     if op == _core.OP_LAYER_NORM:
@@ -526,11 +531,12 @@ def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, ax
         eps = _default_eps(x.dtype)
     eps = _check_eps(eps)
     weight_shape = None if weight is None else np.shape(weight)
+    bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
+    _affine_kind(weight, bias_probe, x, axes)  # errors name the caller's shapes
     weight = _shared_if_possible(weight, x, axes)
-    bias_probe = None if bias_shape is None else \
-        _shared_if_possible(np.broadcast_to(np.float32(0), bias_shape), x, axes)
-    if _affine_kind(weight, bias_probe, x, axes):
-        return _per_sample_backward(op, dy, x, axes, weight, bias_shape, rstd, eps)
+    if _affine_kind(weight, _shared_if_possible(bias_probe, x, axes), x, axes):
+        return _per_sample_backward(op, dy, x, axes, weight, weight_shape, bias_shape, rstd,
+                                    eps)
     weight = _affine(weight, "weight", x.dtype, norm_shape)
     if not x.flags.aligned:
         x = x.copy()
@@ -660,9 +666,7 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
     if out is not None:
         _check_out(out, x)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
-    norm_shape = tuple(x.shape[a] for a in axes)
-    weight = _affine(weight, "weight", x.dtype, norm_shape)
-    bias = _affine(bias, "bias", x.dtype, norm_shape)
+    weight, bias, per_sample = _prepare_affine(weight, bias, x, axes)
     if eps is None:
         eps = _default_eps(x.dtype)
     eps = _check_eps(eps)
@@ -689,7 +693,7 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
                          or np.may_share_memory(h, x) or np.may_share_memory(y, r)
                          or np.may_share_memory(y, h)))
     if fused_ok and _core.forward(op, x, y, weight, bias, mean, rstd, eps, axes,
-                                  residual=r, h=h):
+                                  residual=r, h=h, per_sample=per_sample):
         pass
     else:
         np.add(x, r, out=h)

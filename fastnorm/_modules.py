@@ -37,7 +37,10 @@ def _module_dtype(dtype):
 def _to_numpy(value):
     """A NumPy array from an array, a list or a (CPU) torch tensor."""
     if hasattr(value, "detach") and hasattr(value, "cpu"):
-        value = value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        if str(value.dtype) == "torch.bfloat16":  # no NumPy bfloat16 in torch:
+            return value.float().numpy().astype(ml_dtypes.bfloat16)  # exact both ways
+        value = value.numpy()
     return np.asarray(value)
 
 

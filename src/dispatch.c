@@ -19,7 +19,9 @@
 #define FN_X86 1
 extern const fn_kernel_table fn_kernels_avx2;
 extern const fn_kernel_table fn_kernels_avx512;
+#if FN_HAVE_AVX512BF16
 extern const fn_kernel_table fn_kernels_avx512_bf16;
+#endif
 
 static unsigned long long fn_xgetbv0(void)
 {
@@ -50,6 +52,7 @@ static int fn_cpu_has_avx512(void)
     return (b & need) == need;
 }
 
+#if FN_HAVE_AVX512BF16
 static int fn_cpu_has_avx512_bf16(void)
 {
     unsigned int a, b, c, d;
@@ -58,12 +61,15 @@ static int fn_cpu_has_avx512_bf16(void)
     return (a >> 5) & 1; /* AVX512_BF16 */
 }
 #endif
+#endif
 
 int fn_usable_tables(const fn_kernel_table **tables, int max)
 {
     int n = 0;
 #ifdef FN_X86
+#if FN_HAVE_AVX512BF16
     if (n < max && fn_cpu_has_avx512_bf16()) tables[n++] = &fn_kernels_avx512_bf16;
+#endif
     if (n < max && fn_cpu_has_avx512()) tables[n++] = &fn_kernels_avx512;
     if (n < max && fn_cpu_has_avx2()) tables[n++] = &fn_kernels_avx2;
 #endif

@@ -100,6 +100,15 @@ typedef struct fn_kernel_table {
 #define FN_TABLE_ROW(base, isa) \
     {base##_f32_##isa, base##_f64_##isa, base##_f16_##isa, base##_bf16_##isa}
 
+/* The AVX512_BF16 table needs a compiler that knows that target (GCC 10,
+ * clang 9 and later); older ones build without it. */
+#if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 9) || \
+                            (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10))
+#define FN_HAVE_AVX512BF16 1
+#else
+#define FN_HAVE_AVX512BF16 0
+#endif
+
 /* The portable kernels: any stride, any architecture. */
 extern const fn_kernel_table fn_kernels_scalar;
 

@@ -46,17 +46,8 @@
 #define XROUND(v) _mm512_cvtph_ps(_mm512_cvtps_ph((v), FN_F16_RNE))
 #include "norm_simd_body.h"
 
-/* bfloat16 without the AVX512_BF16 instructions: round to nearest even in
- * integer arithmetic (kernels_avx512_bf16.c has the one-instruction form) */
-static inline __m256i fn_avx512_narrow_bf16(__m512 v)
-{
-    const __m512i u = _mm512_castps_si512(v);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
-    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
-    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
-}
+/* bfloat16 without the AVX512_BF16 instructions: integer rounding
+ * (fn_avx512_narrow_bf16 in simd_avx512_f32.h) */
 #define FN_T float
 #define FN_S uint16_t
 #define FN_EXACT_MEAN 1

@@ -7,13 +7,15 @@
  * rounding.  Both round to nearest even and quiet NaNs; the instruction
  * flushes results below float32's normal range (|y| < 2^-126) to zero,
  * where the integer path keeps them subnormal.  Widening is a shift in both.
+ * The fused residual sum h keeps the integer rounding, so that it equals
+ * NumPy's x + residual bit for bit.
  *
  * The table this file exports is the AVX-512 table with its bfloat16
  * entries replaced; dispatch.c picks it only when cpuid reports AVX512_BF16.
  */
 #include "fastnorm_kernels.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#if FN_HAVE_AVX512BF16
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")
 #include <immintrin.h>
 #include "half_convert.h"
@@ -38,7 +40,13 @@ static inline __m256i fn_avx512_narrow_bf16_hw(__m512 v)
 #define XSTORE(p, v) FN_STORE16(p, fn_avx512_narrow_bf16_hw(v))
 #define XSTORE_PART(p, v, n) FN_STORE16_PART(p, fn_avx512_narrow_bf16_hw(v), n)
 #define XSTREAM(p, v) FN_STREAM16(p, fn_avx512_narrow_bf16_hw(v))
-#define XROUND(v) fn_avx512_widen_bf16(fn_avx512_narrow_bf16_hw(v))
+/* h = x + residual must round exactly as NumPy does, subnormals included:
+ * the sum is rounded (for the statistics) and stored with the integer
+ * rounding; only y uses the instruction */
+#define XROUND(v) fn_avx512_widen_bf16(fn_avx512_narrow_bf16(v))
+#define XSTORE_H(p, v) FN_STORE16(p, fn_avx512_narrow_bf16(v))
+#define XSTORE_PART_H(p, v, n) FN_STORE16_PART(p, fn_avx512_narrow_bf16(v), n)
+#define XSTREAM_H(p, v) FN_STREAM16(p, fn_avx512_narrow_bf16(v))
 #include "norm_simd_body.h"
 #include "simd_vocab_undef.h"
 

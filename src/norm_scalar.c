@@ -26,6 +26,7 @@
 
 #define FN_T float
 #define FN_S uint16_t
+#define FN_EXACT_MEAN 1
 #define FN_LD(v) fn_f16_to_f32(v)
 #define FN_ST(t) fn_f32_to_f16(t)
 #define FN_SFX f16
@@ -37,6 +38,7 @@
 
 #define FN_T float
 #define FN_S uint16_t
+#define FN_EXACT_MEAN 1
 #define FN_LD(v) fn_bf16_to_f32(v)
 #define FN_ST(t) fn_f32_to_bf16(t)
 #define FN_SFX bf16

@@ -22,17 +22,25 @@
 
 #define FN_KERNEL(base) FN_CAT(FN_NAME(base), scalar)
 
+/* FN_EXACT_MEAN (the half-precision stamps): the center is the plain double
+ * sum of x - pivot over n, exact for half inputs (see norm_simd_body.h), so
+ * the portable and SIMD kernels agree next to zero; M2 stays Welford's. */
+#ifndef FN_EXACT_MEAN
+#define FN_EXACT_MEAN 0
+#endif
+
 static void FN_NAME(scalar_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
                                           FN_T pivot, double *mean_d, double *m2)
 {
     double mean[4] = {0.0, 0.0, 0.0, 0.0}, m2c[4] = {0.0, 0.0, 0.0, 0.0};
-    double k = 0.0;
+    double k = 0.0, sum = 0.0;
     ptrdiff_t i = 0;
     for (; i + 4 <= n; i += 4) {
         k += 1.0;
         double inv_k = 1.0 / k;
         for (int c = 0; c < 4; c++) {
             double d = (double)(FN_LD(x[(i + c) * xs]) - pivot);
+            if (FN_EXACT_MEAN) sum += d;
             double delta = d - mean[c];
             mean[c] += delta * inv_k;
             m2c[c] += delta * (d - mean[c]);
@@ -42,12 +50,13 @@ static void FN_NAME(scalar_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
     for (int c = 0; c < 4; c++) fn_chan_merge(&cnt, &mu, &M2, k, mean[c], m2c[c]);
     for (; i < n; i++) {
         double d = (double)(FN_LD(x[i * xs]) - pivot);
+        if (FN_EXACT_MEAN) sum += d;
         cnt += 1.0;
         double delta = d - mu;
         mu += delta / cnt;
         M2 += delta * (d - mu);
     }
-    *mean_d = mu;
+    *mean_d = FN_EXACT_MEAN ? sum / (double)n : mu;
     *m2 = M2;
 }
 
@@ -170,9 +179,10 @@ static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int 
     FN_S *dx = (FN_S *)a->dx + r * a->dx_row_stride;
     const FN_T *w = (const FN_T *)a->weight;
     const FN_T pivot = rms ? (FN_T)0 : FN_NAME(fn_row_pivot)(x, n, xs);
-    wide cnt = 0, mean_d = 0, m2 = 0, sum_g = 0, sum_gd = 0;
+    wide cnt = 0, mean_d = 0, m2 = 0, sum_g = 0, sum_gd = 0, sum_d = 0;
     for (ptrdiff_t i = 0; i < n; i++) {
         const wide d = (wide)(FN_LD(x[i * xs]) - pivot);
+        if (FN_EXACT_MEAN) sum_d += d;
         const wide g = (wide)FN_LD(dy[i * gs]) * (w ? (wide)w[i] : (wide)1);
         cnt += 1;
         const wide delta = d - mean_d;
@@ -181,6 +191,7 @@ static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int 
         sum_g += g;
         sum_gd += g * d;
     }
+    if (FN_EXACT_MEAN) mean_d = sum_d / (wide)n;
     wide rstd;
     if (a->rstd) {
         rstd = (wide)((const FN_T *)a->rstd)[r * a->stat_stride];
@@ -232,3 +243,4 @@ void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
 #undef FN_S
 #undef FN_LD
 #undef FN_ST
+#undef FN_EXACT_MEAN

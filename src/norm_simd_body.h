@@ -27,6 +27,7 @@
  *   XSTREAM(p,v)                      the same, non-temporal, p aligned to
  *                                     VL * sizeof(FN_S)
  *   XROUND(v)                         v rounded to FN_S and widened again
+ *   XSTORE_H XSTORE_PART_H XSTREAM_H  the stores of h (default: as y's)
  * Without them the element type is FN_T and these are the V operations.
  *
  * Two layouts are vectorized; the portable kernel takes everything else:
@@ -78,6 +79,12 @@
 #define XSTORE_PART VSTORE_PART
 #define XSTREAM VSTREAM
 #define XROUND(v) (v)
+#endif
+/* how h (the fused residual sum) is stored: like y unless the file says */
+#ifndef XSTORE_H
+#define XSTORE_H XSTORE
+#define XSTORE_PART_H XSTORE_PART
+#define XSTREAM_H XSTREAM
 #endif
 
 #define FN_KERNEL(base) FN_CAT(FN_NAME(base), FN_ISA)
@@ -324,7 +331,7 @@ FN_NAME(simd_row_normalize)(const FN_S *x, const FN_S *r, FN_S *h, FN_S *y, ptrd
         if (head > n) head = n;
         if (head) {
             V hv = FN_LOAD_H_PART(x, r, 0, head);
-            if (r) XSTORE_PART(h, hv, head);
+            if (r) XSTORE_PART_H(h, hv, head);
             XSTORE_PART(y, FN_NAME(simd_norm_vec)(hv, w, b, 0, head, p2, s, c), head);
         }
     }
@@ -350,9 +357,9 @@ FN_NAME(simd_row_normalize)(const FN_S *x, const FN_S *r, FN_S *h, FN_S *y, ptrd
                 V t = FN_NAME(simd_norm_vec)(hv, w, b, i + u * VL, 0, p2, s, c);
                 if (r) {
                     if (stream_h)
-                        XSTREAM(h + i + u * VL, hv);
+                        XSTREAM_H(h + i + u * VL, hv);
                     else
-                        XSTORE(h + i + u * VL, hv);
+                        XSTORE_H(h + i + u * VL, hv);
                 }
                 if (stream)
                     XSTREAM(y + i + u * VL, t);
@@ -366,9 +373,9 @@ FN_NAME(simd_row_normalize)(const FN_S *x, const FN_S *r, FN_S *h, FN_S *y, ptrd
         V t = FN_NAME(simd_norm_vec)(hv, w, b, i, 0, p2, s, c);
         if (r) {
             if (stream_h)
-                XSTREAM(h + i, hv);
+                XSTREAM_H(h + i, hv);
             else
-                XSTORE(h + i, hv);
+                XSTORE_H(h + i, hv);
         }
         if (stream)
             XSTREAM(y + i, t);
@@ -377,7 +384,7 @@ FN_NAME(simd_row_normalize)(const FN_S *x, const FN_S *r, FN_S *h, FN_S *y, ptrd
     }
     if (i < n) {
         V hv = FN_LOAD_H_PART(x, r, i, n - i);
-        if (r) XSTORE_PART(h + i, hv, n - i);
+        if (r) XSTORE_PART_H(h + i, hv, n - i);
         XSTORE_PART(y + i, FN_NAME(simd_norm_vec)(hv, w, b, i, n - i, p2, s, c), n - i);
     }
     if (xn) {
@@ -892,6 +899,9 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 #undef XSTORE_PART
 #undef XSTREAM
 #undef XROUND
+#undef XSTORE_H
+#undef XSTORE_PART_H
+#undef XSTREAM_H
 #undef FN_S
 #undef FN_LD
 #undef FN_ST

@@ -23,6 +23,18 @@ static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
                                           _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
 }
 
+/* float32 -> bfloat16 in integer arithmetic: round to nearest even (adding
+ * 0x7fff plus the lowest kept bit), NaN kept quiet, subnormals kept */
+static inline __m256i fn_avx512_narrow_bf16(__m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
+    const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x400000)));
+    return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
 /* bfloat16 is the upper half of a float32: widening is a shift */
 static inline __m512 fn_avx512_widen_bf16(__m256i h)
 {
