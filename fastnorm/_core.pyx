@@ -810,6 +810,14 @@ cdef inline bint _is_vector(object v, int typenum, Py_ssize_t n):
                          and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>v))
 
 
+cdef object _widened_vector(object v, int typenum, Py_ssize_t n):
+    """A 1-D weight of the half input's own dtype as float32 (a new array,
+    so it never aliases the output); anything else unchanged."""
+    if v is not None and _is_vector(v, typenum, n):
+        return (<cnp.ndarray>v).astype(np.float32)
+    return v
+
+
 cdef void _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
     cdef int d
     cdef cnp.npy_intp ext
@@ -874,8 +882,12 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
             return None
     else:
         return None
-    # weight, bias and stats are in the compute dtype (float32 for half inputs)
+    # weight, bias and stats are in the compute dtype (float32 for half inputs;
+    # half weights, as a half-precision model holds them, are widened here)
     ctype = cnp.NPY_FLOAT64 if typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
+    if ctype != typenum:
+        weight = _widened_vector(weight, typenum, n)
+        bias = _widened_vector(bias, typenum, n)
     if not (_is_vector(weight, ctype, n) and _is_vector(bias, ctype, n)):
         return None
     if out is None:
