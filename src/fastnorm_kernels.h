@@ -118,16 +118,15 @@ int fn_usable_tables(const fn_kernel_table **tables, int max);
 
 /* Row-at-a-time portable kernels; the SIMD kernels call these for the
  * layouts and leftovers they do not vectorize. */
-#define FN_DECLARE_SCALAR(sfx) \
-    void layer_norm_rows_##sfx##_scalar(const fn_rows *block); \
-    void rms_norm_rows_##sfx##_scalar(const fn_rows *block); \
-    void layer_norm_backward_rows_##sfx##_scalar(const fn_rows_bwd *block); \
-    void rms_norm_backward_rows_##sfx##_scalar(const fn_rows_bwd *block);
-FN_DECLARE_SCALAR(f32)
-FN_DECLARE_SCALAR(f64)
-FN_DECLARE_SCALAR(f16)
-FN_DECLARE_SCALAR(bf16)
-#undef FN_DECLARE_SCALAR
+#define FN_DECLARE_KERNELS(sfx, isa) \
+    void layer_norm_rows_##sfx##_##isa(const fn_rows *block); \
+    void rms_norm_rows_##sfx##_##isa(const fn_rows *block); \
+    void layer_norm_backward_rows_##sfx##_##isa(const fn_rows_bwd *block); \
+    void rms_norm_backward_rows_##sfx##_##isa(const fn_rows_bwd *block);
+FN_DECLARE_KERNELS(f32, scalar)
+FN_DECLARE_KERNELS(f64, scalar)
+FN_DECLARE_KERNELS(f16, scalar)
+FN_DECLARE_KERNELS(bf16, scalar)
 
 #ifdef __cplusplus
 }

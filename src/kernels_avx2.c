@@ -18,7 +18,6 @@
 #include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
-#include "half_convert.h"
 
 #define VSFENCE() _mm_sfence()
 #define FN_ISA avx2
@@ -116,12 +115,7 @@ static inline __m256 fn_avx2_widen_bf16(__m128i h)
 #define FN_F16_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 
 /* float16: F16C conversions */
-#define FN_T float
-#define FN_S uint16_t
-#define FN_EXACT_MEAN 1
-#define FN_SFX f16
-#define FN_LD(v) fn_f16_to_f32(v)
-#define FN_ST(t) fn_f32_to_f16(t)
+#include "dtype_f16.h"
 #define XLOAD(p) _mm256_cvtph_ps(FN_LOAD16(p))
 #define XLOAD_PART(p, n) _mm256_cvtph_ps(fn_avx2_load16_part((p), (n)))
 #define XSTORE(p, v) FN_STORE16(p, _mm256_cvtps_ph((v), FN_F16_RNE))
@@ -131,12 +125,7 @@ static inline __m256 fn_avx2_widen_bf16(__m128i h)
 #include "norm_simd_body.h"
 
 /* bfloat16: a shift to widen, integer rounding to narrow */
-#define FN_T float
-#define FN_S uint16_t
-#define FN_EXACT_MEAN 1
-#define FN_SFX bf16
-#define FN_LD(v) fn_bf16_to_f32(v)
-#define FN_ST(t) fn_f32_to_bf16(t)
+#include "dtype_bf16.h"
 #define XLOAD(p) fn_avx2_widen_bf16(FN_LOAD16(p))
 #define XLOAD_PART(p, n) fn_avx2_widen_bf16(fn_avx2_load16_part((p), (n)))
 #define XSTORE(p, v) FN_STORE16(p, fn_avx2_narrow_bf16(v))

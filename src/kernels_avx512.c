@@ -23,7 +23,6 @@
 
 #define VSFENCE() _mm_sfence()
 #define FN_ISA avx512
-#include "half_convert.h"
 
 #include "simd_avx512_f32.h"
 #define FN_T float
@@ -32,12 +31,7 @@
 
 /* float16: F16C-style conversions, which AVX-512F has for 16 lanes */
 #define FN_F16_RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-#define FN_T float
-#define FN_S uint16_t
-#define FN_EXACT_MEAN 1
-#define FN_SFX f16
-#define FN_LD(v) fn_f16_to_f32(v)
-#define FN_ST(t) fn_f32_to_f16(t)
+#include "dtype_f16.h"
 #define XLOAD(p) _mm512_cvtph_ps(FN_LOAD16(p))
 #define XLOAD_PART(p, n) _mm512_cvtph_ps(FN_LOAD16_PART(p, n))
 #define XSTORE(p, v) FN_STORE16(p, _mm512_cvtps_ph((v), FN_F16_RNE))
@@ -46,20 +40,9 @@
 #define XROUND(v) _mm512_cvtph_ps(_mm512_cvtps_ph((v), FN_F16_RNE))
 #include "norm_simd_body.h"
 
-/* bfloat16 without the AVX512_BF16 instructions: integer rounding
- * (fn_avx512_narrow_bf16 in simd_avx512_f32.h) */
-#define FN_T float
-#define FN_S uint16_t
-#define FN_EXACT_MEAN 1
-#define FN_SFX bf16
-#define FN_LD(v) fn_bf16_to_f32(v)
-#define FN_ST(t) fn_f32_to_bf16(t)
-#define XLOAD(p) fn_avx512_widen_bf16(FN_LOAD16(p))
-#define XLOAD_PART(p, n) fn_avx512_widen_bf16(FN_LOAD16_PART(p, n))
-#define XSTORE(p, v) FN_STORE16(p, fn_avx512_narrow_bf16(v))
-#define XSTORE_PART(p, v, n) FN_STORE16_PART(p, fn_avx512_narrow_bf16(v), n)
-#define XSTREAM(p, v) FN_STREAM16(p, fn_avx512_narrow_bf16(v))
-#define XROUND(v) fn_avx512_widen_bf16(fn_avx512_narrow_bf16(v))
+/* bfloat16 without the AVX512_BF16 instructions: integer rounding */
+#define FN_BF16_ROUND_Y fn_avx512_narrow_bf16
+#include "simd_avx512_bf16.h"
 #include "norm_simd_body.h"
 #include "simd_vocab_undef.h"
 

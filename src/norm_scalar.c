@@ -6,47 +6,23 @@
  * once (to nearest even) when stored.
  */
 #include "fastnorm_kernels.h"
-#include "half_convert.h"
 
 #define FN_T float
 #define FN_SFX f32
-#define FN_IS_F64 0
 #include "norm_scalar_body.h"
-#undef FN_T
-#undef FN_SFX
-#undef FN_IS_F64
 
+/* float64's backward accumulates in long double (80-bit on x86-64) */
 #define FN_T double
 #define FN_SFX f64
-#define FN_IS_F64 1
+#define FN_WIDE long double
+#define FN_WIDE_SQRT sqrtl
 #include "norm_scalar_body.h"
-#undef FN_T
-#undef FN_SFX
-#undef FN_IS_F64
 
-#define FN_T float
-#define FN_S uint16_t
-#define FN_EXACT_MEAN 1
-#define FN_LD(v) fn_f16_to_f32(v)
-#define FN_ST(t) fn_f32_to_f16(t)
-#define FN_SFX f16
-#define FN_IS_F64 0
+#include "dtype_f16.h"
 #include "norm_scalar_body.h"
-#undef FN_T
-#undef FN_SFX
-#undef FN_IS_F64
 
-#define FN_T float
-#define FN_S uint16_t
-#define FN_EXACT_MEAN 1
-#define FN_LD(v) fn_bf16_to_f32(v)
-#define FN_ST(t) fn_f32_to_bf16(t)
-#define FN_SFX bf16
-#define FN_IS_F64 0
+#include "dtype_bf16.h"
 #include "norm_scalar_body.h"
-#undef FN_T
-#undef FN_SFX
-#undef FN_IS_F64
 
 const fn_kernel_table fn_kernels_scalar = {
     "scalar",

@@ -149,16 +149,10 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
 /* ---- backward --------------------------------------------------------- */
 
 /* The portable backward accumulates in a type wider than the input:
- * double for float32, long double (80-bit on x86-64) for float64. */
+ * double, unless the includer chose another FN_WIDE (float64: long double). */
 #ifndef FN_WIDE
-#define FN_WIDE_UNDEF 1
-#if FN_IS_F64
-#define FN_WIDE long double
-#define FN_WIDE_SQRT sqrtl
-#else
 #define FN_WIDE double
 #define FN_WIDE_SQRT sqrt
-#endif
 #endif
 
 /* Backward of one row, any strides, in double.
@@ -234,12 +228,11 @@ void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
     for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(scalar_backward_row)(a, r, 1);
 }
 
-#ifdef FN_WIDE_UNDEF
 #undef FN_WIDE
 #undef FN_WIDE_SQRT
-#undef FN_WIDE_UNDEF
-#endif
 #undef FN_KERNEL
+#undef FN_T
+#undef FN_SFX
 #undef FN_S
 #undef FN_LD
 #undef FN_ST

@@ -30,3 +30,4 @@
 #undef FN_STORE16
 #undef FN_STORE16_PART
 #undef FN_STREAM16
+#undef FN_BF16_ROUND_Y
