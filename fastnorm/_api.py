@@ -26,11 +26,6 @@ def _is_real(dt):
     return dt.kind in "fiub" or dt == _BFLOAT16
 
 
-def _default_eps(dtype):
-    """Machine epsilon of x's dtype: rms_norm's default eps, as in PyTorch."""
-    return float(ml_dtypes.finfo(dtype).eps)
-
-
 def _input_array(x):
     """x as an ndarray of a kernel dtype; integers and bools become float64."""
     if isinstance(x, np.ma.MaskedArray):
@@ -124,10 +119,11 @@ def _broadcasts(shape, target):
 
 
 def _affine_kind(weight, bias, x, axes):
-    """Which rule weight and bias follow: False when both broadcast to the
-    normalized shape (shared by every row), True when one of them has x's
-    number of dimensions and broadcasts against x itself (per-sample
-    modulation, AdaLN).  ValueError for shapes that fit neither."""
+    """Which rule weight and bias follow: True when one of them has x's
+    number of dimensions, broadcasts against x itself and varies along a
+    batch axis (per-sample modulation, AdaLN); False when every row shares
+    them (a parameter of x's rank that is 1 on every batch axis is shared).
+    ValueError for shapes that fit neither rule."""
     norm_shape = tuple(x.shape[a] for a in axes)
     per_sample = False
     for name, value in (("weight", weight), ("bias", bias)):
@@ -137,7 +133,7 @@ def _affine_kind(weight, bias, x, axes):
         if len(shape) <= len(axes) and _broadcasts(shape, norm_shape):
             continue
         if len(shape) == x.ndim and _broadcasts(shape, x.shape):
-            per_sample = True
+            per_sample |= any(shape[a] != 1 for a in range(x.ndim) if a not in axes)
             continue
         raise ValueError(
             f"{name} with shape {shape} cannot be broadcast to the normalized shape "
@@ -177,25 +173,20 @@ def _per_sample_affine(value, name, x, axes):
 def _prepare_affine(weight, bias, x, axes):
     """Check weight and bias (errors name the shapes the caller passed) and
     convert them for the kernels: returns (weight, bias, per_sample)."""
-    _affine_kind(weight, bias, x, axes)
-    weight = _shared_if_possible(weight, x, axes)
-    bias = _shared_if_possible(bias, x, axes)
     if _affine_kind(weight, bias, x, axes):
         return (_per_sample_affine(weight, "weight", x, axes),
                 _per_sample_affine(bias, "bias", x, axes), True)
     norm_shape = tuple(x.shape[a] for a in axes)
-    return (_affine(weight, "weight", x.dtype, norm_shape),
-            _affine(bias, "bias", x.dtype, norm_shape), False)
+    return (_affine(_drop_batch_axes(weight, x, axes), "weight", x.dtype, norm_shape),
+            _affine(_drop_batch_axes(bias, x, axes), "bias", x.dtype, norm_shape), False)
 
 
-def _shared_if_possible(value, x, axes):
-    """A per-sample weight/bias that is 1 along every batch axis is an
-    ordinary one: return it with the batch axes dropped."""
-    if value is None or np.ndim(value) != x.ndim or np.ndim(value) == len(axes):
+def _drop_batch_axes(value, x, axes):
+    """A shared weight/bias of x's rank (1 on every batch axis) as one over
+    the normalized axes; anything else unchanged."""
+    if value is None or np.ndim(value) != x.ndim or x.ndim == len(axes):
         return value
     shape = np.shape(value)
-    if any(shape[a] != 1 for a in range(x.ndim) if a not in axes):
-        return value
     return np.reshape(value, tuple(shape[a] for a in axes))
 
 
@@ -252,7 +243,7 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
     x_in = x
     x = _input_array(x)
     if eps is None:  # rms_norm's default
-        eps = _default_eps(x.dtype)
+        eps = _core.default_eps(x.dtype)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
     weight, bias, per_sample = _prepare_affine(weight, bias, x, axes)
     eps = _check_eps(eps)
@@ -528,16 +519,14 @@ def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, ax
     _stats_input(mean, "mean", x, axes)  # validated; the kernel recomputes the mean exactly
     rstd = _stats_input(rstd, "rstd", x, axes)
     if eps is None:
-        eps = _default_eps(x.dtype)
+        eps = _core.default_eps(x.dtype)
     eps = _check_eps(eps)
     weight_shape = None if weight is None else np.shape(weight)
     bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
-    _affine_kind(weight, bias_probe, x, axes)  # errors name the caller's shapes
-    weight = _shared_if_possible(weight, x, axes)
-    if _affine_kind(weight, _shared_if_possible(bias_probe, x, axes), x, axes):
+    if _affine_kind(weight, bias_probe, x, axes):
         return _per_sample_backward(op, dy, x, axes, weight, weight_shape, bias_shape, rstd,
                                     eps)
-    weight = _affine(weight, "weight", x.dtype, norm_shape)
+    weight = _affine(_drop_batch_axes(weight, x, axes), "weight", x.dtype, norm_shape)
     if not x.flags.aligned:
         x = x.copy()
     dx = _core.empty_output(x)
@@ -668,7 +657,7 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
     axes = _normalized_axes(x.shape, normalized_shape, axis)
     weight, bias, per_sample = _prepare_affine(weight, bias, x, axes)
     if eps is None:
-        eps = _default_eps(x.dtype)
+        eps = _core.default_eps(x.dtype)
     eps = _check_eps(eps)
     y = out if out is not None else _core.empty_output(x)
     # weight or bias inside y or h would be overwritten while in use

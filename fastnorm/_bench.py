@@ -267,17 +267,24 @@ def _fastnorm_threads(case, threads):
     return run
 
 
-def measure_targets(repeats=21, progress=None):
-    """[(target, measured, goal)]: measured and goal are ratios where lower is
-    better, except the NumPy speed-up where higher is better."""
-    C = Case
-    big = (4096, 4096)
+def _target_rows(progress):
+    """(rows, add): add(name, value, goal, higher_is_better=False) appends a
+    target row and advances the progress bar."""
     rows = []
 
     def add(name, value, goal, higher_is_better=False):
         rows.append((name, value, goal, higher_is_better))
         if progress:
             progress.step(name)
+    return rows, add
+
+
+def measure_targets(repeats=21, progress=None):
+    """[(target, measured, goal)]: measured and goal are ratios where lower is
+    better, except the NumPy speed-up where higher is better."""
+    C = Case
+    big = (4096, 4096)
+    rows, add = _target_rows(progress)
 
     for op in ("layer_norm", "rms_norm"):
         add(f"{op} f32 {big} out= 1 thread / copy roof",
@@ -321,13 +328,7 @@ def measure_half_targets(dtype="bfloat16", repeats=21, progress=None):
     """The half-precision targets: out= against a copy of the same dtype on
     one thread, and allocating against PyTorch's kernel of that dtype on two."""
     big = (4096, 4096)
-    rows = []
-
-    def add(name, value, goal):
-        rows.append((name, value, goal, False))
-        if progress:
-            progress.step(name)
-
+    rows, add = _target_rows(progress)
     for op in ("layer_norm", "rms_norm"):
         add(f"{op} {dtype} {big} out= 1 thread / {dtype} copy",
             _ratio(Case(op, big, dtype, "last", True), 1, "fastnorm", ["copy"], repeats), 1.2)
@@ -386,13 +387,7 @@ def backward_competitors(case, include_torch=True):
 
 def measure_backward_targets(repeats=21, progress=None):
     big = (4096, 4096)
-    rows = []
-
-    def add(name, value, goal):
-        rows.append((name, value, goal, False))
-        if progress:
-            progress.step(name)
-
+    rows, add = _target_rows(progress)
     case = Case("layer_norm", big, "float32", "last", False)
     with limit_threads(2):
         fns = backward_competitors(case)
@@ -441,15 +436,13 @@ def fused_competitors(case):
 
 
 def measure_fused_targets(repeats=21, progress=None):
-    rows = []
+    rows, add = _target_rows(progress)
     for op in ("layer_norm", "rms_norm"):
         case = Case(op, (4096, 4096), "float32", "last", True)
         with limit_threads(1):
             times = time_interleaved(fused_competitors(case), repeats, 2e-3)
-        name = f"add_{op} f32 (4096, 4096) 1 thread / (np.add + {op})"
-        rows.append((name, times["fastnorm"] / times["two steps"], 0.75, False))
-        if progress:
-            progress.step(name)
+        add(f"add_{op} f32 (4096, 4096) 1 thread / (np.add + {op})",
+            times["fastnorm"] / times["two steps"], 0.75)
     return rows
 
 

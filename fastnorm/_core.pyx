@@ -841,6 +841,11 @@ cdef bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     return alo < bhi and blo < ahi
 
 
+def default_eps(dtype):
+    """rms_norm's default eps for x of this (kernel) dtype, as in PyTorch."""
+    return _machine_eps(np.dtype(dtype).num)
+
+
 cdef double _machine_eps(int typenum):
     """rms_norm's default eps: the machine epsilon of x's dtype."""
     if typenum == cnp.NPY_FLOAT64:
