@@ -30,6 +30,13 @@ typedef struct fn_row_stats {
     double scale;   /* multiplier for the normalize pass: rstd, or 0 when
                        var + eps == 0 so that a constant row gives exactly
                        bias instead of 0 * inf = NaN */
+    /* The same row in rescaled units, for rows whose scale does not fit the
+     * compute type (spreads near the smallest subnormals): the row is
+     * normalized as ((x - pivot) * s - mean_s) * inv_root, where s is a
+     * power of two, inv_root = 1/sqrt(var * s^2 + eps * s^2), and
+     * rstd = s * inv_root.  s = 1 on the usual path. */
+    double s, mean_s, inv_root;
+    int wide_normalize; /* scale does not fit FN_T: use fn_normalize_row_wide */
 } fn_row_stats;
 
 /* Chan et al.'s pairwise update: fold (nb, mb, m2b) into (na, ma, m2a). */
@@ -44,11 +51,16 @@ static inline void fn_chan_merge(double *na, double *ma, double *m2a,
     *na = n;
 }
 
-/* rstd = s / sqrt(denom): denom is var + eps of the row scaled by s. */
-static inline void fn_finish_scale(double denom, double s, fn_row_stats *st)
+/* rstd = s / sqrt(denom): denom is var + eps of the row scaled by s, and
+ * mean_s the shifted mean in the same units. */
+static inline void fn_finish_scale(double denom, double s, double mean_s, fn_row_stats *st)
 {
-    st->rstd = s / sqrt(denom);
+    st->s = s;
+    st->mean_s = mean_s;
+    st->inv_root = 1.0 / sqrt(denom);
+    st->rstd = s * st->inv_root;
     st->scale = denom > 0.0 ? st->rstd : 0.0;
+    st->wide_normalize = 0;
 }
 
 /* What the normalize pass computes with: y = (x - p2) * scale + c, where
@@ -61,7 +73,9 @@ typedef struct fn_norm_params {
 
 static inline void fn_row_stats_nan(fn_row_stats *st)
 {
-    st->mean_d = st->rstd = st->scale = NAN;
+    st->mean_d = st->rstd = st->scale = st->mean_s = st->inv_root = NAN;
+    st->s = 1.0;
+    st->wide_normalize = 0;
 }
 
 #endif /* FASTNORM_ROW_COMMON_ONCE */
@@ -73,6 +87,22 @@ static inline void fn_row_stats_nan(fn_row_stats *st)
 #define FN_LD(v) (v)
 #define FN_ST(t) (t)
 #endif
+
+/* Below this var + eps the moments summed in FN_T may have lost their
+ * precision to underflow (the squares of a row of 1e-25 are 0 in float32):
+ * such rows are measured again, rescaled.  Squares of the elements that
+ * matter are then far above the type's smallest normal (2^-126, 2^-1022). */
+#define FN_TINY_DENOM (sizeof(FN_T) == 4 ? 0x1p-100 : 0x1p-1000)
+
+/* Whether the row's moments need the row scanned again in memory:
+ * NaN/Inf in the row, squares that overflowed, or var + eps so small that
+ * its squares may have underflowed. */
+static inline int FN_NAME(fn_moments_need_rescan)(double mean_d, double m2, ptrdiff_t n,
+                                                  double eps)
+{
+    if (!isfinite(mean_d) || !isfinite(m2)) return 1;
+    return fmax(m2, 0.0) / (double)n + eps < FN_TINY_DENOM;
+}
 
 /* h = x + r as stored: summed in FN_T, rounded once to the element type */
 static inline FN_S FN_NAME(fn_sum_stored)(FN_S a, FN_S b)
@@ -138,8 +168,19 @@ static inline double FN_NAME(fn_row_rescale_factor)(const FN_S *x, ptrdiff_t n,
     return ldexp(1.0, -e);
 }
 
-/* Rare path: the squares overflowed although the row is finite (values near
- * the type's limit).  Two passes in double over the row rescaled by a power
+/* A scale outside FN_T's normal range cannot go through the FN_T normalize
+ * loops: rstd > FLT_MAX (a row whose spread is near the smallest
+ * subnormals), or rstd subnormal in FN_T (a spread near the largest values),
+ * where it would keep only a few bits. */
+static inline void FN_NAME(fn_check_scale_fits)(fn_row_stats *st)
+{
+    st->wide_normalize = isfinite(st->inv_root) && st->scale != 0.0 &&
+                         !isnormal((FN_T)st->scale);
+}
+
+/* Rare path: the squares overflowed or may have underflowed although the
+ * row is finite (values near the type's limits, or eps = 0 on tiny rows).
+ * Two passes in double over the row rescaled by a power
  * of two, so nothing overflows and nothing is rounded by the scaling. */
 static void FN_NAME(fn_layer_stats_rescaled)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
                                              double pivot, double eps, fn_row_stats *st)
@@ -154,7 +195,8 @@ static void FN_NAME(fn_layer_stats_rescaled)(const FN_S *x, ptrdiff_t n, ptrdiff
     }
     st->mean_d = mean_s / s;
     /* 1/sqrt(var + eps) with var = m2/n/s^2, written so nothing overflows */
-    fn_finish_scale(m2 / (double)n + eps * s * s, s, st);
+    fn_finish_scale(m2 / (double)n + eps * s * s, s, mean_s, st);
+    FN_NAME(fn_check_scale_fits)(st);
 }
 
 /* Turn the shifted moments of a row into mean and rstd.  A row holding NaN
@@ -163,7 +205,7 @@ static inline void FN_NAME(fn_layer_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_
                                            FN_T pivot, double mean_d, double m2,
                                            double eps, fn_row_stats *st)
 {
-    if (!isfinite(mean_d) || !isfinite(m2)) {
+    if (FN_NAME(fn_moments_need_rescan)(mean_d, m2, n, eps)) {
         if (FN_NAME(fn_row_has_nonfinite)(x, n, xs))
             fn_row_stats_nan(st);
         else
@@ -171,7 +213,7 @@ static inline void FN_NAME(fn_layer_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_
         return;
     }
     st->mean_d = mean_d;
-    fn_finish_scale(fmax(m2, 0.0) / (double)n + eps, 1.0, st);
+    fn_finish_scale(fmax(m2, 0.0) / (double)n + eps, 1.0, mean_d, st);
 }
 
 /* RMSNorm: sumsq is the sum of x*x over the row; NaN stats as above. */
@@ -179,7 +221,7 @@ static inline void FN_NAME(fn_rms_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
                                          double sumsq, double eps, fn_row_stats *st)
 {
     st->mean_d = 0.0;
-    if (!isfinite(sumsq)) {
+    if (FN_NAME(fn_moments_need_rescan)(0.0, sumsq, n, eps)) {
         if (FN_NAME(fn_row_has_nonfinite)(x, n, xs)) {
             fn_row_stats_nan(st);
             return;
@@ -189,10 +231,26 @@ static inline void FN_NAME(fn_rms_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
             double v = (double)FN_LD(x[i * xs]) * s;
             ss += v * v;
         }
-        fn_finish_scale(ss / (double)n + eps * s * s, s, st);
+        fn_finish_scale(ss / (double)n + eps * s * s, s, 0.0, st);
+        FN_NAME(fn_check_scale_fits)(st);
         return;
     }
-    fn_finish_scale(sumsq / (double)n + eps, 1.0, st);
+    fn_finish_scale(sumsq / (double)n + eps, 1.0, 0.0, st);
+}
+
+/* Normalize one row in double, in the rescaled units of the stats (see
+ * fn_row_stats): for the rare rows whose scale does not fit FN_T.  Any
+ * strides; reads x[i] before writing y[i], so y may alias x exactly. */
+static void FN_NAME(fn_normalize_row_wide)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
+                                            ptrdiff_t n, double pivot, const fn_row_stats *st,
+                                            const FN_T *w, const FN_T *b)
+{
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double t = (((double)FN_LD(x[i * xs]) - pivot) * st->s - st->mean_s) * st->inv_root;
+        if (w) t *= (double)w[i];
+        if (b) t += (double)b[i];
+        y[i * ys] = FN_ST((FN_T)t);
+    }
 }
 
 #endif /* FN_T && FN_SFX */

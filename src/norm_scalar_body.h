@@ -81,9 +81,14 @@ static double FN_NAME(scalar_sum_squares)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
  * precision is lost when |mean| >> std, and x - p2 stays finite for rows of
  * opposite-signed values near the type's limit, where x - pivot would not. */
 static void FN_NAME(scalar_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
-                                      ptrdiff_t n, fn_norm_params np, const FN_T *w,
-                                      const FN_T *b)
+                                      ptrdiff_t n, double pivot, const fn_row_stats *st,
+                                      const FN_T *w, const FN_T *b)
 {
+    if (st->wide_normalize) {
+        FN_NAME(fn_normalize_row_wide)(x, xs, y, ys, n, pivot, st, w, b);
+        return;
+    }
+    const fn_norm_params np = FN_NAME(fn_norm_params)((FN_T)pivot, st);
     const FN_T p2 = (FN_T)np.p2, scale = (FN_T)np.scale, c = (FN_T)np.c;
     for (ptrdiff_t i = 0; i < n; i++) {
         FN_T t = (FN_LD(x[i * xs]) - p2) * scale + c;
@@ -124,7 +129,7 @@ void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
         fn_row_stats st;
         FN_NAME(scalar_layer_moments)(x, n, xs, pivot, &mean_d, &m2);
         FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
-        FN_NAME(scalar_normalize)(x, xs, y, ys, n, FN_NAME(fn_norm_params)(pivot, &st),
+        FN_NAME(scalar_normalize)(x, xs, y, ys, n, (double)pivot, &st,
                                   FN_NAME(fn_row_affine)(a->weight, a->w_row_stride, r),
                                   FN_NAME(fn_row_affine)(a->bias, a->b_row_stride, r));
         FN_NAME(fn_store_row_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
@@ -140,7 +145,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
         FN_S *y = (FN_S *)a->y + r * a->y_row_stride;
         fn_row_stats st;
         FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st);
-        FN_NAME(scalar_normalize)(x, xs, y, ys, n, FN_NAME(fn_norm_params)((FN_T)0, &st),
+        FN_NAME(scalar_normalize)(x, xs, y, ys, n, 0.0, &st,
                                   FN_NAME(fn_row_affine)(a->weight, a->w_row_stride, r), NULL);
         FN_NAME(fn_store_row_stats)(a, r, 0.0, st.rstd);
     }
@@ -187,7 +192,9 @@ static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int 
     }
     if (FN_EXACT_MEAN) mean_d = sum_d / (wide)n;
     wide rstd;
-    if (a->rstd) {
+    /* a saved rstd that overflowed its type (rows near the smallest
+     * subnormals) says nothing: it is recomputed */
+    if (a->rstd && isfinite((double)((const FN_T *)a->rstd)[r * a->stat_stride])) {
         rstd = (wide)((const FN_T *)a->rstd)[r * a->stat_stride];
     } else {
         /* the wide type keeps g - xhat * mean(g * xhat) resolvable where it

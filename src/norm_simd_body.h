@@ -110,10 +110,18 @@ static inline void FN_NAME(simd_add_to_double)(double *p, V v, ptrdiff_t part)
 /* ---- rows with contiguous elements ------------------------------------ */
 
 /* Running statistics of one row in four chains of VL lanes: shifted Welford
- * in (m, q) for LayerNorm, sums of squares in q for RMSNorm. */
+ * in (m, q) for LayerNorm, sums of squares in q for RMSNorm.  The chains
+ * hold at most FN_ACC_CHUNK steps (of 4*VL elements): then they are folded
+ * into the double totals and start again, so FN_T rounding never builds up
+ * over more than one chunk, whatever the row length (a float32 sum of 2^20
+ * squares alone would be off by 1e-4).  The cut depends on the element
+ * index only, never on alignment. */
+#define FN_ACC_CHUNK 128
+
 typedef struct {
     V m[4], q[4];
-    FN_T k;
+    FN_T k;                       /* steps in the current chunk */
+    double t_cnt, t_mean, t_m2;   /* the folded chunks (t_m2: sum of squares for RMSNorm) */
     double dsum[2][VL]; /* sums of x - pivot (FN_EXACT_MEAN) */
 } FN_NAME(simd_acc);
 
@@ -121,8 +129,39 @@ static inline void FN_NAME(simd_acc_init)(FN_NAME(simd_acc) *acc)
 {
     for (int c = 0; c < 4; c++) acc->m[c] = acc->q[c] = VZERO;
     acc->k = 0;
+    acc->t_cnt = acc->t_mean = acc->t_m2 = 0.0;
     if (FN_EXACT_MEAN)
         for (int j = 0; j < VL; j++) acc->dsum[0][j] = acc->dsum[1][j] = 0.0;
+}
+
+/* Fold the chains into the totals and clear them.  All 4*VL Welford
+ * partials have the same count k, so they merge exactly as
+ * mean = average of partial means and
+ * M2 = sum of partial M2 + k * sum of (partial mean - mean)^2,
+ * and the chunk joins the totals by Chan's formula. */
+static void FN_NAME(simd_acc_flush)(FN_NAME(simd_acc) *acc, int rms)
+{
+    if (acc->k == 0) return;
+    const V q = VADD(VADD(acc->q[0], acc->q[1]), VADD(acc->q[2], acc->q[3]));
+    double m2 = FN_NAME(simd_hsum)(q);
+    if (rms) {
+        acc->t_m2 += m2;
+    } else {
+        const V msum = VADD(VADD(acc->m[0], acc->m[1]), VADD(acc->m[2], acc->m[3]));
+        const double mean = FN_NAME(simd_hsum)(msum) / (4.0 * VL);
+        const V g = VSET1((FN_T)mean);
+        V spread = VZERO;
+        for (int c = 0; c < 4; c++) {
+            V e = VSUB(acc->m[c], g);
+            spread = VFMA(e, e, spread);
+        }
+        /* g is mean rounded to FN_T: the spread about it is off by
+         * (mean - g)^2 per lane, second order and dropped */
+        m2 += (double)acc->k * FN_NAME(simd_hsum)(spread);
+        fn_chan_merge(&acc->t_cnt, &acc->t_mean, &acc->t_m2, 4.0 * VL * (double)acc->k, mean, m2);
+    }
+    for (int c = 0; c < 4; c++) acc->m[c] = acc->q[c] = VZERO;
+    acc->k = 0;
 }
 
 /* x, or x + r with a fused residual add (r not NULL): the value of h, as
@@ -142,6 +181,7 @@ static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_S *x,
             V v = FN_LOAD_H(x, r, c * VL);
             acc->q[c] = VFMA(v, v, acc->q[c]);
         }
+        if (++acc->k == FN_ACC_CHUNK) FN_NAME(simd_acc_flush)(acc, rms);
         return;
     }
     /* Welford: m += delta/k; M2 += delta * (d - m_new).  This form uses two
@@ -156,31 +196,21 @@ static inline void FN_NAME(simd_acc_step)(FN_NAME(simd_acc) *acc, const FN_S *x,
         acc->q[c] = VFMA(delta, VSUB(d, acc->m[c]), acc->q[c]);
         if (FN_EXACT_MEAN) VADD_TO_DOUBLE(acc->dsum[c >> 1], d);
     }
+    if (acc->k == FN_ACC_CHUNK) FN_NAME(simd_acc_flush)(acc, rms);
 }
 
-/* Fold the chains: (cnt, mean, m2) of the shifted values, or m2 = sum of
- * squares for RMSNorm.  All 4*VL Welford partials have the same count k, so
- * mean = average of partial means and
- * M2 = sum of partial M2 + k * sum of (partial mean - mean)^2. */
-static inline void FN_NAME(simd_acc_reduce)(const FN_NAME(simd_acc) *acc, int rms,
+/* The row so far: (cnt, mean, m2) of the shifted values, or m2 = sum of
+ * squares for RMSNorm. */
+static inline void FN_NAME(simd_acc_reduce)(FN_NAME(simd_acc) *acc, int rms,
                                             double *cnt, double *mean, double *m2)
 {
-    const V q = VADD(VADD(acc->q[0], acc->q[1]), VADD(acc->q[2], acc->q[3]));
-    *cnt = *mean = 0.0;
-    *m2 = FN_NAME(simd_hsum)(q);
-    if (rms || acc->k == 0) return;
-    const V msum = VADD(VADD(acc->m[0], acc->m[1]), VADD(acc->m[2], acc->m[3]));
-    *mean = FN_NAME(simd_hsum)(msum) / (4.0 * VL);
-    const V g = VSET1((FN_T)*mean);
-    V spread = VZERO;
-    for (int c = 0; c < 4; c++) {
-        V e = VSUB(acc->m[c], g);
-        spread = VFMA(e, e, spread);
-    }
-    *m2 += (double)acc->k * FN_NAME(simd_hsum)(spread);
-    *cnt = 4.0 * VL * (double)acc->k;
-    if (FN_EXACT_MEAN) { /* M2 above is about the Welford mean: the shift is
-                            second order; the center comes from the sums */
+    FN_NAME(simd_acc_flush)(acc, rms);
+    *cnt = acc->t_cnt;
+    *mean = acc->t_mean;
+    *m2 = acc->t_m2;
+    if (FN_EXACT_MEAN && !rms && *cnt > 0) { /* M2 above is about the Welford
+                            mean: the shift is second order; the center
+                            comes from the sums */
         double total = 0.0;
         for (int j = 0; j < VL; j++) total += acc->dsum[0][j] + acc->dsum[1][j];
         *mean = total / *cnt;
@@ -294,9 +324,9 @@ static inline V FN_NAME(simd_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdi
  * store it first in exactly those cases (the normalize pass rewrites the same
  * values). */
 static int FN_NAME(simd_sum_if_needed)(const FN_S *x, const FN_S *r, FN_S *h, ptrdiff_t n,
-                                       double mean_d, double m2)
+                                       double mean_d, double m2, double eps)
 {
-    if (isfinite(mean_d) && isfinite(m2)) return 0;
+    if (!FN_NAME(fn_moments_need_rescan)(mean_d, m2, n, eps)) return 0;
     for (ptrdiff_t i = 0; i < n; i++) h[i] = FN_NAME(fn_sum_stored)(x[i], r[i]);
     return 1; /* h is stored: normalize from it (r may be h itself) */
 }
@@ -423,7 +453,7 @@ FN_NAME(simd_rows_impl)(const fn_rows *a, int rms, int with_residual)
             pivot_n = rn ? FN_NAME(simd_pivot_of_sum)(xn, rn, n) : FN_NAME(fn_row_pivot)(xn, n, 1);
         double mean_n = 0.0, m2_n = 0.0;
         fn_row_stats st;
-        const int h_stored = r && FN_NAME(simd_sum_if_needed)(x, r, h, n, mean_d, m2);
+        const int h_stored = r && FN_NAME(simd_sum_if_needed)(x, r, h, n, mean_d, m2, a->eps);
         const FN_S *hx = r ? h : x; /* h as stored, for the rare per-row paths */
         /* what the normalize loop reads: x (+ r, writing h), or h itself */
         const FN_S *nx = h_stored ? h : x, *nr = h_stored ? NULL : r;
@@ -438,7 +468,12 @@ FN_NAME(simd_rows_impl)(const fn_rows *a, int rms, int with_residual)
 #define FN_NORMALIZE(W, B, STREAM) \
         FN_NAME(simd_row_normalize)(nx, nr, h, y, n, rp, W, B, STREAM, rms, xn, rn, pivot_n, \
                                     &mean_n, &m2_n, xnn, rnn)
-        switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
+        if (st.wide_normalize) {
+            /* rare: the scale does not fit FN_T.  Such stats come from the
+             * rescan path, so h is already stored (simd_sum_if_needed). */
+            FN_NAME(fn_normalize_row_wide)(hx, 1, y, 1, n, (double)pivot, &st, wr, br);
+            if (xn) FN_NAME(simd_row_stats)(xn, rn, n, pivot_n, rms, &mean_n, &m2_n);
+        } else switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
         case 0: FN_NORMALIZE(NULL, NULL, 0); break;
         case 1: FN_NORMALIZE(wr, NULL, 0); break;
         case 2: FN_NORMALIZE(NULL, br, 0); break;
@@ -505,10 +540,10 @@ static void FN_NAME(simd_lanes_merge_chunk)(FN_T *state, ptrdiff_t rows, FN_T *k
     *k = 0;
 }
 
-/* Finish row j of a tile one row at a time: stats, and its normalize
- * parameters into the tile state (the rare non-finite rows, and every row
- * with FN_EXACT_MEAN, whose center is a double). */
-static void FN_NAME(simd_lanes_finish_row)(const fn_rows *a, const FN_S *x, ptrdiff_t r0,
+/* Finish row j of a tile: stats, and its normalize parameters into the
+ * tile state.  Returns nonzero when the row's scale does not fit FN_T (see
+ * fn_row_stats.wide_normalize). */
+static int FN_NAME(simd_lanes_finish_row)(const fn_rows *a, const FN_S *x, ptrdiff_t r0,
                                            ptrdiff_t j, int rms, FN_T pivot, double mean_d,
                                            double m2, FN_T *state)
 {
@@ -523,6 +558,7 @@ static void FN_NAME(simd_lanes_finish_row)(const fn_rows *a, const FN_S *x, ptrd
     state[(j / VL) * 3 * VL + j % VL] = (FN_T)np.p2;
     state[(j / VL) * 3 * VL + VL + j % VL] = (FN_T)np.scale;
     state[(j / VL) * 3 * VL + 2 * VL + j % VL] = (FN_T)np.c;
+    return st.wide_normalize;
 }
 
 static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
@@ -595,57 +631,29 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
         }
     }
     FN_NAME(simd_lanes_merge_chunk)(state, rows, &k, tot_mean, tot_m2, &tot_n, rms);
-    if (FN_EXACT_MEAN && !rms) {
-        for (ptrdiff_t j = 0; j < rows; j++)
-            FN_NAME(simd_lanes_finish_row)(a, x, r0, j, rms, ST_ROW(j, 0),
-                                           tot_sum[j] / (double)n, tot_m2[j], state);
-    } else {
-        for (ptrdiff_t j = 0; j < rows; j++) {
-            ST_ROW(j, 1) = (FN_T)tot_mean[j];
-            ST_ROW(j, 2) = (FN_T)tot_m2[j];
-        }
-        /* finish the rows a vector at a time; a vector with a non-finite
-         * statistic (NaN/Inf in a row, or squares that overflowed) takes the
-         * per-row path, which sorts out which case it is */
-        const V inv_n = VSET1((FN_T)1 / (FN_T)n), eps_v = VSET1((FN_T)a->eps);
-        for (v = 0; v < nv; v++) {
-            const V P = VLOAD(ST_P(v)), M = VLOAD(ST_M(v)), Q = VLOAD(ST_Q(v));
-            const ptrdiff_t in_vec = v < nv - 1 ? VL : last;
-            /* lanes with a non-finite statistic are redone row by row below;
-             * the others never depend on which rows share their vector */
-            FN_T bad_m[VL], bad_q[VL], bad_p[VL];
-            const int any_bad = VANY_NONFINITE(VADD(M, Q)) != 0;
-            if (any_bad) {
-                VSTORE(bad_p, P);
-                VSTORE(bad_m, M);
-                VSTORE(bad_q, Q);
-            }
-            /* Q is M2 (LayerNorm) or the sum of squares (RMSNorm) */
-            const V den = VFMA(Q, inv_n, eps_v);
-            const V rstd = VDIV(VSET1((FN_T)1), VSQRT(den));
-            const V scale = VZERO_UNLESS_POS(rstd, den); /* eps = 0, constant row */
-            V p2 = VZERO, c = VZERO;
-            if (!rms) { /* center P + M split into p2 and a remainder, as in fn_norm_params */
-                p2 = VADD(P, M);
-                c = VMUL(VADD(VSUB(P, p2), M), VSUB(VZERO, scale));
-            }
-            VSTORE(ST_P(v), p2);
-            VSTORE(ST_M(v), scale);
-            VSTORE(ST_Q(v), c);
-            if (a->mean || a->rstd) {
-                FN_T means[VL], rstds[VL];
-                VSTORE(means, p2);
-                VSTORE(rstds, rstd);
-                for (ptrdiff_t u = 0; u < in_vec; u++)
-                    FN_NAME(fn_store_row_stats)(a, r0 + v * VL + u, (double)means[u],
-                                                (double)rstds[u]);
-            }
-            for (ptrdiff_t u = 0; any_bad && u < in_vec; u++) {
-                if (isfinite((double)bad_m[u]) && isfinite((double)bad_q[u])) continue;
-                FN_NAME(simd_lanes_finish_row)(a, x, r0, v * VL + u, rms, rms ? (FN_T)0 : bad_p[u],
-                                               (double)bad_m[u], (double)bad_q[u], state);
-            }
-        }
+    /* Finish each row in double, as the other walks do (eps stays a double:
+     * 1e39 or 1e-50 do not fit float32).  A row whose scale does not fit
+     * FN_T sends the whole tile to the portable kernel, which normalizes
+     * it in double; nothing of the tile has been written yet, so this is
+     * safe in place too. */
+    int wide = 0;
+    for (ptrdiff_t j = 0; j < rows; j++) {
+        const double mean_j = FN_EXACT_MEAN && !rms ? tot_sum[j] / (double)n : tot_mean[j];
+        wide |= FN_NAME(simd_lanes_finish_row)(a, x, r0, j, rms, ST_ROW(j, 0), mean_j, tot_m2[j],
+                                               state);
+    }
+    if (wide) {
+        fn_rows sub = *a;
+        sub.x = x;
+        sub.y = y;
+        sub.rows = rows;
+        if (sub.mean) sub.mean = (FN_T *)a->mean + r0 * a->stat_stride;
+        if (sub.rstd) sub.rstd = (FN_T *)a->rstd + r0 * a->stat_stride;
+        if (rms)
+            FN_CAT(FN_NAME(rms_norm_rows), scalar)(&sub);
+        else
+            FN_CAT(FN_NAME(layer_norm_rows), scalar)(&sub);
+        return;
     }
     for (i = 0; i < n; i++) {
         const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
@@ -706,6 +714,7 @@ FN_ALWAYS_INLINE void FN_NAME(simd_lanes)(const fn_rows *a, int rms)
  * scaling so that it cancels exactly where it should (a one-element row). */
 typedef struct {
     FN_T p2, rstd, c, mean_g, slope;
+    int wide; /* rstd does not fit FN_T (or is not finite): portable kernel */
 } FN_NAME(simd_bwd_params);
 
 /* Pass 1 of the backward of one contiguous row (see norm_scalar_body.h for
@@ -722,9 +731,15 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     const V p = VSET1(pivot);
     FN_NAME(simd_acc) acc;
     V sg0 = VZERO, sg1 = VZERO, sgd0 = VZERO, sgd1 = VZERO;
+    double sum_g = 0.0, sum_gd = 0.0; /* the sums above, folded per chunk */
     ptrdiff_t i = 0, fused_end;
     FN_NAME(simd_acc_init)(&acc);
     for (; i + 4 * VL <= n; i += 4 * VL) {
+        if (i && i % (FN_ACC_CHUNK * 4 * VL) == 0) { /* as simd_acc's chunks */
+            sum_g += FN_NAME(simd_hsum)(VADD(sg0, sg1));
+            sum_gd += FN_NAME(simd_hsum)(VADD(sgd0, sgd1));
+            sg0 = sg1 = sgd0 = sgd1 = VZERO;
+        }
         FN_NAME(simd_acc_step)(&acc, x + i, NULL, p, rms);
         for (int u = 0; u < 4; u += 2) {
             V d0 = VSUB(XLOAD(x + i + u * VL), p), d1 = VSUB(XLOAD(x + i + (u + 1) * VL), p);
@@ -751,9 +766,11 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     double cnt, mean_d, m2, rstd;
     FN_NAME(simd_acc_reduce)(&acc, rms, &cnt, &mean_d, &m2);
     FN_NAME(simd_acc_rest)(x, NULL, fused_end, n, p, rms, &cnt, &mean_d, &m2);
-    const double sum_g = FN_NAME(simd_hsum)(VADD(sg0, sg1));
-    const double sum_gd = FN_NAME(simd_hsum)(VADD(sgd0, sgd1));
-    if (a->rstd) {
+    sum_g += FN_NAME(simd_hsum)(VADD(sg0, sg1));
+    sum_gd += FN_NAME(simd_hsum)(VADD(sgd0, sgd1));
+    /* a saved rstd that overflowed its type (rows near the smallest
+     * subnormals) says nothing: it is recomputed */
+    if (a->rstd && isfinite((double)((const FN_T *)a->rstd)[r * a->stat_stride])) {
         rstd = (double)((const FN_T *)a->rstd)[r * a->stat_stride];
     } else {
         fn_row_stats st;
@@ -770,7 +787,7 @@ static FN_NAME(simd_bwd_params) FN_NAME(simd_bwd_row_params)(const fn_rows_bwd *
     fn_row_stats center = {mean_d, rstd, rstd};
     const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &center);
     FN_NAME(simd_bwd_params) bp = {(FN_T)np.p2, (FN_T)rstd, (FN_T)np.c, (FN_T)mean_g,
-                                   (FN_T)(-mean_gxhat)};
+                                   (FN_T)(-mean_gxhat), !isnormal((FN_T)rstd)};
     return bp;
 }
 
@@ -789,7 +806,25 @@ static void FN_NAME(simd_bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_
     double *dw = a->dweight, *db = a->dbias;
     FN_NAME(simd_bwd_params) bp[FN_BWD_ROWS];
     FN_T dw_chunk[FN_BWD_CHUNK], db_chunk[FN_BWD_CHUNK];
-    for (ptrdiff_t j = 0; j < nr; j++) bp[j] = FN_NAME(simd_bwd_row_params)(a, r0 + j, rms);
+    int wide = 0;
+    for (ptrdiff_t j = 0; j < nr; j++) {
+        bp[j] = FN_NAME(simd_bwd_row_params)(a, r0 + j, rms);
+        wide |= bp[j].wide;
+    }
+    if (wide) { /* rare (NaN rows, spreads near the type's limits): the
+                   portable kernel works in a wider type */
+        fn_rows_bwd sub = *a;
+        sub.x = (const FN_S *)a->x + r0 * a->x_row_stride;
+        sub.dy = (const FN_S *)a->dy + r0 * a->dy_row_stride;
+        sub.dx = (FN_S *)a->dx + r0 * a->dx_row_stride;
+        if (sub.rstd) sub.rstd = (const FN_T *)a->rstd + r0 * a->stat_stride;
+        sub.rows = nr;
+        if (rms)
+            FN_CAT(FN_NAME(rms_norm_backward_rows), scalar)(&sub);
+        else
+            FN_CAT(FN_NAME(layer_norm_backward_rows), scalar)(&sub);
+        return;
+    }
     for (ptrdiff_t c0 = 0; c0 < n; c0 += FN_BWD_CHUNK) {
         const ptrdiff_t len = n - c0 < FN_BWD_CHUNK ? n - c0 : FN_BWD_CHUNK;
         for (ptrdiff_t i = 0; i < len; i += VL) {
