@@ -51,6 +51,16 @@ static inline void fn_chan_merge(double *na, double *ma, double *m2a,
     *na = n;
 }
 
+/* *sum += v with Neumaier's compensation in *comp (the total is *sum +
+ * *comp): sums of many nearly equal terms, such as the squares of a long
+ * row with a large mean, then carry one rounding instead of one per term. */
+static inline void fn_add_compensated(double *sum, double *comp, double v)
+{
+    const double t = *sum + v;
+    *comp += fabs(*sum) >= fabs(v) ? (*sum - t) + v : (v - t) + *sum;
+    *sum = t;
+}
+
 /* rstd = s / sqrt(denom): denom is var + eps of the row scaled by s, and
  * mean_s the shifted mean in the same units. */
 static inline void fn_finish_scale(double denom, double s, double mean_s, fn_row_stats *st)
@@ -165,7 +175,9 @@ static inline double FN_NAME(fn_row_rescale_factor)(const FN_S *x, ptrdiff_t n,
     }
     int e = 0;
     frexp(amax, &e);
-    return ldexp(1.0, -e);
+    /* 2^-e does not fit a double for float64 subnormals (e < -1023); 2^960
+     * already lifts them to 2^-114, where their squares are normal */
+    return ldexp(1.0, -e < 960 ? -e : 960);
 }
 
 /* A scale outside FN_T's normal range cannot go through the FN_T normalize

@@ -122,6 +122,7 @@ typedef struct {
     V m[4], q[4];
     FN_T k;                       /* steps in the current chunk */
     double t_cnt, t_mean, t_m2;   /* the folded chunks (t_m2: sum of squares for RMSNorm) */
+    double t_comp;                /* RMSNorm: compensation of t_m2 (fn_add_compensated) */
     double dsum[2][VL]; /* sums of x - pivot (FN_EXACT_MEAN) */
 } FN_NAME(simd_acc);
 
@@ -129,7 +130,7 @@ static inline void FN_NAME(simd_acc_init)(FN_NAME(simd_acc) *acc)
 {
     for (int c = 0; c < 4; c++) acc->m[c] = acc->q[c] = VZERO;
     acc->k = 0;
-    acc->t_cnt = acc->t_mean = acc->t_m2 = 0.0;
+    acc->t_cnt = acc->t_mean = acc->t_m2 = acc->t_comp = 0.0;
     if (FN_EXACT_MEAN)
         for (int j = 0; j < VL; j++) acc->dsum[0][j] = acc->dsum[1][j] = 0.0;
 }
@@ -145,7 +146,7 @@ static void FN_NAME(simd_acc_flush)(FN_NAME(simd_acc) *acc, int rms)
     const V q = VADD(VADD(acc->q[0], acc->q[1]), VADD(acc->q[2], acc->q[3]));
     double m2 = FN_NAME(simd_hsum)(q);
     if (rms) {
-        acc->t_m2 += m2;
+        fn_add_compensated(&acc->t_m2, &acc->t_comp, m2);
     } else {
         const V msum = VADD(VADD(acc->m[0], acc->m[1]), VADD(acc->m[2], acc->m[3]));
         const double mean = FN_NAME(simd_hsum)(msum) / (4.0 * VL);
@@ -207,7 +208,7 @@ static inline void FN_NAME(simd_acc_reduce)(FN_NAME(simd_acc) *acc, int rms,
     FN_NAME(simd_acc_flush)(acc, rms);
     *cnt = acc->t_cnt;
     *mean = acc->t_mean;
-    *m2 = acc->t_m2;
+    *m2 = acc->t_m2 + acc->t_comp;
     if (FN_EXACT_MEAN && !rms && *cnt > 0) { /* M2 above is about the Welford
                             mean: the shift is second order; the center
                             comes from the sums */
