@@ -140,7 +140,7 @@ static inline void FN_NAME(simd_acc_init)(FN_NAME(simd_acc) *acc)
  * mean = average of partial means and
  * M2 = sum of partial M2 + k * sum of (partial mean - mean)^2,
  * and the chunk joins the totals by Chan's formula. */
-static void FN_NAME(simd_acc_flush)(FN_NAME(simd_acc) *acc, int rms)
+FN_ALWAYS_INLINE void FN_NAME(simd_acc_flush)(FN_NAME(simd_acc) *acc, int rms)
 {
     if (acc->k == 0) return;
     const V q = VADD(VADD(acc->q[0], acc->q[1]), VADD(acc->q[2], acc->q[3]));
