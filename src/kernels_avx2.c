@@ -67,12 +67,8 @@ static inline double fn_avx2_hsum_ps(__m256 v)
 #define VMIN _mm256_min_ps
 #define VMAX _mm256_max_ps
 #define VSTREAM(p, v) _mm256_stream_ps((p), (v))
-#define VDIV _mm256_div_ps
 #define VHSUM_D fn_avx2_hsum_ps
 #define VADD_TO_DOUBLE fn_avx2_add_to_double_ps
-#define VSQRT _mm256_sqrt_ps
-#define VANY_NONFINITE(v) _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps((v), (v)), _mm256_setzero_ps(), _CMP_NEQ_UQ))
-#define VZERO_UNLESS_POS(v, d) _mm256_and_ps((v), _mm256_cmp_ps((d), _mm256_setzero_ps(), _CMP_GT_OQ))
 #include "norm_simd_body.h"
 
 /* 8 stored 16-bit elements: one 128-bit load or store.  AVX2 has no 16-bit
@@ -154,12 +150,8 @@ static inline __m256 fn_avx2_widen_bf16(__m128i h)
 #define VMIN _mm256_min_pd
 #define VMAX _mm256_max_pd
 #define VSTREAM(p, v) _mm256_stream_pd((p), (v))
-#define VDIV _mm256_div_pd
 #define VHSUM_D fn_avx2_hsum_pd
 #define VADD_TO_DOUBLE(p, v) _mm256_storeu_pd((p), _mm256_add_pd(_mm256_loadu_pd(p), (v)))
-#define VSQRT _mm256_sqrt_pd
-#define VANY_NONFINITE(v) _mm256_movemask_pd(_mm256_cmp_pd(_mm256_sub_pd((v), (v)), _mm256_setzero_pd(), _CMP_NEQ_UQ))
-#define VZERO_UNLESS_POS(v, d) _mm256_and_pd((v), _mm256_cmp_pd((d), _mm256_setzero_pd(), _CMP_GT_OQ))
 #include "norm_simd_body.h"
 #include "simd_vocab_undef.h"
 

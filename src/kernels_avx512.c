@@ -65,12 +65,8 @@
 #define VMIN _mm512_min_pd
 #define VMAX _mm512_max_pd
 #define VSTREAM(p, v) _mm512_stream_pd((p), (v))
-#define VDIV _mm512_div_pd
 #define VHSUM_D _mm512_reduce_add_pd
 #define VADD_TO_DOUBLE(p, v) _mm512_storeu_pd((p), _mm512_add_pd(_mm512_loadu_pd(p), (v)))
-#define VSQRT _mm512_sqrt_pd
-#define VANY_NONFINITE(v) _mm512_cmp_pd_mask(_mm512_sub_pd((v), (v)), _mm512_setzero_pd(), _CMP_NEQ_UQ)
-#define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_pd(_mm512_cmp_pd_mask((d), _mm512_setzero_pd(), _CMP_GT_OQ), (v))
 #include "norm_simd_body.h"
 #include "simd_vocab_undef.h"
 

@@ -10,11 +10,8 @@
  *                                     so nothing past p[n-1] is touched
  *   VZERO_FROM(v,n)                   lanes >= n set to 0
  *   VSET1 VZERO VADD VSUB VMUL VFMA(a,b,c)=a*b+c VMIN VMAX
- *   VDIV VSQRT
  *   VHSUM_D(v)                        sum of the lanes, in double
  *   VADD_TO_DOUBLE(p, v)              double p[0..VL) += lanes of v
- *   VANY_NONFINITE(v)                 nonzero if a lane is NaN or +-Inf
- *   VZERO_UNLESS_POS(v, d)            v where d > 0, else 0
  *   VSTREAM(p,v)                      non-temporal store, p vector-aligned
  *   VSFENCE()                         orders streaming stores before return
  *
@@ -48,9 +45,16 @@
  *
  * Rows side by side in memory (row stride 1: channels-first `axis=1`, and
  * Fortran order): SIMD across rows, VL rows per vector.  Each lane runs the
- * same shifted Welford over its row, in two chains (even and odd elements)
- * merged with Chan's formula, coefficients shared by all lanes.  A masked
- * load covers the last group of rows.
+ * same shifted Welford over its row, in chunks merged in double with Chan's
+ * formula, coefficients shared by all lanes.  A masked load covers the last
+ * group of rows.  Each row is finished in double, like the other walks.
+ *
+ * Long rows: no FN_T sum runs over more than a chunk (FN_ACC_CHUNK steps
+ * along a row, FN_LANES_CHUNK elements across rows); chunks are merged in
+ * double, so accuracy does not degrade with the row length.  Rows whose
+ * moments may have underflowed or overflowed are measured again, rescaled,
+ * by norm_row_common.h, and rows whose scale does not fit FN_T are
+ * normalized there in double.
  *
  * RMSNorm has no mean: four FMA chains of x*x, then y = x * rstd * w.
  *

@@ -59,12 +59,8 @@ static inline __m512 fn_avx512_widen_bf16(__m256i h)
 #define VMIN _mm512_min_ps
 #define VMAX _mm512_max_ps
 #define VSTREAM(p, v) _mm512_stream_ps((p), (v))
-#define VDIV _mm512_div_ps
 #define VHSUM_D fn_avx512_hsum_ps
 #define VADD_TO_DOUBLE fn_avx512_add_to_double_ps
-#define VSQRT _mm512_sqrt_ps
-#define VANY_NONFINITE(v) _mm512_cmp_ps_mask(_mm512_sub_ps((v), (v)), _mm512_setzero_ps(), _CMP_NEQ_UQ)
-#define VZERO_UNLESS_POS(v, d) _mm512_maskz_mov_ps(_mm512_cmp_ps_mask((d), _mm512_setzero_ps(), _CMP_GT_OQ), (v))
 
 /* 16 stored 16-bit elements: one 256-bit load or store, masked for tails */
 #define FN_LOAD16(p) _mm256_loadu_si256((const __m256i *)(p))

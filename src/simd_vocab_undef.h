@@ -19,12 +19,8 @@
 #undef VMIN
 #undef VMAX
 #undef VSTREAM
-#undef VDIV
 #undef VHSUM_D
 #undef VADD_TO_DOUBLE
-#undef VSQRT
-#undef VANY_NONFINITE
-#undef VZERO_UNLESS_POS
 #undef FN_LOAD16
 #undef FN_LOAD16_PART
 #undef FN_STORE16
