@@ -389,8 +389,9 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
         Scale, under either of `layer_norm`'s rules (shared, or per-sample
         with x's number of dimensions).
     eps : float, optional
-        Added to the mean square; default ``numpy.finfo(x.dtype).eps``, as
-        in PyTorch.
+        Added to the mean square; default the machine epsilon of the
+        compute dtype, as in PyTorch: ``numpy.finfo(numpy.float32).eps``
+        for float32, float16 and bfloat16 inputs, float64's for float64.
     axis : int or tuple of int, optional
         NumPy-style axes to normalize over (see `layer_norm`).
     out : ndarray, optional
@@ -624,7 +625,8 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
         The statistic `rms_norm(..., return_stats=True)` returned; recomputed
         from x with `eps` when omitted.
     eps : float, optional
-        As in the forward (default ``numpy.finfo(x.dtype).eps``).
+        As in the forward (default the compute dtype's machine epsilon, as in
+        `rms_norm`).
 
     Returns
     -------
@@ -730,7 +732,8 @@ def add_rms_norm(x, residual, normalized_shape=None, weight=None, eps=None, *, a
                  out=None, residual_out=None, return_stats=False):
     """Fused residual add and RMS norm: ``h = x + residual; y = rms_norm(h)``.
 
-    See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.
+    See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps
+    defaults as in `rms_norm`.
     """
     return _add_normalize(_core.OP_RMS_NORM, x, residual, normalized_shape, weight, None, eps,
                           axis, out, residual_out, return_stats)

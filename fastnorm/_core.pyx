@@ -842,18 +842,19 @@ cdef bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
 
 
 def default_eps(dtype):
-    """rms_norm's default eps for x of this (kernel) dtype, as in PyTorch."""
-    return _machine_eps(np.dtype(dtype).num)
+    """rms_norm's default eps for x of this (kernel) dtype: the machine
+    epsilon of the compute dtype (float32's for float16 and bfloat16), as
+    PyTorch's rms_norm takes it."""
+    return _default_rms_eps(np.dtype(dtype).num)
 
 
-cdef double _machine_eps(int typenum):
-    """rms_norm's default eps: the machine epsilon of x's dtype."""
+cdef double _default_rms_eps(int typenum):
+    """rms_norm's default eps: the machine epsilon of the dtype the kernels
+    compute x in, so float16 and bfloat16 inputs get float32's (2**-23),
+    not their own coarse 2**-10 / 2**-7, which would swamp the mean square
+    of small activations."""
     if typenum == cnp.NPY_FLOAT64:
         return 2.0 ** -52
-    if typenum == g_f16_typenum:
-        return 2.0 ** -10
-    if typenum == g_bf16_typenum:
-        return 2.0 ** -7
     return 2.0 ** -23
 
 
@@ -880,7 +881,7 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
     if axis is not None and not (type(axis) is int and (axis == -1 or axis == ndim - 1)):
         return None
     if eps is None:
-        eps_value = _machine_eps(typenum)
+        eps_value = _default_rms_eps(typenum)
     elif type(eps) is float:
         eps_value = eps
         if not (eps_value >= 0.0 and eps_value < float("inf")):

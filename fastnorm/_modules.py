@@ -137,7 +137,8 @@ class RMSNorm(_Norm):
     ----------
     normalized_shape : int or tuple of int
     eps : float, optional
-        Default ``numpy.finfo(x.dtype).eps`` of each input, as in PyTorch.
+        Default: the machine epsilon of each input's compute dtype, as in
+        PyTorch (float32's for float32, float16 and bfloat16 inputs).
     elementwise_affine : bool, default True
         Learnable `weight` (ones).
     dtype : float32, float64, float16 or bfloat16, default float32
