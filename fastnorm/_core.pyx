@@ -109,6 +109,26 @@ cdef extern from "_fn_omp.h" nogil:
     int FN_HAVE_OPENMP
     const char *FN_BUILD_FLAGS
 
+cdef extern from "_fn_fork.h" nogil:
+    int fn_watch_forks()
+    int fn_in_forked_child()
+
+if fn_watch_forks() != 0:
+    raise ImportError("fastnorm: pthread_atfork failed; cannot make forked children safe")
+
+
+def in_forked_child():
+    """True in a process forked from one that imported fastnorm: every call
+    there runs on the calling thread, never in an OpenMP region (whose thread
+    team the fork did not copy)."""
+    return bool(fn_in_forked_child())
+
+
+cdef inline int _max_threads() noexcept nogil:
+    # in a forked child even omp_get_max_threads is left alone: no OpenMP at all
+    return 1 if fn_in_forked_child() else omp_get_max_threads()
+
+
 cdef enum:
     MAX_DIMS = 64
     # Work below this many elements runs on the calling thread: starting the
@@ -319,8 +339,9 @@ _choose_isa_at_import()
 
 
 def max_threads():
-    """Threads an OpenMP region would use now (OMP_NUM_THREADS, threadpoolctl)."""
-    return omp_get_max_threads()
+    """Threads a large call would use now (OMP_NUM_THREADS, threadpoolctl;
+    1 in a forked child)."""
+    return _max_threads()
 
 
 def last_num_threads():
@@ -429,7 +450,7 @@ cdef void note_team_size() noexcept nogil:
 cdef void run_plan(const plan_t *plan, int n_threads) noexcept nogil:
     global g_last_num_threads
     cdef Py_ssize_t i
-    if n_threads <= 1:
+    if n_threads <= 1 or fn_in_forked_child():
         g_last_num_threads = 1
         for i in range(plan.n_items):
             run_item(plan, i)
@@ -543,7 +564,7 @@ cdef void _plan_items(plan_t *plan, Py_ssize_t rpi) noexcept:
 
 cdef int _threads_for(const plan_t *plan) noexcept:
     cdef Py_ssize_t total = _n_outer(plan) * plan.inner * plan.row_len
-    return 1 if total < PARALLEL_MIN_ELEMENTS else omp_get_max_threads()
+    return 1 if total < PARALLEL_MIN_ELEMENTS else _max_threads()
 
 
 def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
