@@ -34,8 +34,8 @@ except ImportError:
 from ._api import (  # noqa: E402
     add_layer_norm, add_rms_norm, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward)
 from ._config import available_isas, get_isa, show_config  # noqa: E402
-from ._modules import LayerNorm, RMSNorm  # noqa: E402
+from ._modules import IncompatibleKeys, LayerNorm, RMSNorm  # noqa: E402
 
 __all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward",
-           "add_layer_norm", "add_rms_norm", "LayerNorm", "RMSNorm", "available_isas", "get_isa", "show_config",
+           "add_layer_norm", "add_rms_norm", "LayerNorm", "RMSNorm", "IncompatibleKeys", "available_isas", "get_isa", "show_config",
            "__version__"]

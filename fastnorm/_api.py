@@ -26,13 +26,26 @@ def _is_real(dt):
     return dt.kind in "fiub" or dt == _BFLOAT16
 
 
+def _refuse_masked(value, name):
+    """Masked arrays are refused: the kernels would read the masked values."""
+    if isinstance(value, np.ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array; masked arrays are not supported: fill "
+                        f"the masked values ({name}.filled(...)) or pass {name}.data")
+
+
+def _plain_array(value, name):
+    """An array argument as a plain ndarray, as numpy.asarray makes it:
+    subclasses such as numpy.matrix become the arrays they hold (a matrix is
+    its 2-D array); masked arrays are refused."""
+    if type(value) is np.ndarray:
+        return value
+    _refuse_masked(value, name)
+    return np.asarray(value)
+
+
 def _input_array(x):
     """x as an ndarray of a kernel dtype; integers and bools become float64."""
-    if isinstance(x, np.ma.MaskedArray):
-        raise TypeError("masked arrays are not supported: fill the masked values "
-                        "(x.filled(...)) or pass x.data")
-    if not isinstance(x, np.ndarray):
-        x = np.asarray(x)
+    x = _plain_array(x, "x")
     dt = x.dtype
     if dt in _KERNEL_DTYPES:
         pass
@@ -107,7 +120,7 @@ def _normalized_axes(shape, normalized_shape, axis):
 
 def _real_array(value, name):
     """value as an ndarray of a real numeric dtype, else TypeError."""
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    arr = _plain_array(value, name)
     if not _is_real(arr.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
     return arr
@@ -173,6 +186,8 @@ def _per_sample_affine(value, name, x, axes):
 def _prepare_affine(weight, bias, x, axes):
     """Check weight and bias (errors name the shapes the caller passed) and
     convert them for the kernels: returns (weight, bias, per_sample)."""
+    weight, bias = (None if v is None else _real_array(v, name)
+                    for v, name in ((weight, "weight"), (bias, "bias")))
     if _affine_kind(weight, bias, x, axes):
         return (_per_sample_affine(weight, "weight", x, axes),
                 _per_sample_affine(bias, "bias", x, axes), True)
@@ -190,6 +205,11 @@ def _drop_batch_axes(value, x, axes):
     return np.reshape(value, tuple(shape[a] for a in axes))
 
 
+def _resolve_eps(eps, op, dtype):
+    """eps checked, with None meaning the op's default (_core.default_eps)."""
+    return _core.default_eps(op, dtype) if eps is None else _check_eps(eps)
+
+
 def _check_eps(eps):
     if isinstance(eps, bool) or not isinstance(eps, (numbers.Real, np.integer, np.floating)):
         raise TypeError(f"eps must be a real number, got {eps!r}")
@@ -203,8 +223,11 @@ def _check_eps(eps):
 
 
 def _check_out(out, x, name="out"):
+    """out as the plain ndarray the kernels write through (a view of the
+    caller's array when that is a subclass such as numpy.matrix)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    out = _plain_array(out, name)
     if out.dtype != x.dtype:
         raise TypeError(f"{name} has dtype {out.dtype} but the result has dtype {x.dtype}")
     if out.shape != x.shape:
@@ -214,6 +237,16 @@ def _check_out(out, x, name="out"):
     if out.size and any(st == 0 and n > 1 for st, n in zip(out.strides, out.shape)):
         raise ValueError(f"{name} has elements that share memory (a zero stride, as from "
                          "broadcast_to); it cannot hold a result")
+    overlap = _core.internal_overlap(out)
+    if overlap == 1:
+        raise ValueError(f"{name} has elements that share memory (shape {out.shape}, strides "
+                         f"{out.strides}, as from a sliding-window as_strided view); it cannot "
+                         "hold a result")
+    if overlap:
+        raise ValueError(f"{name} has interleaved strides {out.strides} (shape {out.shape}) "
+                         "whose elements may share memory, and is too large to check "
+                         "exactly; pass an array whose elements do not overlap")
+    return out
 
 
 def _axes_last(ndim, axes):
@@ -240,23 +273,21 @@ def _same_view(a, b):
 
 def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats):
     """The general path: everything _core.fast_forward declined."""
-    x_in = x
+    x_in, out_in = x, out
     x = _input_array(x)
-    if eps is None:  # rms_norm's default
-        eps = _core.default_eps(x.dtype)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
     weight, bias, per_sample = _prepare_affine(weight, bias, x, axes)
-    eps = _check_eps(eps)
+    eps = _resolve_eps(eps, op, x.dtype)
     if out is not None:
-        _check_out(out, x)
+        out = _check_out(out, x)
 
     mean, rstd = _new_stats(op, x, axes, return_stats)
 
     y = out if out is not None else _core.empty_output(x)
     if x.size == 0:
-        return _result(op, y, mean, rstd, return_stats)
+        return _result(op, y if out_in is None else out_in, mean, rstd, return_stats)
 
-    if out is not None and out is not x_in and np.may_share_memory(x, out) \
+    if out is not None and out_in is not x_in and np.may_share_memory(x, out) \
             and not _same_view(x, out):
         x = x.copy()  # partial overlap: read from a private copy
     if not x.flags.aligned:
@@ -289,7 +320,7 @@ def _normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_sta
                 np.copyto(np.transpose(st, order), st_w)
     elif y_work is not y:
         np.copyto(y, y_work)
-    return _result(op, y, mean, rstd, return_stats)
+    return _result(op, y if out_in is None else out_in, mean, rstd, return_stats)
 
 
 def _result(op, y, mean, rstd, return_stats):
@@ -314,7 +345,9 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
         Input.  float32 and float64 are computed in their own precision;
         float16 and bfloat16 (``ml_dtypes.bfloat16``) are computed in
         float32 and rounded once to the input's dtype; integer and bool
-        inputs are converted to float64.
+        inputs are converted to float64.  Every array argument is taken as
+        ``numpy.asarray`` takes it (a ``numpy.matrix`` is its 2-D array);
+        masked arrays are refused with a TypeError.
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over, as in
         ``torch.nn.functional.layer_norm``.
@@ -328,7 +361,7 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
         (B, 1, D), applied in the same pass.  Converted to the compute dtype
         (x's, or float32 for float16/bfloat16 inputs).
     eps : float, default 1e-5
-        Added to the variance; finite and >= 0.
+        Added to the variance; finite and >= 0.  None also means 1e-5.
     axis : int or tuple of int, optional
         NumPy-style axes to normalize over; they need not be trailing
         (``axis=1`` on NCHW is the channels-first LayerNorm).  If given with
@@ -336,7 +369,8 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
         last axis is normalized.
     out : ndarray, optional
         Where to write the result: x's shape and the result dtype, any
-        strides; it may be x itself (in place).
+        strides whose elements do not overlap each other (ValueError for a
+        broadcast or sliding-window view); it may be x itself (in place).
     return_stats : bool, default False
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped like x
         with 1 at each normalized axis (float64 for float64 results, else
@@ -389,8 +423,9 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
         Scale, under either of `layer_norm`'s rules (shared, or per-sample
         with x's number of dimensions).
     eps : float, optional
-        Added to the mean square; default ``numpy.finfo(x.dtype).eps``, as
-        in PyTorch.
+        Added to the mean square; default the machine epsilon of the
+        compute dtype, as in PyTorch: ``numpy.finfo(numpy.float32).eps``
+        for float32, float16 and bfloat16 inputs, float64's for float64.
     axis : int or tuple of int, optional
         NumPy-style axes to normalize over (see `layer_norm`).
     out : ndarray, optional
@@ -518,10 +553,9 @@ def _normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, ax
                          "returned, or neither to recompute them")
     _stats_input(mean, "mean", x, axes)  # validated; the kernel recomputes the mean exactly
     rstd = _stats_input(rstd, "rstd", x, axes)
-    if eps is None:
-        eps = _core.default_eps(x.dtype)
-    eps = _check_eps(eps)
-    weight_shape = None if weight is None else np.shape(weight)
+    eps = _resolve_eps(eps, op, x.dtype)
+    weight = None if weight is None else _real_array(weight, "weight")
+    weight_shape = None if weight is None else weight.shape
     bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
     if _affine_kind(weight, bias_probe, x, axes):
         return _per_sample_backward(op, dy, x, axes, weight, weight_shape, bias_shape, rstd,
@@ -580,7 +614,8 @@ def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None,
         where a float32 mean would have been rounded; `mean` is checked for
         shape only.
     eps : float, default 1e-5
-        As in the forward; used only when rstd is not given.
+        As in the forward (None also means 1e-5); used only when rstd is not
+        given.
     bias : array_like, optional
         The forward's bias.  Only its shape is used: dbias comes back in that
         shape (summed over the dimensions it was broadcast along).
@@ -624,7 +659,8 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
         The statistic `rms_norm(..., return_stats=True)` returned; recomputed
         from x with `eps` when omitted.
     eps : float, optional
-        As in the forward (default ``numpy.finfo(x.dtype).eps``).
+        As in the forward (default the compute dtype's machine epsilon, as in
+        `rms_norm`).
 
     Returns
     -------
@@ -643,8 +679,9 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
     r = _real_array(residual, "residual")
     if r.shape != x.shape:
         raise ValueError(f"residual has shape {r.shape} but x has shape {x.shape}")
+    out_in, residual_out_in = out, residual_out
     if residual_out is not None:
-        _check_out(residual_out, x, "residual_out")
+        residual_out = _check_out(residual_out, x, "residual_out")
         if out is not None and np.may_share_memory(out, residual_out):
             raise ValueError("out and residual_out overlap: y and h need separate arrays")
         h = residual_out
@@ -653,12 +690,10 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
     if r.dtype != x.dtype or not r.flags.aligned:
         r = r.astype(x.dtype)
     if out is not None:
-        _check_out(out, x)
+        out = _check_out(out, x)
     axes = _normalized_axes(x.shape, normalized_shape, axis)
     weight, bias, per_sample = _prepare_affine(weight, bias, x, axes)
-    if eps is None:
-        eps = _core.default_eps(x.dtype)
-    eps = _check_eps(eps)
+    eps = _resolve_eps(eps, op, x.dtype)
     y = out if out is not None else _core.empty_output(x)
     # weight or bias inside y or h would be overwritten while in use
     if weight is not None and (np.may_share_memory(weight, y) or np.may_share_memory(weight, h)):
@@ -690,6 +725,8 @@ def _add_normalize(op, x, residual, normalized_shape, weight, bias, eps, axis, o
         if return_stats:
             stats = result[1:]
             mean, rstd = (stats if op == _core.OP_LAYER_NORM else (None, stats[0]))
+    y = y if out_in is None else out_in
+    h = h if residual_out_in is None else residual_out_in
     if not return_stats:
         return y, h
     if op == _core.OP_LAYER_NORM:
@@ -712,7 +749,8 @@ def add_layer_norm(x, residual, normalized_shape=None, weight=None, bias=None, e
     normalized_shape, weight, bias, eps, axis, out, return_stats
         As in `layer_norm`.
     residual_out : ndarray, optional
-        Where to write h (x's shape and dtype); it may be `residual` itself.
+        Where to write h (x's shape and dtype, elements not overlapping each
+        other, as for `out`); it may be `residual` itself.
 
     Returns
     -------
@@ -730,7 +768,8 @@ def add_rms_norm(x, residual, normalized_shape=None, weight=None, eps=None, *, a
                  out=None, residual_out=None, return_stats=False):
     """Fused residual add and RMS norm: ``h = x + residual; y = rms_norm(h)``.
 
-    See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.
+    See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps
+    defaults as in `rms_norm`.
     """
     return _add_normalize(_core.OP_RMS_NORM, x, residual, normalized_shape, weight, None, eps,
                           axis, out, residual_out, return_stats)

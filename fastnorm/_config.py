@@ -34,7 +34,8 @@ def show_config(file=None):
     print(f"  OpenMP:          {'on' if _core.openmp_enabled else 'off (serial build)'}", file=file)
     print(f"  compiler flags:  {_core.build_flags}", file=file)
     print(f"  ISA in use:      {get_isa()}  (available: {', '.join(available_isas())})", file=file)
-    print(f"  max threads:     {_core.max_threads()}", file=file)
+    forked = "  (forked child: single-threaded)" if _core.in_forked_child() else ""
+    print(f"  max threads:     {_core.max_threads()}{forked}", file=file)
     n, cached, cap = _core.buffer_cache_info()
     print(f"  buffer cache:    {n} buffers, {cached >> 20} MiB cached, cap {cap >> 20} MiB "
           "(FASTNORM_BUFFER_CACHE_MB)", file=file)

@@ -109,6 +109,26 @@ cdef extern from "_fn_omp.h" nogil:
     int FN_HAVE_OPENMP
     const char *FN_BUILD_FLAGS
 
+cdef extern from "_fn_fork.h" nogil:
+    int fn_watch_forks()
+    int fn_in_forked_child()
+
+if fn_watch_forks() != 0:
+    raise ImportError("fastnorm: pthread_atfork failed; cannot make forked children safe")
+
+
+def in_forked_child():
+    """True in a process forked from one that imported fastnorm: every call
+    there runs on the calling thread, never in an OpenMP region (whose thread
+    team the fork did not copy)."""
+    return bool(fn_in_forked_child())
+
+
+cdef inline int _max_threads() noexcept nogil:
+    # in a forked child even omp_get_max_threads is left alone: no OpenMP at all
+    return 1 if fn_in_forked_child() else omp_get_max_threads()
+
+
 cdef enum:
     MAX_DIMS = 64
     # Work below this many elements runs on the calling thread: starting the
@@ -319,8 +339,9 @@ _choose_isa_at_import()
 
 
 def max_threads():
-    """Threads an OpenMP region would use now (OMP_NUM_THREADS, threadpoolctl)."""
-    return omp_get_max_threads()
+    """Threads a large call would use now (OMP_NUM_THREADS, threadpoolctl;
+    1 in a forked child)."""
+    return _max_threads()
 
 
 def last_num_threads():
@@ -429,7 +450,7 @@ cdef void note_team_size() noexcept nogil:
 cdef void run_plan(const plan_t *plan, int n_threads) noexcept nogil:
     global g_last_num_threads
     cdef Py_ssize_t i
-    if n_threads <= 1:
+    if n_threads <= 1 or fn_in_forked_child():
         g_last_num_threads = 1
         for i in range(plan.n_items):
             run_item(plan, i)
@@ -543,7 +564,7 @@ cdef void _plan_items(plan_t *plan, Py_ssize_t rpi) noexcept:
 
 cdef int _threads_for(const plan_t *plan) noexcept:
     cdef Py_ssize_t total = _n_outer(plan) * plan.inner * plan.row_len
-    return 1 if total < PARALLEL_MIN_ELEMENTS else omp_get_max_threads()
+    return 1 if total < PARALLEL_MIN_ELEMENTS else _max_threads()
 
 
 def forward(int op, cnp.ndarray x, cnp.ndarray y, weight, bias, mean, rstd,
@@ -841,20 +862,88 @@ cdef bint _overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
     return alo < bhi and blo < ahi
 
 
-def default_eps(dtype):
-    """rms_norm's default eps for x of this (kernel) dtype, as in PyTorch."""
-    return _machine_eps(np.dtype(dtype).num)
+# layer_norm's default eps, as in PyTorch
+LAYER_NORM_EPS = 1e-5
 
 
-cdef double _machine_eps(int typenum):
-    """rms_norm's default eps: the machine epsilon of x's dtype."""
+def default_eps(int op, dtype):
+    """The eps that eps=None means: 1e-5 for the layer_norm family; for the
+    rms_norm family the machine epsilon of the compute dtype (float32's for
+    float16 and bfloat16), as PyTorch's rms_norm takes it."""
+    return _default_eps(op, np.dtype(dtype).num)
+
+
+cdef double _default_eps(int op, int typenum):
+    # rms_norm: float16 and bfloat16 get float32's epsilon (2**-23), not
+    # their own coarse 2**-10 / 2**-7, which would swamp the mean square of
+    # small activations
+    if op == OP_LAYER_NORM:
+        return LAYER_NORM_EPS
     if typenum == cnp.NPY_FLOAT64:
         return 2.0 ** -52
-    if typenum == g_f16_typenum:
-        return 2.0 ** -10
-    if typenum == g_bf16_typenum:
-        return 2.0 ** -7
     return 2.0 ** -23
+
+
+# ---- outputs whose elements overlap each other ------------------------------
+
+cdef enum:
+    # layouts that fail the quick test are checked by listing the offsets of
+    # their elements, up to this many; larger ones are refused
+    OVERLAP_ENUMERATE_MAX = 1 << 22
+
+
+cdef int _internal_overlap(cnp.ndarray a) except -1:
+    """1 when two elements of a share a byte, 0 when none do, 2 when that
+    was not checked (below); -1 with an exception raised.
+
+    Quick test, a sufficient condition that every layout NumPy makes passes
+    (contiguous, transposed, sliced, reversed): with the dimensions of size
+    > 1 sorted by |stride|, each |stride| reaches past everything the
+    smaller dimensions span.  A layout failing it (hand-made interleaved
+    strides) may still be free of overlap: its element offsets are then
+    listed and compared, up to OVERLAP_ENUMERATE_MAX elements; beyond that
+    the answer is 2, which callers treat as overlap."""
+    cdef int ndim = cnp.PyArray_NDIM(a), n = 0, i, j
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(a), span, st
+    cdef Py_ssize_t size[MAX_DIMS]
+    cdef Py_ssize_t stride[MAX_DIMS]
+    if cnp.PyArray_SIZE(a) <= 1 or cnp.PyArray_IS_C_CONTIGUOUS(a) \
+            or cnp.PyArray_IS_F_CONTIGUOUS(a):
+        return 0
+    for i in range(ndim):
+        if cnp.PyArray_DIMS(a)[i] > 1:
+            st = _abs(cnp.PyArray_STRIDES(a)[i])
+            if st == 0:
+                return 1
+            # insertion sort by increasing |stride|
+            j = n
+            while j > 0 and stride[j - 1] > st:
+                stride[j] = stride[j - 1]
+                size[j] = size[j - 1]
+                j -= 1
+            stride[j] = st
+            size[j] = cnp.PyArray_DIMS(a)[i]
+            n += 1
+    span = itemsize
+    for i in range(n):
+        if stride[i] < span:
+            break
+        span += stride[i] * (size[i] - 1)
+    else:
+        return 0
+    if cnp.PyArray_SIZE(a) > OVERLAP_ENUMERATE_MAX:
+        return 2
+    offsets = np.zeros(1, np.int64)
+    for i in range(n):
+        offsets = (offsets[:, None] + np.arange(size[i], dtype=np.int64) * stride[i]).ravel()
+    offsets.sort()
+    return 1 if bool((np.diff(offsets) < itemsize).any()) else 0
+
+
+def internal_overlap(cnp.ndarray a):
+    """Whether elements of a share memory: 0 no, 1 yes, 2 cannot tell (a
+    large array with an interleaved layout)."""
+    return _internal_overlap(a)
 
 
 def fast_forward(int op, object x, object normalized_shape, object weight, object bias,
@@ -880,7 +969,7 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
     if axis is not None and not (type(axis) is int and (axis == -1 or axis == ndim - 1)):
         return None
     if eps is None:
-        eps_value = _machine_eps(typenum)
+        eps_value = _default_eps(op, typenum)
     elif type(eps) is float:
         eps_value = eps
         if not (eps_value >= 0.0 and eps_value < float("inf")):
@@ -908,8 +997,8 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
         for k in range(ndim):
             if cnp.PyArray_DIMS(y)[k] != cnp.PyArray_DIMS(xa)[k]:
                 return None
-            if cnp.PyArray_STRIDES(y)[k] == 0 and cnp.PyArray_DIMS(y)[k] > 1:
-                return None  # elements that alias each other: the general path refuses
+        if _internal_overlap(y):
+            return None  # elements that alias each other: the general path refuses
         if y is not xa and _overlap(xa, y):
             return None
         # weight or bias inside out would be overwritten while in use

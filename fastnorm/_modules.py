@@ -1,25 +1,33 @@
 """LayerNorm and RMSNorm as stateful modules, for NumPy training loops and
 for weights exported from PyTorch (same state_dict keys)."""
-import numbers
+from collections import namedtuple
 
 import ml_dtypes
 import numpy as np
 
-from ._api import _check_eps, layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
+from . import _core
+from ._api import (_as_axis_tuple, _check_eps, _real_array, _refuse_masked, _resolve_eps,
+                   layer_norm, layer_norm_backward, rms_norm, rms_norm_backward)
 
-__all__ = ["LayerNorm", "RMSNorm"]
+__all__ = ["LayerNorm", "RMSNorm", "IncompatibleKeys"]
+
+IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+IncompatibleKeys.__doc__ = """What `load_state_dict` returns, as torch.nn.Module's
+does: the parameter names the state_dict lacked and the keys it had that name
+no parameter of the module."""
+
+
+class StateDictKeyError(RuntimeError, KeyError):
+    """load_state_dict(strict=True) with missing or unexpected keys.  A
+    RuntimeError, as PyTorch raises; also a KeyError, as earlier releases
+    raised."""
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 
 def _shape_tuple(normalized_shape):
-    if isinstance(normalized_shape, (numbers.Integral, np.integer)) and \
-            not isinstance(normalized_shape, bool):
-        shape = (int(normalized_shape),)
-    else:
-        try:
-            shape = tuple(int(s) for s in normalized_shape)
-        except TypeError:
-            raise TypeError(f"normalized_shape must be an int or a tuple of ints, "
-                            f"got {normalized_shape!r}") from None
+    shape = _as_axis_tuple(normalized_shape, "normalized_shape")  # the functional API's rule
     if not shape or any(s <= 0 for s in shape):
         raise ValueError(f"normalized_shape must be non-empty positive sizes, got {shape}")
     return shape
@@ -36,6 +44,7 @@ def _module_dtype(dtype):
 
 def _to_numpy(value):
     """A NumPy array from an array, a list or a (CPU) torch tensor."""
+    _refuse_masked(value, "a state_dict value")
     if hasattr(value, "detach") and hasattr(value, "cpu"):
         value = value.detach().cpu()
         if str(value.dtype) == "torch.bfloat16":  # no NumPy bfloat16 in torch:
@@ -52,17 +61,52 @@ class _Norm:
         return {name: getattr(self, name).copy() for name in self._param_names
                 if getattr(self, name) is not None}
 
-    def load_state_dict(self, state_dict):
+    def load_state_dict(self, state_dict, strict=True):
         """Load parameters saved by `state_dict` or by the PyTorch module of
-        the same name (tensors are converted).  Keys and shapes must match."""
-        expected = set(k for k in self._param_names if getattr(self, k) is not None)
-        got = set(state_dict)
-        if got != expected:
-            raise KeyError(f"state_dict keys {sorted(got)} do not match this module's "
-                           f"parameters {sorted(expected)}")
+        the same name (tensors are converted), as torch.nn.Module does.
+
+        Parameters
+        ----------
+        state_dict : mapping
+            Parameter name -> real-valued array (or tensor) of the
+            parameter's shape.
+        strict : bool, default True
+            Require the keys to be exactly this module's parameters.  With
+            False, the parameters present are loaded, the others keep their
+            values and unexpected keys are ignored.
+
+        Returns
+        -------
+        IncompatibleKeys
+            Named tuple of ``missing_keys`` and ``unexpected_keys`` (lists).
+
+        Raises
+        ------
+        RuntimeError
+            With strict=True, when keys are missing or unexpected (the
+            message lists them); the error is also a KeyError.
+        TypeError
+            For a value that is not real-valued (complex, object, string) or
+            is a masked array.
+        ValueError
+            For a value whose shape differs from the parameter's.
+
+        Nothing is loaded when an error is raised.
+        """
+        expected = [k for k in self._param_names if getattr(self, k) is not None]
+        missing = [k for k in expected if k not in state_dict]
+        unexpected = [k for k in state_dict if k not in expected]
+        if strict and (missing or unexpected):
+            raise StateDictKeyError(
+                f"Error(s) in loading state_dict for {type(self).__name__}: state_dict keys "
+                f"{sorted(state_dict)} do not match this module's parameters "
+                f"{sorted(expected)}; missing key(s): {missing}, unexpected key(s): "
+                f"{unexpected}")
         new = {}
         for name in expected:
-            arr = _to_numpy(state_dict[name])
+            if name not in state_dict:
+                continue
+            arr = _real_array(_to_numpy(state_dict[name]), f"{name} in the state_dict")
             current = getattr(self, name)
             if arr.shape != current.shape:
                 raise ValueError(f"{name} in the state_dict has shape {arr.shape}, "
@@ -70,6 +114,7 @@ class _Norm:
             new[name] = np.array(arr, dtype=self.dtype)
         for name, arr in new.items():
             setattr(self, name, arr)
+        return IncompatibleKeys(missing, unexpected)
 
     def _require_saved(self):
         if self._saved is None:
@@ -84,6 +129,7 @@ class LayerNorm(_Norm):
     ----------
     normalized_shape : int or tuple of int
     eps : float, default 1e-5
+        None also means 1e-5.
     elementwise_affine : bool, default True
         Learnable `weight` (ones) and, with `bias`, `bias` (zeros).
     bias : bool, default True
@@ -101,7 +147,9 @@ class LayerNorm(_Norm):
     def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
                  dtype=np.float32):
         self.normalized_shape = _shape_tuple(normalized_shape)
-        self.eps = _check_eps(eps)
+        # None means the default, as in the functional API (the dtype does
+        # not enter layer_norm's default)
+        self.eps = _resolve_eps(eps, _core.OP_LAYER_NORM, np.float32)
         self.elementwise_affine = bool(elementwise_affine)
         self.dtype = _module_dtype(dtype)
         affine = self.elementwise_affine
@@ -137,7 +185,8 @@ class RMSNorm(_Norm):
     ----------
     normalized_shape : int or tuple of int
     eps : float, optional
-        Default ``numpy.finfo(x.dtype).eps`` of each input, as in PyTorch.
+        Default: the machine epsilon of each input's compute dtype, as in
+        PyTorch (float32's for float32, float16 and bfloat16 inputs).
     elementwise_affine : bool, default True
         Learnable `weight` (ones).
     dtype : float32, float64, float16 or bfloat16, default float32

@@ -62,13 +62,19 @@ def sum_over_broadcast(full, shape, x_shape, axes):
     return (g.sum(axis=keep, keepdims=True) if keep else g).reshape(shape)
 
 
+def _default_rms_eps(dt):
+    """rms_norm's default: the compute dtype's epsilon (float32's for half
+    inputs), as PyTorch takes it."""
+    return float(np.finfo(np.float64 if dt == np.float64 else np.float32).eps)
+
+
 def reference(op, x, axes, weight=None, bias=None, eps=None):
     """Returns (y, mean, rstd) in longdouble; mean is None for rms_norm.
     Affine parameters are first rounded to the result dtype, as the API does."""
     x = np.asarray(x)
     dt = result_dtype(x)
     if eps is None:
-        eps = 1e-5 if op == "layer_norm" else float(ml_dtypes.finfo(dt).eps)
+        eps = 1e-5 if op == "layer_norm" else _default_rms_eps(dt)
     xl = _long(x, dt)
     if op == "layer_norm":
         pivot = np.median(xl, axis=axes, keepdims=True)
@@ -122,7 +128,7 @@ def reference_backward(op, dy, x, axes, weight=None, eps=None, full=False):
     x = np.asarray(x)
     dt = result_dtype(x)
     if eps is None:
-        eps = 1e-5 if op == "layer_norm" else float(ml_dtypes.finfo(dt).eps)
+        eps = 1e-5 if op == "layer_norm" else _default_rms_eps(dt)
     xl = _long(x, dt)
     dyl = _long(dy, dt)
     n = np.prod([x.shape[a] for a in axes])

@@ -80,7 +80,7 @@ def test_repr():
 @pytest.mark.parametrize("kwargs,exc", [
     ({"normalized_shape": 0}, ValueError),
     ({"normalized_shape": ()}, ValueError),
-    ({"normalized_shape": "x"}, ValueError),
+    ({"normalized_shape": "x"}, TypeError),  # not an int, as in the functional API
     ({"normalized_shape": 4, "eps": -1.0}, ValueError),
     ({"normalized_shape": 4, "dtype": np.int32}, TypeError),
 ])
