@@ -167,7 +167,15 @@ def _affine(value, name, dtype, norm_shape):
             f"{norm_shape}")
     if arr.shape != norm_shape:
         arr = np.broadcast_to(arr, norm_shape)
-    return np.ascontiguousarray(arr, dtype=_core.compute_dtype(dtype))
+    return _kernel_operand(arr, dtype, contiguous=True)
+
+
+def _kernel_operand(arr, dtype, contiguous=False):
+    """arr in x's compute dtype, aligned (C reads it as FN_T: an unaligned
+    view of a byte buffer would be undefined behaviour there), and
+    C-contiguous when asked; copied only when it is not so already."""
+    requirements = ("A", "C") if contiguous else ("A",)
+    return np.require(arr, dtype=_core.compute_dtype(dtype), requirements=requirements)
 
 
 def _per_sample_affine(value, name, x, axes):
@@ -180,7 +188,7 @@ def _per_sample_affine(value, name, x, axes):
         norm_shape = tuple(x.shape[a] for a in axes)
         arr = np.broadcast_to(arr, norm_shape).reshape(
             tuple(x.shape[a] if a in axes else 1 for a in range(x.ndim)))
-    return np.asarray(arr, dtype=_core.compute_dtype(x.dtype))
+    return _kernel_operand(arr, x.dtype)
 
 
 def _prepare_affine(weight, bias, x, axes):
@@ -479,7 +487,7 @@ def _stats_input(value, name, x, axes):
         raise ValueError(
             f"{name} has shape {arr.shape} but the statistics of x with shape {x.shape} "
             f"over axes {axes} have shape {keep} (as the forward returns them)")
-    return np.ascontiguousarray(arr, dtype=_core.compute_dtype(x.dtype))
+    return _kernel_operand(arr, x.dtype, contiguous=True)
 
 
 def _sum_to_shape(full, shape):
