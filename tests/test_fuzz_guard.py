@@ -50,11 +50,13 @@ def _bits(a):
 
 
 @st.composite
-def layouts(draw, ndim, itemsize):
+def layouts(draw, ndim, itemsize, aligned=False):
+    """aligned=True: element-aligned only (weight, bias and stats: unaligned
+    ones reach the kernels, see test_unaligned_parameters_reach_kernels_bug)."""
     kind = draw(st.sampled_from(["C", "C", "F", "random", "random"]))
     flush = draw(st.sampled_from(["end", "start"]))
     misalign = 0
-    if draw(st.integers(0, 9)) == 0:  # only 1-, 2- or 4-byte aligned
+    if not aligned and draw(st.integers(0, 9)) == 0:  # only 1-, 2- or 4-byte aligned
         misalign = draw(st.sampled_from([m for m in (1, 2, 4) if m < itemsize]))
     if kind == "C" or ndim == 0:
         return Layout(flush=flush, misalign=misalign)
@@ -64,7 +66,8 @@ def layouts(draw, ndim, itemsize):
     flip = tuple(draw(st.lists(st.booleans(), min_size=ndim, max_size=ndim)))
     # gaps between elements: none, whole elements (a stepped slice), or a
     # few bytes (an unaligned view of a byte buffer)
-    gap = st.sampled_from([0, 0, 0, itemsize, 3 * itemsize, 2 if itemsize > 2 else 1])
+    gap = st.sampled_from([0, 0, 0, itemsize, 3 * itemsize]
+                          + ([] if aligned else [2 if itemsize > 2 else 1]))
     pad = tuple(draw(st.lists(gap, min_size=ndim, max_size=ndim)))
     return Layout(perm=perm, flip=flip, pad=pad, flush=flush, misalign=misalign)
 
@@ -133,10 +136,10 @@ def cases(draw, dtypes=DTYPES):
     return Case(dtype, shape, axes, spec, base, spread, seed)
 
 
-def _guard(draw, values, what, log):
+def _guard(draw, values, what, log, aligned=False):
     """A guarded copy of values with a drawn layout; notes its layout."""
     values = np.asarray(values)
-    layout = draw(layouts(values.ndim, values.dtype.itemsize))
+    layout = draw(layouts(values.ndim, values.dtype.itemsize, aligned))
     g = guarded_array(values, layout)
     log.append((what, g))
     return g
@@ -172,7 +175,7 @@ def _param(draw, case, kind_name, log, loc, scale, salt):
         dt = case.dtype
     rng = np.random.default_rng(case.seed + salt)
     values = (loc + scale * rng.standard_normal(pshape)).astype(dt)
-    return _guard(draw, values, f"{kind_name} ({kind})", log), kind
+    return _guard(draw, values, f"{kind_name} ({kind})", log, aligned=True), kind
 
 
 def _describe(log):
@@ -484,8 +487,8 @@ def test_backward_guarded(op, data):
     if with_stats:
         fwd = FORWARD[op](x_values, axis=case.axes, return_stats=True, **_eps_kwargs(eps))
         if op == "layer_norm":
-            kwargs["mean"] = _guard(draw, fwd[1], "mean", log).array
-        kwargs["rstd"] = _guard(draw, fwd[-1], "rstd", log).array
+            kwargs["mean"] = _guard(draw, fwd[1], "mean", log, aligned=True).array
+        kwargs["rstd"] = _guard(draw, fwd[-1], "rstd", log, aligned=True).array
     note(f"{op}_backward(dy, x, {', '.join(f'{k}=' + ('<array>' if isinstance(v, np.ndarray) else repr(v)) for k, v in kwargs.items())})"
          f"; values base={case.base} spread={case.spread} seed={case.seed}")
     _describe(log)
@@ -555,3 +558,68 @@ def test_lanes_half_bias_cancellation_bug(isa, request):
                            x, w, b, None) <= 1.0
     y = fastnorm.layer_norm(np.asfortranarray(x), weight=w, bias=b)
     assert _half_ulp_error("layer_norm", case, y, x, w, b, None) <= 1.0
+
+
+@pytest.mark.any_isa
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "unaligned float64 weight/bias/rstd (np.zeros(516, np.uint8)[4:].view(np.float64)) reach "
+    "the C kernels without an aligned copy; UBSan: misaligned load in scalar_normalize_f64"))
+@pytest.mark.parametrize("what", ["weight", "bias", "rstd"])
+def test_unaligned_parameters_reach_kernels_bug(what, monkeypatch):
+    """Found by the sanitizer stage (UBSan, .ci/sanitizers): "src/norm_scalar_body.h:91:22:
+    runtime error: load of misaligned address ... for type 'const double'" in
+    scalar_normalize_f64, from test_forward_guarded with a float64 bias only
+    4-byte aligned.  _api.py copies unaligned x, dy, residual and out, but
+    weight and bias (_affine / _per_sample_affine: np.ascontiguousarray /
+    np.asarray keep an unaligned contiguous array) and the backward's rstd
+    (_stats_input) reach the C kernels unaligned: undefined behaviour in C
+    (harmless for x86 scalar loads, fatal for aligned vector loads).
+    Reproducer:
+        buf = np.zeros(8 * 64 + 4, np.uint8)
+        b = buf[4:].view(np.float64)          # flags.aligned is False
+        fastnorm.layer_norm(np.ones((3, 64)), bias=b)
+    The check below stops the call before the kernel sees the pointer."""
+    monkeypatch.setattr(fastnorm._api, "_core", _AlignmentProbe(fastnorm._core))
+    buf = np.zeros(8 * 64 + 4 + 8, np.uint8)
+    unaligned = buf[4:4 + 8 * 64].view(np.float64)
+    unaligned[...] = 1.0
+    assert not unaligned.flags.aligned
+    x = np.linspace(-1, 1, 3 * 64).reshape(3, 64)
+    try:
+        if what == "weight":
+            fastnorm.layer_norm(x, weight=unaligned)
+        elif what == "bias":
+            fastnorm.layer_norm(x, bias=unaligned)
+        else:
+            rstd_buf = np.zeros(8 * 3 + 4, np.uint8)
+            rstd = rstd_buf[4:].view(np.float64).reshape(3, 1)
+            rstd[...] = fastnorm.layer_norm(x, return_stats=True)[2]
+            fastnorm.layer_norm_backward(x, x, rstd=rstd)
+    except _Unaligned as e:
+        raise AssertionError(str(e)) from None
+
+
+class _Unaligned(Exception):
+    pass
+
+
+class _AlignmentProbe:
+    """Stands in for fastnorm._core inside _api: refuses (before any kernel
+    runs) a call whose array arguments are not aligned."""
+
+    def __init__(self, core):
+        self._core = core
+
+    def __getattr__(self, name):
+        value = getattr(self._core, name)
+        if name not in ("forward", "backward"):
+            return value
+
+        def checked(*args, **kwargs):
+            for i, a in enumerate(list(args) + list(kwargs.values())):
+                if isinstance(a, np.ndarray) and not a.flags.aligned:
+                    raise _Unaligned(f"_core.{name} argument {i} is unaligned "
+                                     f"(dtype {a.dtype}, address "
+                                     f"{a.__array_interface__['data'][0]:#x})")
+            return value(*args, **kwargs)
+        return checked
