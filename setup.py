@@ -3,8 +3,14 @@ module (fastnorm/_core.pyx), parallelized with OpenMP when the compiler has it.
 
 No -march=native: the wheel must run on any x86-64 (or other) CPU.  SIMD
 kernels carry their own target attributes and are chosen at run time.
+
+FASTNORM_EXTRA_CFLAGS and FASTNORM_EXTRA_LDFLAGS (shell-quoted lists) are
+appended after this file's own flags, so they win where flags conflict
+(e.g. "-fsanitize=address,undefined -O1" overrides -O3; used by .ci/run's
+sanitizer stage).
 """
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -58,7 +64,9 @@ def make_extensions():
         warnings.warn("fastnorm: the C compiler has no working OpenMP; building a "
                       "serial (single-threaded) fastnorm.")
         print("WARNING: fastnorm is being built WITHOUT OpenMP (serial).", file=sys.stderr)
-    cflags = BASE_CFLAGS + (OPENMP_FLAGS if use_openmp else [])
+    extra_cflags = shlex.split(os.environ.get("FASTNORM_EXTRA_CFLAGS", ""))
+    extra_ldflags = shlex.split(os.environ.get("FASTNORM_EXTRA_LDFLAGS", ""))
+    cflags = BASE_CFLAGS + (OPENMP_FLAGS if use_openmp else []) + extra_cflags
     flags_text = " ".join(cflags)
     ext = Extension(
         "fastnorm._core",
@@ -68,7 +76,7 @@ def make_extensions():
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                        ("FN_BUILD_FLAGS", '"%s"' % flags_text)],
         extra_compile_args=cflags,
-        extra_link_args=OPENMP_FLAGS if use_openmp else [],
+        extra_link_args=(OPENMP_FLAGS if use_openmp else []) + extra_ldflags,
     )
     directives = {
         "language_level": 3,
