@@ -603,10 +603,11 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
      * double per-row totals (Chan): FN_T rounding never builds up over more
      * than one chunk.  The cut depends on the element index only. */
     double tot_mean[FN_LANES_MAX], tot_m2[FN_LANES_MAX], tot_n = 0.0;
-    double tot_sum[FN_EXACT_MEAN ? FN_LANES_MAX : 1]; /* sums of x - pivot */
+    /* FN_EXACT_MEAN: sums of d = x - pivot and of d * d, exact in double */
+    double tot_sum[FN_EXACT_MEAN ? FN_LANES_MAX : 1], tot_sq[FN_EXACT_MEAN ? FN_LANES_MAX : 1];
     for (ptrdiff_t j = 0; j < rows; j++) tot_mean[j] = tot_m2[j] = 0.0;
     if (FN_EXACT_MEAN)
-        for (ptrdiff_t j = 0; j < nv * VL; j++) tot_sum[j] = 0.0;
+        for (ptrdiff_t j = 0; j < nv * VL; j++) tot_sum[j] = tot_sq[j] = 0.0;
     FN_T k = 0;
     for (i = 0; i < n; i++) {
         /* the next element rows are in other pages, where the hardware
@@ -624,13 +625,27 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
             continue;
         }
         k += 1;
+        if (FN_EXACT_MEAN) {
+            /* Half inputs: a lane's float32 Welford chain of up to a chunk
+             * is off by a few float32 ulps of M2, more than an ulp of a
+             * half output where a bias nearly cancels.  d is exact in
+             * float32, so d and d * d (with its FMA residual) sum in
+             * double with no error to speak of. */
+            for (v = 0; v < nv; v++) {
+                if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
+                const V d = VSUB(FN_TILE_LOAD(v, i), VLOAD(ST_P(v))), sq = VMUL(d, d);
+                VADD_TO_DOUBLE(tot_sum + v * VL, d);
+                VADD_TO_DOUBLE(tot_sq + v * VL, sq);
+                VADD_TO_DOUBLE(tot_sq + v * VL, VFMA(d, d, VSUB(VZERO, sq)));
+            }
+            continue;
+        }
         const V inv_k = VSET1((FN_T)1 / k), shrink = VSET1((k - 1) / k);
         for (v = 0; v < nv; v++) {
             if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
             V m = VLOAD(ST_M(v));
             V d = VSUB(FN_TILE_LOAD(v, i), VLOAD(ST_P(v)));
             V delta = VSUB(d, m);
-            if (FN_EXACT_MEAN) VADD_TO_DOUBLE(tot_sum + v * VL, d);
             VSTORE(ST_M(v), VFMA(delta, inv_k, m));
             VSTORE(ST_Q(v), VFMA(VMUL(delta, shrink), delta, VLOAD(ST_Q(v))));
         }
@@ -643,8 +658,13 @@ static void FN_NAME(simd_lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
      * safe in place too. */
     int wide = 0;
     for (ptrdiff_t j = 0; j < rows; j++) {
-        const double mean_j = FN_EXACT_MEAN && !rms ? tot_sum[j] / (double)n : tot_mean[j];
-        wide |= FN_NAME(simd_lanes_finish_row)(a, x, r0, j, rms, ST_ROW(j, 0), mean_j, tot_m2[j],
+        double mean_j = tot_mean[j], m2_j = tot_m2[j];
+        if (FN_EXACT_MEAN && !rms) {
+            mean_j = tot_sum[j] / (double)n;
+            m2_j = tot_sq[j] - tot_sum[j] * mean_j; /* no cancellation: the pivot is in the row */
+            if (m2_j < 0.0) m2_j = 0.0;
+        }
+        wide |= FN_NAME(simd_lanes_finish_row)(a, x, r0, j, rms, ST_ROW(j, 0), mean_j, m2_j,
                                                state);
     }
     if (wide) {

@@ -51,8 +51,7 @@ def _bits(a):
 
 @st.composite
 def layouts(draw, ndim, itemsize, aligned=False):
-    """aligned=True: element-aligned only (weight, bias and stats: unaligned
-    ones reach the kernels, see test_unaligned_parameters_reach_kernels_bug)."""
+    """aligned=True: element-aligned only."""
     kind = draw(st.sampled_from(["C", "C", "F", "random", "random"]))
     flush = draw(st.sampled_from(["end", "start"]))
     misalign = 0
@@ -175,7 +174,7 @@ def _param(draw, case, kind_name, log, loc, scale, salt):
         dt = case.dtype
     rng = np.random.default_rng(case.seed + salt)
     values = (loc + scale * rng.standard_normal(pshape)).astype(dt)
-    return _guard(draw, values, f"{kind_name} ({kind})", log, aligned=True), kind
+    return _guard(draw, values, f"{kind_name} ({kind})", log), kind
 
 
 def _describe(log):
@@ -198,13 +197,6 @@ class _Snapshots:
             assert np.array_equal(g.region, before), f"input {what} was modified"
         for what, g in self.outputs:
             assert g.outside_intact(), f"bytes outside output {what}'s elements were written"
-
-
-def _like(g, values):
-    """A fresh ordinary array with g's memory order holding values."""
-    a = np.empty_like(g.array, order="K")
-    a[...] = values
-    return a
 
 
 def _streaming(draw):
@@ -231,40 +223,14 @@ def _half_ulp_error(op, case, y, x_values, w, b, eps):
     return max_ulp_error(y, y_ref, case.dtype, slack)
 
 
-def _known_lanes_bias_bug(op, case, x_values, w, b, eps, recompute):
-    """The one known defect (see test_lanes_half_bias_cancellation_bug below):
-    the SIMD kernels that walk rows side by side (Fortran / channels-first
-    lanes) compute rstd with about 5x the row kernels' float32 error, which
-    a half-precision output exposes where the bias nearly cancels
-    xhat * weight.  It is that defect (and nothing else) when the portable
-    kernels give the same call within 1 ulp and the SIMD call without the
-    bias is within 1 ulp too."""
-    isa = fastnorm.get_isa()
-    if isa == "scalar" or b is None or not _is_half(case.dtype):
-        return False
-    try:
-        fastnorm._core.set_isa("scalar")
-        portable = recompute(True)
-    finally:
-        fastnorm._core.set_isa(isa)
-    unbiased = recompute(False)
-    return (_half_ulp_error(op, case, portable, x_values, w, b, eps) <= 1.0
-            and _half_ulp_error(op, case, unbiased, x_values, w, None, eps) <= 1.0)
-
-
-def _check_forward(op, case, y, x_values, w, b, eps, recompute):
+def _check_forward(op, case, y, x_values, w, b, eps):
     """y against the reference, at the tolerances of test_properties.py
     (float32/float64) and test_half.py (within 1 ulp, with its bias
-    allowance).  recompute(with_bias) repeats the call on fresh arrays of
-    the same layouts (to recognise the one known defect)."""
+    allowance)."""
     y_ref, mean_ref, rstd_ref = reference(op, x_values, case.axes, w, b, eps)
     assert y.dtype == case.dtype and y.shape == case.shape
     if _is_half(case.dtype):
-        err = _half_ulp_error(op, case, y, x_values, w, b, eps)
-        if err > 1.0 and _known_lanes_bias_bug(op, case, x_values, w, b, eps, recompute):
-            note(f"known defect (lanes rstd, bias cancellation): {err:.3f} ulp")
-        else:
-            assert err <= 1.0
+        assert _half_ulp_error(op, case, y, x_values, w, b, eps) <= 1.0
     else:
         assert_close(y, y_ref, case.dtype)
     return mean_ref, rstd_ref
@@ -372,14 +338,7 @@ def test_forward_guarded(op, data):
     if "out" in kwargs:
         assert y is kwargs["out"]
     snaps.check()
-    plain = {k: v for k, v in kwargs.items() if k not in ("out", "bias", "weight")}
-    plain["return_stats"] = False
-
-    def recompute(with_bias):
-        extra = {"bias": b} if with_bias and b is not None else {}
-        return FORWARD[op](_like(xg, x_values), weight=w, **extra, **plain)
-
-    mean_ref, rstd_ref = _check_forward(op, case, y, x_values, w, b, eps, recompute)
+    mean_ref, rstd_ref = _check_forward(op, case, y, x_values, w, b, eps)
     if return_stats:
         _check_stats(op, case, res[1:], mean_ref, rstd_ref)
 
@@ -446,16 +405,7 @@ def test_fused_add_guarded(op, data):
     snaps.check()
     assert h.dtype == case.dtype and np.array_equal(_bits(h), _bits(h_ref)), \
         "h differs from numpy's x + residual"
-    plain = {k: v for k, v in kwargs.items()
-             if k not in ("out", "residual_out", "bias", "weight")}
-    plain["return_stats"] = False
-
-    def recompute(with_bias):
-        extra = {"bias": b} if with_bias and b is not None else {}
-        return FUSED[op](_like(xg, x_values), _like(rg, r_values),
-                         weight=w, **extra, **plain)[0]
-
-    mean_ref, rstd_ref = _check_forward(op, case, y, h_ref, w, b, eps, recompute)
+    mean_ref, rstd_ref = _check_forward(op, case, y, h_ref, w, b, eps)
     if return_stats:
         _check_stats(op, case, res[2:], mean_ref, rstd_ref)
 
@@ -487,8 +437,8 @@ def test_backward_guarded(op, data):
     if with_stats:
         fwd = FORWARD[op](x_values, axis=case.axes, return_stats=True, **_eps_kwargs(eps))
         if op == "layer_norm":
-            kwargs["mean"] = _guard(draw, fwd[1], "mean", log, aligned=True).array
-        kwargs["rstd"] = _guard(draw, fwd[-1], "rstd", log, aligned=True).array
+            kwargs["mean"] = _guard(draw, fwd[1], "mean", log).array
+        kwargs["rstd"] = _guard(draw, fwd[-1], "rstd", log).array
     note(f"{op}_backward(dy, x, {', '.join(f'{k}=' + ('<array>' if isinstance(v, np.ndarray) else repr(v)) for k, v in kwargs.items())})"
          f"; values base={case.base} spread={case.spread} seed={case.seed}")
     _describe(log)
@@ -541,23 +491,15 @@ def test_backward_guarded(op, data):
         assert len(res) == 2
 
 
-# ---- the known defect the fuzzing found ------------------------------------------
+# ---- defects the fuzzing found, kept fixed --------------------------------------
 
-def test_lanes_half_bias_cancellation_bug(isa, request):
+def test_lanes_half_rows_stay_within_one_ulp_where_the_bias_cancels():
     """Found by test_fused_add_guarded (bfloat16 (4, 4, 5, 255), Fortran-ordered
-    x, so h is Fortran-ordered and normalized by the lanes kernel).  Minimal
-    reproducer: bfloat16 (32, 64), Fortran order, last axis, float32 weight
-    and bias.  The SIMD lanes kernels (avx2, avx512, avx512_bf16) give 1.118
-    ulp where the bias nearly cancels xhat * weight (above test_half.py's
-    allowance of 2^-23 of the product); the C-ordered call (row kernels) and
-    the portable kernels give 0.4998 ulp.  Cause: the lanes kernels' rstd has
-    ~3e-7 relative error (row kernels: ~6e-8; float32 outputs of the same
-    rows: 20 vs 6 units of 2^-24)."""
-    if isa != "scalar":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "lanes kernels: bfloat16 F-order (32, 64) layer_norm with float32 weight and "
-            "bias, rng=default_rng(521): x=(1.5+0.5*N).astype(bf16), w=N(1,0.5), "
-            "b=N(0,0.5): 1.118 ulp > 1 (C order: 0.4998)")))
+    x, so h is normalized by the lanes kernel).  The SIMD lanes kernels gave
+    1.118 ulp on this Fortran-ordered call where the bias nearly cancels
+    xhat * weight (the C-ordered call and the portable kernels: 0.4998): a
+    lane's float32 Welford M2 made rstd 3e-7 off.  Half-precision lanes now
+    sum d and d * d exactly in double."""
     rng = np.random.default_rng(521)
     x = (1.5 + 0.5 * rng.standard_normal((32, 64))).astype(BFLOAT16)
     w = rng.normal(1, 0.5, 64).astype(np.float32)
@@ -570,24 +512,13 @@ def test_lanes_half_bias_cancellation_bug(isa, request):
 
 
 @pytest.mark.any_isa
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "unaligned float64 weight/bias/rstd (np.zeros(516, np.uint8)[4:].view(np.float64)) reach "
-    "the C kernels without an aligned copy; UBSan: misaligned load in scalar_normalize_f64"))
 @pytest.mark.parametrize("what", ["weight", "bias", "rstd"])
-def test_unaligned_parameters_reach_kernels_bug(what, monkeypatch):
-    """Found by the sanitizer stage (UBSan, .ci/sanitizers): "src/norm_scalar_body.h:91:22:
-    runtime error: load of misaligned address ... for type 'const double'" in
-    scalar_normalize_f64, from test_forward_guarded with a float64 bias only
-    4-byte aligned.  _api.py copies unaligned x, dy, residual and out, but
-    weight and bias (_affine / _per_sample_affine: np.ascontiguousarray /
-    np.asarray keep an unaligned contiguous array) and the backward's rstd
-    (_stats_input) reach the C kernels unaligned: undefined behaviour in C
-    (harmless for x86 scalar loads, fatal for aligned vector loads).
-    Reproducer:
-        buf = np.zeros(8 * 64 + 4, np.uint8)
-        b = buf[4:].view(np.float64)          # flags.aligned is False
-        fastnorm.layer_norm(np.ones((3, 64)), bias=b)
-    The check below stops the call before the kernel sees the pointer."""
+def test_unaligned_parameters_are_aligned_before_the_kernels(what, monkeypatch):
+    """Found by the sanitizer stage (UBSan: "load of misaligned address ...
+    for type 'const double'" in scalar_normalize_f64): a float64 bias only
+    4-byte aligned reached the C kernels, undefined behaviour in C.  weight,
+    bias and saved stats are now copied when unaligned, as x and out are.
+    The probe stops any call whose arguments would reach a kernel unaligned."""
     monkeypatch.setattr(fastnorm._api, "_core", _AlignmentProbe(fastnorm._core))
     buf = np.zeros(8 * 64 + 4 + 8, np.uint8)
     unaligned = buf[4:4 + 8 * 64].view(np.float64)
