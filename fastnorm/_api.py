@@ -527,8 +527,15 @@ def _per_sample_backward(op, dy, x, axes, weight, weight_shape, bias_shape, rstd
     computes it; dweight = sum(dy * xhat) and dbias = sum(dy) are summed in
     float64 over the axes each parameter was broadcast along."""
     dtype = _core.compute_dtype(x.dtype)
-    x_c, dy_c = x.astype(dtype, copy=False), dy.astype(dtype, copy=False)
-    w = _per_sample_affine(weight, "weight", x, axes)
+    # In short rows dx can cancel to a small fraction of g (two elements:
+    # dx = rstd * g' * eps / (var + eps)), so a float32 rounding of g would
+    # show in dx; as the kernels do for shared weights (rows shorter than two
+    # vectors take the portable kernel, which forms g in double), such rows
+    # are computed in float64 here.
+    n = int(np.prod([x.shape[a] for a in axes]))
+    work = np.float64 if n < 32 else dtype
+    x_c, dy_c = x.astype(work, copy=False), dy.astype(work, copy=False)
+    w = _per_sample_affine(weight, "weight", x_c, axes)
     g = dy_c if w is None else dy_c * w
     dx = _normalize_backward(op, g, x_c, None, None, None, rstd, eps, axes)[0]
     result = [dx.astype(x.dtype, copy=False)]

@@ -178,3 +178,18 @@ def test_view_whose_normalized_axes_need_a_work_copy(rng):
     b = rng.normal(0, 0.3, (3, 4, 1, 4)).astype(np.float32)
     y = fastnorm.layer_norm(x, weight=w, bias=b, axis=(2, 3))
     assert_close(y, reference("layer_norm", x, (2, 3), w, b)[0], np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_per_sample_backward_of_short_rows_forms_g_in_double(dtype):
+    """Found by the guard-page fuzzer (layer_norm_backward, axis=1 of length
+    2, per-sample weight): in a two-element row dx = rstd * g' * eps / (var
+    + eps) cancels, and g = dy * w rounded to float32 first put 7e-6 into dx.
+    Short rows form g in double, as the kernels do for shared weights."""
+    rng = np.random.default_rng(3)
+    x = (5 + 0.01 * rng.standard_normal((256, 2, 4))).astype(dtype)
+    dy = (3 * rng.standard_normal(x.shape)).astype(dtype)
+    w = rng.normal(1, 0.5, (256, 1, 4)).astype(dtype)
+    dx = fastnorm.layer_norm_backward(dy, x, axis=1, weight=w)[0]
+    assert dx.dtype == dtype
+    assert_close(dx, reference_backward("layer_norm", dy, x, (1,), w)[0], dtype)
