@@ -50,11 +50,41 @@ _is_compiling = torch.compiler.is_compiling
 
 # ---- conversions -------------------------------------------------------------
 
+class _ArrayView:
+    """Carries an __array_interface__ for np.asarray."""
+    __slots__ = ("__array_interface__",)
+
+
+# typestr, itemsize, the NumPy dtype to view the result as (bfloat16 travels as int16)
+_INTERFACE = {
+    torch.float32: (np.dtype(np.float32).str, 4, None),
+    torch.float64: (np.dtype(np.float64).str, 8, None),
+    torch.float16: (np.dtype(np.float16).str, 2, None),
+    torch.bfloat16: (np.dtype(np.int16).str, 2, _BF16),
+}
+
+
 def _np(t):
-    """The NumPy view of a CPU tensor of a kernel dtype (no copy)."""
-    if t.dtype is torch.bfloat16:
-        return t.detach().view(torch.int16).numpy().view(_BF16)
-    return t.numpy(force=True)  # detach (and resolve a neg bit); no copy on CPU
+    """The NumPy view of a CPU tensor of a kernel dtype: same memory, same strides.
+
+    Built from the tensor's pointer rather than with ``Tensor.numpy()``, which
+    would mark the tensor's storage as never resizable again (a lasting side
+    effect on the caller's tensors and parameters: FSDP, for one, frees
+    parameters with ``storage.resize_(0)``).  The view does not keep the
+    tensor alive: it is used only while the caller holds the tensor."""
+    typestr, size, view = _INTERFACE[t.dtype]
+    if t.is_neg():  # a lazily negated view: materialize it
+        t = t.resolve_neg()
+    ptr = t.data_ptr()
+    if ptr == 0:  # no storage (zero elements)
+        arr = np.empty(tuple(t.shape), typestr)
+    else:
+        v = _ArrayView()
+        v.__array_interface__ = {
+            "data": (ptr, False), "shape": t.shape, "typestr": typestr, "version": 3,
+            "strides": None if t.is_contiguous() else tuple([st * size for st in t.stride()])}
+        arr = np.asarray(v)
+    return arr if view is None else arr.view(view)
 
 
 def _np_opt(t):
@@ -70,17 +100,35 @@ def _from_np(arr):
 
 def _new_output(input):
     """A fresh, torch-owned C-order tensor like input (torch's ops return C order too)."""
-    return torch.empty(input.shape, dtype=input.dtype)
+    if input.is_contiguous():
+        return torch.empty_like(input)  # the cheapest allocation torch has
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
 
 
-def _fast(*tensors):
-    """True when every tensor given (None skipped) can go to fastnorm's kernels."""
+# routes
+_TORCH, _DIRECT, _AUTOGRAD = 0, 1, 2
+
+
+def _route(*tensors):
+    """_DIRECT when every tensor given (None skipped) can go to fastnorm's
+    kernels and none needs a gradient, _AUTOGRAD when one does, else _TORCH.
+    (Types were checked by the caller.)"""
+    grad = False
     for t in tensors:
         if t is None:
             continue
         if type(t) not in _PLAIN_TYPES or not t.is_cpu or t.dtype not in _KERNEL_DTYPES:
-            return False
-    return not _is_compiling()
+            return _TORCH
+        if t.requires_grad:
+            grad = True
+    if _is_compiling():
+        return _TORCH
+    return _AUTOGRAD if grad and torch.is_grad_enabled() else _DIRECT
+
+
+def _fast(*tensors):
+    """True when every tensor given can go to fastnorm's kernels."""
+    return _route(*tensors) != _TORCH
 
 
 def _check_tensor(value, name, optional=True):
@@ -89,12 +137,6 @@ def _check_tensor(value, name, optional=True):
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor{' or None' if optional else ''}, "
                         f"got {type(value).__name__}")
-
-
-def _wants_grad(*tensors):
-    if not torch.is_grad_enabled():
-        return False
-    return any(t is not None and t.requires_grad for t in tensors)
 
 
 def _rms_eps(input, eps):
@@ -140,6 +182,8 @@ def _resolve(input, normalized_shape, dim):
     """(normalized_shape, axis) for fastnorm, and the sorted dims (None when the
     normalized dims are trailing).  A one-element shape is passed as an int,
     which fastnorm's fast path takes."""
+    if dim is None and type(normalized_shape) is int:  # the hot path
+        return normalized_shape, None, None
     if dim is None:
         if normalized_shape is None:
             return None, None, None
@@ -295,6 +339,13 @@ class _AddNormFunction(torch.autograd.Function):
 
 # ---- the functions ----------------------------------------------------------------
 
+def _check_types(**tensors):
+    """TypeError for anything but a tensor (or None where optional); the hot
+    path calls this only when a type is not plain torch.Tensor/Parameter."""
+    for name, value in tensors.items():
+        _check_tensor(value, name, optional=name not in ("input", "residual"))
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, dim=None):
     """Layer norm with torch.nn.functional.layer_norm's arguments, on fastnorm's kernels.
 
@@ -303,21 +354,22 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, dim
     LayerNorm, computed without a permute.  With ``dim``, ``normalized_shape``
     gives the sizes of those dims (in increasing dim order) or is None.
     """
-    _check_tensor(input, "input", optional=False)
-    _check_tensor(weight, "weight")
-    _check_tensor(bias, "bias")
+    if type(input) not in _PLAIN_TYPES:
+        _check_types(input=input, weight=weight, bias=bias)
     ns, axis, dims = _resolve(input, normalized_shape, dim)
-    if not _fast(input, weight, bias):
-        return _torch_norm("ln", input, ns, dims, weight, bias, eps)
-    if _wants_grad(input, weight, bias):
+    route = _route(input, weight, bias)
+    if route == _DIRECT:
+        y = _new_output(input)
+        if axis is None:
+            _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, out=_np(y))
+        else:
+            _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, axis=axis,
+                            out=_np(y))
+        return y
+    _check_types(weight=weight, bias=bias)
+    if route == _AUTOGRAD:
         return _NormFunction.apply("ln", input, weight, bias, ns, axis, eps)
-    y = _new_output(input)
-    if axis is None:
-        _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, out=_np(y))
-    else:
-        _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, axis=axis,
-                        out=_np(y))
-    return y
+    return _torch_norm("ln", input, ns, dims, weight, bias, eps)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None, *, dim=None):
@@ -327,20 +379,23 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, dim=None):
     bfloat16 and float32 inputs, float64's for float64), as in torch.
     ``dim`` as in `layer_norm`.
     """
-    _check_tensor(input, "input", optional=False)
-    _check_tensor(weight, "weight")
+    if type(input) not in _PLAIN_TYPES:
+        _check_types(input=input, weight=weight)
     ns, axis, dims = _resolve(input, normalized_shape, dim)
-    if not _fast(input, weight):
-        return _torch_norm("rms", input, ns, dims, weight, None, eps)
-    eps = _rms_eps(input, eps)
-    if _wants_grad(input, weight):
-        return _NormFunction.apply("rms", input, weight, None, ns, axis, eps)
-    y = _new_output(input)
-    if axis is None:
-        _api.rms_norm(_np(input), ns, _np_opt(weight), eps, out=_np(y))
-    else:
-        _api.rms_norm(_np(input), ns, _np_opt(weight), eps, axis=axis, out=_np(y))
-    return y
+    route = _route(input, weight)
+    if route == _DIRECT:
+        if eps is None:
+            eps = _F64_EPS if input.dtype is torch.float64 else _F32_EPS
+        y = _new_output(input)
+        if axis is None:
+            _api.rms_norm(_np(input), ns, _np_opt(weight), eps, out=_np(y))
+        else:
+            _api.rms_norm(_np(input), ns, _np_opt(weight), eps, axis=axis, out=_np(y))
+        return y
+    _check_types(weight=weight)
+    if route == _AUTOGRAD:
+        return _NormFunction.apply("rms", input, weight, None, ns, axis, _rms_eps(input, eps))
+    return _torch_norm("rms", input, ns, dims, weight, None, eps)
 
 
 def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
@@ -350,21 +405,20 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
     residual must have input's shape.  When its dtype differs, torch's own
     ``input + residual`` (with its type promotion) and norm run instead.
     """
-    _check_tensor(input, "input", optional=False)
+    _check_types(input=input, residual=residual, weight=weight, bias=bias)
     _check_residual(input, residual)
-    _check_tensor(weight, "weight")
-    _check_tensor(bias, "bias")
     ns, axis, dims = _resolve(input, normalized_shape, dim)
-    if residual.dtype != input.dtype or not _fast(input, residual, weight, bias):
-        h = input + residual
-        return _torch_norm("ln", h, ns, dims, weight, bias, eps), h
-    if _wants_grad(input, residual, weight, bias):
+    route = _route(input, residual, weight, bias) if residual.dtype == input.dtype else _TORCH
+    if route == _DIRECT:
+        y, h = _new_output(input), _new_output(input)
+        kw = dict(axis=axis) if axis is not None else {}
+        _api.add_layer_norm(_np(input), _np(residual), ns, _np_opt(weight), _np_opt(bias), eps,
+                            out=_np(y), residual_out=_np(h), **kw)
+        return y, h
+    if route == _AUTOGRAD:
         return _AddNormFunction.apply("ln", input, residual, weight, bias, ns, axis, eps)
-    y, h = _new_output(input), _new_output(input)
-    kw = dict(axis=axis) if axis is not None else {}
-    _api.add_layer_norm(_np(input), _np(residual), ns, _np_opt(weight), _np_opt(bias), eps,
-                        out=_np(y), residual_out=_np(h), **kw)
-    return y, h
+    h = input + residual
+    return _torch_norm("ln", h, ns, dims, weight, bias, eps), h
 
 
 def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, dim=None):
@@ -372,21 +426,21 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, di
 
     See `add_layer_norm` and `rms_norm`.
     """
-    _check_tensor(input, "input", optional=False)
+    _check_types(input=input, residual=residual, weight=weight)
     _check_residual(input, residual)
-    _check_tensor(weight, "weight")
     ns, axis, dims = _resolve(input, normalized_shape, dim)
-    if residual.dtype != input.dtype or not _fast(input, residual, weight):
-        h = input + residual
-        return _torch_norm("rms", h, ns, dims, weight, None, eps), h
-    eps = _rms_eps(input, eps)
-    if _wants_grad(input, residual, weight):
-        return _AddNormFunction.apply("rms", input, residual, weight, None, ns, axis, eps)
-    y, h = _new_output(input), _new_output(input)
-    kw = dict(axis=axis) if axis is not None else {}
-    _api.add_rms_norm(_np(input), _np(residual), ns, _np_opt(weight), eps, out=_np(y),
-                      residual_out=_np(h), **kw)
-    return y, h
+    route = _route(input, residual, weight) if residual.dtype == input.dtype else _TORCH
+    if route == _DIRECT:
+        y, h = _new_output(input), _new_output(input)
+        kw = dict(axis=axis) if axis is not None else {}
+        _api.add_rms_norm(_np(input), _np(residual), ns, _np_opt(weight), _rms_eps(input, eps),
+                          out=_np(y), residual_out=_np(h), **kw)
+        return y, h
+    if route == _AUTOGRAD:
+        return _AddNormFunction.apply("rms", input, residual, weight, None, ns, axis,
+                                      _rms_eps(input, eps))
+    h = input + residual
+    return _torch_norm("rms", h, ns, dims, weight, None, eps), h
 
 
 # ---- modules ----------------------------------------------------------------------
