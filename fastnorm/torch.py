@@ -51,8 +51,9 @@ _is_compiling = torch.compiler.is_compiling
 # ---- conversions -------------------------------------------------------------
 
 class _ArrayView:
-    """Carries an __array_interface__ for np.asarray."""
-    __slots__ = ("__array_interface__",)
+    """Carries an __array_interface__ for np.asarray, and the tensor: the
+    array's base is this object, so the array keeps the tensor alive."""
+    __slots__ = ("__array_interface__", "tensor")
 
 
 # typestr, itemsize, the NumPy dtype to view the result as (bfloat16 travels as int16)
@@ -70,19 +71,21 @@ def _np(t):
     Built from the tensor's pointer rather than with ``Tensor.numpy()``, which
     would mark the tensor's storage as never resizable again (a lasting side
     effect on the caller's tensors and parameters: FSDP, for one, frees
-    parameters with ``storage.resize_(0)``).  The view does not keep the
-    tensor alive: it is used only while the caller holds the tensor."""
+    parameters with ``storage.resize_(0)``).  The array keeps the tensor alive."""
     typestr, size, view = _INTERFACE[t.dtype]
-    if t.is_neg():  # a lazily negated view: materialize it
+    if t.is_neg():  # a lazily negated view (e.g. complex.conj().imag): materialize it
         t = t.resolve_neg()
     ptr = t.data_ptr()
-    if ptr == 0:  # no storage (zero elements)
+    if not ptr:  # no storage (zero elements)
         arr = np.empty(tuple(t.shape), typestr)
     else:
         v = _ArrayView()
-        v.__array_interface__ = {
-            "data": (ptr, False), "shape": t.shape, "typestr": typestr, "version": 3,
-            "strides": None if t.is_contiguous() else tuple([st * size for st in t.stride()])}
+        v.tensor = t
+        if t.is_contiguous():
+            v.__array_interface__ = {"data": (ptr, False), "shape": t.shape, "typestr": typestr}
+        else:
+            v.__array_interface__ = {"data": (ptr, False), "shape": t.shape, "typestr": typestr,
+                                     "strides": tuple([st * size for st in t.stride()])}
         arr = np.asarray(v)
     return arr if view is None else arr.view(view)
 
@@ -182,8 +185,13 @@ def _resolve(input, normalized_shape, dim):
     """(normalized_shape, axis) for fastnorm, and the sorted dims (None when the
     normalized dims are trailing).  A one-element shape is passed as an int,
     which fastnorm's fast path takes."""
-    if dim is None and type(normalized_shape) is int:  # the hot path
-        return normalized_shape, None, None
+    if dim is None:  # the hot paths
+        t = type(normalized_shape)
+        if t is int:
+            return normalized_shape, None, None
+        if (t is torch.Size or t is tuple) and len(normalized_shape) == 1 \
+                and type(normalized_shape[0]) is int:
+            return normalized_shape[0], None, None
     if dim is None:
         if normalized_shape is None:
             return None, None, None

@@ -243,6 +243,17 @@ def test_no_hidden_copy_and_torch_owned_outputs(monkeypatch, gen):
     assert w.untyped_storage().resizable()
 
 
+@pytest.mark.any_isa
+def test_negative_bit_views(gen):
+    """complex.conj().imag is a real view with the negative bit set: it is
+    materialized, not read as the un-negated memory."""
+    c = torch.randn((4, 16), generator=gen, dtype=torch.complex64)
+    x = c.conj().imag
+    assert x.is_neg()
+    assert (fnt.layer_norm(x, 16) - F.layer_norm(x, (16,))).abs().max().item() < 1e-5
+    assert (fnt.rms_norm(x, 16) - F.rms_norm(x, (16,))).abs().max().item() < 1e-5
+
+
 # ---- autograd ------------------------------------------------------------------------
 
 def _leaves(*tensors):
