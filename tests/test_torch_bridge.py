@@ -680,3 +680,25 @@ def test_errors():
         fnt.layer_norm(torch.randn(2, 3, 4), None, dim=(1, -2))
     with pytest.raises(TypeError):
         fnt.layer_norm(torch.tensor(1.0), None)
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_patch_tiny_llama(dtype):
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, max_position_embeddings=32)
+    model = transformers.LlamaForCausalLM(config).to(dtype).eval()
+    ids = torch.randint(0, 64, (2, 7))
+    with torch.no_grad():
+        want = model(ids).logits
+        names = fnt.patch(model)
+        got = model(ids).logits
+    assert len(names) == 2 * 2 + 1  # two per layer and the final norm
+    tol = 1e-4 if dtype is torch.float32 else 0.1
+    assert (got.float() - want.float()).abs().max().item() < tol
+    assert len(fnt.unpatch(model)) == len(names)
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, want)
