@@ -702,3 +702,20 @@ def test_patch_tiny_llama(dtype):
     assert len(fnt.unpatch(model)) == len(names)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, want)
+
+
+@pytest.mark.parametrize("op", ["add_layer_norm", "add_rms_norm"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("dim", [None, 1])
+def test_fused_and_two_step_add_agree(op, dtype, dim, monkeypatch, gen):
+    """No-grad add_* runs torch.add + the norm below _FUSED_MIN_NUMEL and
+    fastnorm's fused pass above it: the same bits either way."""
+    shape = (4, 24, 3, 5) if dim == 1 else (6, 5, 40)
+    n = shape[1] if dim == 1 else shape[-1]
+    x, r = randn(shape, gen, dtype, 2.0, 1.0), randn(shape, gen, dtype)
+    w, b = params(n, gen, dtype)
+    two_step = ours(op, x, (n,), w, b, None, r, dim=dim)
+    monkeypatch.setattr(fnt, "_FUSED_MIN_NUMEL", 0)
+    fused = ours(op, x, (n,), w, b, None, r, dim=dim)
+    assert torch.equal(fused[1], two_step[1]) and torch.equal(fused[1], x + r)
+    assert torch.equal(fused[0], two_step[0])
