@@ -1,0 +1,627 @@
+"""fastnorm for PyTorch: LayerNorm and RMSNorm on CPU tensors, with autograd.
+
+    import fastnorm.torch as fnt
+    y = fnt.layer_norm(x, (768,), weight, bias)          # torch.nn.functional's order
+    y = fnt.layer_norm(img, (C,), w, b, dim=1)           # channels-first NCHW, no permute
+    y, h = fnt.add_rms_norm(x, residual, (768,), weight) # h = x + residual, y = rms_norm(h)
+    names = fnt.patch(model)                             # nn.LayerNorm/nn.RMSNorm -> fastnorm
+
+CPU tensors of float32, float64, float16 and bfloat16, with any strides, are
+handed to fastnorm's kernels without a copy (their NumPy views); the outputs
+are fresh torch tensors in C order, as torch's own ops return them.  Anything
+else (another device, ``meta``, another dtype, tensor subclasses, code being
+traced by ``torch.compile``) runs torch's own op, so a patched model keeps
+working after ``.to("cuda")``.
+
+Gradients come from fastnorm's fused backward passes
+(`fastnorm.layer_norm_backward`, `fastnorm.rms_norm_backward`), once: double
+backward raises.
+
+This module is never imported by ``import fastnorm``.
+"""
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess
+    raise ImportError(
+        "fastnorm.torch needs PyTorch, which is not installed. Install the CPU build "
+        "with:  pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu"
+    ) from exc
+
+import numbers
+import warnings
+
+import ml_dtypes
+import numpy as np
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+from . import _api
+
+__all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "LayerNorm", "RMSNorm",
+           "patch", "unpatch"]
+
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+_KERNEL_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_F32_EPS = float(torch.finfo(torch.float32).eps)
+_F64_EPS = float(torch.finfo(torch.float64).eps)
+_is_compiling = torch.compiler.is_compiling
+
+
+# ---- conversions -------------------------------------------------------------
+
+class _ArrayView:
+    """Carries an __array_interface__ for np.asarray, and the tensor: the
+    array's base is this object, so the array keeps the tensor alive."""
+    __slots__ = ("__array_interface__", "tensor")
+
+
+# typestr, itemsize, the NumPy dtype to view the result as (bfloat16 travels as int16)
+_INTERFACE = {
+    torch.float32: (np.dtype(np.float32).str, 4, None),
+    torch.float64: (np.dtype(np.float64).str, 8, None),
+    torch.float16: (np.dtype(np.float16).str, 2, None),
+    torch.bfloat16: (np.dtype(np.int16).str, 2, _BF16),
+}
+
+
+def _np(t):
+    """The NumPy view of a CPU tensor of a kernel dtype: same memory, same strides.
+
+    Built from the tensor's pointer rather than with ``Tensor.numpy()``, which
+    would mark the tensor's storage as never resizable again (a lasting side
+    effect on the caller's tensors and parameters: FSDP, for one, frees
+    parameters with ``storage.resize_(0)``).  The array keeps the tensor alive."""
+    typestr, size, view = _INTERFACE[t.dtype]
+    if t.is_neg():  # a lazily negated view (e.g. complex.conj().imag): materialize it
+        t = t.resolve_neg()
+    ptr = t.data_ptr()
+    if not ptr:  # no storage (zero elements)
+        arr = np.empty(tuple(t.shape), typestr)
+    else:
+        v = _ArrayView()
+        v.tensor = t
+        if t.is_contiguous():
+            v.__array_interface__ = {"data": (ptr, False), "shape": t.shape, "typestr": typestr}
+        else:
+            v.__array_interface__ = {"data": (ptr, False), "shape": t.shape, "typestr": typestr,
+                                     "strides": tuple([st * size for st in t.stride()])}
+        arr = np.asarray(v)
+    return arr if view is None else arr.view(view)
+
+
+def _np_opt(t):
+    return None if t is None else _np(t)
+
+
+def _from_np(arr):
+    """A tensor sharing arr's memory (arr stays alive as long as the tensor)."""
+    if arr.dtype == _BF16:
+        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(arr)
+
+
+def _new_output(input):
+    """A fresh, torch-owned C-order tensor like input (torch's ops return C order too)."""
+    if input.is_contiguous():
+        return torch.empty_like(input)  # the cheapest allocation torch has
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+# routes
+_TORCH, _DIRECT, _AUTOGRAD = 0, 1, 2
+
+
+def _route(*tensors):
+    """_DIRECT when every tensor given (None skipped) can go to fastnorm's
+    kernels and none needs a gradient, _AUTOGRAD when one does, else _TORCH.
+    (Types were checked by the caller.)"""
+    grad = False
+    for t in tensors:
+        if t is None:
+            continue
+        if type(t) not in _PLAIN_TYPES or not t.is_cpu or t.dtype not in _KERNEL_DTYPES:
+            return _TORCH
+        if t.requires_grad:
+            grad = True
+    if _is_compiling():
+        return _TORCH
+    return _AUTOGRAD if grad and torch.is_grad_enabled() else _DIRECT
+
+
+def _fast(*tensors):
+    """True when every tensor given can go to fastnorm's kernels."""
+    return _route(*tensors) != _TORCH
+
+
+def _check_tensor(value, name, optional=True):
+    if value is None and optional:
+        return
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor{' or None' if optional else ''}, "
+                        f"got {type(value).__name__}")
+
+
+def _rms_eps(input, eps):
+    """rms_norm's eps=None: the compute dtype's epsilon, as in torch."""
+    if eps is not None:
+        return eps
+    return _F64_EPS if input.dtype is torch.float64 else _F32_EPS
+
+
+# ---- the normalized dimensions -------------------------------------------------
+
+def _shape_tuple(normalized_shape):
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+        return (int(normalized_shape),)
+    try:
+        items = tuple(normalized_shape)
+    except TypeError:
+        raise TypeError(f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
+                        f"got {normalized_shape!r}") from None
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in items):
+        raise TypeError(f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
+                        f"got {normalized_shape!r}")
+    return tuple(int(s) for s in items)
+
+
+def _dims_tuple(ndim, dim):
+    """dim as a sorted tuple of non-negative dimensions (errors as fastnorm's axis=)."""
+    raw = _api._as_axis_tuple(dim, "dim")
+    if not raw:
+        raise ValueError("dim must name at least one dimension, got ()")
+    dims = []
+    for d in raw:
+        if not -ndim <= d < ndim:
+            raise _api.AxisError(d, ndim)
+        d %= ndim
+        if d in dims:
+            raise ValueError(f"dim {raw} names dimension {d} twice")
+        dims.append(d)
+    return tuple(sorted(dims))
+
+
+def _resolve(input, normalized_shape, dim):
+    """(normalized_shape, axis) for fastnorm, and the sorted dims (None when the
+    normalized dims are trailing).  A one-element shape is passed as an int,
+    which fastnorm's fast path takes."""
+    if dim is None:  # the hot paths
+        t = type(normalized_shape)
+        if t is int:
+            return normalized_shape, None, None
+        if (t is torch.Size or t is tuple) and len(normalized_shape) == 1 \
+                and type(normalized_shape[0]) is int:
+            return normalized_shape[0], None, None
+    if dim is None:
+        if normalized_shape is None:
+            return None, None, None
+        ns = _shape_tuple(normalized_shape)
+        return (ns[0] if len(ns) == 1 else ns), None, None
+    if input.dim() == 0:
+        raise TypeError("input must have at least one dimension, got a 0-d tensor")
+    dims = _dims_tuple(input.dim(), dim)
+    if normalized_shape is not None:
+        ns = _shape_tuple(normalized_shape)
+        sizes = tuple(input.shape[d] for d in dims)
+        if ns != sizes:
+            raise ValueError(f"normalized_shape {ns} does not match the sizes {sizes} of dims "
+                             f"{dims} of input with shape {tuple(input.shape)}")
+    trailing = tuple(range(input.dim() - len(dims), input.dim()))
+    if dims == trailing:  # trailing dims: the plain path
+        return tuple(input.shape[d] for d in dims) if len(dims) > 1 else input.shape[-1], None, None
+    return None, dims, dims
+
+
+# ---- torch's own ops, for everything fastnorm does not take --------------------------
+
+def _torch_norm(kind, input, ns, dims, weight, bias, eps):
+    if ns is None and dims is None:
+        ns = input.shape[-1]
+    if dims is not None:
+        tail = tuple(range(input.dim() - len(dims), input.dim()))
+        moved = input.movedim(dims, tail)
+        sizes = tuple(input.shape[d] for d in dims)
+        y = _torch_norm(kind, moved, sizes, None, weight, bias, eps)
+        return y.movedim(tail, dims)
+    ns = (ns,) if isinstance(ns, int) else tuple(ns)
+    if kind == "ln":
+        return F.layer_norm(input, ns, weight, bias, eps)
+    return F.rms_norm(input, ns, weight, eps)
+
+
+def _check_residual(input, residual):
+    _check_tensor(residual, "residual", optional=False)
+    if residual.shape != input.shape:
+        raise ValueError(f"residual has shape {tuple(residual.shape)} but input has shape "
+                         f"{tuple(input.shape)}")
+
+
+# ---- autograd ---------------------------------------------------------------------
+
+def _param_grad(g, dtype, needed):
+    """A parameter's gradient (fastnorm's, summed in float64) in the parameter's dtype."""
+    if not needed or g is None:
+        return None
+    return _from_np(np.ascontiguousarray(g)).to(dtype)
+
+
+def _norm_backward(ctx, dy, x):
+    """fastnorm's backward at dy for the saved forward: (dx, dweight, dbias) tensors."""
+    weight = ctx.saved_tensors[1]
+    w = _np_opt(weight)
+    kw = dict(axis=ctx.axis) if ctx.axis is not None else {}
+    if ctx.kind == "ln":
+        dx, dw, db = _api.layer_norm_backward(
+            _np(dy), _np(x), ctx.ns, w, mean=ctx.mean, rstd=ctx.rstd, eps=ctx.eps,
+            bias=ctx.bias_shape_probe, **kw)
+    else:
+        dx, dw = _api.rms_norm_backward(_np(dy), _np(x), ctx.ns, w, rstd=ctx.rstd, eps=ctx.eps,
+                                        **kw)
+        db = None
+    return _from_np(dx), dw, db
+
+
+def _save(ctx, kind, ns, axis, eps, weight, bias, stats):
+    """What the backward needs besides the saved tensors.  Of the bias only its
+    dtype and shape are needed, so it is not saved."""
+    ctx.kind, ctx.ns, ctx.axis, ctx.eps = kind, ns, axis, eps
+    ctx.weight_dtype = None if weight is None else weight.dtype
+    ctx.bias_dtype = None if bias is None else bias.dtype
+    ctx.bias_shape_probe = None if bias is None else np.broadcast_to(
+        np.float32(0), tuple(bias.shape))
+    if kind == "ln":
+        ctx.mean, ctx.rstd = stats
+    else:
+        ctx.mean, ctx.rstd = None, stats[0]
+
+
+class _NormFunction(torch.autograd.Function):
+    """y = norm(input) * weight (+ bias), with fastnorm's forward and backward."""
+
+    @staticmethod
+    def forward(ctx, kind, input, weight, bias, ns, axis, eps):
+        y = _new_output(input)
+        kw = dict(axis=axis) if axis is not None else {}
+        if kind == "ln":
+            _, *stats = _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps,
+                                        out=_np(y), return_stats=True, **kw)
+        else:
+            _, *stats = _api.rms_norm(_np(input), ns, _np_opt(weight), eps, out=_np(y),
+                                      return_stats=True, **kw)
+        ctx.save_for_backward(input, weight)
+        _save(ctx, kind, ns, axis, eps, weight, bias, stats)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        x = ctx.saved_tensors[0]
+        need = ctx.needs_input_grad
+        dx, dw, db = _norm_backward(ctx, dy, x)
+        return (None, dx if need[1] else None, _param_grad(dw, ctx.weight_dtype, need[2]),
+                _param_grad(db, ctx.bias_dtype, need[3]) if ctx.kind == "ln" else None,
+                None, None, None)
+
+
+class _AddNormFunction(torch.autograd.Function):
+    """h = input + residual; y = norm(h) * weight (+ bias); returns (y, h)."""
+
+    @staticmethod
+    def forward(ctx, kind, input, residual, weight, bias, ns, axis, eps):
+        ctx.set_materialize_grads(False)
+        y, h = _new_output(input), _new_output(input)
+        kw = dict(axis=axis) if axis is not None else {}
+        if kind == "ln":
+            _, _, *stats = _api.add_layer_norm(
+                _np(input), _np(residual), ns, _np_opt(weight), _np_opt(bias), eps,
+                out=_np(y), residual_out=_np(h), return_stats=True, **kw)
+        else:
+            _, _, *stats = _api.add_rms_norm(
+                _np(input), _np(residual), ns, _np_opt(weight), eps, out=_np(y),
+                residual_out=_np(h), return_stats=True, **kw)
+        ctx.save_for_backward(h, weight)
+        _save(ctx, kind, ns, axis, eps, weight, bias, stats)
+        return y, h
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy, dh):
+        h = ctx.saved_tensors[0]
+        need = ctx.needs_input_grad
+        if dy is not None:
+            dx, dw, db = _norm_backward(ctx, dy, h)
+            if dh is not None:
+                dx.add_(dh)
+        else:  # only h was used downstream
+            dx, dw, db = dh, None, None
+        d_input = dx if need[1] else None
+        d_residual = None
+        if need[2] and dx is not None:
+            d_residual = dx.clone() if need[1] else dx  # never one tensor for two grads
+        dbias = None
+        if ctx.kind == "ln":
+            dbias = _param_grad(db, ctx.bias_dtype, need[4])
+        return (None, d_input, d_residual, _param_grad(dw, ctx.weight_dtype, need[3]),
+                dbias, None, None, None)
+
+
+# ---- the functions ----------------------------------------------------------------
+
+def _check_types(**tensors):
+    """TypeError for anything but a tensor (or None where optional); the hot
+    path calls this only when a type is not plain torch.Tensor/Parameter."""
+    for name, value in tensors.items():
+        _check_tensor(value, name, optional=name not in ("input", "residual"))
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, dim=None):
+    """Layer norm with torch.nn.functional.layer_norm's arguments, on fastnorm's kernels.
+
+    ``dim`` (an int or a tuple) names the normalized dims when they are not
+    trailing, as fastnorm's ``axis=``: ``dim=1`` on NCHW is the channels-first
+    LayerNorm, computed without a permute.  With ``dim``, ``normalized_shape``
+    gives the sizes of those dims (in increasing dim order) or is None.
+    """
+    if type(input) not in _PLAIN_TYPES:
+        _check_types(input=input, weight=weight, bias=bias)
+    ns, axis, dims = _resolve(input, normalized_shape, dim)
+    route = _route(input, weight, bias)
+    if route == _DIRECT:
+        y = _new_output(input)
+        if axis is None:
+            _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, out=_np(y))
+        else:
+            _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, axis=axis,
+                            out=_np(y))
+        return y
+    _check_types(weight=weight, bias=bias)
+    if route == _AUTOGRAD:
+        return _NormFunction.apply("ln", input, weight, bias, ns, axis, eps)
+    return _torch_norm("ln", input, ns, dims, weight, bias, eps)
+
+
+def rms_norm(input, normalized_shape, weight=None, eps=None, *, dim=None):
+    """RMS norm with torch.nn.functional.rms_norm's arguments, on fastnorm's kernels.
+
+    ``eps=None`` is the compute dtype's epsilon (float32's for float16,
+    bfloat16 and float32 inputs, float64's for float64), as in torch.
+    ``dim`` as in `layer_norm`.
+    """
+    if type(input) not in _PLAIN_TYPES:
+        _check_types(input=input, weight=weight)
+    ns, axis, dims = _resolve(input, normalized_shape, dim)
+    route = _route(input, weight)
+    if route == _DIRECT:
+        if eps is None:
+            eps = _F64_EPS if input.dtype is torch.float64 else _F32_EPS
+        y = _new_output(input)
+        if axis is None:
+            _api.rms_norm(_np(input), ns, _np_opt(weight), eps, out=_np(y))
+        else:
+            _api.rms_norm(_np(input), ns, _np_opt(weight), eps, axis=axis, out=_np(y))
+        return y
+    _check_types(weight=weight)
+    if route == _AUTOGRAD:
+        return _NormFunction.apply("rms", input, weight, None, ns, axis, _rms_eps(input, eps))
+    return _torch_norm("rms", input, ns, dims, weight, None, eps)
+
+
+# Below this many elements the no-grad add_* run torch.add and then the norm:
+# fastnorm.add_layer_norm's argument handling (~15 us of Python) costs more
+# than the fused pass saves.  The two steps give the same bits: h rounded
+# once to the dtype, then the norm of h as stored.
+_FUSED_MIN_NUMEL = 1 << 18
+
+
+def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
+                   dim=None):
+    """``h = input + residual; y = layer_norm(h, ...)`` in one pass; returns ``(y, h)``.
+
+    residual must have input's shape.  When its dtype differs, torch's own
+    ``input + residual`` (with its type promotion) and norm run instead.
+    """
+    _check_types(input=input, residual=residual, weight=weight, bias=bias)
+    _check_residual(input, residual)
+    ns, axis, dims = _resolve(input, normalized_shape, dim)
+    route = _route(input, residual, weight, bias) if residual.dtype == input.dtype else _TORCH
+    if route == _DIRECT and input.numel() < _FUSED_MIN_NUMEL:
+        h = torch.add(input, residual)  # small: fastnorm's fused call costs more in Python
+        return layer_norm(h, normalized_shape, weight, bias, eps, dim=dim), h
+    if route == _DIRECT:
+        y, h = _new_output(input), _new_output(input)
+        kw = dict(axis=axis) if axis is not None else {}
+        _api.add_layer_norm(_np(input), _np(residual), ns, _np_opt(weight), _np_opt(bias), eps,
+                            out=_np(y), residual_out=_np(h), **kw)
+        return y, h
+    if route == _AUTOGRAD:
+        return _AddNormFunction.apply("ln", input, residual, weight, bias, ns, axis, eps)
+    h = input + residual
+    return _torch_norm("ln", h, ns, dims, weight, bias, eps), h
+
+
+def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, dim=None):
+    """``h = input + residual; y = rms_norm(h, ...)`` in one pass; returns ``(y, h)``.
+
+    See `add_layer_norm` and `rms_norm`.
+    """
+    _check_types(input=input, residual=residual, weight=weight)
+    _check_residual(input, residual)
+    ns, axis, dims = _resolve(input, normalized_shape, dim)
+    route = _route(input, residual, weight) if residual.dtype == input.dtype else _TORCH
+    if route == _DIRECT and input.numel() < _FUSED_MIN_NUMEL:
+        h = torch.add(input, residual)
+        return rms_norm(h, normalized_shape, weight, eps, dim=dim), h
+    if route == _DIRECT:
+        y, h = _new_output(input), _new_output(input)
+        kw = dict(axis=axis) if axis is not None else {}
+        _api.add_rms_norm(_np(input), _np(residual), ns, _np_opt(weight), _rms_eps(input, eps),
+                          out=_np(y), residual_out=_np(h), **kw)
+        return y, h
+    if route == _AUTOGRAD:
+        return _AddNormFunction.apply("rms", input, residual, weight, None, ns, axis,
+                                      _rms_eps(input, eps))
+    h = input + residual
+    return _torch_norm("rms", h, ns, dims, weight, None, eps), h
+
+
+# ---- modules ----------------------------------------------------------------------
+
+class LayerNorm(torch.nn.LayerNorm):
+    """torch.nn.LayerNorm (same constructor, parameters, state_dict keys and
+    repr) whose forward runs `layer_norm` on fastnorm's kernels."""
+
+    def forward(self, input):
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class RMSNorm(torch.nn.RMSNorm):
+    """torch.nn.RMSNorm whose forward runs `rms_norm` on fastnorm's kernels."""
+
+    def forward(self, input):
+        return rms_norm(input, self.normalized_shape, self.weight, self.eps)
+
+
+# Hugging Face RMSNorms (LlamaRMSNorm and its copies).  They compute
+#     hidden = x.to(float32); hidden = hidden * rsqrt(hidden.pow(2).mean(-1) + eps)
+#     return weight * hidden.to(input_dtype)
+# The replacement follows that rounding order exactly: fastnorm normalizes in
+# float32 (half inputs are widened) with no weight and rounds once to x's
+# dtype; torch then multiplies by the weight, with torch's type promotion.
+_HF_RMS_NAMES = frozenset(("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"))
+_HF_FAST_DTYPES = frozenset((torch.float32, torch.float16, torch.bfloat16))
+
+
+class _HFRMSNormForward:
+    """Mixed into a dynamic subclass of a Hugging Face RMSNorm class."""
+
+    def forward(self, hidden_states):
+        if hidden_states.dtype not in _HF_FAST_DTYPES:  # float64 etc.: the original's rounding
+            return self._fastnorm_base.forward(self, hidden_states)
+        hidden = rms_norm(hidden_states, hidden_states.shape[-1], None,
+                          float(self.variance_epsilon))
+        return self.weight * hidden
+
+
+_HF_CLASSES = {}
+
+
+def _hf_replacement(cls):
+    new = _HF_CLASSES.get(cls)
+    if new is None:
+        new = type(cls.__name__, (_HFRMSNormForward, cls),
+                   {"_fastnorm_base": cls, "__module__": cls.__module__,
+                    "__qualname__": cls.__qualname__})
+        _HF_CLASSES[cls] = new
+    return new
+
+
+def _is_hf_rms_norm(module):
+    cls = type(module)
+    if cls.__name__ not in _HF_RMS_NAMES or "_fastnorm_base" in cls.__dict__:
+        return False
+    weight = getattr(module, "weight", None)
+    return (isinstance(weight, torch.Tensor) and weight.dim() == 1
+            and isinstance(getattr(module, "variance_epsilon", None), numbers.Real))
+
+
+def _replacement_class(module):
+    cls = type(module)
+    if cls is torch.nn.LayerNorm:
+        return LayerNorm
+    if cls is torch.nn.RMSNorm:
+        return RMSNorm
+    if _is_hf_rms_norm(module):
+        return _hf_replacement(cls)
+    return None
+
+
+def _original_class(cls):
+    if cls is LayerNorm:
+        return torch.nn.LayerNorm
+    if cls is RMSNorm:
+        return torch.nn.RMSNorm
+    return cls.__dict__.get("_fastnorm_base")
+
+
+def _probe_shape(module):
+    ns = getattr(module, "normalized_shape", None)
+    if ns is None:  # Hugging Face: the weight's size
+        ns = tuple(module.weight.shape)
+    return (2,) + tuple(ns)
+
+
+def _tolerance(dtype):
+    if dtype in (torch.float16, torch.bfloat16):  # one rounding apart at most: 1 ulp
+        return dict(rtol=2 * float(torch.finfo(dtype).eps), atol=1e-5)
+    if dtype is torch.float64:
+        return dict(rtol=1e-10, atol=1e-10)
+    return dict(rtol=1e-5, atol=1e-5)
+
+
+def _verify(module, orig_cls, new_cls):
+    """None if the replacement agrees with the original on a probe input, else why not."""
+    params = list(module.parameters(recurse=False))
+    dtype = params[0].dtype if params else torch.get_default_dtype()
+    device = params[0].device if params else torch.device("cpu")
+    if device.type != "cpu" or dtype not in _KERNEL_DTYPES:
+        return None  # fastnorm.torch falls back to torch's op there anyway
+    gen = torch.Generator().manual_seed(0)
+    probe = (torch.randn(_probe_shape(module), generator=gen, dtype=torch.float64) * 2 + 0.5)
+    probe = probe.to(dtype)
+    with torch.no_grad():
+        try:
+            want = orig_cls.forward(module, probe)
+            got = new_cls.forward(module, probe)
+        except Exception as exc:  # noqa: BLE001 - reported, module left alone
+            return f"{type(exc).__name__}: {exc}"
+    if got.shape != want.shape or got.dtype != want.dtype:
+        return f"result {tuple(got.shape)} {got.dtype} vs {tuple(want.shape)} {want.dtype}"
+    tol = _tolerance(got.dtype)
+    diff = (got.double() - want.double()).abs()
+    bound = tol["atol"] + tol["rtol"] * want.double().abs()
+    bad = ~(diff <= bound) & ~(got.isnan() & want.isnan())
+    if bool(bad.any()):
+        return f"max difference {float(diff.max()):.3g} exceeds rtol={tol['rtol']:.3g}"
+    return None
+
+
+def patch(model, *, verify=True):
+    """Switch model's torch.nn.LayerNorm and torch.nn.RMSNorm modules (and the
+    Hugging Face LlamaRMSNorm / MistralRMSNorm / Qwen2RMSNorm / Qwen3RMSNorm)
+    to fastnorm's forward, in place, by changing their class: parameters,
+    buffers, hooks and state_dict keys are untouched.  Subclasses and modules
+    it does not know are left alone.
+
+    With ``verify=True`` each replacement is first compared with the original
+    on a probe input of shape ``(2, *normalized_shape)`` in the module's dtype;
+    one that differs beyond rounding is left alone, with a warning.
+
+    Returns the qualified names of the modules switched ("" for model itself).
+    """
+    switched = []
+    for name, module in model.named_modules():
+        new_cls = _replacement_class(module)
+        if new_cls is None:
+            continue
+        orig_cls = type(module)
+        if verify:
+            problem = _verify(module, orig_cls, new_cls)
+            if problem is not None:
+                warnings.warn(f"fastnorm.torch.patch: {name or type(model).__name__} "
+                              f"({orig_cls.__name__}) left unpatched: {problem}",
+                              RuntimeWarning, stacklevel=2)
+                continue
+        module.__class__ = new_cls
+        switched.append(name)
+    return switched
+
+
+def unpatch(model):
+    """Undo `patch`: restore the original classes.  Returns the names restored."""
+    restored = []
+    for name, module in model.named_modules():
+        orig = _original_class(type(module))
+        if orig is not None:
+            module.__class__ = orig
+            restored.append(name)
+    return restored
