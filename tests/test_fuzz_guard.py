@@ -293,6 +293,42 @@ def test_guarded_views_hold_their_values():
         assert g.outside_intact()
 
 
+def _draw_forward_call(draw, case, op, log, xg):
+    """What a forward-style call draws besides its inputs: weight and bias,
+    return_stats, streaming, eps, and out (none, a fresh guarded array, or x
+    itself).  Returns (kwargs, wg, bg, outputs, written, stream); `written`
+    holds the ids of inputs the call may overwrite."""
+    wg, _ = _param(draw, case, "weight", log, 1.0, 0.5, salt=1)
+    bg, _ = (_param(draw, case, "bias", log, 0.0, 0.5, salt=2) if op == "layer_norm"
+             else (None, "none"))
+    out_mode = draw(st.sampled_from(["none", "fresh", "fresh", "x"]))
+    return_stats = draw(st.booleans())
+    stream = _streaming(draw)
+    eps = _eps(draw)
+    kwargs = dict(case.spec, return_stats=return_stats, **_eps_kwargs(eps))
+    if wg is not None:
+        kwargs["weight"] = wg.array
+    if bg is not None:
+        kwargs["bias"] = bg.array
+    outputs, written = [], set()
+    if out_mode == "fresh":
+        og = _guard_empty(draw, case.shape, case.dtype, "out", log)
+        kwargs["out"] = og.array
+        outputs.append(("out", og))
+    elif out_mode == "x":
+        kwargs["out"] = xg.array
+        outputs.append(("out=x", xg))
+        written.add(id(xg))
+    return kwargs, wg, bg, outputs, written, stream
+
+
+def _note_call(call, kwargs, stream, case):
+    args = ", ".join(f"{k}=" + ("<array>" if isinstance(v, np.ndarray) else repr(v))
+                     for k, v in kwargs.items())
+    note(f"{call}{args}) stream={stream}; values base={case.base} spread={case.spread} "
+         f"seed={case.seed}")
+
+
 # ---- forward ----------------------------------------------------------------
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
@@ -304,30 +340,11 @@ def test_forward_guarded(op, data):
     log = []
     x_values = case.values()
     xg = _guard(draw, x_values, "x", log)
-    wg, wkind = _param(draw, case, "weight", log, 1.0, 0.5, salt=1)
-    bg, bkind = (_param(draw, case, "bias", log, 0.0, 0.5, salt=2) if op == "layer_norm"
-                 else (None, "none"))
-    out_mode = draw(st.sampled_from(["none", "fresh", "fresh", "x"]))
-    return_stats = draw(st.booleans())
-    stream = _streaming(draw)
-    eps = _eps(draw)
-    kwargs = dict(case.spec, return_stats=return_stats, **_eps_kwargs(eps))
-    if wg is not None:
-        kwargs["weight"] = wg.array
-    if bg is not None:
-        kwargs["bias"] = bg.array
-    outputs = []
-    if out_mode == "fresh":
-        og = _guard_empty(draw, case.shape, case.dtype, "out", log)
-        kwargs["out"] = og.array
-        outputs.append(("out", og))
-    elif out_mode == "x":
-        kwargs["out"] = xg.array
-        outputs.append(("out=x", xg))
-    note(f"{op}(x, {', '.join(f'{k}=' + ('<array>' if isinstance(v, np.ndarray) else repr(v)) for k, v in kwargs.items())})"
-         f" stream={stream}; values base={case.base} spread={case.spread} seed={case.seed}")
+    kwargs, wg, bg, outputs, written, stream = _draw_forward_call(draw, case, op, log, xg)
+    eps, return_stats = kwargs.get("eps"), kwargs["return_stats"]
+    _note_call(f"{op}(x, ", kwargs, stream, case)
     _describe(log)
-    inputs = [(w, g) for w, g in log if w != "out" and not (out_mode == "x" and g is xg)]
+    inputs = [(w, g) for w, g in log if w != "out" and id(g) not in written]
     snaps = _Snapshots(inputs, outputs)
     w = None if wg is None else wg.array.copy()
     b = None if bg is None else bg.array.copy()
@@ -356,28 +373,9 @@ def test_fused_add_guarded(op, data):
     r_values = case.values(loc=-case.base / 2, scale=case.spread * 1.5, salt=3)
     xg = _guard(draw, x_values, "x", log)
     rg = _guard(draw, r_values, "residual", log)
-    wg, _ = _param(draw, case, "weight", log, 1.0, 0.5, salt=1)
-    bg, _ = (_param(draw, case, "bias", log, 0.0, 0.5, salt=2) if op == "layer_norm"
-             else (None, "none"))
-    out_mode = draw(st.sampled_from(["none", "fresh", "fresh", "x"]))
+    kwargs, wg, bg, outputs, written, stream = _draw_forward_call(draw, case, op, log, xg)
+    eps, return_stats = kwargs.get("eps"), kwargs["return_stats"]
     h_mode = draw(st.sampled_from(["none", "fresh", "residual"]))
-    return_stats = draw(st.booleans())
-    stream = _streaming(draw)
-    eps = _eps(draw)
-    kwargs = dict(case.spec, return_stats=return_stats, **_eps_kwargs(eps))
-    if wg is not None:
-        kwargs["weight"] = wg.array
-    if bg is not None:
-        kwargs["bias"] = bg.array
-    outputs, written = [], set()
-    if out_mode == "fresh":
-        og = _guard_empty(draw, case.shape, case.dtype, "out", log)
-        kwargs["out"] = og.array
-        outputs.append(("out", og))
-    elif out_mode == "x":
-        kwargs["out"] = xg.array
-        outputs.append(("out=x", xg))
-        written.add(id(xg))
     if h_mode == "fresh":
         hg = _guard_empty(draw, case.shape, case.dtype, "residual_out", log)
         kwargs["residual_out"] = hg.array
@@ -386,8 +384,7 @@ def test_fused_add_guarded(op, data):
         kwargs["residual_out"] = rg.array
         outputs.append(("residual_out=residual", rg))
         written.add(id(rg))
-    note(f"add_{op}(x, residual, {', '.join(f'{k}=' + ('<array>' if isinstance(v, np.ndarray) else repr(v)) for k, v in kwargs.items())})"
-         f" stream={stream}; values base={case.base} spread={case.spread} seed={case.seed}")
+    _note_call(f"add_{op}(x, residual, ", kwargs, stream, case)
     _describe(log)
     inputs = [(w, g) for w, g in log if w not in ("out", "residual_out") and id(g) not in written]
     snaps = _Snapshots(inputs, outputs)

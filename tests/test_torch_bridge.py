@@ -422,34 +422,19 @@ def test_module_constructor_device_dtype():
 
 # ---- patch ------------------------------------------------------------------------------
 
-class Block(torch.nn.Module):
-    def __init__(self, d, heads=4):
-        super().__init__()
-        self.norm1 = torch.nn.LayerNorm(d)
-        self.attn = torch.nn.MultiheadAttention(d, heads, batch_first=True)
-        self.norm2 = torch.nn.RMSNorm(d)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(d, 4 * d), torch.nn.GELU(),
-                                       torch.nn.Linear(4 * d, d))
-
-    def forward(self, x):
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
-        return x + self.mlp(self.norm2(x))
+def _example_module():
+    """examples/torch_patch.py, whose small transformer the patch tests reuse."""
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "torch_patch.py"
+    spec = importlib.util.spec_from_file_location("torch_patch_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-class TinyLM(torch.nn.Module):
-    def __init__(self, vocab=50, d=32, layers=2):
-        super().__init__()
-        self.emb = torch.nn.Embedding(vocab, d)
-        self.blocks = torch.nn.ModuleList(Block(d) for _ in range(layers))
-        self.final = torch.nn.LayerNorm(d)
-        self.head = torch.nn.Linear(d, vocab)
-
-    def forward(self, ids):
-        x = self.emb(ids)
-        for blk in self.blocks:
-            x = blk(x)
-        return self.head(self.final(x))
+def TinyLM():
+    return _example_module().TinyLM(vocab=50, d=32)
 
 
 @pytest.mark.any_isa
