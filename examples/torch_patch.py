@@ -66,8 +66,16 @@ def _median_ms(fn, steps):
 
 def run(steps=20, threads=1, quiet=False):
     """Returns (max logit difference, max gradient difference, timings in ms)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # shared with fastnorm's OpenMP: restored below
+    try:
+        return _run(steps, threads, quiet)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(steps, threads, quiet):
     torch.manual_seed(0)
-    torch.set_num_threads(threads)
     model = TinyLM()
     ids = torch.randint(0, 256, (4, 64))
 
