@@ -903,32 +903,29 @@ cdef int _internal_overlap(cnp.ndarray a) except -1:
     strides) may still be free of overlap: its element offsets are then
     listed and compared, up to OVERLAP_ENUMERATE_MAX elements; beyond that
     the answer is 2, which callers treat as overlap."""
-    cdef int ndim = cnp.PyArray_NDIM(a), n = 0, i, j
-    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(a), span, st
+    cdef int ndim = cnp.PyArray_NDIM(a), n = 0, i, d
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(a), span
     cdef Py_ssize_t size[MAX_DIMS]
     cdef Py_ssize_t stride[MAX_DIMS]
+    cdef Py_ssize_t order[MAX_DIMS]
     if cnp.PyArray_SIZE(a) <= 1 or cnp.PyArray_IS_C_CONTIGUOUS(a) \
             or cnp.PyArray_IS_F_CONTIGUOUS(a):
         return 0
     for i in range(ndim):
         if cnp.PyArray_DIMS(a)[i] > 1:
-            st = _abs(cnp.PyArray_STRIDES(a)[i])
-            if st == 0:
+            stride[n] = _abs(cnp.PyArray_STRIDES(a)[i])
+            if stride[n] == 0:
                 return 1
-            # insertion sort by increasing |stride|
-            j = n
-            while j > 0 and stride[j - 1] > st:
-                stride[j] = stride[j - 1]
-                size[j] = size[j - 1]
-                j -= 1
-            stride[j] = st
-            size[j] = cnp.PyArray_DIMS(a)[i]
+            size[n] = cnp.PyArray_DIMS(a)[i]
+            order[n] = n
             n += 1
+    _sort_dims_by_stride(n, order, stride)  # decreasing: walk it from the end
     span = itemsize
-    for i in range(n):
-        if stride[i] < span:
+    for i in range(n - 1, -1, -1):
+        d = order[i]
+        if stride[d] < span:
             break
-        span += stride[i] * (size[i] - 1)
+        span += stride[d] * (size[d] - 1)
     else:
         return 0
     if cnp.PyArray_SIZE(a) > OVERLAP_ENUMERATE_MAX:
