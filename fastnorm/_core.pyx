@@ -388,6 +388,40 @@ cdef struct plan_t:
     fn_rows_bwd_kernel bwd_kernel
     double *dw_parts          # n_items x row_len partial sums, or NULL
     double *db_parts
+    bint norm_reordered       # the normalized axes are walked in another order than
+                              # increasing axis order (weight/bias must follow)
+
+
+cdef struct operand_t:
+    # One operand as the planner sees it, whatever object holds it (a NumPy
+    # array or a torch tensor): element 0, bytes per element, and the stride
+    # of each dimension in elements.  An absent operand has data NULL and
+    # strides 0; a weight shared by every row has its data and strides 0.
+    char *data
+    int itemsize
+    Py_ssize_t strides[MAX_DIMS]
+
+
+cdef inline void _absent_operand(operand_t *o, int ndim, const void *data=NULL) noexcept:
+    cdef int a
+    o.data = <char *>data
+    o.itemsize = 1
+    for a in range(ndim):
+        o.strides[a] = 0
+
+
+cdef inline void _array_operand(operand_t *o, object arr, int ndim):
+    """arr (an ndarray of ndim dimensions, or None) as an operand."""
+    cdef int a
+    cdef cnp.ndarray a_
+    if arr is None:
+        _absent_operand(o, ndim)
+        return
+    a_ = <cnp.ndarray>arr
+    o.data = <char *>cnp.PyArray_DATA(a_)
+    o.itemsize = cnp.PyArray_ITEMSIZE(a_)
+    for a in range(ndim):
+        o.strides[a] = cnp.PyArray_STRIDES(a_)[a] // o.itemsize
 
 
 cdef inline Py_ssize_t _abs(Py_ssize_t v) noexcept nogil:
@@ -479,24 +513,18 @@ cdef inline bint _mergeable(Py_ssize_t outer_stride, Py_ssize_t inner_stride,
     return outer_stride == inner_stride * inner_len
 
 
-cdef int _plan_layout(plan_t *plan, int ndim, const cnp.npy_intp *shape, object arrays,
-                      const bint *is_norm) except -1:
-    """Fill the layout part of the plan from the operands' strides (arrays:
-    the row-walked arrays, then the stats array, each None when absent).
-    Returns 1 when the normalized axes of some row-walked array do not merge
-    into one strided dimension."""
-    cdef int k, a, d, n_norm = 0, n_batch = 0, n_ops = len(arrays)
-    cdef Py_ssize_t st[MAX_OPS][MAX_DIMS]
+cdef int _plan_layout(plan_t *plan, int ndim, const Py_ssize_t *shape, int n_ops,
+                      const operand_t *ops, const bint *is_norm) noexcept:
+    """Fill the layout part of the plan from the operands' strides (ops: the
+    row-walked operands, then the stats).  Returns 1 when the normalized axes
+    of some row-walked operand do not merge into one strided dimension."""
+    cdef int k, a, d, n_norm = 0, n_batch = 0
     cdef Py_ssize_t norm_order[MAX_DIMS]
     cdef Py_ssize_t batch_order[MAX_DIMS]
     cdef bint mergeable
     plan.n_ops = n_ops
     for k in range(n_ops):
-        arr = arrays[k]
-        plan.itemsize[k] = 1 if arr is None else cnp.PyArray_ITEMSIZE(<cnp.ndarray>arr)
-        for a in range(ndim):
-            st[k][a] = 0 if arr is None else \
-                cnp.PyArray_STRIDES(<cnp.ndarray>arr)[a] // plan.itemsize[k]
+        plan.itemsize[k] = ops[k].itemsize
 
     # normalized axes: drop size-1 axes, order by decreasing x stride, merge
     plan.row_len = 1
@@ -509,25 +537,29 @@ cdef int _plan_layout(plan_t *plan, int ndim, const cnp.npy_intp *shape, object 
         elif shape[a] != 1:
             batch_order[n_batch] = a
             n_batch += 1
-    _sort_dims_by_stride(n_norm, norm_order, st[0])
+    _sort_dims_by_stride(n_norm, norm_order, ops[0].strides)
+    plan.norm_reordered = False
+    for d in range(n_norm - 1):
+        if norm_order[d] > norm_order[d + 1]:
+            plan.norm_reordered = True
     for d in range(n_norm - 1):
         a = norm_order[d]
         for k in range(n_ops - 1):
-            if not _mergeable(st[k][a], st[k][norm_order[d + 1]], shape[norm_order[d + 1]]):
+            if not _mergeable(ops[k].strides[a], ops[k].strides[norm_order[d + 1]], shape[norm_order[d + 1]]):
                 return 1
     for k in range(n_ops):
-        plan.elem_stride[k] = st[k][norm_order[n_norm - 1]] if n_norm else 1
+        plan.elem_stride[k] = ops[k].strides[norm_order[n_norm - 1]] if n_norm else 1
 
     # batch axes: order by decreasing x stride and merge what is contiguous
     # in every operand alike; the last one becomes the kernel's rows
-    _sort_dims_by_stride(n_batch, batch_order, st[0])
+    _sort_dims_by_stride(n_batch, batch_order, ops[0].strides)
     plan.n_outer_dims = 0
     for d in range(n_batch):
         a = batch_order[d]
         mergeable = plan.n_outer_dims > 0
         k = 0
         while mergeable and k < n_ops:
-            mergeable = _mergeable(plan.outer_stride[k][plan.n_outer_dims - 1], st[k][a], shape[a])
+            mergeable = _mergeable(plan.outer_stride[k][plan.n_outer_dims - 1], ops[k].strides[a], shape[a])
             k += 1
         if mergeable:
             plan.outer_shape[plan.n_outer_dims - 1] *= shape[a]
@@ -535,7 +567,7 @@ cdef int _plan_layout(plan_t *plan, int ndim, const cnp.npy_intp *shape, object 
             plan.outer_shape[plan.n_outer_dims] = shape[a]
             plan.n_outer_dims += 1
         for k in range(n_ops):
-            plan.outer_stride[k][plan.n_outer_dims - 1] = st[k][a]
+            plan.outer_stride[k][plan.n_outer_dims - 1] = ops[k].strides[a]
     if plan.n_outer_dims:
         plan.n_outer_dims -= 1
         plan.inner = plan.outer_shape[plan.n_outer_dims]
@@ -649,43 +681,63 @@ cdef inline void *_data_or_null(object arr):
 cdef int _run(int op, cnp.ndarray x, cnp.ndarray y, object weight, object bias, object mean,
               object rstd, double eps, const bint *is_norm, object residual=None,
               object h=None, bint per_sample=False) except -1:
-    """Plan and run a forward; 1 (nothing done) when the normalized axes do
-    not merge."""
+    """Plan and run a forward on arrays; 1 (nothing done) when the normalized
+    axes do not merge."""
+    cdef operand_t ops[MAX_OPS]
+    cdef int ndim = cnp.PyArray_NDIM(x)
+    _array_operand(&ops[FWD_X], x, ndim)
+    _array_operand(&ops[FWD_Y], y, ndim)
+    _array_operand(&ops[FWD_R], residual, ndim)
+    _array_operand(&ops[FWD_H], h, ndim)
+    if per_sample:  # per-row weight and bias: walked with the rows
+        _array_operand(&ops[FWD_W], weight, ndim)
+        _array_operand(&ops[FWD_B], bias, ndim)
+    else:  # one weight and bias for every row
+        _absent_operand(&ops[FWD_W], ndim, _data_or_null(weight))
+        _absent_operand(&ops[FWD_B], ndim, _data_or_null(bias))
+    _array_operand(&ops[FWD_STATS], mean if mean is not None else rstd, ndim)
+    return _run_forward(op, _dtype_index(cnp.PyArray_TYPE(x)), ndim,
+                        <const Py_ssize_t *>cnp.PyArray_DIMS(x), ops, is_norm,
+                        _data_or_null(mean), _data_or_null(rstd), eps,
+                        cnp.PyArray_NBYTES(y), per_sample)
+
+
+cdef int _run_forward(int op, int dtype_index, int ndim, const Py_ssize_t *shape,
+                      const operand_t *ops, const bint *is_norm, void *mean, void *rstd,
+                      double eps, Py_ssize_t y_nbytes, bint per_sample) except -1:
+    """Plan and run a forward on operands (FWD_X ... FWD_STATS); 1 (nothing
+    done) when the normalized axes do not merge."""
     cdef plan_t plan
     cdef Py_ssize_t n_outer, rpi
-    cdef int dtype_index = _dtype_index(cnp.PyArray_TYPE(x))
     cdef int n_threads
-    if _plan_layout(&plan, cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x),
-                    (x, y, residual, h, weight if per_sample else None,
-                     bias if per_sample else None, mean if mean is not None else rstd),
-                    is_norm):
+    if _plan_layout(&plan, ndim, shape, FWD_STATS + 1, ops, is_norm):
         return 1
-    if per_sample and ((weight is not None and plan.elem_stride[FWD_W] != 1) or
-                       (bias is not None and plan.elem_stride[FWD_B] != 1)):
+    if per_sample and ((ops[FWD_W].data != NULL and plan.elem_stride[FWD_W] != 1) or
+                       (ops[FWD_B].data != NULL and plan.elem_stride[FWD_B] != 1)):
         raise AssertionError("per-sample weight/bias not laid out along the rows")
     plan.backward = False
     plan.fwd.row_len = plan.row_len
     plan.fwd.eps = eps
-    plan.fwd.stream_stores = cnp.PyArray_NBYTES(y) >= g_stream_min_bytes
-    plan.fwd.x = cnp.PyArray_DATA(x)
-    plan.fwd.y = cnp.PyArray_DATA(y)
-    plan.fwd.weight = _data_or_null(weight)
-    plan.fwd.bias = _data_or_null(bias)
-    plan.fwd.w_row_stride = plan.row_stride[FWD_W]
-    plan.fwd.b_row_stride = plan.row_stride[FWD_B]
-    plan.fwd.mean = _data_or_null(mean)
-    plan.fwd.rstd = _data_or_null(rstd)
+    plan.fwd.stream_stores = y_nbytes >= g_stream_min_bytes
+    plan.fwd.x = ops[FWD_X].data
+    plan.fwd.y = ops[FWD_Y].data
+    plan.fwd.residual = ops[FWD_R].data
+    plan.fwd.h = ops[FWD_H].data
+    plan.fwd.weight = ops[FWD_W].data
+    plan.fwd.bias = ops[FWD_B].data
+    plan.fwd.mean = mean
+    plan.fwd.rstd = rstd
     plan.fwd.x_row_stride = plan.row_stride[FWD_X]
     plan.fwd.x_elem_stride = plan.elem_stride[FWD_X]
     plan.fwd.y_row_stride = plan.row_stride[FWD_Y]
     plan.fwd.y_elem_stride = plan.elem_stride[FWD_Y]
-    plan.fwd.stat_stride = plan.row_stride[FWD_STATS]
-    plan.fwd.residual = _data_or_null(residual)
-    plan.fwd.h = _data_or_null(h)
     plan.fwd.r_row_stride = plan.row_stride[FWD_R]
     plan.fwd.r_elem_stride = plan.elem_stride[FWD_R]
     plan.fwd.h_row_stride = plan.row_stride[FWD_H]
     plan.fwd.h_elem_stride = plan.elem_stride[FWD_H]
+    plan.fwd.w_row_stride = plan.row_stride[FWD_W]
+    plan.fwd.b_row_stride = plan.row_stride[FWD_B]
+    plan.fwd.stat_stride = plan.row_stride[FWD_STATS]
     if op == OP_LAYER_NORM:
         plan.fwd_kernel = g_kernels.layer_norm[dtype_index]
     else:
@@ -725,23 +777,55 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
     item order: dweight and dbias are bitwise the same for any thread count.
     """
     cdef bint is_norm[MAX_DIMS]
+    cdef operand_t ops[BWD_STATS + 1]
+    cdef int ndim = cnp.PyArray_NDIM(x)
+    _norm_mask(ndim, norm_axes, is_norm)
+    weight, _ = _walk_order_affine(x, norm_axes, weight, None)
+    _array_operand(&ops[BWD_X], x, ndim)
+    _array_operand(&ops[BWD_DY], dy, ndim)
+    _array_operand(&ops[BWD_DX], dx, ndim)
+    _array_operand(&ops[BWD_STATS], rstd, ndim)
+    parts = _run_backward(op, _dtype_index(cnp.PyArray_TYPE(x)), ndim,
+                          <const Py_ssize_t *>cnp.PyArray_DIMS(x), ops, is_norm,
+                          _data_or_null(weight), eps, cnp.PyArray_NBYTES(dx),
+                          want_dweight, want_dbias)
+    if parts is None:
+        return None
+    norm_shape = tuple(x.shape[a] for a in norm_axes)
+    perm = _walk_perm(x, norm_axes)
+    sums = []
+    for p in parts:
+        total = _reduce_parts(p)
+        if total is not None:
+            if perm is None:
+                total = total.reshape(norm_shape)
+            else:  # back from the walk order to increasing axis order
+                total = total.reshape([norm_shape[i] for i in perm]).transpose(np.argsort(perm))
+        sums.append(total)
+    return tuple(sums)
+
+
+cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *shape,
+                          const operand_t *ops, const bint *is_norm, const void *weight,
+                          double eps, Py_ssize_t dx_nbytes, bint want_dweight,
+                          bint want_dbias):
+    """Plan and run a backward on operands (BWD_X ... BWD_STATS; weight in
+    the walk order).  Returns None when the normalized axes do not merge,
+    else the items' (dweight, dbias) partial sums (None where not wanted)."""
     cdef plan_t plan
-    cdef int dtype_index = _dtype_index(cnp.PyArray_TYPE(x))
     cdef int n_threads
     cdef cnp.ndarray dw_parts = None, db_parts = None
-    _norm_mask(x.ndim, norm_axes, is_norm)
-    weight, _ = _walk_order_affine(x, norm_axes, weight, None)
-    if _plan_layout(&plan, x.ndim, cnp.PyArray_DIMS(x), (x, dy, dx, rstd), is_norm):
+    if _plan_layout(&plan, ndim, shape, BWD_STATS + 1, ops, is_norm):
         return None
     plan.backward = True
     plan.bwd.row_len = plan.row_len
     plan.bwd.eps = eps
-    plan.bwd.stream_stores = cnp.PyArray_NBYTES(dx) >= g_stream_min_bytes
-    plan.bwd.x = cnp.PyArray_DATA(x)
-    plan.bwd.dy = cnp.PyArray_DATA(dy)
-    plan.bwd.dx = cnp.PyArray_DATA(dx)
-    plan.bwd.weight = _data_or_null(weight)
-    plan.bwd.rstd = _data_or_null(rstd)
+    plan.bwd.stream_stores = dx_nbytes >= g_stream_min_bytes
+    plan.bwd.x = ops[BWD_X].data
+    plan.bwd.dy = ops[BWD_DY].data
+    plan.bwd.dx = ops[BWD_DX].data
+    plan.bwd.rstd = ops[BWD_STATS].data
+    plan.bwd.weight = weight
     plan.bwd.dweight = NULL
     plan.bwd.dbias = NULL
     plan.bwd.x_row_stride = plan.row_stride[BWD_X]
@@ -767,18 +851,7 @@ def backward(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx, weight, rstd
     n_threads = min(_threads_for(&plan), plan.n_items)
     with nogil:
         run_plan(&plan, n_threads)
-    norm_shape = tuple(x.shape[a] for a in norm_axes)
-    perm = _walk_perm(x, norm_axes)
-    sums = []
-    for parts in (dw_parts, db_parts):
-        total = _reduce_parts(parts)
-        if total is not None:
-            if perm is None:
-                total = total.reshape(norm_shape)
-            else:  # back from the walk order to increasing axis order
-                total = total.reshape([norm_shape[i] for i in perm]).transpose(np.argsort(perm))
-        sums.append(total)
-    return tuple(sums)
+    return dw_parts, db_parts
 
 
 cdef cnp.ndarray _zeroed_parts(Py_ssize_t n_items, Py_ssize_t row_len):
