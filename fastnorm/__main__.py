@@ -116,7 +116,25 @@ def bench_main(argv):
     parser.add_argument("--fused", action="store_true",
                         help="time the fused residual add + norm against its two steps "
                              "(with --targets: the fused targets)")
+    parser.add_argument("--torch", action="store_true",
+                        help="measure fastnorm.torch against PyTorch: the issue's speed targets "
+                             "(ratios of medians, side by side; needs torch)")
+    parser.add_argument("--isa", choices=_core.available_isas(),
+                        help="force fastnorm's kernel set for the run (default: the best "
+                             "this CPU supports, or FASTNORM_ISA)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.torch and _bench.torch_module() is None:
+        parser.error("--torch needs PyTorch, which is not installed")
+    with _bench.forced_isa(args.isa):
+        return _bench_dispatch(parser, args)
+
+
+def _bench_dispatch(parser, args):
+    from . import _bench
+    if args.torch:
+        return bench_torch(args.repeats)
     if args.targets:
         return bench_targets(args.repeats, args.backward, args.fused, args.dtype)
     if args.fused:
@@ -174,6 +192,14 @@ def bench_main(argv):
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")
     return 0
+
+
+def bench_torch(repeats):
+    """The fastnorm.torch targets (fastnorm/_bench_torch.py) as a table."""
+    from . import _bench, _bench_torch
+    rows = _bench_torch.run(repeats, progress=_bench.Progress(len(_bench_torch.CASES)))
+    # a case whose result differs from torch's has no ratio: that is a failure
+    return 0 if all(row.error is None for row in rows) else 1
 
 
 def bench_fused(args):

@@ -161,6 +161,22 @@ def limit_threads(n):
             torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def forced_isa(name):
+    """fastnorm's kernel set forced to `name` for the block (None leaves it):
+    the in-process counterpart of FASTNORM_ISA, which only acts at import."""
+    if name is None:
+        yield
+        return
+    from . import _core
+    previous = _core.isa()
+    _core.set_isa(name)
+    try:
+        yield
+    finally:
+        _core.set_isa(previous)
+
+
 def time_interleaved(fns, repeats, min_time=0.0):
     """Median seconds per call of each callable, measured in interleaved rounds
     so that noise on a shared machine hits every competitor alike.  Each round

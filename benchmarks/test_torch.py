@@ -1,0 +1,32 @@
+"""pytest-benchmark suite for fastnorm.torch against PyTorch: the speed
+targets of issue 10, one group per case with both competitors in it.  The
+cases (shapes, dtypes, thread counts, goals) live in fastnorm/_bench_torch.py,
+which ``python -m fastnorm bench --torch`` measures as ratios.
+
+    pytest benchmarks/test_torch.py                       # both competitors, per case
+    pytest benchmarks/test_torch.py --benchmark-group-by=group
+
+Each fastnorm test checks the result (and gradients) of the call it timed
+against torch's, so that CI's --benchmark-disable run (each call once,
+untimed) catches a broken call rather than a benchmark silently timing it."""
+import pytest
+
+pytest.importorskip("torch")
+
+from fastnorm import _bench_torch  # noqa: E402
+
+CASES = _bench_torch.CASES
+
+
+@pytest.mark.parametrize("competitor", ["fastnorm", "torch"])
+@pytest.mark.parametrize("case", CASES, ids=[c.key for c in CASES])
+def test_torch_target(benchmark, case, competitor):
+    pair = _bench_torch.build(case)
+    benchmark.group = f"{case.label}, {case.threads} thread(s), goal fastnorm/torch <= {case.goal}"
+    benchmark.extra_info["goal"] = case.goal
+    with _bench_torch.case_context(case):
+        result = benchmark(getattr(pair, competitor))
+        if competitor == "fastnorm":
+            # the timed call's own result (pytest-benchmark returns the last
+            # call's) must match torch's, or the figure means nothing
+            _bench_torch.check(case, result, pair.torch())
