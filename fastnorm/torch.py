@@ -35,8 +35,11 @@ import numpy as np
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from . import _api
+from . import _api, _core
 
+_core.torch_setup(torch)
+_direct = _core.torch_forward  # the pointer path: None when it does not take a call
+_LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
 __all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "LayerNorm", "RMSNorm",
            "patch", "unpatch"]
 
@@ -237,99 +240,105 @@ def _check_residual(input, residual):
 
 
 # ---- autograd ---------------------------------------------------------------------
+# Eager training calls: the pointer path when it takes the call (as the
+# no-grad path does), else NumPy views through _api.  The stats the forward
+# computed are kept (as NumPy arrays) for the backward.
 
 def _param_grad(g, dtype, needed):
     """A parameter's gradient (fastnorm's, summed in float64) in the parameter's dtype."""
     if not needed or g is None:
         return None
-    return _from_np(np.ascontiguousarray(g)).to(dtype)
+    if not isinstance(g, torch.Tensor):
+        g = _from_np(np.ascontiguousarray(g))
+    return g if g.dtype == dtype else g.to(dtype)
 
 
-def _norm_backward(ctx, dy, x):
-    """fastnorm's backward at dy for the saved forward: (dx, dweight, dbias) tensors."""
-    weight = ctx.saved_tensors[1]
-    w = _np_opt(weight)
-    kw = dict(axis=ctx.axis) if ctx.axis is not None else {}
-    if ctx.kind == "ln":
-        dx, dw, db = _api.layer_norm_backward(
-            _np(dy), _np(x), ctx.ns, w, mean=ctx.mean, rstd=ctx.rstd, eps=ctx.eps,
-            bias=ctx.bias_shape_probe, **kw)
-    else:
-        dx, dw = _api.rms_norm_backward(_np(dy), _np(x), ctx.ns, w, rstd=ctx.rstd, eps=ctx.eps,
-                                        **kw)
-        db = None
-    return _from_np(dx), dw, db
-
-
-def _save(ctx, kind, ns, axis, eps, weight, bias, stats):
-    """What the backward needs besides the saved tensors.  Of the bias only its
-    dtype and shape are needed, so it is not saved."""
-    ctx.kind, ctx.ns, ctx.axis, ctx.eps = kind, ns, axis, eps
+def _forward_with_stats(ctx, op, input, residual, weight, bias, normalized_shape, dim, eps):
+    """(y,) or (y, h), with the stats saved on ctx for _backward."""
+    ctx.op, ctx.normalized_shape, ctx.dim, ctx.eps = op, normalized_shape, dim, eps
     ctx.weight_dtype = None if weight is None else weight.dtype
     ctx.bias_dtype = None if bias is None else bias.dtype
-    ctx.bias_shape_probe = None if bias is None else np.broadcast_to(
-        np.float32(0), tuple(bias.shape))
-    if kind == "ln":
-        ctx.mean, ctx.rstd = stats
-    else:
-        ctx.mean, ctx.rstd = None, stats[0]
+    ctx.bias_shape = None if bias is None else tuple(bias.shape)
+    out = _direct(op, input, normalized_shape, weight, bias, eps, dim, residual, False, True)
+    ctx.direct = out is not None
+    n_out = 1 if residual is None else 2
+    if out is None:
+        ns, axis, _ = _resolve(input, normalized_shape, dim)
+        outs = tuple(_new_output(input) for _ in range(n_out))
+        kw = dict(axis=axis) if axis is not None else {}
+        if residual is not None:
+            kw.update(residual=_np(residual), residual_out=_np(outs[1]))
+        args = (_np(input), ns, _np_opt(weight)) + ((_np_opt(bias),) if op == _LN else ())
+        fn = _api.layer_norm if op == _LN else _api.rms_norm
+        if residual is not None:
+            fn = _api.add_layer_norm if op == _LN else _api.add_rms_norm
+            args = (args[0], kw.pop("residual")) + args[1:]
+        res = fn(*args, eps, out=_np(outs[0]), return_stats=True, **kw)
+        out = outs + tuple(res[n_out:])
+    ctx.rstd = out[-1]
+    return out[:n_out]
+
+
+def _backward(ctx, dy, x, weight, need_weight, need_bias):
+    """(dx, dweight, dbias) tensors for the saved forward at dy."""
+    want_db = need_bias and ctx.op == _LN
+    grads = None
+    if ctx.direct:
+        grads = _core.torch_backward(ctx.op, dy, x, weight, ctx.rstd, ctx.eps,
+                                     ctx.normalized_shape, ctx.dim, need_weight, want_db)
+    if grads is None:  # a layout the pointer path does not take: NumPy views
+        ns, axis, _ = _resolve(x, ctx.normalized_shape, ctx.dim)
+        kw = {} if axis is None else {"axis": axis}
+        if ctx.op == _LN:
+            bias = None if ctx.bias_shape is None else np.broadcast_to(np.float32(0),
+                                                                       ctx.bias_shape)
+            grads = _api.layer_norm_backward(_np(dy), _np(x), ns, _np_opt(weight),
+                                             rstd=ctx.rstd, eps=ctx.eps, bias=bias, **kw)
+        else:
+            grads = _api.rms_norm_backward(_np(dy), _np(x), ns, _np_opt(weight),
+                                           rstd=ctx.rstd, eps=ctx.eps, **kw) + (None,)
+        grads = (_from_np(grads[0]),) + tuple(grads[1:])
+    dx, dw, db = grads
+    return (dx, _param_grad(dw, ctx.weight_dtype, need_weight),
+            _param_grad(db, ctx.bias_dtype, want_db))
 
 
 class _NormFunction(torch.autograd.Function):
     """y = norm(input) * weight (+ bias), with fastnorm's forward and backward."""
 
     @staticmethod
-    def forward(ctx, kind, input, weight, bias, ns, axis, eps):
-        y = _new_output(input)
-        kw = dict(axis=axis) if axis is not None else {}
-        if kind == "ln":
-            _, *stats = _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps,
-                                        out=_np(y), return_stats=True, **kw)
-        else:
-            _, *stats = _api.rms_norm(_np(input), ns, _np_opt(weight), eps, out=_np(y),
-                                      return_stats=True, **kw)
+    def forward(ctx, op, input, weight, bias, normalized_shape, dim, eps):
+        (y,) = _forward_with_stats(ctx, op, input, None, weight, bias, normalized_shape, dim, eps)
         ctx.save_for_backward(input, weight)
-        _save(ctx, kind, ns, axis, eps, weight, bias, stats)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy):
-        x = ctx.saved_tensors[0]
+        x, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
-        dx, dw, db = _norm_backward(ctx, dy, x)
-        return (None, dx if need[1] else None, _param_grad(dw, ctx.weight_dtype, need[2]),
-                _param_grad(db, ctx.bias_dtype, need[3]) if ctx.kind == "ln" else None,
-                None, None, None)
+        dx, dw, db = _backward(ctx, dy, x, weight, need[2], need[3])
+        return None, dx if need[1] else None, dw, db, None, None, None
 
 
 class _AddNormFunction(torch.autograd.Function):
     """h = input + residual; y = norm(h) * weight (+ bias); returns (y, h)."""
 
     @staticmethod
-    def forward(ctx, kind, input, residual, weight, bias, ns, axis, eps):
+    def forward(ctx, op, input, residual, weight, bias, normalized_shape, dim, eps):
         ctx.set_materialize_grads(False)
-        y, h = _new_output(input), _new_output(input)
-        kw = dict(axis=axis) if axis is not None else {}
-        if kind == "ln":
-            _, _, *stats = _api.add_layer_norm(
-                _np(input), _np(residual), ns, _np_opt(weight), _np_opt(bias), eps,
-                out=_np(y), residual_out=_np(h), return_stats=True, **kw)
-        else:
-            _, _, *stats = _api.add_rms_norm(
-                _np(input), _np(residual), ns, _np_opt(weight), eps, out=_np(y),
-                residual_out=_np(h), return_stats=True, **kw)
+        y, h = _forward_with_stats(ctx, op, input, residual, weight, bias, normalized_shape,
+                                   dim, eps)
         ctx.save_for_backward(h, weight)
-        _save(ctx, kind, ns, axis, eps, weight, bias, stats)
         return y, h
 
     @staticmethod
     @once_differentiable
     def backward(ctx, dy, dh):
-        h = ctx.saved_tensors[0]
+        h, weight = ctx.saved_tensors
         need = ctx.needs_input_grad
         if dy is not None:
-            dx, dw, db = _norm_backward(ctx, dy, h)
+            dx, dw, db = _backward(ctx, dy, h, weight, need[3], need[4])
             if dh is not None:
                 dx.add_(dh)
         else:  # only h was used downstream
@@ -338,11 +347,7 @@ class _AddNormFunction(torch.autograd.Function):
         d_residual = None
         if need[2] and dx is not None:
             d_residual = dx.clone() if need[1] else dx  # never one tensor for two grads
-        dbias = None
-        if ctx.kind == "ln":
-            dbias = _param_grad(db, ctx.bias_dtype, need[4])
-        return (None, d_input, d_residual, _param_grad(dw, ctx.weight_dtype, need[3]),
-                dbias, None, None, None)
+        return None, d_input, d_residual, dw, db, None, None, None
 
 
 # ---- the functions ----------------------------------------------------------------
@@ -362,22 +367,11 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, *, dim
     LayerNorm, computed without a permute.  With ``dim``, ``normalized_shape``
     gives the sizes of those dims (in increasing dim order) or is None.
     """
-    if type(input) not in _PLAIN_TYPES:
-        _check_types(input=input, weight=weight, bias=bias)
-    ns, axis, dims = _resolve(input, normalized_shape, dim)
-    route = _route(input, weight, bias)
-    if route == _DIRECT:
-        y = _new_output(input)
-        if axis is None:
-            _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, out=_np(y))
-        else:
-            _api.layer_norm(_np(input), ns, _np_opt(weight), _np_opt(bias), eps, axis=axis,
-                            out=_np(y))
-        return y
-    _check_types(weight=weight, bias=bias)
-    if route == _AUTOGRAD:
-        return _NormFunction.apply("ln", input, weight, bias, ns, axis, eps)
-    return _torch_norm("ln", input, ns, dims, weight, bias, eps)
+    if not _is_compiling():
+        y = _direct(_LN, input, normalized_shape, weight, bias, eps, dim, None, True, False)
+        if y is not None:
+            return y
+    return _general(_LN, False, input, None, normalized_shape, weight, bias, eps, dim)
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None, *, dim=None):
@@ -387,30 +381,11 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, dim=None):
     bfloat16 and float32 inputs, float64's for float64), as in torch.
     ``dim`` as in `layer_norm`.
     """
-    if type(input) not in _PLAIN_TYPES:
-        _check_types(input=input, weight=weight)
-    ns, axis, dims = _resolve(input, normalized_shape, dim)
-    route = _route(input, weight)
-    if route == _DIRECT:
-        if eps is None:
-            eps = _F64_EPS if input.dtype is torch.float64 else _F32_EPS
-        y = _new_output(input)
-        if axis is None:
-            _api.rms_norm(_np(input), ns, _np_opt(weight), eps, out=_np(y))
-        else:
-            _api.rms_norm(_np(input), ns, _np_opt(weight), eps, axis=axis, out=_np(y))
-        return y
-    _check_types(weight=weight)
-    if route == _AUTOGRAD:
-        return _NormFunction.apply("rms", input, weight, None, ns, axis, _rms_eps(input, eps))
-    return _torch_norm("rms", input, ns, dims, weight, None, eps)
-
-
-# Below this many elements the no-grad add_* run torch.add and then the norm:
-# fastnorm.add_layer_norm's argument handling (~15 us of Python) costs more
-# than the fused pass saves.  The two steps give the same bits: h rounded
-# once to the dtype, then the norm of h as stored.
-_FUSED_MIN_NUMEL = 1 << 18
+    if not _is_compiling():
+        y = _direct(_RMS, input, normalized_shape, weight, None, eps, dim, None, True, False)
+        if y is not None:
+            return y
+    return _general(_RMS, False, input, None, normalized_shape, weight, None, eps, dim)
 
 
 def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
@@ -420,23 +395,11 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
     residual must have input's shape.  When its dtype differs, torch's own
     ``input + residual`` (with its type promotion) and norm run instead.
     """
-    _check_types(input=input, residual=residual, weight=weight, bias=bias)
-    _check_residual(input, residual)
-    ns, axis, dims = _resolve(input, normalized_shape, dim)
-    route = _route(input, residual, weight, bias) if residual.dtype == input.dtype else _TORCH
-    if route == _DIRECT and input.numel() < _FUSED_MIN_NUMEL:
-        h = torch.add(input, residual)  # small: fastnorm's fused call costs more in Python
-        return layer_norm(h, normalized_shape, weight, bias, eps, dim=dim), h
-    if route == _DIRECT:
-        y, h = _new_output(input), _new_output(input)
-        kw = dict(axis=axis) if axis is not None else {}
-        _api.add_layer_norm(_np(input), _np(residual), ns, _np_opt(weight), _np_opt(bias), eps,
-                            out=_np(y), residual_out=_np(h), **kw)
-        return y, h
-    if route == _AUTOGRAD:
-        return _AddNormFunction.apply("ln", input, residual, weight, bias, ns, axis, eps)
-    h = input + residual
-    return _torch_norm("ln", h, ns, dims, weight, bias, eps), h
+    if residual is not None and not _is_compiling():  # (None means no add to _direct)
+        out = _direct(_LN, input, normalized_shape, weight, bias, eps, dim, residual, True, False)
+        if out is not None:
+            return out
+    return _general(_LN, True, input, residual, normalized_shape, weight, bias, eps, dim)
 
 
 def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, dim=None):
@@ -444,24 +407,49 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, di
 
     See `add_layer_norm` and `rms_norm`.
     """
-    _check_types(input=input, residual=residual, weight=weight)
-    _check_residual(input, residual)
+    if residual is not None and not _is_compiling():
+        out = _direct(_RMS, input, normalized_shape, weight, None, eps, dim, residual, True,
+                      False)
+        if out is not None:
+            return out
+    return _general(_RMS, True, input, residual, normalized_shape, weight, None, eps, dim)
+
+
+def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim):
+    """Every call the pointer path did not take: argument errors, autograd,
+    layouts it does not plan (NumPy views then), and torch's own ops for
+    other devices, dtypes and tracing."""
+    _check_types(input=input, weight=weight, bias=bias)
+    if add:
+        _check_residual(input, residual)
     ns, axis, dims = _resolve(input, normalized_shape, dim)
-    route = _route(input, residual, weight) if residual.dtype == input.dtype else _TORCH
-    if route == _DIRECT and input.numel() < _FUSED_MIN_NUMEL:
-        h = torch.add(input, residual)
-        return rms_norm(h, normalized_shape, weight, eps, dim=dim), h
-    if route == _DIRECT:
-        y, h = _new_output(input), _new_output(input)
-        kw = dict(axis=axis) if axis is not None else {}
-        _api.add_rms_norm(_np(input), _np(residual), ns, _np_opt(weight), _rms_eps(input, eps),
-                          out=_np(y), residual_out=_np(h), **kw)
-        return y, h
+    route = _route(input, residual, weight, bias)
+    if residual is not None and residual.dtype != input.dtype:
+        route = _TORCH  # torch's type promotion decides h's dtype
+    if op == _RMS:
+        eps = _rms_eps(input, eps)
     if route == _AUTOGRAD:
-        return _AddNormFunction.apply("rms", input, residual, weight, None, ns, axis,
-                                      _rms_eps(input, eps))
-    h = input + residual
-    return _torch_norm("rms", h, ns, dims, weight, None, eps), h
+        if residual is None:
+            return _NormFunction.apply(op, input, weight, bias, normalized_shape, dim, eps)
+        return _AddNormFunction.apply(op, input, residual, weight, bias, normalized_shape, dim,
+                                      eps)
+    kind = "ln" if op == _LN else "rms"
+    if route == _TORCH:
+        h = input if residual is None else input + residual
+        y = _torch_norm(kind, h, ns, dims, weight, bias, eps)
+        return y if residual is None else (y, h)
+    # NumPy views of the tensors, through fastnorm's general path
+    y = _new_output(input)
+    kw = {} if axis is None else {"axis": axis}
+    affine = (_np_opt(weight), _np_opt(bias)) if op == _LN else (_np_opt(weight),)
+    if residual is None:
+        fn = _api.layer_norm if op == _LN else _api.rms_norm
+        fn(_np(input), ns, *affine, eps, out=_np(y), **kw)
+        return y
+    h = _new_output(input)
+    fn = _api.add_layer_norm if op == _LN else _api.add_rms_norm
+    fn(_np(input), _np(residual), ns, *affine, eps, out=_np(y), residual_out=_np(h), **kw)
+    return y, h
 
 
 # ---- modules ----------------------------------------------------------------------
