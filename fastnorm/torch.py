@@ -9,9 +9,10 @@
 CPU tensors of float32, float64, float16 and bfloat16, with any strides, are
 handed to fastnorm's kernels without a copy (their NumPy views); the outputs
 are fresh torch tensors in C order, as torch's own ops return them.  Anything
-else (another device, ``meta``, another dtype, tensor subclasses, code being
-traced by ``torch.compile``) runs torch's own op, so a patched model keeps
-working after ``.to("cuda")``.
+else (another device, another dtype, tensor subclasses) runs torch's own op,
+so a patched model keeps working after ``.to("cuda")``.  Code traced by
+``torch.compile`` or ``torch.export``, and meta and fake tensors, go through
+the custom ops ``torch.ops.fastnorm.*`` (see ``fastnorm/_torch_ops.py``).
 
 Gradients come from fastnorm's fused backward passes
 (`fastnorm.layer_norm_backward`, `fastnorm.rms_norm_backward`), once: double
@@ -35,7 +36,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from . import _api
+from . import _api, _torch_ops
 
 __all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "LayerNorm", "RMSNorm",
            "patch", "unpatch"]
@@ -215,6 +216,8 @@ def _resolve(input, normalized_shape, dim):
 # ---- torch's own ops, for everything fastnorm does not take --------------------------
 
 def _torch_norm(kind, input, ns, dims, weight, bias, eps):
+    if _torch_ops.use_ops(input, weight, bias):  # compiling, exporting, meta or fake tensors
+        return _torch_ops.norm(kind, input, ns, dims, weight, bias, eps)
     if ns is None and dims is None:
         ns = input.shape[-1]
     if dims is not None:
@@ -435,6 +438,8 @@ def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, ep
         return y, h
     if route == _AUTOGRAD:
         return _AddNormFunction.apply("ln", input, residual, weight, bias, ns, axis, eps)
+    if residual.dtype == input.dtype and _torch_ops.use_ops(input, residual, weight, bias):
+        return _torch_ops.add_norm("ln", input, residual, ns, dims, weight, bias, eps)
     h = input + residual
     return _torch_norm("ln", h, ns, dims, weight, bias, eps), h
 
@@ -460,6 +465,8 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, di
     if route == _AUTOGRAD:
         return _AddNormFunction.apply("rms", input, residual, weight, None, ns, axis,
                                       _rms_eps(input, eps))
+    if residual.dtype == input.dtype and _torch_ops.use_ops(input, residual, weight):
+        return _torch_ops.add_norm("rms", input, residual, ns, dims, weight, None, eps)
     h = input + residual
     return _torch_norm("rms", h, ns, dims, weight, None, eps), h
 
