@@ -7,11 +7,12 @@
     names = fnt.patch(model)                             # nn.LayerNorm/nn.RMSNorm -> fastnorm
 
 CPU tensors of float32, float64, float16 and bfloat16, with any strides, are
-handed to fastnorm's kernels without a copy (their NumPy views); the outputs
-are fresh torch tensors in C order, as torch's own ops return them.  Anything
-else (another device, ``meta``, another dtype, tensor subclasses, code being
-traced by ``torch.compile``) runs torch's own op, so a patched model keeps
-working after ``.to("cuda")``.
+handed to fastnorm's kernels without a copy (their pointers, sizes and
+strides); the outputs are fresh tensors in C order, as torch's own ops return
+them.  Anything else (another device, another dtype, tensor subclasses) runs
+torch's own op, so a patched model keeps working after ``.to("cuda")``.  Code
+traced by ``torch.compile`` or ``torch.export``, and meta and fake tensors, go
+through the custom ops ``torch.ops.fastnorm.*`` (see ``fastnorm/_torch_ops.py``).
 
 Gradients come from fastnorm's fused backward passes
 (`fastnorm.layer_norm_backward`, `fastnorm.rms_norm_backward`), once: double
@@ -35,7 +36,7 @@ import numpy as np
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from . import _api, _core
+from . import _api, _core, _torch_ops
 
 _core.torch_setup(torch)
 _direct = _core.torch_forward  # the pointer path: None when it does not take a call
@@ -218,6 +219,8 @@ def _resolve(input, normalized_shape, dim):
 # ---- torch's own ops, for everything fastnorm does not take --------------------------
 
 def _torch_norm(kind, input, ns, dims, weight, bias, eps):
+    if _torch_ops.use_ops(input, weight, bias):  # compiling, exporting, meta or fake tensors
+        return _torch_ops.norm(kind, input, ns, dims, weight, bias, eps)
     if ns is None and dims is None:
         ns = input.shape[-1]
     if dims is not None:
@@ -435,6 +438,9 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
                                       eps)
     kind = "ln" if op == _LN else "rms"
     if route == _TORCH:
+        if add and residual.dtype == input.dtype and \
+                _torch_ops.use_ops(input, residual, weight, bias):  # compiling, meta, fake
+            return _torch_ops.add_norm(kind, input, residual, ns, dims, weight, bias, eps)
         h = input if residual is None else input + residual
         y = _torch_norm(kind, h, ns, dims, weight, bias, eps)
         return y if residual is None else (y, h)
