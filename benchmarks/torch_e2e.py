@@ -352,14 +352,17 @@ COLUMNS = ("model", "dtype", "thr", "phase", "stock ms", "patched ms", "speed-up
 
 
 def format_table(rows):
-    cells = [COLUMNS] + [(
+    control = any(r.get("copy") for r in rows)
+    columns = COLUMNS + (("A/A stock/copy",) if control else ())
+    cells = [columns] + [(
         r["model"], r["dtype"], str(r["threads"]), r["phase"],
         f"{1e3 * r['stock']:.2f}", f"{1e3 * r['patched']:.2f}",
         f"{r['stock'] / r['patched']:.3f}x",
         f"{100 * r['share_stock']['hooks']:.1f}", f"{100 * r['share_patched']['hooks']:.1f}",
         f"{100 * r['share_stock']['profiler']:.1f}",
-        f"{100 * r['share_patched']['profiler']:.1f}") for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS))]
+        f"{100 * r['share_patched']['profiler']:.1f}")
+        + ((f"{r['stock'] / r['copy']:.3f}x",) if control else ()) for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = []
     for j, row in enumerate(cells):
         lines.append("  ".join(c.ljust(w) if i < 4 else c.rjust(w)
@@ -387,6 +390,8 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per measurement")
     p.add_argument("--decode-steps", type=int, default=10, help="decode steps per round")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"))
+    p.add_argument("--control", action="store_true",
+                   help="also time an unpatched copy of the stock model (A/A noise floor)")
     args = p.parse_args(argv)
     args.models = _csv(args.models)
     args.dtype = _csv(args.dtype)
@@ -430,6 +435,11 @@ def main(argv=None):
                           + (f"; warnings: {messages}" if messages else ""))
             print(checks[-1], flush=True)
             models = {"stock": stock, "patched": patched}
+            if args.control:
+                # A/A control: an unpatched copy made the same way as the patched
+                # one, so that stock/copy shows the noise and memory-placement
+                # floor a stock/patched ratio has to clear.
+                models["copy"] = copy.deepcopy(stock)
             for threads in args.threads:
                 with _bench.limit_threads(threads):
                     for phase in ("prefill", "decode"):
@@ -439,12 +449,13 @@ def main(argv=None):
                             t = time_decode(models, ids, args.repeats, args.decode_steps)
                         rows.append({
                             "model": kind, "dtype": dname, "threads": threads, "phase": phase,
-                            "stock": t["stock"], "patched": t["patched"],
+                            "stock": t["stock"], "patched": t["patched"], "copy": t.get("copy"),
                             "share_stock": norm_share(stock, names, ids, phase),
                             "share_patched": norm_share(patched, names, ids, phase)})
                         r = rows[-1]
                         print(f"  {kind} {dname} {threads} thr {phase}: stock "
-                              f"{1e3 * r['stock']:.2f} ms, patched {1e3 * r['patched']:.2f} ms "
+                              f"{1e3 * r['stock']:.2f} ms, patched {1e3 * r['patched']:.2f} ms"
+                              + (f", copy {1e3 * r['copy']:.2f} ms" if r["copy"] else "") + " "
                               f"({time.perf_counter() - t_start:.0f} s elapsed)", flush=True)
             del stock, patched, models
     print()
