@@ -460,19 +460,29 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
 
 # ---- modules ----------------------------------------------------------------------
 
+def _param(module, params, name):
+    """module.<name>: read from its _parameters when it is there, which skips
+    nn.Module.__getattr__ (half a microsecond, a tenth of a small call); a
+    parametrized weight is not there and goes through its property."""
+    return params[name] if name in params else getattr(module, name)
+
+
 class LayerNorm(torch.nn.LayerNorm):
     """torch.nn.LayerNorm (same constructor, parameters, state_dict keys and
     repr) whose forward runs `layer_norm` on fastnorm's kernels."""
 
     def forward(self, input):
-        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+        p = self._parameters
+        return layer_norm(input, self.normalized_shape, _param(self, p, "weight"),
+                          _param(self, p, "bias"), self.eps)
 
 
 class RMSNorm(torch.nn.RMSNorm):
     """torch.nn.RMSNorm whose forward runs `rms_norm` on fastnorm's kernels."""
 
     def forward(self, input):
-        return rms_norm(input, self.normalized_shape, self.weight, self.eps)
+        return rms_norm(input, self.normalized_shape, _param(self, self._parameters, "weight"),
+                        self.eps)
 
 
 # Hugging Face RMSNorms (LlamaRMSNorm and its copies).  They compute
@@ -481,28 +491,61 @@ class RMSNorm(torch.nn.RMSNorm):
 # The replacement follows that rounding order exactly: fastnorm normalizes in
 # float32 (half inputs are widened) with no weight and rounds once to x's
 # dtype; torch then multiplies by the weight, with torch's type promotion.
-_HF_RMS_NAMES = frozenset(("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"))
 _HF_FAST_DTYPES = frozenset((torch.float32, torch.float16, torch.bfloat16))
 
 
 class _HFRMSNormForward:
-    """Mixed into a dynamic subclass of a Hugging Face RMSNorm class."""
+    """Mixed into a dynamic subclass of a Hugging Face Llama-style RMSNorm class."""
 
     def forward(self, hidden_states):
         if hidden_states.dtype not in _HF_FAST_DTYPES:  # float64 etc.: the original's rounding
             return self._fastnorm_base.forward(self, hidden_states)
         hidden = rms_norm(hidden_states, hidden_states.shape[-1], None,
                           float(self.variance_epsilon))
-        return self.weight * hidden
+        return _param(self, self._parameters, "weight") * hidden
 
 
+# Gemma's RMSNorms compute
+#     output = normalized(x.float()) * (1.0 + weight.float()); return output.type_as(x)
+# that is, everything in float32 and one rounding at the end: fastnorm's
+# rms_norm with the float32 scale (1 + weight) does the same.  The scale is
+# computed once per version of the weight when no gradient flows through it.
+class _GemmaRMSNormForward:
+    """Mixed into a dynamic subclass of a Hugging Face Gemma-style RMSNorm class."""
+
+    def forward(self, x):
+        if x.dtype not in _HF_FAST_DTYPES:
+            return self._fastnorm_base.forward(self, x)
+        return rms_norm(x, x.shape[-1], _gemma_scale(self), float(self.eps))
+
+
+def _gemma_scale(module):
+    """1 + weight in float32, cached per version of the weight when no
+    gradient flows through it (verify calls this on the unswitched module)."""
+    w = _param(module, module._parameters, "weight")
+    if w.requires_grad and torch.is_grad_enabled():
+        return 1.0 + w.float()
+    key = (w._version, w.data_ptr(), w.dtype, w.shape)
+    cached = module.__dict__.get("_fastnorm_scale_cache")
+    if cached is None or cached[0] != key:
+        cached = (key, 1.0 + w.detach().float())
+        module.__dict__["_fastnorm_scale_cache"] = cached
+    return cached[1]
+
+
+# class name -> (forward mixin, the module's eps attribute)
+_HF_RMS_KINDS = {name: (_HFRMSNormForward, "variance_epsilon")
+                 for name in ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")}
+_HF_RMS_KINDS.update({name: (_GemmaRMSNormForward, "eps")
+                      for name in ("GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm")})
 _HF_CLASSES = {}
 
 
 def _hf_replacement(cls):
     new = _HF_CLASSES.get(cls)
     if new is None:
-        new = type(cls.__name__, (_HFRMSNormForward, cls),
+        mixin = _HF_RMS_KINDS[cls.__name__][0]
+        new = type(cls.__name__, (mixin, cls),
                    {"_fastnorm_base": cls, "__module__": cls.__module__,
                     "__qualname__": cls.__qualname__})
         _HF_CLASSES[cls] = new
@@ -511,11 +554,12 @@ def _hf_replacement(cls):
 
 def _is_hf_rms_norm(module):
     cls = type(module)
-    if cls.__name__ not in _HF_RMS_NAMES or "_fastnorm_base" in cls.__dict__:
+    kind = _HF_RMS_KINDS.get(cls.__name__)
+    if kind is None or "_fastnorm_base" in cls.__dict__:
         return False
     weight = getattr(module, "weight", None)
     return (isinstance(weight, torch.Tensor) and weight.dim() == 1
-            and isinstance(getattr(module, "variance_epsilon", None), numbers.Real))
+            and isinstance(getattr(module, kind[1], None), numbers.Real))
 
 
 def _replacement_class(module):

@@ -630,6 +630,71 @@ def test_patch_transformers_rms_norms(name, gen):
     _check_hf_module(cls(48, eps=1e-6).to(torch.bfloat16), gen, torch.bfloat16)
 
 
+class GemmaRMSNorm(torch.nn.Module):
+    """A copy of transformers' GemmaRMSNorm: the scale is (1 + weight), and
+    everything is computed in float32 with one rounding at the end."""
+
+    def __init__(self, dim, eps=1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x):
+        out = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
+        return (out * (1.0 + self.weight.float())).type_as(x)
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_patch_gemma_rms_norm_follows_its_rounding(dtype, gen):
+    """Gemma's (1 + weight) norm is switched and agrees within rounding; the
+    scale follows in-place changes of the weight, and gradients flow."""
+    classes = [GemmaRMSNorm]
+    try:
+        from transformers.models.gemma.modeling_gemma import GemmaRMSNorm as HFGemma
+        classes.append(HFGemma)
+    except ImportError:
+        pass
+    for cls in classes:
+        norm = cls(48).to(dtype)
+        with torch.no_grad():
+            norm.weight.copy_(randn((48,), gen, dtype, 0.5))
+        x = randn((3, 5, 48), gen, dtype, 2.0, 0.5)
+        with torch.no_grad():
+            want = norm(x)
+            assert fnt.patch(norm) == [""]
+            got = norm(x)
+            tol = 2 * float(torch.finfo(dtype).eps) * max(1.0, want.abs().max().item())
+            assert got.dtype == want.dtype
+            assert (got.double() - want.double()).abs().max().item() <= tol
+            norm.weight.add_(1.0)  # the cached scale must follow
+            want2 = type(norm)._fastnorm_base.forward(norm, x)
+            assert (norm(x).double() - want2.double()).abs().max().item() <= 2 * tol
+        if dtype is torch.float32:
+            xs = x.clone().requires_grad_()
+            norm(xs).square().sum().backward()
+            g_fast = norm.weight.grad.clone()
+            norm.weight.grad = None
+            fnt.unpatch(norm)
+            norm(x.clone().requires_grad_()).square().sum().backward()
+            assert torch.allclose(g_fast, norm.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.any_isa
+def test_module_with_parametrized_weight(gen):
+    """A parametrized weight (not in _parameters) is read through its property."""
+    from torch.nn.utils import parametrize
+
+    class Double(torch.nn.Module):
+        def forward(self, w):
+            return 2 * w
+    m = fnt.LayerNorm(16)
+    parametrize.register_parametrization(m, "weight", Double())
+    x = randn((4, 16), gen)
+    with torch.no_grad():
+        assert torch.allclose(m(x), 2 * F.layer_norm(x, (16,)), atol=1e-6)
+
+
 # ---- fallbacks -----------------------------------------------------------------------------
 
 @pytest.mark.any_isa
