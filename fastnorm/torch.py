@@ -425,17 +425,17 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
     _check_types(input=input, weight=weight, bias=bias)
     if add:
         _check_residual(input, residual)
-    ns, axis, dims = _resolve(input, normalized_shape, dim)
     route = _route(input, residual, weight, bias)
     if residual is not None and residual.dtype != input.dtype:
         route = _TORCH  # torch's type promotion decides h's dtype
-    if op == _RMS:
-        eps = _rms_eps(input, eps)
-    if route == _AUTOGRAD:
+    if route == _AUTOGRAD:  # (the Function resolves the dims itself, only if it must)
         if residual is None:
             return _NormFunction.apply(op, input, weight, bias, normalized_shape, dim, eps)
         return _AddNormFunction.apply(op, input, residual, weight, bias, normalized_shape, dim,
                                       eps)
+    ns, axis, dims = _resolve(input, normalized_shape, dim)
+    if op == _RMS:
+        eps = _rms_eps(input, eps)
     kind = "ln" if op == _LN else "rms"
     if route == _TORCH:
         if add and residual.dtype == input.dtype and \
