@@ -22,6 +22,12 @@ import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+# fastnorm/_sources.py by path: the package itself cannot be imported yet
+_sources = {}
+with open(os.path.join(HERE, "fastnorm", "_sources.py")) as _f:
+    exec(compile(_f.read(), "fastnorm/_sources.py", "exec"), _sources)
+
 BASE_CFLAGS = ["-O3", "-std=c99", "-fno-math-errno", "-fno-trapping-math"]
 OPENMP_FLAGS = ["-fopenmp"]
 
@@ -74,7 +80,8 @@ def make_extensions():
                  "src/kernels_avx512.c", "src/kernels_avx512_bf16.c", "src/dispatch.c"],
         include_dirs=["src", "fastnorm", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                       ("FN_BUILD_FLAGS", '"%s"' % flags_text)],
+                       ("FN_BUILD_FLAGS", '"%s"' % flags_text),
+                       ("FN_SOURCE_FINGERPRINT", '"%s"' % _sources["fingerprint"](HERE))],
         extra_compile_args=cflags,
         extra_link_args=(OPENMP_FLAGS if use_openmp else []) + extra_ldflags,
     )

@@ -5,6 +5,7 @@ Exits with status 1 when the self-check fails.
 ``python -m fastnorm bench [options]``: the user-facing benchmark (see
 ``python -m fastnorm bench --help``)."""
 import argparse
+import os
 import sys
 import time
 
@@ -285,7 +286,15 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastnorm", description=__doc__.splitlines()[0],
                                      epilog="python -m fastnorm bench --help: the benchmark")
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats per shape")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also say which copy of fastnorm runs, and from where")
     args = parser.parse_args(argv)
+    if args.verbose:
+        print(f"fastnorm package: {os.path.dirname(fastnorm.__file__)}")
+        print(f"compiled core:    {_core.__file__}")
+        if fastnorm._deferred_from:
+            print(f"(the source checkout {fastnorm._deferred_from} has no compiled core: "
+                  "running the installed copy, Python and C both)")
 
     print(f"fastnorm {fastnorm.__version__}  (numpy {np.__version__})")
     print(f"build:   OpenMP {'on' if _core.openmp_enabled else 'OFF (serial build)'}; "

@@ -108,6 +108,7 @@ cdef extern from "_fn_omp.h" nogil:
     int omp_get_thread_num()
     int FN_HAVE_OPENMP
     const char *FN_BUILD_FLAGS
+    const char *FN_SOURCE_FINGERPRINT
 
 cdef extern from "_fn_fork.h" nogil:
     int fn_watch_forks()
@@ -151,6 +152,7 @@ cpdef enum:
 
 openmp_enabled = bool(FN_HAVE_OPENMP)
 build_flags = FN_BUILD_FLAGS.decode()
+source_fingerprint = FN_SOURCE_FINGERPRINT.decode()
 
 # Outputs at least this large are written with streaming stores: they would
 # not stay in cache anyway, and skipping the read-for-ownership saves a third

@@ -14,4 +14,8 @@ static inline int omp_get_thread_num(void) { return 0; }
 #ifndef FN_BUILD_FLAGS
 #define FN_BUILD_FLAGS "unknown"
 #endif
+/* what fastnorm/_sources.py computed over the sources at build time */
+#ifndef FN_SOURCE_FINGERPRINT
+#define FN_SOURCE_FINGERPRINT ""
+#endif
 #endif
