@@ -16,6 +16,7 @@
 import ml_dtypes
 import numpy as np
 cimport numpy as cnp
+from fastnorm._kernels cimport *  # the C kernels' interface (src/fastnorm_kernels.h)
 from cython.parallel cimport prange
 
 cnp.import_array()
@@ -29,74 +30,19 @@ cdef int g_f16_typenum = np.dtype(np.float16).num
 
 cdef int _dtype_index(int typenum) except -1:
     if typenum == cnp.NPY_FLOAT32:
-        return 0
+        return FN_F32
     if typenum == cnp.NPY_FLOAT64:
-        return 1
+        return FN_F64
     if typenum == g_f16_typenum:
-        return 2
+        return FN_F16
     if typenum == g_bf16_typenum:
-        return 3
+        return FN_BF16
     raise TypeError(f"no kernel for dtype {np.dtype(typenum)}")
 
 
 def compute_dtype(dtype):
     """The dtype the kernels compute in, and of weight, bias and stats."""
     return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
-
-cdef extern from "fastnorm_kernels.h" nogil:
-    ctypedef struct fn_rows:
-        const void *x
-        void *y
-        const void *weight
-        const void *bias
-        Py_ssize_t w_row_stride
-        Py_ssize_t b_row_stride
-        void *mean
-        void *rstd
-        Py_ssize_t rows
-        Py_ssize_t row_len
-        Py_ssize_t x_row_stride
-        Py_ssize_t x_elem_stride
-        Py_ssize_t y_row_stride
-        Py_ssize_t y_elem_stride
-        Py_ssize_t stat_stride
-        double eps
-        int stream_stores
-        const void *residual
-        void *h
-        Py_ssize_t r_row_stride
-        Py_ssize_t r_elem_stride
-        Py_ssize_t h_row_stride
-        Py_ssize_t h_elem_stride
-    ctypedef void (*fn_rows_kernel)(const fn_rows *block) noexcept nogil
-    ctypedef struct fn_rows_bwd:
-        const void *x
-        const void *dy
-        void *dx
-        const void *weight
-        const void *rstd
-        double *dweight
-        double *dbias
-        Py_ssize_t rows
-        Py_ssize_t row_len
-        Py_ssize_t x_row_stride
-        Py_ssize_t x_elem_stride
-        Py_ssize_t dy_row_stride
-        Py_ssize_t dy_elem_stride
-        Py_ssize_t dx_row_stride
-        Py_ssize_t dx_elem_stride
-        Py_ssize_t stat_stride
-        double eps
-        int stream_stores
-    ctypedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block) noexcept nogil
-    ctypedef struct fn_kernel_table:
-        const char *isa
-        fn_rows_kernel layer_norm[4]
-        fn_rows_kernel rms_norm[4]
-        fn_rows_bwd_kernel layer_norm_backward[4]
-        fn_rows_bwd_kernel rms_norm_backward[4]
-    const fn_kernel_table fn_kernels_scalar
-    int fn_usable_tables(const fn_kernel_table **tables, int max)
 
 cdef extern from "_fn_buffers.h" nogil:
     void *fn_buffer_alloc(size_t nbytes)

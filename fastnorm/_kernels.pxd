@@ -1,0 +1,65 @@
+# The C kernels' interface for Cython: the declarations of src/fastnorm_kernels.h,
+# kept in step with it (the block descriptions, the kernel tables, the dtype
+# indices).  The header is the reference; this file only repeats what
+# Cython must know to call it.
+
+cdef extern from "fastnorm_kernels.h" nogil:
+    enum:
+        FN_F32
+        FN_F64
+        FN_F16
+        FN_BF16
+        FN_N_DTYPES
+    ctypedef struct fn_rows:
+        const void *x
+        void *y
+        const void *weight
+        const void *bias
+        Py_ssize_t w_row_stride
+        Py_ssize_t b_row_stride
+        void *mean
+        void *rstd
+        Py_ssize_t rows
+        Py_ssize_t row_len
+        Py_ssize_t x_row_stride
+        Py_ssize_t x_elem_stride
+        Py_ssize_t y_row_stride
+        Py_ssize_t y_elem_stride
+        Py_ssize_t stat_stride
+        double eps
+        int stream_stores
+        const void *residual
+        void *h
+        Py_ssize_t r_row_stride
+        Py_ssize_t r_elem_stride
+        Py_ssize_t h_row_stride
+        Py_ssize_t h_elem_stride
+    ctypedef void (*fn_rows_kernel)(const fn_rows *block) noexcept nogil
+    ctypedef struct fn_rows_bwd:
+        const void *x
+        const void *dy
+        void *dx
+        const void *weight
+        const void *rstd
+        double *dweight
+        double *dbias
+        Py_ssize_t rows
+        Py_ssize_t row_len
+        Py_ssize_t x_row_stride
+        Py_ssize_t x_elem_stride
+        Py_ssize_t dy_row_stride
+        Py_ssize_t dy_elem_stride
+        Py_ssize_t dx_row_stride
+        Py_ssize_t dx_elem_stride
+        Py_ssize_t stat_stride
+        double eps
+        int stream_stores
+    ctypedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block) noexcept nogil
+    ctypedef struct fn_kernel_table:
+        const char *isa
+        fn_rows_kernel layer_norm[FN_N_DTYPES]
+        fn_rows_kernel rms_norm[FN_N_DTYPES]
+        fn_rows_bwd_kernel layer_norm_backward[FN_N_DTYPES]
+        fn_rows_bwd_kernel rms_norm_backward[FN_N_DTYPES]
+    const fn_kernel_table fn_kernels_scalar
+    int fn_usable_tables(const fn_kernel_table **tables, int max)
