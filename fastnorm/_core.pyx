@@ -18,6 +18,7 @@ import numpy as np
 cimport numpy as cnp
 from fastnorm._kernels cimport *  # the C kernels' interface (src/fastnorm_kernels.h)
 from cython.parallel cimport prange
+from libc.string cimport memset
 
 cnp.import_array()
 
@@ -762,7 +763,7 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
     else the items' (dweight, dbias) partial sums (None where not wanted)."""
     cdef plan_t plan
     cdef int n_threads
-    cdef cnp.ndarray dw_parts = None, db_parts = None
+    cdef _Parts dw_parts = None, db_parts = None
     if _plan_layout(&plan, ndim, shape, BWD_STATS + 1, ops, is_norm):
         return None
     plan.backward = True
@@ -792,45 +793,82 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
     plan.dw_parts = plan.db_parts = NULL
     if want_dweight:
         dw_parts = _zeroed_parts(plan.n_items, plan.row_len)
-        plan.dw_parts = <double *>cnp.PyArray_DATA(dw_parts)
+        plan.dw_parts = dw_parts.data
     if want_dbias:
         db_parts = _zeroed_parts(plan.n_items, plan.row_len)
-        plan.db_parts = <double *>cnp.PyArray_DATA(db_parts)
+        plan.db_parts = db_parts.data
     n_threads = min(_threads_for(&plan), plan.n_items)
     with nogil:
         run_plan(&plan, n_threads)
     return dw_parts, db_parts
 
 
-cdef cnp.ndarray _zeroed_parts(Py_ssize_t n_items, Py_ssize_t row_len):
-    """Partial sums for the items, zeroed.  They come from the buffer cache,
-    whose memory is already faulted in: fresh pages cost more than the sums."""
-    cdef cnp.npy_intp dims[2]
-    dims[0] = n_items
-    dims[1] = row_len
-    parts = _new_c_array(2, dims, cnp.NPY_FLOAT64, 0)
-    parts.fill(0)
+# ---- the backward's partial sums --------------------------------------------
+# Each backward item adds into partial sums of its own (items x row_len
+# doubles), which are summed in item order before the call returns.  They
+# never reach the caller, so they keep one buffer of their own (fresh pages
+# cost more than the sums) instead of taking the output cache's slots, which
+# are for large results.  The buffer is taken out while a call uses it: a
+# second thread's backward, running while the first has released the GIL,
+# allocates its own.
+cdef void *g_parts_ptr = NULL
+cdef size_t g_parts_bytes = 0
+
+
+cdef class _Parts:
+    """Zeroed partial sums of one backward; the buffer goes back on death."""
+    cdef double *data
+    cdef size_t nbytes
+    cdef Py_ssize_t n_items, n
+
+    def __dealloc__(self):
+        global g_parts_ptr, g_parts_bytes
+        if self.data == NULL:
+            return
+        if g_parts_ptr == NULL or self.nbytes > g_parts_bytes:  # keep the larger one
+            if g_parts_ptr != NULL:
+                fn_buffer_free(g_parts_ptr)
+            g_parts_ptr, g_parts_bytes = self.data, self.nbytes
+        else:
+            fn_buffer_free(self.data)
+
+
+cdef _Parts _zeroed_parts(Py_ssize_t n_items, Py_ssize_t row_len):
+    global g_parts_ptr, g_parts_bytes
+    cdef _Parts parts = _Parts.__new__(_Parts)
+    cdef size_t nbytes = <size_t>n_items * <size_t>row_len * sizeof(double)
+    if g_parts_ptr != NULL and g_parts_bytes >= nbytes:
+        parts.data, parts.nbytes = <double *>g_parts_ptr, g_parts_bytes
+        g_parts_ptr, g_parts_bytes = NULL, 0
+    else:
+        parts.data = <double *>fn_buffer_alloc(max(nbytes, 1))
+        parts.nbytes = max(nbytes, 1)
+        if parts.data == NULL:
+            raise MemoryError(f"cannot allocate {nbytes} bytes for the backward's partial sums")
+    memset(parts.data, 0, nbytes)
+    parts.n_items, parts.n = n_items, row_len
     return parts
 
 
+cdef void _sum_parts(const double *src, Py_ssize_t n_items, Py_ssize_t n,
+                     double *dst) noexcept nogil:
+    """dst[j] = the items' partial sums of element j, added in item order."""
+    cdef Py_ssize_t i, j
+    for j in range(n):
+        dst[j] = 0.0
+    for i in range(n_items):
+        for j in range(n):
+            dst[j] += src[i * n + j]
+
+
 cdef object _reduce_parts(object parts):
-    """Sum the items' partial sums in item order (a fixed order)."""
-    cdef cnp.ndarray p
-    cdef double *src
-    cdef double *dst
-    cdef Py_ssize_t n_items, n, i, j
+    """The summed partial sums as a float64 array, or None."""
     if parts is None:
         return None
-    p = <cnp.ndarray>parts
-    n_items = cnp.PyArray_DIMS(p)[0]
-    n = cnp.PyArray_DIMS(p)[1]
-    out = np.zeros(n, np.float64)
-    dst = <double *>cnp.PyArray_DATA(<cnp.ndarray>out)
-    src = <double *>cnp.PyArray_DATA(p)
+    cdef _Parts p = <_Parts>parts
+    out = np.empty(p.n, np.float64)
     with nogil:
-        for i in range(n_items):
-            for j in range(n):
-                dst[j] += src[i * n + j]
+        _sum_parts(p.data, p.n_items, p.n, <double *>cnp.PyArray_DATA(<cnp.ndarray>out))
     return out
 
 
@@ -1409,24 +1447,21 @@ def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
     return tuple(grads)
 
 
-cdef object _sum_parts_into(cnp.ndarray parts, tuple shape, object dtype):
-    """The items' float64 partial sums, summed in item order into a new
-    tensor of the given shape (float32 or float64; rounded once)."""
-    cdef Py_ssize_t n_items = cnp.PyArray_DIMS(parts)[0], n = cnp.PyArray_DIMS(parts)[1], i, j
-    cdef double *src = <double *>cnp.PyArray_DATA(parts)
-    cdef double s
-    cdef bint wide = dtype is g_float64
+cdef object _sum_parts_into(_Parts parts, tuple shape, object dtype):
+    """The summed partial sums in a new tensor of the given shape (float32 or
+    float64: rounded once)."""
+    cdef Py_ssize_t j
     out = g_empty(shape, dtype=dtype)
     cdef char *dst = <char *><Py_ssize_t>out.data_ptr()
+    if dtype is g_float64:
+        with nogil:
+            _sum_parts(parts.data, parts.n_items, parts.n, <double *>dst)
+        return out
+    total = _reduce_parts(parts)
+    cdef double *src = <double *>cnp.PyArray_DATA(<cnp.ndarray>total)
     with nogil:
-        for j in range(n):
-            s = 0.0
-            for i in range(n_items):
-                s += src[i * n + j]
-            if wide:
-                (<double *>dst)[j] = s
-            else:
-                (<float *>dst)[j] = <float>s
+        for j in range(parts.n):
+            (<float *>dst)[j] = <float>src[j]
     return out
 
 

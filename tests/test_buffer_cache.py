@@ -89,3 +89,22 @@ def test_cached_output_behaves_like_an_array(fresh_cache, rng):
     assert np.isfinite(y).all()
     z = np.ascontiguousarray(y.T).T
     assert np.array_equal(z, y)
+
+
+def test_backward_partial_sums_keep_out_of_the_output_cache(fresh_cache, rng):
+    """The backward's partial sums (here 12 items x 65536 doubles = 6 MiB
+    each for dweight and dbias, above the cache's threshold) use a buffer of
+    their own: after the call the cache holds only the dead dx, and the
+    gradients stay right."""
+    n = 65536
+    x = rng.normal(size=(48, n)).astype(np.float32)
+    dy = rng.normal(size=x.shape).astype(np.float32)
+    w = rng.normal(size=n).astype(np.float32)
+    dx, dw, db = fastnorm.layer_norm_backward(dy, x, n, w, bias=np.zeros(n, np.float32))
+    del dx
+    gc.collect()
+    assert _core.buffer_cache_info()[:2] == (1, x.nbytes)
+    again = fastnorm.layer_norm_backward(dy, x, n, w, bias=np.zeros(n, np.float32))
+    assert np.array_equal(again[1], dw) and np.array_equal(again[2], db)
+    # dbias is the sum of dy over the rows: within an ulp of float32
+    assert np.allclose(db, dy.astype(np.float64).sum(axis=0), rtol=2.0 ** -22, atol=0)
