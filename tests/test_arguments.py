@@ -151,6 +151,13 @@ def test_masked_array_argument_is_refused_with_a_type_error(case):
         call()
 
 
+@pytest.mark.any_isa
+def test_masked_x_is_refused_with_a_type_error():
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(TypeError, match="masked arrays"):
+        fastnorm.layer_norm(np.ma.masked_array(x, mask=np.eye(2, 4, dtype=bool)))
+
+
 def test_masked_out_is_left_untouched():
     out = _masked((4, 8), fill=7.0)
     with pytest.raises(TypeError):
@@ -314,6 +321,14 @@ def test_self_overlapping_out_is_refused(call):
     with pytest.raises(ValueError, match="has elements that share memory"):
         call(x, out)
     assert (out == 0).all()
+
+
+@pytest.mark.any_isa
+def test_out_whose_rows_share_memory_is_refused():
+    x = np.ones((2, 4), np.float32)
+    shared = np.lib.stride_tricks.as_strided(np.zeros(4, np.float32), (2, 4), (0, 4))
+    with pytest.raises(ValueError, match="share memory"):
+        fastnorm.layer_norm(x, out=shared)
 
 
 def _views(dtype=np.float32):

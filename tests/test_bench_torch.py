@@ -39,7 +39,7 @@ def test_cli_prints_every_case():
     assert "CPU: " in out.stdout and "targets met" in out.stdout
 
 
-def test_cases_cover_the_issue_targets():
+def test_cases_are_the_torch_speed_targets():
     """The eight targets of issue 10, the bf16 one in both forms."""
     keys = {(c.op, c.form, c.shape, c.dtype, c.grad, c.threads, c.goal)
             for c in _bench_torch.CASES}

@@ -81,6 +81,13 @@ def test_environment_turns_cache_off():
     assert out.stdout.strip() == "0", out.stderr
 
 
+def test_unusable_cache_size_in_environment_warns_and_import_succeeds():
+    env = dict(os.environ, FASTNORM_BUFFER_CACHE_MB="99999999999999")
+    out = subprocess.run([sys.executable, "-c", "import fastnorm; print('ok')"], env=env,
+                         capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    assert out.stdout.strip() == "ok" and "FASTNORM_BUFFER_CACHE_MB" in out.stderr
+
+
 def test_cached_output_behaves_like_an_array(fresh_cache, rng):
     x = rng.normal(size=SHAPE).astype(np.float32)
     y = fastnorm.layer_norm(x)

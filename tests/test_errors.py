@@ -4,6 +4,9 @@ import pytest
 
 import fastnorm
 
+# argument validation does not depend on the kernel set: run each test once
+pytestmark = pytest.mark.any_isa
+
 AxisError = np.exceptions.AxisError
 X = np.ones((4, 8), np.float32)
 
@@ -55,9 +58,23 @@ def test_bad_arguments(op, kwargs, exc, match):
         getattr(fastnorm, op)(X, **kwargs)
 
 
+def test_eps_too_large_for_a_double_is_refused():
+    x = np.ones((2, 4), np.float32)
+    with pytest.raises(ValueError, match="eps"):
+        fastnorm.layer_norm(x, eps=10 ** 400)
+
+
 def test_bad_bias():
     with pytest.raises(ValueError, match=r"bias with shape \(3,\)"):
         fastnorm.layer_norm(X, bias=np.zeros(3))
+
+
+def test_errors_name_the_shape_the_caller_passed():
+    x = np.ones((4, 5, 6), np.float32)
+    with pytest.raises(ValueError, match=r"weight with shape \(1, 1, 7\)"):
+        fastnorm.layer_norm(x, weight=np.ones((1, 1, 7), np.float32))
+    with pytest.raises(ValueError, match=r"weight with shape \(1, 1, 7\)"):
+        fastnorm.layer_norm_backward(x, x, weight=np.ones((1, 1, 7), np.float32))
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])

@@ -143,6 +143,27 @@ def test_out_overlapping_input(op, dtype, rng):
     assert_close(buf[::-1], expected, dtype)
 
 
+def test_weight_inside_out_is_read_before_it_is_overwritten(rng):
+    x = rng.normal(size=(4, 16)).astype(np.float32)
+    w = rng.normal(size=16).astype(np.float32)
+    b = rng.normal(size=16).astype(np.float32)
+    expected = reference("layer_norm", x, (1,), w, b)[0]
+    o = np.empty_like(x)
+    o[0], o[1] = w, b
+    fastnorm.layer_norm(x, weight=o[0], bias=o[1], out=o)
+    assert_close(o, expected, np.float32)
+    xx = x.copy()
+    xx[0], xx[1] = w, b
+    expected2 = reference("layer_norm", xx, (1,), w, b)[0]
+    fastnorm.layer_norm(xx, weight=xx[0], bias=xx[1], out=xx)
+    assert_close(xx, expected2, np.float32)
+    rr = rng.normal(size=(4, 16)).astype(np.float32)
+    h_ref = x + rr
+    y_ref = fastnorm.layer_norm(h_ref, weight=rr[0].copy())
+    y, h = fastnorm.add_layer_norm(x, rr, weight=rr[0], residual_out=rr)
+    assert np.array_equal(h, h_ref) and np.array_equal(y, y_ref)
+
+
 @pytest.mark.parametrize("op", OPS)
 def test_lists_and_ints_become_float64(op):
     y = getattr(fastnorm, op)([[1, 2, 3], [4, 5, 7]])

@@ -117,6 +117,14 @@ def test_errors(op, kwargs, exc, match):
         FUSED[op](X, r, **args)
 
 
+@pytest.mark.any_isa
+def test_out_and_residual_out_that_overlap_are_refused():
+    x = np.ones((2, 4), np.float32)
+    buf = np.empty((2, 4), np.float32)
+    with pytest.raises(ValueError, match="out and residual_out overlap"):
+        fastnorm.add_layer_norm(x, x, out=buf, residual_out=buf)
+
+
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 @pytest.mark.parametrize("special", ["nan", "inf", "huge"])
 def test_special_rows_match_two_steps(op, special, rng):
@@ -133,5 +141,23 @@ def test_special_rows_match_two_steps(op, special, rng):
     h_ref = x + r
     y_ref = PLAIN[op](h_ref)
     y, h = FUSED[op](x, r)
+    assert np.array_equal(h, h_ref, equal_nan=True)
+    assert np.array_equal(y, y_ref, equal_nan=True)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("special", ["nan", "huge"])
+def test_fused_in_place_residual_with_special_rows(op, special):
+    x = np.array([[1, 2, 3, 4] * 10, [1, 2, 3, 4] * 10], np.float32)
+    r = np.array([[10, 20, 30, 40] * 10, [10, 20, 30, 40] * 10], np.float32)
+    if special == "nan":
+        x[0, 2] = np.nan
+    else:
+        x[0] = np.float32(1e20) * np.arange(40, dtype=np.float32)
+        r[0] = np.float32(1e20)
+    h_ref = x + r
+    y_ref = PLAIN[op](h_ref)
+    y, h = FUSED[op](x, r, residual_out=r)
+    assert h is r
     assert np.array_equal(h, h_ref, equal_nan=True)
     assert np.array_equal(y, y_ref, equal_nan=True)

@@ -167,6 +167,20 @@ def test_nonfinite_rows_and_overflowing_squares(dtype, rng):
         assert max_ulp_error(y[[0, 3]], reference(op, x[[0, 3]], (1,))[0], dtype) <= 1.0
 
 
+def test_half_center_is_exact_in_every_layout():
+    """A row symmetric about its mean normalizes its middle element to
+    exactly 0, contiguous or strided (portable kernel)."""
+    row = np.array([-3.5, -1.25, 0.375, 2.0, 3.875], np.float32)
+    x = (row[None, :] + np.arange(6, dtype=np.float32)[:, None] * 0.0).astype(BFLOAT16)
+    x = np.concatenate([x, -x[:, ::-1]], axis=1)  # symmetric rows: mean exactly 0
+    x = np.concatenate([x, np.zeros((6, 1), x.dtype)], axis=1)
+    big = np.zeros((12, 22), x.dtype)
+    big[::2, ::2] = x
+    for view in (x, big[::2, ::2]):
+        y = fastnorm.layer_norm(view)
+        assert y[:, -1].astype(np.float32).tolist() == [0.0] * 6
+
+
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 def test_half_weight_equals_float32_weight(dtype, rng):
     x = _inputs((5, 70), dtype, rng)
@@ -207,6 +221,16 @@ def test_fused_add_equals_two_steps(op, dtype, n, rng):
     assert np.array_equal(h.view(np.uint16), h2.view(np.uint16))
     y2 = FN[op[4:]](h2, weight=w)
     assert np.array_equal(y.view(np.uint16), y2.view(np.uint16))
+
+
+def test_bfloat16_fused_sum_keeps_subnormals():
+    """h must be x + residual as NumPy rounds it, subnormals included (the
+    AVX512_BF16 instruction would flush them)."""
+    x = np.full((2, 40), 3e-39, np.float32).astype(BFLOAT16)
+    r = np.full((2, 40), 1e-39, np.float32).astype(BFLOAT16)
+    x[1] = np.linspace(-1, 1, 40).astype(BFLOAT16)
+    _, h = fastnorm.add_layer_norm(x, r)
+    assert np.array_equal(h.view(np.uint16), np.add(x, r).view(np.uint16))
 
 
 # ---- backward ---------------------------------------------------------------

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fastnorm
-from _reference import assert_close, reference, reference_backward
+from _reference import BFLOAT16, assert_close, reference, reference_backward
 
 
 def test_layer_norm_module_defaults_and_forward(rng):
@@ -112,3 +112,15 @@ def test_loads_torch_state_dicts():
     with torch.no_grad():
         np.testing.assert_allclose(ln(x), ln_t(torch.from_numpy(x)).numpy(), atol=2e-6)
         np.testing.assert_allclose(rms(x), rms_t(torch.from_numpy(x)).numpy(), atol=2e-6)
+
+
+@pytest.mark.any_isa
+def test_bfloat16_module_loads_a_torch_bfloat16_state_dict():
+    torch = pytest.importorskip("torch")
+    m = torch.nn.LayerNorm(8, dtype=torch.bfloat16)
+    with torch.no_grad():
+        m.weight.copy_(torch.linspace(0.5, 2, 8))
+    f = fastnorm.LayerNorm(8, dtype=BFLOAT16)
+    f.load_state_dict(m.state_dict())
+    assert f.weight.dtype == BFLOAT16
+    assert np.array_equal(f.weight.astype(np.float32), m.weight.float().detach().numpy())

@@ -70,6 +70,18 @@ def test_equals_normalize_then_modulate(op, rng):
         assert max_error(y[s], one) <= 1e-6
 
 
+@pytest.mark.parametrize("op", ["add_layer_norm", "add_rms_norm"])
+def test_fused_add_takes_per_sample_parameters(op, rng):
+    x = rng.normal(0, 1, (4, 5, 48)).astype(np.float32)
+    r = rng.normal(0, 1, x.shape).astype(np.float32)
+    w = rng.normal(1, 0.3, (4, 1, 48)).astype(np.float32)
+    extra = {"bias": rng.normal(0, 0.3, (4, 1, 48)).astype(np.float32)} \
+        if op == "add_layer_norm" else {}
+    y, h = getattr(fastnorm, op)(x, r, weight=w, **extra)
+    y2 = getattr(fastnorm, op[4:])(np.add(x, r), weight=w, **extra)
+    assert np.array_equal(h, x + r) and np.array_equal(y, y2)
+
+
 def test_batch_ones_is_the_shared_rule(rng):
     x = rng.normal(0, 1, (4, 9, 48)).astype(np.float32)
     w = rng.normal(1, 0.3, 48).astype(np.float32)
@@ -151,6 +163,17 @@ def test_backward_sums_to_own_shapes(op, dtype, case, with_stats, rng):
         assert db.shape == bshape
         assert max_error(db, db_ref) <= (1e-5 if dtype == np.float32 else 1e-12) * max(
             1.0, float(np.abs(db_ref).max()))
+
+
+def test_dweight_keeps_its_rank_when_only_the_bias_is_per_sample(rng):
+    x = rng.normal(0, 1, (4, 6, 40))
+    dy = rng.normal(0, 1, x.shape)
+    w = rng.normal(1, 0.3, (1, 1, 40))
+    b = rng.normal(0, 0.3, (4, 1, 1))
+    dx, dw, db = fastnorm.layer_norm_backward(dy, x, weight=w, bias=b)
+    assert dw.shape == (1, 1, 40) and db.shape == (4, 1, 1)
+    _, dw_shared, _ = fastnorm.layer_norm_backward(dy, x, weight=w.reshape(40))
+    assert np.allclose(dw.reshape(40), dw_shared, rtol=1e-12, atol=1e-12)
 
 
 def test_backward_matches_torch_autograd(rng):

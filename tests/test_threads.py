@@ -66,3 +66,20 @@ def test_bitwise_identical_across_thread_counts(op, axis):
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@pytest.mark.parametrize("nan", [False, True])
+def test_channels_first_bitwise_across_thread_counts(op, nan, rng):
+    x = rng.normal(size=(512, 129)).astype(np.float32)
+    if nan:
+        x[5, 70] = np.nan
+    results = []
+    for n in (1, 2, 3):
+        with threadpoolctl.threadpool_limits(limits=n, user_api="openmp"):
+            results.append(getattr(fastnorm, op)(x, axis=0, return_stats=True))
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            assert np.array_equal(a, b, equal_nan=True)
+    assert np.isnan(results[0][0][:, 70]).all() == nan
+    assert not np.isnan(results[0][0][:, 80]).any()
