@@ -1135,7 +1135,10 @@ cdef int _read_tensor(object t, tensor_t *d) except -1:
     try:
         sizes = t.shape
         strides = t.stride()  # raises for sparse, mkldnn and nested layouts
+        ptr = t.data_ptr()    # raises for torch.func's wrappers (vmap, grad)
     except RuntimeError:
+        return 1
+    if ptr == 0:  # no data allocated (a freed storage, functionalization)
         return 1
     d.ndim = len(sizes)
     if d.ndim == 0 or d.ndim > MAX_DIMS:
@@ -1156,7 +1159,6 @@ cdef int _read_tensor(object t, tensor_t *d) except -1:
             if d.strides[a] != expect:
                 d.c_contiguous = False
             expect *= d.shape[a]
-    ptr = t.data_ptr()
     if ptr % d.itemsize:
         return 1
     d.data = <char *>ptr
@@ -1224,32 +1226,37 @@ cdef object _widened_weight(object w):
     return wide
 
 
-cdef int _affine_data(object w, const tensor_t *x, int first, int n_norm, bint norm_reordered,
-                      int typenum, char **data) except -1:
+cdef object _DECLINE = object()
+
+
+cdef object _affine_data(object w, const tensor_t *x, int first, int n_norm,
+                         bint norm_reordered, int typenum, char **data):
     """Point data at a weight or bias laid out as the kernels read it: the
     normalized sizes of x (dims first .. first+n_norm-1), contiguous, in the
-    compute dtype (half ones of x's own dtype are widened).  1 when w is not
-    such a tensor."""
+    compute dtype (half ones of x's own dtype are widened).  Returns the
+    tensor data points into, which the caller keeps until the kernel is done
+    (a widened copy may otherwise die when another thread updates the
+    weight), or _DECLINE when w is not such a tensor."""
     cdef tensor_t d
     cdef int a
     cdef int ctype = cnp.NPY_FLOAT64 if typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
+    data[0] = NULL
     if w is None:
-        data[0] = NULL
-        return 0
+        return None
     if not _is_tensor(w) or _read_tensor(w, &d) or d.ndim != n_norm or not d.c_contiguous:
-        return 1
+        return _DECLINE
     if n_norm > 1 and norm_reordered:
-        return 1
+        return _DECLINE
     for a in range(n_norm):
         if d.shape[a] != x.shape[first + a]:
-            return 1
+            return _DECLINE
     if d.typenum != ctype:
         if d.typenum != typenum:
-            return 1
+            return _DECLINE
         w = _widened_weight(w)
         d.data = <char *><Py_ssize_t>w.data_ptr()
     data[0] = d.data
-    return 0
+    return w
 
 
 cdef int _norm_dims(object normalized_shape, object dim, const tensor_t *x, bint *is_norm,
@@ -1269,7 +1276,8 @@ cdef int _norm_dims(object normalized_shape, object dim, const tensor_t *x, bint
             if type(normalized_shape) is int:
                 if normalized_shape != x.shape[d]:
                     return 0
-            elif len(normalized_shape) != 1 or normalized_shape[0] != x.shape[d]:
+            elif not isinstance(normalized_shape, tuple) or len(normalized_shape) != 1 \
+                    or type(normalized_shape[0]) is not int or normalized_shape[0] != x.shape[d]:
                 return 0
         is_norm[d] = True
         first[0] = d
@@ -1367,8 +1375,9 @@ def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
                 return None
     reordered = n_norm > 1 and (weight is not None or bias is not None) \
         and _norm_reordered(&xd, is_norm)
-    if _affine_data(weight, &xd, first, n_norm, reordered, xd.typenum, &wdata) or \
-            _affine_data(bias, &xd, first, n_norm, reordered, xd.typenum, &bdata):
+    w_keep = _affine_data(weight, &xd, first, n_norm, reordered, xd.typenum, &wdata)
+    b_keep = _affine_data(bias, &xd, first, n_norm, reordered, xd.typenum, &bdata)
+    if w_keep is _DECLINE or b_keep is _DECLINE:
         return None
 
     y = _new_tensor_like(x, &xd, &yd)
@@ -1427,7 +1436,8 @@ def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
         return None
     eps_value = _default_eps(op, xd.typenum) if eps is None else eps
     reordered = n_norm > 1 and weight is not None and _norm_reordered(&xd, is_norm)
-    if _affine_data(weight, &xd, first, n_norm, reordered, xd.typenum, &wdata):
+    w_keep = _affine_data(weight, &xd, first, n_norm, reordered, xd.typenum, &wdata)
+    if w_keep is _DECLINE:
         return None
     dx = _new_tensor_like(x, &xd, &dxd)
     _tensor_operand(&ops[BWD_X], &xd)

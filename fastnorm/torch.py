@@ -80,7 +80,7 @@ def _np(t):
     if t.is_neg():  # a lazily negated view (e.g. complex.conj().imag): materialize it
         t = t.resolve_neg()
     ptr = t.data_ptr()
-    if not ptr:  # no storage (zero elements)
+    if t.numel() == 0:
         arr = np.empty(tuple(t.shape), typestr)
     else:
         v = _ArrayView()
@@ -124,13 +124,24 @@ def _route(*tensors):
     for t in tensors:
         if t is None:
             continue
-        if type(t) not in _PLAIN_TYPES or not t.is_cpu or t.dtype not in _KERNEL_DTYPES:
+        if type(t) not in _PLAIN_TYPES or not t.is_cpu or t.dtype not in _KERNEL_DTYPES \
+                or not _has_data(t):
             return _TORCH
         if t.requires_grad:
             grad = True
     if _is_compiling():
         return _TORCH
     return _AUTOGRAD if grad and torch.is_grad_enabled() else _DIRECT
+
+
+def _has_data(t):
+    """Whether t's memory can be read: not so for torch.func's wrappers
+    (vmap, grad: data_ptr raises), functionalized tensors and freed storages
+    (data_ptr is 0).  Those run torch's own op, which knows them."""
+    try:
+        return t.data_ptr() != 0 or t.numel() == 0
+    except RuntimeError:
+        return False
 
 
 def _fast(*tensors):
@@ -434,14 +445,17 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
         return _AddNormFunction.apply(op, input, residual, weight, bias, normalized_shape, dim,
                                       eps)
     ns, axis, dims = _resolve(input, normalized_shape, dim)
-    if op == _RMS:
-        eps = _rms_eps(input, eps)
+    if eps is None and op == _LN:
+        eps = _core.LAYER_NORM_EPS
     kind = "ln" if op == _LN else "rms"
     if route == _TORCH:
         if add and residual.dtype == input.dtype and \
                 _torch_ops.use_ops(input, residual, weight, bias):  # compiling, meta, fake
-            return _torch_ops.add_norm(kind, input, residual, ns, dims, weight, bias, eps)
-        h = input if residual is None else input + residual
+            return _torch_ops.add_norm(kind, input, residual, ns, dims, weight, bias,
+                                       _rms_eps(input, eps) if op == _RMS else eps)
+        h = input if residual is None else input + residual  # torch's type promotion
+        if op == _RMS:
+            eps = _rms_eps(h, eps)  # of the dtype h has
         y = _torch_norm(kind, h, ns, dims, weight, bias, eps)
         return y if residual is None else (y, h)
     # NumPy views of the tensors, through fastnorm's general path

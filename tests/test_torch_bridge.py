@@ -770,6 +770,54 @@ def test_mismatched_residual_dtype_uses_torch_promotion(gen):
     assert torch.equal(y, F.rms_norm(x + r, (8,)))
 
 
+@pytest.mark.any_isa
+def test_tensors_without_readable_data_run_torch(gen):
+    """A freed storage (data_ptr 0) and torch.func's wrappers (data_ptr
+    raises) are never read through a pointer: torch's own op handles them,
+    with its own error where there is nothing to read."""
+    x = randn((3, 8), gen)
+    freed = x.clone()
+    freed.untyped_storage().resize_(0)
+    with pytest.raises(RuntimeError, match="not allocated"):
+        fnt.layer_norm(freed, 8)
+    w = torch.ones(8)
+    w.untyped_storage().resize_(0)
+    with pytest.raises(RuntimeError, match="not allocated"):
+        fnt.layer_norm(x, 8, w)
+    want = F.layer_norm(x, (8,))
+    assert torch.allclose(torch.func.vmap(lambda r: fnt.layer_norm(r, 8))(x), want, atol=1e-6)
+    got = torch.func.functionalize(lambda t: fnt.layer_norm(t, 8))(x)
+    assert torch.allclose(got, want, atol=1e-6)
+    g = torch.func.grad(lambda t: fnt.rms_norm(t, 8).square().sum())(x)
+    assert torch.allclose(g, torch.func.grad(lambda t: F.rms_norm(t, (8,)).square().sum())(x),
+                          atol=1e-5)
+
+
+@pytest.mark.any_isa
+def test_eps_none_on_every_route(gen):
+    """eps=None is the default eps on the pointer path, on meta tensors (the
+    ops), and for add_rms_norm with a wider residual: the epsilon of the
+    dtype h is promoted to, as torch's two steps take it."""
+    x = randn((2, 8), gen)
+    assert torch.equal(fnt.layer_norm(x, 8, eps=None), fnt.layer_norm(x, 8))
+    assert fnt.layer_norm(torch.empty(2, 8, device="meta"), 8, eps=None).shape == (2, 8)
+    xh = torch.zeros(2, 8, dtype=torch.float16)
+    r = randn((2, 8), gen, torch.float64) * 1e-5
+    y, h = fnt.add_rms_norm(xh, r, 8)
+    assert h.dtype == torch.float64
+    assert torch.allclose(y, F.rms_norm(xh + r, (8,)), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.any_isa
+def test_normalized_shape_with_dim_is_checked_as_without(gen):
+    x = randn((2, 3, 4), gen)
+    want = fnt.layer_norm(x, 4)
+    assert torch.equal(fnt.layer_norm(x, np.int64(4), dim=-1), want)
+    for bad in (4.0, (4.0,), [True], True):
+        with pytest.raises(TypeError, match="normalized_shape"):
+            fnt.layer_norm(x, bad, dim=-1)
+
+
 # ---- errors ------------------------------------------------------------------------------
 
 @pytest.mark.any_isa
