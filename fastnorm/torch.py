@@ -120,6 +120,8 @@ def _route(*tensors):
     """_DIRECT when every tensor given (None skipped) can go to fastnorm's
     kernels and none needs a gradient, _AUTOGRAD when one does, else _TORCH.
     (Types were checked by the caller.)"""
+    if _is_compiling():  # first: the checks below are not traceable
+        return _TORCH
     grad = False
     for t in tensors:
         if t is None:
@@ -129,8 +131,6 @@ def _route(*tensors):
             return _TORCH
         if t.requires_grad:
             grad = True
-    if _is_compiling():
-        return _TORCH
     return _AUTOGRAD if grad and torch.is_grad_enabled() else _DIRECT
 
 

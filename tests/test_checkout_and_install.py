@@ -56,8 +56,11 @@ def test_unbuilt_checkout_defers_wholly_to_the_installed_copy(tmp_path):
     assert main.returncode == 0, main.stderr
     assert f"fastnorm package: {site / 'fastnorm'}" in main.stdout
     assert "has no compiled core: running the installed copy" in main.stdout
-    # with nothing installed either: a clear error
-    alone = _run("import fastnorm", checkout)
+    # with no other copy on sys.path either: a clear error
+    alone = _run("import os, sys; here = os.getcwd(); "
+                 "sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') == here "
+                 "or not os.path.isdir(os.path.join(p or '.', 'fastnorm'))]; import fastnorm",
+                 checkout)
     assert alone.returncode != 0 and "compiled core is not built" in alone.stderr
 
 
