@@ -1,9 +1,11 @@
 # Orchestration between the Python API and the C kernels.
 #
 # The Python layer (fastnorm/_api.py) has already validated the arguments and
-# allocated every output; this module maps the NumPy layout onto the kernels'
-# block description (src/fastnorm_kernels.h), splits the rows between OpenMP
-# threads with the GIL released, and calls the kernel chosen at import.
+# allocated every output; this module maps the layout of NumPy arrays (or,
+# for fastnorm.torch, of torch tensors read through their pointers) onto the
+# kernels' block description (src/fastnorm_kernels.h), splits the rows
+# between OpenMP threads with the GIL released, and calls the kernel chosen
+# at import.
 #
 # Layout mapping: the normalized axes are merged into one "element" dimension
 # (ordered by decreasing stride, so Fortran order and views merge too); the
@@ -12,6 +14,8 @@
 # "outer" positions.  When the normalized axes cannot be merged into one
 # strided dimension (an irregular view), forward() returns False and the
 # caller copies.
+
+import weakref
 
 import ml_dtypes
 import numpy as np
@@ -1002,6 +1006,19 @@ def internal_overlap(cnp.ndarray a):
     return _internal_overlap(a)
 
 
+cdef bint _plain_eps(int op, object eps, int typenum, double *value):
+    """eps as the fast paths take it (None for the default, or a finite,
+    non-negative float) into value; False for anything else, which the
+    general path checks and explains."""
+    if eps is None:
+        value[0] = _default_eps(op, typenum)
+        return True
+    if type(eps) is not float:
+        return False
+    value[0] = eps
+    return value[0] >= 0.0 and value[0] < float("inf")
+
+
 def fast_forward(int op, object x, object normalized_shape, object weight, object bias,
                  object eps, object axis, object out, bint return_stats):
     cdef cnp.ndarray xa, y
@@ -1024,13 +1041,7 @@ def fast_forward(int op, object x, object normalized_shape, object weight, objec
         return None
     if axis is not None and not (type(axis) is int and (axis == -1 or axis == ndim - 1)):
         return None
-    if eps is None:
-        eps_value = _default_eps(op, typenum)
-    elif type(eps) is float:
-        eps_value = eps
-        if not (eps_value >= 0.0 and eps_value < float("inf")):
-            return None
-    else:
+    if not _plain_eps(op, eps, typenum, &eps_value):
         return None
     # weight, bias and stats are in the compute dtype (float32 for half inputs;
     # half weights, as a half-precision model holds them, are widened here)
@@ -1219,7 +1230,6 @@ cdef object _widened_weight(object w):
     entry = g_widened.get(key)
     if entry is not None and entry[0]() is w and entry[1] == version and entry[2] == ptr:
         return entry[3]
-    import weakref
     ref = weakref.ref(w, lambda _, key=key: g_widened.pop(key, None))
     wide = w.detach().float()
     g_widened[key] = (ref, version, ptr, wide)
@@ -1353,13 +1363,7 @@ def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
     n_norm = _norm_dims(normalized_shape, dim, &xd, is_norm, &first)
     if n_norm == 0:
         return None
-    if eps is None:
-        eps_value = _default_eps(op, xd.typenum)
-    elif type(eps) is float:
-        eps_value = eps
-        if not (eps_value >= 0.0 and eps_value < float("inf")):
-            return None
-    else:
+    if not _plain_eps(op, eps, xd.typenum, &eps_value):
         return None
     if check_grad and g_is_grad_enabled() and _any_requires_grad(x, weight, bias, residual):
         return None
@@ -1410,6 +1414,18 @@ def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
     return ((y,) if residual is None else (y, h)) + stats
 
 
+cdef bint _is_stats_of(object a, const tensor_t *x, const bint *is_norm):
+    """Whether a is an ndarray of x's keepdims stats shape in the compute dtype."""
+    cdef int k
+    if not _is_plain(a, cnp.NPY_FLOAT64 if x.typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32) \
+            or cnp.PyArray_NDIM(<cnp.ndarray>a) != x.ndim:
+        return False
+    for k in range(x.ndim):
+        if cnp.PyArray_DIMS(<cnp.ndarray>a)[k] != (1 if is_norm[k] else x.shape[k]):
+            return False
+    return True
+
+
 def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
                    bint want_dweight, bint want_dbias):
     """The backward of torch_forward (same x, weight, eps, normalized_shape,
@@ -1439,6 +1455,8 @@ def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
     w_keep = _affine_data(weight, &xd, first, n_norm, reordered, xd.typenum, &wdata)
     if w_keep is _DECLINE:
         return None
+    if rstd is not None and not _is_stats_of(rstd, &xd, is_norm):
+        return None  # stats of another shape: the general path checks them
     dx = _new_tensor_like(x, &xd, &dxd)
     _tensor_operand(&ops[BWD_X], &xd)
     _tensor_operand(&ops[BWD_DY], &dyd)

@@ -40,13 +40,11 @@ Design notes
 
 This module imports torch and is imported by ``fastnorm.torch`` only.
 """
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _api
-
-_KERNEL_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
+KERNEL_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
+# shared with fastnorm.torch, which imports this module first
 _F32_EPS = float(torch.finfo(torch.float32).eps)
 _F64_EPS = float(torch.finfo(torch.float64).eps)
 
@@ -57,7 +55,7 @@ _fnt = None
 
 
 def _conv():
-    """fastnorm.torch, for its tensor <-> NumPy helpers.  It imports this module
+    """fastnorm.torch, whose kernel calls the ops share.  It imports this module
     at its top, so it is looked up on first use rather than imported here."""
     global _fnt
     if _fnt is None:
@@ -69,12 +67,12 @@ def _conv():
 def _kernel_ok(*tensors):
     """True when fastnorm's kernels take every tensor given (None skipped)."""
     for t in tensors:
-        if t is not None and (t.device.type != "cpu" or t.dtype not in _KERNEL_DTYPES):
+        if t is not None and (t.device.type != "cpu" or t.dtype not in KERNEL_DTYPES):
             return False
     return True
 
 
-def _rms_eps(dtype, eps):
+def rms_eps(dtype, eps):
     """rms_norm's eps=None: the compute dtype's epsilon, as in torch."""
     if eps is not None:
         return eps
@@ -99,14 +97,6 @@ def _check_shape(input, normalized_shape, dim):
                          f"{tuple(input.shape)}")
 
 
-def _fastnorm_args(normalized_shape, dim):
-    """(normalized_shape, keyword arguments) for fastnorm's functions."""
-    if dim is not None:
-        return None, {"axis": tuple(dim)}
-    ns = tuple(normalized_shape)
-    return (ns[0] if len(ns) == 1 else ns), {}
-
-
 def _new_output(input, dtype=None):
     """A fresh C-order tensor of input's shape: what the fake implementations promise."""
     return torch.empty(input.shape, dtype=input.dtype if dtype is None else dtype,
@@ -115,13 +105,6 @@ def _new_output(input, dtype=None):
 
 def _c_order(t):
     return t if t.is_contiguous() else t.contiguous()
-
-
-def _param_grad(g, param):
-    """fastnorm's parameter gradient (summed in float64) as a fresh tensor in
-    the parameter's dtype."""
-    t = _conv()._from_np(np.ascontiguousarray(g))
-    return t.to(param.dtype) if t.dtype != param.dtype else t
 
 
 # ---- torch's own ops: the fallback for what fastnorm's kernels do not take -------
@@ -142,7 +125,7 @@ def _torch_forward(kind, input, normalized_shape, weight, bias, eps):
     return y
 
 
-def _torch_norm(kind, input, normalized_shape, weight, bias, eps, dim):
+def torch_norm(kind, input, normalized_shape, weight, bias, eps, dim):
     """torch's norm over the trailing dims or dim, in input's dtype and C order
     (what the fake implementations promise)."""
     if dim is not None:
@@ -154,7 +137,7 @@ def _torch_norm(kind, input, normalized_shape, weight, bias, eps, dim):
 
 
 def _torch_backward(kind, grad, input, normalized_shape, weight, bias, eps, dim):
-    """The gradients of `_torch_norm` written out with torch's ops (the backward
+    """The gradients of `torch_norm` written out with torch's ops (the backward
     op's fallback; autograd is not available below the op's autograd key).
     Computed in float32 for half inputs, float64 for float64; parameter sums
     in float64."""
@@ -195,30 +178,33 @@ def _torch_backward(kind, grad, input, normalized_shape, weight, bias, eps, dim)
 
 # ---- the ops ------------------------------------------------------------------------
 
+def _eager_args(normalized_shape, dim):
+    """The ops' int lists as fastnorm.torch's arguments (one dim as an int,
+    which its pointer path takes)."""
+    if dim is not None:
+        dim = dim[0] if len(dim) == 1 else tuple(dim)
+    return tuple(normalized_shape), dim
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None):
     """``F.layer_norm`` over the trailing dims, or over ``dim``, on fastnorm's kernels."""
     _check_shape(input, normalized_shape, dim)
     if not _kernel_ok(input, weight, bias):
-        return _torch_norm("ln", input, normalized_shape, weight, bias, eps, dim)
-    c = _conv()
-    ns, kw = _fastnorm_args(normalized_shape, dim)
-    y = _new_output(input)
-    _api.layer_norm(c._np(input), ns, c._np_opt(weight), c._np_opt(bias), eps, out=c._np(y),
-                    **kw)
-    return y
+        return torch_norm("ln", input, normalized_shape, weight, bias, eps, dim)
+    fnt = _conv()
+    ns, d = _eager_args(normalized_shape, dim)
+    return fnt._kernel_forward(fnt._LN, input, None, ns, weight, bias, eps, d, False)[0]
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None, dim=None):
     """``F.rms_norm`` over the trailing dims, or over ``dim``, on fastnorm's kernels."""
     _check_shape(input, normalized_shape, dim)
-    eps = _rms_eps(input.dtype, eps)
+    eps = rms_eps(input.dtype, eps)
     if not _kernel_ok(input, weight):
-        return _torch_norm("rms", input, normalized_shape, weight, None, eps, dim)
-    c = _conv()
-    ns, kw = _fastnorm_args(normalized_shape, dim)
-    y = _new_output(input)
-    _api.rms_norm(c._np(input), ns, c._np_opt(weight), eps, out=c._np(y), **kw)
-    return y
+        return torch_norm("rms", input, normalized_shape, weight, None, eps, dim)
+    fnt = _conv()
+    ns, d = _eager_args(normalized_shape, dim)
+    return fnt._kernel_forward(fnt._RMS, input, None, ns, weight, None, eps, d, False)[0]
 
 
 def _add_norm(kind, input, residual, normalized_shape, weight, bias, eps, dim):
@@ -227,20 +213,14 @@ def _add_norm(kind, input, residual, normalized_shape, weight, bias, eps, dim):
                          f"{tuple(input.shape)}")
     _check_shape(input, normalized_shape, dim)
     if kind == "rms":
-        eps = _rms_eps(torch.promote_types(input.dtype, residual.dtype), eps)
+        eps = rms_eps(torch.promote_types(input.dtype, residual.dtype), eps)
     if residual.dtype != input.dtype or not _kernel_ok(input, residual, weight, bias):
         h = _c_order(input + residual)  # torch's type promotion, as the eager bridge
-        return _torch_norm(kind, h, normalized_shape, weight, bias, eps, dim), h
-    c = _conv()
-    ns, kw = _fastnorm_args(normalized_shape, dim)
-    y, h = _new_output(input), _new_output(input)
-    if kind == "ln":
-        _api.add_layer_norm(c._np(input), c._np(residual), ns, c._np_opt(weight),
-                            c._np_opt(bias), eps, out=c._np(y), residual_out=c._np(h), **kw)
-    else:
-        _api.add_rms_norm(c._np(input), c._np(residual), ns, c._np_opt(weight), eps,
-                          out=c._np(y), residual_out=c._np(h), **kw)
-    return y, h
+        return torch_norm(kind, h, normalized_shape, weight, bias, eps, dim), h
+    fnt = _conv()
+    ns, d = _eager_args(normalized_shape, dim)
+    op = fnt._LN if kind == "ln" else fnt._RMS
+    return fnt._kernel_forward(op, input, residual, ns, weight, bias, eps, d, False)
 
 
 def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5,
@@ -254,43 +234,35 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, dim=N
     return _add_norm("rms", input, residual, normalized_shape, weight, None, eps, dim)
 
 
-def layer_norm_backward(grad, input, normalized_shape, weight=None, bias=None, eps=1e-5,
-                        dim=None):
-    """Gradients of `layer_norm` at grad: [dinput, dweight (if weight), dbias (if bias)].
-
-    The statistics are recomputed from input with eps.  dweight and dbias are
-    summed in float64 and returned in the parameter's dtype."""
+def _backward_impl(kind, grad, input, normalized_shape, weight, bias, eps, dim):
+    """[dinput, dweight (if weight), dbias (if bias)]: the statistics are
+    recomputed from input with eps; dweight and dbias are summed in float64
+    and returned in the parameter's dtype."""
     _check_shape(input, normalized_shape, dim)
     if grad.dtype != input.dtype or not _kernel_ok(grad, input, weight, bias):
-        return _torch_backward("ln", grad, input, normalized_shape, weight, bias, eps, dim)
-    c = _conv()
-    ns, kw = _fastnorm_args(normalized_shape, dim)
-    # fastnorm reads only the bias's shape, to return dbias in it
-    probe = None if bias is None else np.broadcast_to(np.float32(0), tuple(bias.shape))
-    dx, dw, db = _api.layer_norm_backward(c._np(grad), c._np(input), ns, c._np_opt(weight),
-                                          eps=eps, bias=probe, **kw)
-    grads = [_c_order(c._from_np(dx))]
-    if weight is not None:
-        grads.append(_param_grad(dw, weight))
-    if bias is not None:
-        grads.append(_param_grad(db, bias))
+        return _torch_backward(kind, grad, input, normalized_shape, weight, bias, eps, dim)
+    fnt = _conv()
+    ns, d = _eager_args(normalized_shape, dim)
+    dx, dw, db = fnt._kernel_backward(fnt._LN if kind == "ln" else fnt._RMS, grad, input,
+                                      weight, None, eps, ns, d, weight is not None,
+                                      None if bias is None else tuple(bias.shape))
+    grads = [_c_order(dx)]
+    for g, param in ((dw, weight), (db, bias)):
+        if param is not None:
+            grads.append(fnt._param_grad(g, param.dtype, True))
     return grads
+
+
+def layer_norm_backward(grad, input, normalized_shape, weight=None, bias=None, eps=1e-5,
+                        dim=None):
+    """Gradients of `layer_norm` at grad: [dinput, dweight (if weight), dbias (if bias)]."""
+    return _backward_impl("ln", grad, input, normalized_shape, weight, bias, eps, dim)
 
 
 def rms_norm_backward(grad, input, normalized_shape, weight=None, eps=None, dim=None):
     """Gradients of `rms_norm` at grad: [dinput, dweight (if weight)]."""
-    _check_shape(input, normalized_shape, dim)
-    eps = _rms_eps(input.dtype, eps)
-    if grad.dtype != input.dtype or not _kernel_ok(grad, input, weight):
-        return _torch_backward("rms", grad, input, normalized_shape, weight, None, eps, dim)
-    c = _conv()
-    ns, kw = _fastnorm_args(normalized_shape, dim)
-    dx, dw = _api.rms_norm_backward(c._np(grad), c._np(input), ns, c._np_opt(weight), eps=eps,
-                                    **kw)
-    grads = [_c_order(c._from_np(dx))]
-    if weight is not None:
-        grads.append(_param_grad(dw, weight))
-    return grads
+    return _backward_impl("rms", grad, input, normalized_shape, weight, None,
+                     rms_eps(input.dtype, eps), dim)
 
 
 # ---- fake implementations: shapes, dtypes, C order ------------------------------------
@@ -476,11 +448,11 @@ def use_ops(*tensors):
     if not (torch.compiler.is_compiling() or input.device.type == "meta"
             or isinstance(input, torch._subclasses.FakeTensor)):
         return False
-    return all(t is None or (t.device.type in ("cpu", "meta") and t.dtype in _KERNEL_DTYPES)
+    return all(t is None or (t.device.type in ("cpu", "meta") and t.dtype in KERNEL_DTYPES)
                for t in tensors)
 
 
-def _op_args(input, ns, dims):
+def op_args(input, ns, dims):
     """(normalized_shape list, dim list or None) from fastnorm.torch's _resolve."""
     if dims is not None:
         return [input.shape[d] for d in dims], list(dims)
@@ -491,7 +463,7 @@ def _op_args(input, ns, dims):
 
 def norm(kind, input, ns, dims, weight, bias, eps):
     """fastnorm.torch's norm through the ops; ns/dims as its _resolve gives them."""
-    shape, dim = _op_args(input, ns, dims)
+    shape, dim = op_args(input, ns, dims)
     if kind == "ln":
         return torch.ops.fastnorm.layer_norm(input, shape, weight, bias, eps, dim)
     return torch.ops.fastnorm.rms_norm(input, shape, weight, eps, dim)
@@ -499,7 +471,7 @@ def norm(kind, input, ns, dims, weight, bias, eps):
 
 def add_norm(kind, input, residual, ns, dims, weight, bias, eps):
     """fastnorm.torch's fused add and norm through the ops: (y, h)."""
-    shape, dim = _op_args(input, ns, dims)
+    shape, dim = op_args(input, ns, dims)
     if kind == "ln":
         return torch.ops.fastnorm.add_layer_norm(input, residual, shape, weight, bias, eps, dim)
     return torch.ops.fastnorm.add_rms_norm(input, residual, shape, weight, eps, dim)

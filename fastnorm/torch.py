@@ -45,10 +45,8 @@ __all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "LayerNor
            "patch", "unpatch"]
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
-_KERNEL_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
+_KERNEL_DTYPES = _torch_ops.KERNEL_DTYPES
 _PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
-_F32_EPS = float(torch.finfo(torch.float32).eps)
-_F64_EPS = float(torch.finfo(torch.float64).eps)
 _is_compiling = torch.compiler.is_compiling
 
 
@@ -144,11 +142,6 @@ def _has_data(t):
         return False
 
 
-def _fast(*tensors):
-    """True when every tensor given can go to fastnorm's kernels."""
-    return _route(*tensors) != _TORCH
-
-
 def _check_tensor(value, name, optional=True):
     if value is None and optional:
         return
@@ -159,9 +152,7 @@ def _check_tensor(value, name, optional=True):
 
 def _rms_eps(input, eps):
     """rms_norm's eps=None: the compute dtype's epsilon, as in torch."""
-    if eps is not None:
-        return eps
-    return _F64_EPS if input.dtype is torch.float64 else _F32_EPS
+    return _torch_ops.rms_eps(input.dtype, eps)
 
 
 # ---- the normalized dimensions -------------------------------------------------
@@ -230,20 +221,12 @@ def _resolve(input, normalized_shape, dim):
 # ---- torch's own ops, for everything fastnorm does not take --------------------------
 
 def _torch_norm(kind, input, ns, dims, weight, bias, eps):
+    """torch's own norm (or, while tracing and for meta or fake tensors, the
+    fastnorm ops); ns and dims as _resolve gives them."""
     if _torch_ops.use_ops(input, weight, bias):  # compiling, exporting, meta or fake tensors
         return _torch_ops.norm(kind, input, ns, dims, weight, bias, eps)
-    if ns is None and dims is None:
-        ns = input.shape[-1]
-    if dims is not None:
-        tail = tuple(range(input.dim() - len(dims), input.dim()))
-        moved = input.movedim(dims, tail)
-        sizes = tuple(input.shape[d] for d in dims)
-        y = _torch_norm(kind, moved, sizes, None, weight, bias, eps)
-        return y.movedim(tail, dims)
-    ns = (ns,) if isinstance(ns, int) else tuple(ns)
-    if kind == "ln":
-        return F.layer_norm(input, ns, weight, bias, eps)
-    return F.rms_norm(input, ns, weight, eps)
+    shape, dim = _torch_ops.op_args(input, ns, dims)
+    return _torch_ops.torch_norm(kind, input, shape, weight, bias, eps, dim)
 
 
 def _check_residual(input, residual):
@@ -267,54 +250,75 @@ def _param_grad(g, dtype, needed):
     return g if g.dtype == dtype else g.to(dtype)
 
 
+def _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, dim, want_stats):
+    """fastnorm's forward kernels on CPU tensors of the kernel dtypes, with no
+    autograd: the pointer path, else NumPy views through _api (which also
+    raises the argument errors).  Returns (y,) or (y, h), then (mean, rstd)
+    or (rstd,) as NumPy arrays when want_stats.  The eager autograd
+    Functions and the torch.library ops both run forwards through here."""
+    out = _direct(op, input, normalized_shape, weight, bias, eps, dim, residual, False,
+                  want_stats)
+    if out is not None:
+        return out if isinstance(out, tuple) else (out,)
+    ns, axis, _ = _resolve(input, normalized_shape, dim)
+    kw = {} if axis is None else {"axis": axis}
+    affine = (_np_opt(weight), _np_opt(bias)) if op == _LN else (_np_opt(weight),)
+    y = _new_output(input)
+    if residual is None:
+        fn = _api.layer_norm if op == _LN else _api.rms_norm
+        res = fn(_np(input), ns, *affine, eps, out=_np(y), return_stats=want_stats, **kw)
+        outs = (y,)
+    else:
+        h = _new_output(input)
+        fn = _api.add_layer_norm if op == _LN else _api.add_rms_norm
+        res = fn(_np(input), _np(residual), ns, *affine, eps, out=_np(y), residual_out=_np(h),
+                 return_stats=want_stats, **kw)
+        outs = (y, h)
+    return outs + (tuple(res[len(outs):]) if want_stats else ())
+
+
+def _kernel_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim, want_dweight,
+                     bias_shape):
+    """fastnorm's backward kernels: (dx, dweight, dbias), the parameter
+    gradients summed in float64 in the compute dtype (None where not wanted;
+    dbias when bias_shape is given).  rstd: the forward's, or None to
+    recompute it.  The pointer path, else NumPy views through _api."""
+    want_dbias = op == _LN and bias_shape is not None
+    grads = _core.torch_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim,
+                                 want_dweight, want_dbias)
+    if grads is not None:
+        return grads
+    ns, axis, _ = _resolve(x, normalized_shape, dim)
+    kw = {} if axis is None else {"axis": axis}
+    if op == _LN:
+        bias = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
+        dx, dw, db = _api.layer_norm_backward(_np(dy), _np(x), ns, _np_opt(weight), rstd=rstd,
+                                              eps=eps, bias=bias, **kw)
+    else:
+        dx, dw = _api.rms_norm_backward(_np(dy), _np(x), ns, _np_opt(weight), rstd=rstd,
+                                        eps=eps, **kw)
+        db = None
+    return (_from_np(dx), dw if want_dweight else None, db if want_dbias else None)
+
+
 def _forward_with_stats(ctx, op, input, residual, weight, bias, normalized_shape, dim, eps):
-    """(y,) or (y, h), with the stats saved on ctx for _backward."""
+    """(y,) or (y, h), with what _backward needs saved on ctx."""
     ctx.op, ctx.normalized_shape, ctx.dim, ctx.eps = op, normalized_shape, dim, eps
     ctx.weight_dtype = None if weight is None else weight.dtype
     ctx.bias_dtype = None if bias is None else bias.dtype
     ctx.bias_shape = None if bias is None else tuple(bias.shape)
-    out = _direct(op, input, normalized_shape, weight, bias, eps, dim, residual, False, True)
-    ctx.direct = out is not None
-    n_out = 1 if residual is None else 2
-    if out is None:
-        ns, axis, _ = _resolve(input, normalized_shape, dim)
-        outs = tuple(_new_output(input) for _ in range(n_out))
-        kw = dict(axis=axis) if axis is not None else {}
-        if residual is not None:
-            kw.update(residual=_np(residual), residual_out=_np(outs[1]))
-        args = (_np(input), ns, _np_opt(weight)) + ((_np_opt(bias),) if op == _LN else ())
-        fn = _api.layer_norm if op == _LN else _api.rms_norm
-        if residual is not None:
-            fn = _api.add_layer_norm if op == _LN else _api.add_rms_norm
-            args = (args[0], kw.pop("residual")) + args[1:]
-        res = fn(*args, eps, out=_np(outs[0]), return_stats=True, **kw)
-        out = outs + tuple(res[n_out:])
+    out = _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, dim, True)
     ctx.rstd = out[-1]
-    return out[:n_out]
+    return out[:1] if residual is None else out[:2]
 
 
 def _backward(ctx, dy, x, weight, need_weight, need_bias):
     """(dx, dweight, dbias) tensors for the saved forward at dy."""
-    want_db = need_bias and ctx.op == _LN
-    grads = None
-    if ctx.direct:
-        grads = _core.torch_backward(ctx.op, dy, x, weight, ctx.rstd, ctx.eps,
-                                     ctx.normalized_shape, ctx.dim, need_weight, want_db)
-    if grads is None:  # a layout the pointer path does not take: NumPy views
-        ns, axis, _ = _resolve(x, ctx.normalized_shape, ctx.dim)
-        kw = {} if axis is None else {"axis": axis}
-        if ctx.op == _LN:
-            bias = None if ctx.bias_shape is None else np.broadcast_to(np.float32(0),
-                                                                       ctx.bias_shape)
-            grads = _api.layer_norm_backward(_np(dy), _np(x), ns, _np_opt(weight),
-                                             rstd=ctx.rstd, eps=ctx.eps, bias=bias, **kw)
-        else:
-            grads = _api.rms_norm_backward(_np(dy), _np(x), ns, _np_opt(weight),
-                                           rstd=ctx.rstd, eps=ctx.eps, **kw) + (None,)
-        grads = (_from_np(grads[0]),) + tuple(grads[1:])
-    dx, dw, db = grads
+    dx, dw, db = _kernel_backward(ctx.op, dy, x, weight, ctx.rstd, ctx.eps,
+                                  ctx.normalized_shape, ctx.dim, need_weight,
+                                  ctx.bias_shape if need_bias else None)
     return (dx, _param_grad(dw, ctx.weight_dtype, need_weight),
-            _param_grad(db, ctx.bias_dtype, want_db))
+            _param_grad(db, ctx.bias_dtype, db is not None))
 
 
 class _NormFunction(torch.autograd.Function):
@@ -367,8 +371,8 @@ class _AddNormFunction(torch.autograd.Function):
 # ---- the functions ----------------------------------------------------------------
 
 def _check_types(**tensors):
-    """TypeError for anything but a tensor (or None where optional); the hot
-    path calls this only when a type is not plain torch.Tensor/Parameter."""
+    """TypeError for anything but a tensor (or None where optional): the
+    general path's first check (the pointer path declines such calls)."""
     for name, value in tensors.items():
         _check_tensor(value, name, optional=name not in ("input", "residual"))
 
@@ -458,18 +462,8 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
             eps = _rms_eps(h, eps)  # of the dtype h has
         y = _torch_norm(kind, h, ns, dims, weight, bias, eps)
         return y if residual is None else (y, h)
-    # NumPy views of the tensors, through fastnorm's general path
-    y = _new_output(input)
-    kw = {} if axis is None else {"axis": axis}
-    affine = (_np_opt(weight), _np_opt(bias)) if op == _LN else (_np_opt(weight),)
-    if residual is None:
-        fn = _api.layer_norm if op == _LN else _api.rms_norm
-        fn(_np(input), ns, *affine, eps, out=_np(y), **kw)
-        return y
-    h = _new_output(input)
-    fn = _api.add_layer_norm if op == _LN else _api.add_rms_norm
-    fn(_np(input), _np(residual), ns, *affine, eps, out=_np(y), residual_out=_np(h), **kw)
-    return y, h
+    out = _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, dim, False)
+    return out[0] if residual is None else out
 
 
 # ---- modules ----------------------------------------------------------------------

@@ -14,6 +14,7 @@ import fastnorm  # noqa: E402
 import fastnorm.torch as fnt  # noqa: E402
 
 from _reference import max_ulp_error  # noqa: E402
+from _hf_norms import GemmaRMSNorm, LlamaRMSNorm  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HALF = (torch.float16, torch.bfloat16)
@@ -571,22 +572,6 @@ def test_patch_half_and_double_models(dtype, gen):
 
 # ---- Hugging Face RMSNorms -------------------------------------------------------------------
 
-class LlamaRMSNorm(torch.nn.Module):
-    """A copy of transformers' LlamaRMSNorm (transformers itself is optional)."""
-
-    def __init__(self, hidden_size, eps=1e-6):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, hidden_states):
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
-
-
 def _check_hf_module(norm, gen, dtype):
     with torch.no_grad():
         norm.weight.copy_(randn(norm.weight.shape, gen, norm.weight.dtype, 0.5, 1.0))
@@ -645,20 +630,6 @@ def test_patch_transformers_rms_norms(name, gen):
     cls = getattr(mod, name)
     _check_hf_module(cls(48, eps=1e-6), gen, torch.float32)
     _check_hf_module(cls(48, eps=1e-6).to(torch.bfloat16), gen, torch.bfloat16)
-
-
-class GemmaRMSNorm(torch.nn.Module):
-    """A copy of transformers' GemmaRMSNorm: the scale is (1 + weight), and
-    everything is computed in float32 with one rounding at the end."""
-
-    def __init__(self, dim, eps=1e-6):
-        super().__init__()
-        self.eps = eps
-        self.weight = torch.nn.Parameter(torch.zeros(dim))
-
-    def forward(self, x):
-        out = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
-        return (out * (1.0 + self.weight.float())).type_as(x)
 
 
 @pytest.mark.any_isa

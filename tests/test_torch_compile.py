@@ -13,27 +13,13 @@ import torch.nn.functional as F  # noqa: E402
 import fastnorm.torch as fnt  # noqa: E402
 from fastnorm import _torch_ops  # noqa: E402
 
+from _hf_norms import LlamaRMSNorm  # noqa: E402
+
 # The graph-level behaviour tested here does not depend on the kernel set
 # (the kernels' numerics are tested per ISA elsewhere).
 pytestmark = pytest.mark.any_isa
 
 OPS = torch.ops.fastnorm
-
-
-class LlamaRMSNorm(torch.nn.Module):
-    """transformers' LlamaRMSNorm (transformers itself is optional)."""
-
-    def __init__(self, hidden_size, eps=1e-6):
-        super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(hidden_size))
-        self.variance_epsilon = eps
-
-    def forward(self, hidden_states):
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.to(torch.float32)
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
-        return self.weight * hidden_states.to(input_dtype)
 
 
 class Net(torch.nn.Module):
@@ -270,7 +256,7 @@ def test_torch_fallback_inside_the_ops(case, monkeypatch):
     """Where fastnorm's kernels do not apply (e.g. CUDA), the ops compute with
     torch's: forced here on CPU float64, their forward and backward must
     match torch's autograd of torch's own ops."""
-    monkeypatch.setattr(_torch_ops, "_KERNEL_DTYPES", frozenset())
+    monkeypatch.setattr(_torch_ops, "KERNEL_DTYPES", frozenset())
     gen = torch.Generator().manual_seed(9)
     dim = [1] if case.endswith("dim") else None
     shape = (2, 4, 3, 5) if dim else (3, 4, 5)
