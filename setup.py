@@ -74,10 +74,7 @@ def make_extensions():
     extra_ldflags = shlex.split(os.environ.get("FASTNORM_EXTRA_LDFLAGS", ""))
     cflags = BASE_CFLAGS + (OPENMP_FLAGS if use_openmp else []) + extra_cflags
     flags_text = " ".join(cflags)
-    ext = Extension(
-        "fastnorm._core",
-        sources=["fastnorm/_core.pyx", "src/norm_scalar.c", "src/kernels_avx2.c",
-                 "src/kernels_avx512.c", "src/kernels_avx512_bf16.c", "src/dispatch.c"],
+    common = dict(
         include_dirs=["src", "fastnorm", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
                        ("FN_BUILD_FLAGS", '"%s"' % flags_text),
@@ -85,6 +82,14 @@ def make_extensions():
         extra_compile_args=cflags,
         extra_link_args=(OPENMP_FLAGS if use_openmp else []) + extra_ldflags,
     )
+    # the core: its Cython parts (_core.pyx includes the .pxi files) and the kernels
+    core = Extension(
+        "fastnorm._core",
+        sources=["fastnorm/_core.pyx", "src/norm_scalar.c", "src/kernels_avx2.c",
+                 "src/kernels_avx512.c", "src/kernels_avx512_bf16.c", "src/dispatch.c"],
+        **common)
+    # test hooks, kept out of the core
+    testing = Extension("fastnorm._testing", sources=["fastnorm/_testing.pyx"], **common)
     directives = {
         "language_level": 3,
         "boundscheck": os.environ.get("FASTNORM_DEBUG") == "1",
@@ -92,7 +97,7 @@ def make_extensions():
         "initializedcheck": False,
         "cdivision": True,
     }
-    return cythonize([ext], compiler_directives=directives)
+    return cythonize([core, testing], compiler_directives=directives)
 
 
 setup(ext_modules=make_extensions())

@@ -11,7 +11,7 @@ import hashlib
 import os
 
 # (directory, file endings) of the compiled core's sources, from the checkout root
-_SOURCE_SETS = (("src", (".c", ".h")), ("fastnorm", (".pyx", ".pxd", ".h")))
+_SOURCE_SETS = (("src", (".c", ".h")), ("fastnorm", (".pyx", ".pxi", ".pxd", ".h")))
 
 
 def source_files(root):

@@ -173,13 +173,13 @@ def _shape_tuple(normalized_shape):
 
 def _dims_tuple(ndim, dim):
     """dim as a sorted tuple of non-negative dimensions (errors as fastnorm's axis=)."""
-    raw = _api._as_axis_tuple(dim, "dim")
+    raw = _core.as_axis_tuple(dim, "dim")
     if not raw:
         raise ValueError("dim must name at least one dimension, got ()")
     dims = []
     for d in raw:
         if not -ndim <= d < ndim:
-            raise _api.AxisError(d, ndim)
+            raise _core.AxisError(d, ndim)
         d %= ndim
         if d in dims:
             raise ValueError(f"dim {raw} names dimension {d} twice")

@@ -420,3 +420,23 @@ def test_internal_overlap_agrees_with_listing_every_byte():
         assert fastnorm._core.internal_overlap(a) == expected, (shape, a.strides)
         seen[expected] += 1
     assert seen[0] > 100 and seen[1] > 100
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_every_spelling_of_the_normalized_axis_gives_the_same_bits(op, rng):
+    """int or tuple normalized_shape, axis=-1, (-1,), ndim-1, a NumPy
+    integer, a list, an eps of float or NumPy type: one call, the same
+    result (the early exits of each argument rule and the general rules
+    agree)."""
+    x = rng.standard_normal((8, 96)).astype(np.float32)
+    w = rng.normal(1, 0.3, 96).astype(np.float32)
+    fn = getattr(fastnorm, op)
+    want = fn(x, 96, w, eps=1e-5)
+    spellings = [dict(normalized_shape=(96,)), dict(axis=-1), dict(axis=(-1,)), dict(axis=1),
+                 dict(normalized_shape=np.int64(96)), dict(normalized_shape=[96]),
+                 dict(normalized_shape=96, axis=(1,)), dict(axis=np.array([1]))]
+    for kw in spellings:
+        assert np.array_equal(fn(x, weight=w, eps=1e-5, **kw), want), kw
+    for eps in (np.float32(1e-5), np.float64(1e-5)):
+        assert np.array_equal(fn(x, 96, w, eps=eps), fn(x, 96, w, eps=float(eps)))

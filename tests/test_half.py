@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import fastnorm
+import fastnorm._testing
 from _reference import (BFLOAT16, HALF_DTYPES, OPS, assert_close, axes_of, max_error,
                         max_ulp_error, reference, reference_backward)
 
@@ -22,7 +23,7 @@ BWD = {"layer_norm": fastnorm.layer_norm_backward, "rms_norm": fastnorm.rms_norm
 @pytest.mark.parametrize("kind,dtype", [("f16", np.float16), ("bf16", BFLOAT16)])
 def test_software_widening_is_exact_for_every_bit_pattern(kind, dtype):
     bits = np.arange(1 << 16, dtype=np.uint16)
-    got = fastnorm._core.software_widen(kind, bits)
+    got = fastnorm._testing.software_widen(kind, bits)
     want = bits.view(dtype).astype(np.float32)
     nan = np.isnan(want)
     assert np.array_equal(np.isnan(got), nan)
@@ -49,7 +50,7 @@ def _narrowing_inputs():
 @pytest.mark.parametrize("kind,dtype", [("f16", np.float16), ("bf16", BFLOAT16)])
 def test_software_narrowing_rounds_to_nearest_even(kind, dtype):
     values = _narrowing_inputs()
-    got = fastnorm._core.software_narrow(kind, values)
+    got = fastnorm._testing.software_narrow(kind, values)
     with np.errstate(over="ignore", invalid="ignore"):
         want = values.astype(dtype).view(np.uint16)
     nan = np.isnan(values)
@@ -188,6 +189,23 @@ def test_half_weight_equals_float32_weight(dtype, rng):
     a = fastnorm.layer_norm(x, weight=w, bias=w)
     b = fastnorm.layer_norm(x, weight=w.astype(np.float32), bias=w.astype(np.float32))
     assert np.array_equal(a.view(np.uint16), b.view(np.uint16))
+
+
+@pytest.mark.any_isa
+@pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
+def test_half_weight_changed_in_place_is_seen(dtype, rng):
+    """Widened half weights are reused between calls only while the weight
+    holds the same bytes: in-place updates (an optimizer step, a view
+    written to) are seen by the next call."""
+    x = _inputs((4, 64), dtype, rng)
+    w = rng.normal(1, 0.5, 64).astype(dtype)
+    first = fastnorm.rms_norm(x, weight=w)
+    w[3] = w[3] * 2
+    np.asarray(w[10:11]).view(np.uint16)[0] ^= 1  # a change of one bit, through a view
+    after = fastnorm.rms_norm(x, weight=w)
+    expected = fastnorm.rms_norm(x, weight=w.astype(np.float32))
+    assert np.array_equal(after.view(np.uint16), expected.view(np.uint16))
+    assert not np.array_equal(after.view(np.uint16), first.view(np.uint16))
 
 
 @pytest.mark.any_isa

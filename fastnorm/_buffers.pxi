@@ -1,0 +1,209 @@
+# The memory fastnorm allocates for its callers' results, and the scratch of
+# the backward's parameter sums.  Included by _core.pyx.
+#
+# Relies on the GIL: every function here runs with it held (the take/give of
+# a buffer is not atomic), and nothing here is called from a nogil region.
+#
+# The API the rest of the core uses:
+#   _new_c_array(ndim, dims, typenum)   a C-order array, large ones cached
+#   _zeroed_parts(n_items, row_len)     zeroed float64 partial sums
+#   _reduce_parts(parts)                their sum over items, in item order
+# and for Python: empty_output, buffer_cache_info, set_buffer_cache.
+
+cdef extern from "_fn_buffers.h" nogil:
+    void *fn_buffer_alloc(size_t nbytes)
+    void fn_buffer_free(void *p)
+
+# ---- output buffer cache ---------------------------------------------------
+# A fresh 64 MB output costs more in first-touch page faults (the kernel
+# zeroes every page) than the normalization itself.  Large outputs that
+# fastnorm allocates therefore come from a small cache: when such an array
+# dies, its memory (already faulted in) is kept for the next output of the
+# same size, up to FASTNORM_BUFFER_CACHE_MB in all (default 512; 0 turns the
+# cache off).  Arrays hold their buffer through a _Buffer base object, so a
+# buffer is never handed out while an array still uses it.
+cdef enum:
+    POOL_SLOTS = 6
+    POOL_MIN_BYTES = 4 << 20
+
+cdef size_t g_pool_cap = 512 << 20
+cdef size_t g_pool_total = 0
+cdef void *g_pool_ptr[POOL_SLOTS]
+cdef size_t g_pool_size[POOL_SLOTS]
+
+
+cdef void *_pool_take(size_t nbytes) noexcept:
+    global g_pool_total
+    cdef int i
+    cdef void *p
+    for i in range(POOL_SLOTS):
+        if g_pool_ptr[i] != NULL and g_pool_size[i] == nbytes:
+            p = g_pool_ptr[i]
+            g_pool_ptr[i] = NULL
+            g_pool_total -= nbytes
+            return p
+    return fn_buffer_alloc(nbytes)
+
+
+cdef void _pool_give(void *p, size_t nbytes) noexcept:
+    global g_pool_total
+    cdef int i, victim
+    if nbytes > g_pool_cap:
+        fn_buffer_free(p)
+        return
+    # make room: evict other cached buffers (largest first) until it fits
+    while True:
+        victim = -1
+        for i in range(POOL_SLOTS):
+            if g_pool_ptr[i] == NULL:
+                if g_pool_total + nbytes <= g_pool_cap:
+                    g_pool_ptr[i] = p
+                    g_pool_size[i] = nbytes
+                    g_pool_total += nbytes
+                    return
+            elif victim < 0 or g_pool_size[i] > g_pool_size[victim]:
+                victim = i
+        if victim < 0:
+            fn_buffer_free(p)
+            return
+        fn_buffer_free(g_pool_ptr[victim])
+        g_pool_total -= g_pool_size[victim]
+        g_pool_ptr[victim] = NULL
+
+
+cdef class _Buffer:
+    """Owner of a cached output buffer; gives it back when the array dies."""
+    cdef void *ptr
+    cdef size_t nbytes
+
+    def __dealloc__(self):
+        if self.ptr != NULL:
+            _pool_give(self.ptr, self.nbytes)
+
+
+cdef cnp.ndarray _new_c_array(int ndim, cnp.npy_intp *dims, int typenum,
+                              size_t min_bytes=POOL_MIN_BYTES):
+    cdef size_t nbytes = cnp.PyArray_DescrFromType(typenum).itemsize
+    cdef int d
+    cdef _Buffer owner
+    for d in range(ndim):
+        nbytes *= <size_t>dims[d]
+    if nbytes < min_bytes or nbytes == 0 or g_pool_cap == 0:
+        return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    owner = _Buffer.__new__(_Buffer)
+    owner.ptr = _pool_take(nbytes)
+    if owner.ptr == NULL:
+        raise MemoryError(f"cannot allocate {nbytes} bytes for the output")
+    owner.nbytes = nbytes
+    arr = cnp.PyArray_SimpleNewFromData(ndim, dims, typenum, owner.ptr)
+    cnp.set_array_base(arr, owner)
+    return arr
+
+
+def empty_output(cnp.ndarray x):
+    """An uninitialized array like x (C order when x is C-contiguous, from
+    the buffer cache when large; else numpy.empty_like's layout)."""
+    if cnp.PyArray_IS_C_CONTIGUOUS(x):
+        return _new_c_array(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
+    return np.empty_like(x)
+
+
+def buffer_cache_info():
+    """(cached buffers, cached bytes, cap in bytes)."""
+    return (sum(1 for i in range(POOL_SLOTS) if g_pool_ptr[i] != NULL), g_pool_total, g_pool_cap)
+
+
+def set_buffer_cache(Py_ssize_t cap_bytes):
+    """Set the cache cap (0 turns it off and frees what is cached)."""
+    global g_pool_cap, g_pool_total
+    cdef int i
+    g_pool_cap = max(cap_bytes, 0)
+    for i in range(POOL_SLOTS):
+        if g_pool_ptr[i] != NULL and (g_pool_cap == 0 or g_pool_total > g_pool_cap):
+            fn_buffer_free(g_pool_ptr[i])
+            g_pool_total -= g_pool_size[i]
+            g_pool_ptr[i] = NULL
+
+
+def _read_cache_env():
+    import os
+    value = os.environ.get("FASTNORM_BUFFER_CACHE_MB")
+    if value is not None:
+        try:
+            set_buffer_cache(int(value) << 20)
+        except (ValueError, OverflowError):
+            import warnings
+            warnings.warn(f"FASTNORM_BUFFER_CACHE_MB={value!r} is not a usable number of MiB; "
+                          "ignored",
+                          RuntimeWarning, stacklevel=3)
+
+
+_read_cache_env()
+# ---- the backward's partial sums --------------------------------------------
+# Each backward item adds into partial sums of its own (items x row_len
+# doubles), which are summed in item order before the call returns.  They
+# never reach the caller, so they keep one buffer of their own (fresh pages
+# cost more than the sums) instead of taking the output cache's slots, which
+# are for large results.  The buffer is taken out while a call uses it: a
+# second thread's backward, running while the first has released the GIL,
+# allocates its own.
+cdef void *g_parts_ptr = NULL
+cdef size_t g_parts_bytes = 0
+
+
+cdef class _Parts:
+    """Zeroed partial sums of one backward; the buffer goes back on death."""
+    cdef double *data
+    cdef size_t nbytes
+    cdef Py_ssize_t n_items, n
+
+    def __dealloc__(self):
+        global g_parts_ptr, g_parts_bytes
+        if self.data == NULL:
+            return
+        if g_parts_ptr == NULL or self.nbytes > g_parts_bytes:  # keep the larger one
+            if g_parts_ptr != NULL:
+                fn_buffer_free(g_parts_ptr)
+            g_parts_ptr, g_parts_bytes = self.data, self.nbytes
+        else:
+            fn_buffer_free(self.data)
+
+
+cdef _Parts _zeroed_parts(Py_ssize_t n_items, Py_ssize_t row_len):
+    global g_parts_ptr, g_parts_bytes
+    cdef _Parts parts = _Parts.__new__(_Parts)
+    cdef size_t nbytes = <size_t>n_items * <size_t>row_len * sizeof(double)
+    if g_parts_ptr != NULL and g_parts_bytes >= nbytes:
+        parts.data, parts.nbytes = <double *>g_parts_ptr, g_parts_bytes
+        g_parts_ptr, g_parts_bytes = NULL, 0
+    else:
+        parts.data = <double *>fn_buffer_alloc(max(nbytes, 1))
+        parts.nbytes = max(nbytes, 1)
+        if parts.data == NULL:
+            raise MemoryError(f"cannot allocate {nbytes} bytes for the backward's partial sums")
+    memset(parts.data, 0, nbytes)
+    parts.n_items, parts.n = n_items, row_len
+    return parts
+
+
+cdef void _sum_parts(const double *src, Py_ssize_t n_items, Py_ssize_t n,
+                     double *dst) noexcept nogil:
+    """dst[j] = the items' partial sums of element j, added in item order."""
+    cdef Py_ssize_t i, j
+    for j in range(n):
+        dst[j] = 0.0
+    for i in range(n_items):
+        for j in range(n):
+            dst[j] += src[i * n + j]
+
+
+cdef object _reduce_parts(object parts):
+    """The summed partial sums as a float64 array, or None."""
+    if parts is None:
+        return None
+    cdef _Parts p = <_Parts>parts
+    out = np.empty(p.n, np.float64)
+    with nogil:
+        _sum_parts(p.data, p.n_items, p.n, <double *>cnp.PyArray_DATA(<cnp.ndarray>out))
+    return out
+

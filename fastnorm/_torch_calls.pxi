@@ -1,0 +1,408 @@
+# The call specification for torch tensors, read through their pointers.
+# Included by _core.pyx; fastnorm.torch's eager calls come here.
+#
+# fastnorm.torch's eager calls come here with the tensors themselves: a NumPy
+# view of a tensor costs more (about 1.5 us each) than the kernel at small
+# sizes.  The tensors' pointers, sizes and strides go straight to the
+# planner; outputs come from torch's allocator (torch.empty_like).  Any call
+# this path does not take returns None, and fastnorm.torch goes the general
+# way (NumPy views and _api), which owns every error message.
+# torch is never imported here: fastnorm.torch hands its objects over once.
+
+cdef object g_Tensor = None
+cdef object g_Parameter = None
+cdef object g_empty_like = None
+cdef object g_empty = None
+cdef object g_is_grad_enabled = None
+cdef object g_contiguous_format = None
+cdef object g_float32 = None
+cdef object g_float64 = None
+cdef object g_from_numpy = None
+cdef object g_bfloat16 = None
+cdef dict g_torch_typenum = {}
+cdef dict g_widened = {}
+
+
+def torch_setup(torch):
+    """Called once by fastnorm.torch with the torch module."""
+    global g_Tensor, g_Parameter, g_empty_like, g_empty, g_is_grad_enabled
+    global g_contiguous_format, g_float32, g_float64, g_torch_typenum, g_from_numpy, g_bfloat16
+    g_Tensor, g_Parameter = torch.Tensor, torch.nn.Parameter
+    g_from_numpy, g_bfloat16 = torch.from_numpy, torch.bfloat16
+    g_empty_like, g_empty = torch.empty_like, torch.empty
+    g_is_grad_enabled = torch.is_grad_enabled
+    g_contiguous_format = torch.contiguous_format
+    g_float32, g_float64 = torch.float32, torch.float64
+    g_torch_typenum = {torch.float32: cnp.NPY_FLOAT32, torch.float64: cnp.NPY_FLOAT64,
+                       torch.float16: g_f16_typenum, torch.bfloat16: g_bf16_typenum}
+
+
+cdef struct tensor_t:
+    char *data
+    int typenum
+    int itemsize
+    int ndim
+    bint c_contiguous
+    Py_ssize_t numel
+    Py_ssize_t shape[MAX_DIMS]
+    Py_ssize_t strides[MAX_DIMS]   # in elements
+
+
+cdef int _read_tensor(object t, tensor_t *d) except -1:
+    """Fill d from a plain CPU tensor of a kernel dtype; 1 when t is anything
+    else (another type or device, a sparse or lazily negated tensor, no
+    elements, a misaligned pointer).  Types are checked by the caller."""
+    cdef object typenum = g_torch_typenum.get(t.dtype)
+    cdef Py_ssize_t ptr, expect
+    cdef int a
+    if typenum is None or not t.is_cpu or t.is_neg():
+        return 1
+    try:
+        sizes = t.shape
+        strides = t.stride()  # raises for sparse, mkldnn and nested layouts
+        ptr = t.data_ptr()    # raises for torch.func's wrappers (vmap, grad)
+    except RuntimeError:
+        return 1
+    if ptr == 0:  # no data allocated (a freed storage, functionalization)
+        return 1
+    d.ndim = len(sizes)
+    if d.ndim == 0 or d.ndim > MAX_DIMS:
+        return 1
+    d.typenum = typenum
+    d.itemsize = 8 if d.typenum == cnp.NPY_FLOAT64 else (4 if d.typenum == cnp.NPY_FLOAT32 else 2)
+    d.numel = 1
+    for a in range(d.ndim):
+        d.shape[a] = sizes[a]
+        d.strides[a] = strides[a]
+        d.numel *= d.shape[a]
+    if d.numel == 0:
+        return 1
+    d.c_contiguous = True
+    expect = 1
+    for a in range(d.ndim - 1, -1, -1):
+        if d.shape[a] != 1:
+            if d.strides[a] != expect:
+                d.c_contiguous = False
+            expect *= d.shape[a]
+    if ptr % d.itemsize:
+        return 1
+    d.data = <char *>ptr
+    return 0
+
+
+cdef inline bint _is_tensor(object t):
+    return type(t) is g_Tensor or type(t) is g_Parameter
+
+
+cdef object _new_tensor_like(object t, const tensor_t *d, tensor_t *out):
+    """A fresh C-order tensor of t's shape and dtype; out describes it.
+
+    Large ones come from fastnorm's buffer cache, as the NumPy API's outputs
+    do: a fresh 64 MB block from torch's allocator costs more in first-touch
+    page faults than the normalization.  The tensor holds the buffer (through
+    the array torch.from_numpy keeps alive), so the memory is reused only
+    after the tensor and every view of it are gone.  Such a tensor's storage
+    is not resizable; small outputs come from torch.empty_like."""
+    cdef Py_ssize_t expect = 1
+    cdef int a
+    cdef cnp.npy_intp dims[MAX_DIMS]
+    if d.numel * d.itemsize >= POOL_MIN_BYTES and g_pool_cap != 0:
+        for a in range(d.ndim):
+            dims[a] = d.shape[a]
+        if d.typenum == g_bf16_typenum:
+            y = g_from_numpy(_new_c_array(d.ndim, dims, cnp.NPY_INT16)).view(g_bfloat16)
+        else:
+            y = g_from_numpy(_new_c_array(d.ndim, dims, d.typenum))
+    elif d.c_contiguous:
+        y = g_empty_like(t)
+    else:
+        y = g_empty_like(t, memory_format=g_contiguous_format)
+    out[0] = d[0]
+    out.c_contiguous = True
+    for a in range(d.ndim - 1, -1, -1):
+        out.strides[a] = expect
+        expect *= d.shape[a]
+    out.data = <char *><Py_ssize_t>y.data_ptr()
+    return y
+
+
+cdef inline void _tensor_operand(operand_t *o, const tensor_t *d) noexcept:
+    cdef int a
+    o.data = d.data
+    o.itemsize = d.itemsize
+    for a in range(d.ndim):
+        o.strides[a] = d.strides[a]
+
+
+cdef object _widened_weight(object w):
+    """A half-precision weight as a float32 tensor, widened once per version
+    of the weight: the widening costs more than the kernel at small sizes,
+    and a module's weight rarely changes.  Entries die with their tensor."""
+    key = id(w)
+    version = w._version
+    ptr = w.data_ptr()
+    entry = g_widened.get(key)
+    if entry is not None and entry[0]() is w and entry[1] == version and entry[2] == ptr:
+        return entry[3]
+    ref = weakref.ref(w, lambda _, key=key: g_widened.pop(key, None))
+    wide = w.detach().float()
+    g_widened[key] = (ref, version, ptr, wide)
+    return wide
+
+
+cdef object _DECLINE = object()
+
+
+cdef object _affine_data(object w, const tensor_t *x, int first, int n_norm,
+                         bint norm_reordered, int typenum, char **data):
+    """Point data at a weight or bias laid out as the kernels read it: the
+    normalized sizes of x (dims first .. first+n_norm-1), contiguous, in the
+    compute dtype (half ones of x's own dtype are widened).  Returns the
+    tensor data points into, which the caller keeps until the kernel is done
+    (a widened copy may otherwise die when another thread updates the
+    weight), or _DECLINE when w is not such a tensor."""
+    cdef tensor_t d
+    cdef int a
+    cdef int ctype = cnp.NPY_FLOAT64 if typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
+    data[0] = NULL
+    if w is None:
+        return None
+    if not _is_tensor(w) or _read_tensor(w, &d) or d.ndim != n_norm or not d.c_contiguous:
+        return _DECLINE
+    if n_norm > 1 and norm_reordered:
+        return _DECLINE
+    for a in range(n_norm):
+        if d.shape[a] != x.shape[first + a]:
+            return _DECLINE
+    if d.typenum != ctype:
+        if d.typenum != typenum:
+            return _DECLINE
+        w = _widened_weight(w)
+        d.data = <char *><Py_ssize_t>w.data_ptr()
+    data[0] = d.data
+    return w
+
+
+cdef int _norm_dims(object normalized_shape, object dim, const tensor_t *x, bint *is_norm,
+                    int *first) except -1:
+    """The normalized dims of x as a mask; the number of them (they are
+    dims first .. first+n-1), or 0 when this path does not take the
+    spelling (dim a tuple, shapes that do not match: the general path
+    explains)."""
+    cdef int a, n, d
+    for a in range(x.ndim):
+        is_norm[a] = False
+    if dim is not None:
+        if type(dim) is not int or not -x.ndim <= dim < x.ndim:
+            return 0
+        d = dim % x.ndim
+        if normalized_shape is not None:
+            if type(normalized_shape) is int:
+                if normalized_shape != x.shape[d]:
+                    return 0
+            elif not isinstance(normalized_shape, tuple) or len(normalized_shape) != 1 \
+                    or type(normalized_shape[0]) is not int or normalized_shape[0] != x.shape[d]:
+                return 0
+        is_norm[d] = True
+        first[0] = d
+        return 1
+    if type(normalized_shape) is int:
+        if normalized_shape != x.shape[x.ndim - 1]:
+            return 0
+        n = 1
+    else:
+        if not isinstance(normalized_shape, tuple):  # torch.Size is a tuple
+            return 0
+        n = len(normalized_shape)
+        if n == 0 or n > x.ndim:
+            return 0
+        for a in range(n):
+            if type(normalized_shape[a]) is not int \
+                    or normalized_shape[a] != x.shape[x.ndim - n + a]:
+                return 0
+    for a in range(x.ndim - n, x.ndim):
+        is_norm[a] = True
+    first[0] = x.ndim - n
+    return n
+
+
+cdef bint _norm_reordered(const tensor_t *x, const bint *is_norm):
+    """Whether the kernels walk x's normalized dims in another order than
+    increasing dim order (a permuted view): weight and bias, laid out in dim
+    order, would then not match."""
+    cdef operand_t o
+    cdef plan_t probe
+    _tensor_operand(&o, x)
+    _plan_layout(&probe, x.ndim, x.shape, 1, &o, is_norm)
+    return probe.norm_reordered
+
+
+cdef inline bint _any_requires_grad(object a, object b, object c, object d):
+    return ((a is not None and a.requires_grad) or (b is not None and b.requires_grad)
+            or (c is not None and c.requires_grad) or (d is not None and d.requires_grad))
+
+
+cdef object _stats_array(const tensor_t *x, const bint *is_norm, int ctype, operand_t *o):
+    """Keepdims stats (1 along the normalized dims), C order, as an ndarray."""
+    cdef cnp.npy_intp dims[MAX_DIMS]
+    cdef int a
+    for a in range(x.ndim):
+        dims[a] = 1 if is_norm[a] else x.shape[a]
+    arr = cnp.PyArray_EMPTY(x.ndim, dims, ctype, 0)
+    _array_operand(o, arr, x.ndim)
+    return arr
+
+
+def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
+                  bint check_grad, bint want_stats):
+    """A forward on CPU tensors straight from their pointers.
+
+    Returns y, or (y, h) with a residual (h = x + residual), followed by the
+    (mean, rstd) or (rstd,) stats as NumPy arrays when want_stats; None when
+    the call is not one this path takes.  With check_grad, a call in which a
+    tensor requires grad (with grad mode on) is not taken either."""
+    cdef tensor_t xd, yd, rd, hd
+    cdef bint is_norm[MAX_DIMS]
+    cdef operand_t ops[MAX_OPS]
+    cdef char *wdata
+    cdef char *bdata
+    cdef int n_norm, first = 0, a, ctype
+    cdef double eps_value
+    cdef bint reordered
+    if not _is_tensor(x) or _read_tensor(x, &xd):
+        return None
+    if (weight is not None and not _is_tensor(weight)) or \
+            (bias is not None and not _is_tensor(bias)):
+        return None
+    n_norm = _norm_dims(normalized_shape, dim, &xd, is_norm, &first)
+    if n_norm == 0:
+        return None
+    if not _plain_eps(op, eps, xd.typenum, &eps_value):
+        return None
+    if check_grad and g_is_grad_enabled() and _any_requires_grad(x, weight, bias, residual):
+        return None
+    if residual is not None:
+        # the kernels fuse the add for C-order rows over trailing dims only
+        # (as _api's fused path); other layouts take the general path's two steps
+        if not _is_tensor(residual) or _read_tensor(residual, &rd) or rd.typenum != xd.typenum \
+                or rd.ndim != xd.ndim or first + n_norm != xd.ndim or not xd.c_contiguous \
+                or not rd.c_contiguous:
+            return None
+        for a in range(xd.ndim):
+            if rd.shape[a] != xd.shape[a]:
+                return None
+    reordered = n_norm > 1 and (weight is not None or bias is not None) \
+        and _norm_reordered(&xd, is_norm)
+    w_keep = _affine_data(weight, &xd, first, n_norm, reordered, xd.typenum, &wdata)
+    b_keep = _affine_data(bias, &xd, first, n_norm, reordered, xd.typenum, &bdata)
+    if w_keep is _DECLINE or b_keep is _DECLINE:
+        return None
+
+    y = _new_tensor_like(x, &xd, &yd)
+    _tensor_operand(&ops[FWD_X], &xd)
+    _tensor_operand(&ops[FWD_Y], &yd)
+    h = None
+    if residual is not None:
+        h = _new_tensor_like(x, &xd, &hd)
+        _tensor_operand(&ops[FWD_R], &rd)
+        _tensor_operand(&ops[FWD_H], &hd)
+    else:
+        _absent_operand(&ops[FWD_R], xd.ndim)
+        _absent_operand(&ops[FWD_H], xd.ndim)
+    _absent_operand(&ops[FWD_W], xd.ndim, wdata)
+    _absent_operand(&ops[FWD_B], xd.ndim, bdata)
+    mean = rstd = None
+    _absent_operand(&ops[FWD_STATS], xd.ndim)
+    if want_stats:
+        ctype = cnp.NPY_FLOAT64 if xd.typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
+        rstd = _stats_array(&xd, is_norm, ctype, &ops[FWD_STATS])
+        if op == OP_LAYER_NORM:
+            mean = _stats_array(&xd, is_norm, ctype, &ops[FWD_STATS])
+    if _run_forward(op, _dtype_index(xd.typenum), xd.ndim, xd.shape, ops, is_norm,
+                    _data_or_null(mean), _data_or_null(rstd), eps_value,
+                    xd.numel * xd.itemsize, False):
+        return None  # normalized dims that do not merge (x is an irregular view)
+    if not want_stats:
+        return y if residual is None else (y, h)
+    stats = (mean, rstd) if op == OP_LAYER_NORM else (rstd,)
+    return ((y,) if residual is None else (y, h)) + stats
+
+
+cdef bint _is_stats_of(object a, const tensor_t *x, const bint *is_norm):
+    """Whether a is an ndarray of x's keepdims stats shape in the compute dtype."""
+    cdef int k
+    if not _is_plain(a, cnp.NPY_FLOAT64 if x.typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32) \
+            or cnp.PyArray_NDIM(<cnp.ndarray>a) != x.ndim:
+        return False
+    for k in range(x.ndim):
+        if cnp.PyArray_DIMS(<cnp.ndarray>a)[k] != (1 if is_norm[k] else x.shape[k]):
+            return False
+    return True
+
+
+def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
+                   bint want_dweight, bint want_dbias):
+    """The backward of torch_forward (same x, weight, eps, normalized_shape,
+    dim; rstd as it returned) on CPU tensors from their pointers.  Returns
+    (dx, dweight, dbias), the parameter gradients as float32/float64 tensors
+    of weight's shape summed in float64 (None where not wanted); None when
+    the call is not one this path takes."""
+    cdef tensor_t xd, dyd, dxd
+    cdef bint is_norm[MAX_DIMS]
+    cdef operand_t ops[BWD_STATS + 1]
+    cdef bint reordered
+    cdef char *wdata
+    cdef int n_norm, first = 0, a
+    cdef double eps_value
+    if not _is_tensor(x) or _read_tensor(x, &xd) or not _is_tensor(dy) or _read_tensor(dy, &dyd):
+        return None
+    if dyd.typenum != xd.typenum or dyd.ndim != xd.ndim:
+        return None
+    for a in range(xd.ndim):
+        if dyd.shape[a] != xd.shape[a]:
+            return None
+    n_norm = _norm_dims(normalized_shape, dim, &xd, is_norm, &first)
+    if n_norm == 0:
+        return None
+    eps_value = _default_eps(op, xd.typenum) if eps is None else eps
+    reordered = n_norm > 1 and weight is not None and _norm_reordered(&xd, is_norm)
+    w_keep = _affine_data(weight, &xd, first, n_norm, reordered, xd.typenum, &wdata)
+    if w_keep is _DECLINE:
+        return None
+    if rstd is not None and not _is_stats_of(rstd, &xd, is_norm):
+        return None  # stats of another shape: the general path checks them
+    dx = _new_tensor_like(x, &xd, &dxd)
+    _tensor_operand(&ops[BWD_X], &xd)
+    _tensor_operand(&ops[BWD_DY], &dyd)
+    _tensor_operand(&ops[BWD_DX], &dxd)
+    _array_operand(&ops[BWD_STATS], rstd, xd.ndim)
+    parts = _run_backward(op, _dtype_index(xd.typenum), xd.ndim, xd.shape, ops, is_norm, wdata,
+                          eps_value, xd.numel * xd.itemsize, want_dweight, want_dbias)
+    if parts is None:
+        return None
+    norm_shape = tuple([xd.shape[first + a] for a in range(n_norm)])
+    grads = [dx]
+    for p in parts:
+        grads.append(None if p is None else
+                     _sum_parts_into(p, norm_shape, g_float64 if xd.typenum == cnp.NPY_FLOAT64
+                                     else g_float32))
+    return tuple(grads)
+
+
+cdef object _sum_parts_into(_Parts parts, tuple shape, object dtype):
+    """The summed partial sums in a new tensor of the given shape (float32 or
+    float64: rounded once)."""
+    cdef Py_ssize_t j
+    out = g_empty(shape, dtype=dtype)
+    cdef char *dst = <char *><Py_ssize_t>out.data_ptr()
+    if dtype is g_float64:
+        with nogil:
+            _sum_parts(parts.data, parts.n_items, parts.n, <double *>dst)
+        return out
+    total = _reduce_parts(parts)
+    cdef double *src = <double *>cnp.PyArray_DATA(<cnp.ndarray>total)
+    with nogil:
+        for j in range(parts.n):
+            (<float *>dst)[j] = <float>src[j]
+    return out
+
