@@ -630,10 +630,10 @@ cdef int _forward_arrays(int op, cnp.ndarray x, cnp.ndarray y, object weight, ob
         weight, bias = _walk_order(weight, perm), _walk_order(bias, perm)
         _absent_operand(&ops[FWD_W], ndim, _data_or_null(weight))
         _absent_operand(&ops[FWD_B], ndim, _data_or_null(bias))
-    _array_operand(&ops[FWD_STATS], mean if mean is not None else rstd, ndim)
+    _array_operand(&ops[FWD_MEAN], mean, ndim)
+    _array_operand(&ops[FWD_RSTD], rstd, ndim)
     return _run_forward(op, _dtype_index(cnp.PyArray_TYPE(x)), ndim,
-                        <const Py_ssize_t *>cnp.PyArray_DIMS(x), ops, is_norm,
-                        _data_or_null(mean), _data_or_null(rstd), eps,
+                        <const Py_ssize_t *>cnp.PyArray_DIMS(x), ops, is_norm, eps,
                         cnp.PyArray_NBYTES(y), per_sample)
 
 
@@ -805,14 +805,14 @@ cdef tuple _backward_arrays(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
     Rows are cut into items of a size that depends only on the shapes, each
     item adds into partial sums of its own, and the partials are reduced in
     item order: dweight and dbias are bitwise the same for any thread count."""
-    cdef operand_t ops[BWD_STATS + 1]
+    cdef operand_t ops[N_BWD_OPS]
     cdef int ndim = cnp.PyArray_NDIM(x)
     perm = _walk_perm(x, axes) if weight is not None else None
     weight = _walk_order(weight, perm)
     _array_operand(&ops[BWD_X], x, ndim)
     _array_operand(&ops[BWD_DY], dy, ndim)
     _array_operand(&ops[BWD_DX], dx, ndim)
-    _array_operand(&ops[BWD_STATS], rstd, ndim)
+    _array_operand(&ops[BWD_RSTD], rstd, ndim)
     parts = _run_backward(op, _dtype_index(cnp.PyArray_TYPE(x)), ndim,
                           <const Py_ssize_t *>cnp.PyArray_DIMS(x), ops, is_norm,
                           _data_or_null(weight), eps, cnp.PyArray_NBYTES(dx),

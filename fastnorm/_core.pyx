@@ -26,7 +26,7 @@ import numpy as np
 cimport numpy as cnp
 from fastnorm._kernels cimport *  # the C kernels' interface (src/fastnorm_kernels.h)
 from cython.parallel cimport prange
-from libc.string cimport memcmp, memset
+from libc.string cimport memcmp, memcpy, memset
 
 try:  # NumPy >= 1.25
     from numpy.exceptions import AxisError

@@ -128,26 +128,90 @@ def last_num_threads():
 
 
 cdef enum:
-    # operands of a plan: the arrays walked row by row, then the stats
-    MAX_OPS = 7
-    # forward: x, y, residual, h, per-row weight and bias (AdaLN), stats
-    # (mean and rstd share a layout)
+    # operands of a plan: the arrays walked row by row, then the stats (one
+    # value per row)
+    MAX_OPS = 8
+    # forward: x, y, residual, h, per-row weight and bias (AdaLN), mean, rstd
     FWD_X = 0
     FWD_Y = 1
     FWD_R = 2
     FWD_H = 3
     FWD_W = 4
     FWD_B = 5
-    FWD_STATS = 6
-    # backward: x, dy, dx, stats (rstd)
+    FWD_MEAN = 6
+    FWD_RSTD = 7
+    N_FWD_OPS = 8
+    N_FWD_ROW_OPS = 6
+    # backward: x, dy, dx, rstd
     BWD_X = 0
     BWD_DY = 1
     BWD_DX = 2
-    BWD_STATS = 3
+    BWD_RSTD = 3
+    N_BWD_OPS = 4
+    N_BWD_ROW_OPS = 3
+
+
+# Where each operand's description goes in the kernels' block struct
+# (fn_rows, fn_rows_bwd of src/fastnorm_kernels.h): the byte offsets of its
+# pointer, row stride and element stride (-1: the block has none).  With
+# them the planner fills, and each item moves, every operand in one loop.
+cdef struct field_t:
+    Py_ssize_t data
+    Py_ssize_t row_stride
+    Py_ssize_t elem_stride
+
+cdef union block_t:
+    fn_rows fwd
+    fn_rows_bwd bwd
+
+cdef field_t g_fwd_fields[N_FWD_OPS]
+cdef field_t g_bwd_fields[N_BWD_OPS]
+
+
+cdef inline void _field(field_t *f, const block_t *b, const void *data, const void *row_stride,
+                        const void *elem_stride) noexcept:
+    f.data = <const char *>data - <const char *>b
+    f.row_stride = -1 if row_stride == NULL else <const char *>row_stride - <const char *>b
+    f.elem_stride = -1 if elem_stride == NULL else <const char *>elem_stride - <const char *>b
+
+
+cdef void _describe_blocks() noexcept:
+    cdef block_t b
+    _field(&g_fwd_fields[FWD_X], &b, &b.fwd.x, &b.fwd.x_row_stride, &b.fwd.x_elem_stride)
+    _field(&g_fwd_fields[FWD_Y], &b, &b.fwd.y, &b.fwd.y_row_stride, &b.fwd.y_elem_stride)
+    _field(&g_fwd_fields[FWD_R], &b, &b.fwd.residual, &b.fwd.r_row_stride, &b.fwd.r_elem_stride)
+    _field(&g_fwd_fields[FWD_H], &b, &b.fwd.h, &b.fwd.h_row_stride, &b.fwd.h_elem_stride)
+    _field(&g_fwd_fields[FWD_W], &b, &b.fwd.weight, &b.fwd.w_row_stride, NULL)
+    _field(&g_fwd_fields[FWD_B], &b, &b.fwd.bias, &b.fwd.b_row_stride, NULL)
+    _field(&g_fwd_fields[FWD_MEAN], &b, &b.fwd.mean, &b.fwd.stat_stride, NULL)
+    _field(&g_fwd_fields[FWD_RSTD], &b, &b.fwd.rstd, &b.fwd.stat_stride, NULL)
+    _field(&g_bwd_fields[BWD_X], &b, &b.bwd.x, &b.bwd.x_row_stride, &b.bwd.x_elem_stride)
+    _field(&g_bwd_fields[BWD_DY], &b, &b.bwd.dy, &b.bwd.dy_row_stride, &b.bwd.dy_elem_stride)
+    _field(&g_bwd_fields[BWD_DX], &b, &b.bwd.dx, &b.bwd.dx_row_stride, &b.bwd.dx_elem_stride)
+    _field(&g_bwd_fields[BWD_RSTD], &b, &b.bwd.rstd, &b.bwd.stat_stride, NULL)
+
+
+_describe_blocks()
+
+
+cdef inline char *_get_pointer(const block_t *b, Py_ssize_t at) noexcept nogil:
+    cdef char *p
+    memcpy(&p, <const char *>b + at, sizeof(char *))
+    return p
+
+
+cdef inline void _put_pointer(block_t *b, Py_ssize_t at, const char *p) noexcept nogil:
+    memcpy(<char *>b + at, &p, sizeof(char *))
+
+
+cdef inline void _put_stride(block_t *b, Py_ssize_t at, Py_ssize_t v) noexcept nogil:
+    if at >= 0:
+        memcpy(<char *>b + at, &v, sizeof(Py_ssize_t))
 
 
 cdef struct plan_t:
-    int n_ops                 # operands; the last one is the stats
+    int n_ops                 # operands: n_row_ops walked row by row, then the stats
+    int n_row_ops
     int itemsize[MAX_OPS]     # bytes per element of each operand
     bint backward
     Py_ssize_t row_len
@@ -160,9 +224,10 @@ cdef struct plan_t:
     Py_ssize_t rows_per_item
     Py_ssize_t items_per_outer
     Py_ssize_t n_items
-    fn_rows fwd               # pointers at element 0 of row 0
+    const field_t *fields     # where each operand goes in the block
+    block_t block             # the kernels' block description, pointers at
+                              # element 0 of row 0
     fn_rows_kernel fwd_kernel
-    fn_rows_bwd bwd
     fn_rows_bwd_kernel bwd_kernel
     double *dw_parts          # n_items x row_len partial sums, or NULL
     double *db_parts
@@ -216,8 +281,8 @@ cdef void run_item(const plan_t *plan, Py_ssize_t item) noexcept nogil:
     cdef Py_ssize_t off[MAX_OPS]
     cdef Py_ssize_t idx
     cdef int d, k
-    cdef fn_rows fb
-    cdef fn_rows_bwd bb
+    cdef block_t block = plan.block
+    cdef char *p
     for k in range(plan.n_ops):
         off[k] = r0 * plan.row_stride[k]
     for d in range(plan.n_outer_dims - 1, -1, -1):
@@ -225,32 +290,22 @@ cdef void run_item(const plan_t *plan, Py_ssize_t item) noexcept nogil:
         outer = outer // plan.outer_shape[d]
         for k in range(plan.n_ops):
             off[k] += idx * plan.outer_stride[k][d]
-    if not plan.backward:
-        fb = plan.fwd
-        fb.rows = min(plan.rows_per_item, plan.inner - r0)
-        fb.x = _offset(fb.x, off[FWD_X], plan.itemsize[FWD_X])
-        fb.y = _offset(fb.y, off[FWD_Y], plan.itemsize[FWD_Y])
-        fb.residual = _offset(fb.residual, off[FWD_R], plan.itemsize[FWD_R])
-        fb.h = _offset(fb.h, off[FWD_H], plan.itemsize[FWD_H])
-        # per-row weight and bias move with the rows (shared ones have
-        # zero strides here, so they stay put)
-        fb.weight = _offset(fb.weight, off[FWD_W], plan.itemsize[FWD_W])
-        fb.bias = _offset(fb.bias, off[FWD_B], plan.itemsize[FWD_B])
-        fb.mean = _offset(fb.mean, off[FWD_STATS], plan.itemsize[FWD_STATS])
-        fb.rstd = _offset(fb.rstd, off[FWD_STATS], plan.itemsize[FWD_STATS])
-        plan.fwd_kernel(&fb)
-        return
-    bb = plan.bwd
-    bb.rows = min(plan.rows_per_item, plan.inner - r0)
-    bb.x = _offset(bb.x, off[BWD_X], plan.itemsize[BWD_X])
-    bb.dy = _offset(bb.dy, off[BWD_DY], plan.itemsize[BWD_DY])
-    bb.dx = _offset(bb.dx, off[BWD_DX], plan.itemsize[BWD_DX])
-    bb.rstd = _offset(bb.rstd, off[BWD_STATS], plan.itemsize[BWD_STATS])
-    if plan.dw_parts != NULL:
-        bb.dweight = plan.dw_parts + item * plan.row_len
-    if plan.db_parts != NULL:
-        bb.dbias = plan.db_parts + item * plan.row_len
-    plan.bwd_kernel(&bb)
+    # every present operand moves to this item's first row (a weight and
+    # bias shared by all rows have zero strides, so they stay put)
+    for k in range(plan.n_ops):
+        p = _get_pointer(&block, plan.fields[k].data)
+        if p != NULL:
+            _put_pointer(&block, plan.fields[k].data, p + off[k] * plan.itemsize[k])
+    if plan.backward:
+        block.bwd.rows = min(plan.rows_per_item, plan.inner - r0)
+        if plan.dw_parts != NULL:
+            block.bwd.dweight = plan.dw_parts + item * plan.row_len
+        if plan.db_parts != NULL:
+            block.bwd.dbias = plan.db_parts + item * plan.row_len
+        plan.bwd_kernel(&block.bwd)
+    else:
+        block.fwd.rows = min(plan.rows_per_item, plan.inner - r0)
+        plan.fwd_kernel(&block.fwd)
 
 
 cdef void note_team_size() noexcept nogil:
@@ -292,15 +347,19 @@ cdef inline bint _mergeable(Py_ssize_t outer_stride, Py_ssize_t inner_stride,
 
 
 cdef int _plan_layout(plan_t *plan, int ndim, const Py_ssize_t *shape, int n_ops,
-                      const operand_t *ops, const bint *is_norm) noexcept:
-    """Fill the layout part of the plan from the operands' strides (ops: the
-    row-walked operands, then the stats).  Returns 1 when the normalized axes
-    of some row-walked operand do not merge into one strided dimension."""
+                      int n_row_ops, const operand_t *ops, const field_t *fields,
+                      const bint *is_norm) noexcept:
+    """Fill the layout part of the plan, and the operands' part of its
+    block, from the operands' strides (ops: n_row_ops operands walked row by
+    row, then the stats).  Returns 1 when the normalized axes of some
+    row-walked operand do not merge into one strided dimension."""
     cdef int k, a, d, n_norm = 0, n_batch = 0
     cdef Py_ssize_t norm_order[MAX_DIMS]
     cdef Py_ssize_t batch_order[MAX_DIMS]
     cdef bint mergeable
     plan.n_ops = n_ops
+    plan.n_row_ops = n_row_ops
+    plan.fields = fields
     for k in range(n_ops):
         plan.itemsize[k] = ops[k].itemsize
 
@@ -322,7 +381,7 @@ cdef int _plan_layout(plan_t *plan, int ndim, const Py_ssize_t *shape, int n_ops
             plan.norm_reordered = True
     for d in range(n_norm - 1):
         a = norm_order[d]
-        for k in range(n_ops - 1):
+        for k in range(n_row_ops):
             if not _mergeable(ops[k].strides[a], ops[k].strides[norm_order[d + 1]], shape[norm_order[d + 1]]):
                 return 1
     for k in range(n_ops):
@@ -355,6 +414,11 @@ cdef int _plan_layout(plan_t *plan, int ndim, const Py_ssize_t *shape, int n_ops
         plan.inner = 1
         for k in range(n_ops):
             plan.row_stride[k] = 0
+    memset(&plan.block, 0, sizeof(block_t))
+    for k in range(n_ops):
+        _put_pointer(&plan.block, fields[k].data, ops[k].data)
+        _put_stride(&plan.block, fields[k].row_stride, plan.row_stride[k])
+        _put_stride(&plan.block, fields[k].elem_stride, plan.elem_stride[k])
     return 0
 
 
@@ -390,41 +454,22 @@ cdef inline void *_data_or_null(object arr):
 
 
 cdef int _run_forward(int op, int dtype_index, int ndim, const Py_ssize_t *shape,
-                      const operand_t *ops, const bint *is_norm, void *mean, void *rstd,
-                      double eps, Py_ssize_t y_nbytes, bint per_sample) except -1:
-    """Plan and run a forward on operands (FWD_X ... FWD_STATS); 1 (nothing
+                      const operand_t *ops, const bint *is_norm, double eps,
+                      Py_ssize_t y_nbytes, bint per_sample) except -1:
+    """Plan and run a forward on operands (FWD_X ... FWD_RSTD); 1 (nothing
     done) when the normalized axes do not merge."""
     cdef plan_t plan
     cdef Py_ssize_t n_outer, rpi
     cdef int n_threads
-    if _plan_layout(&plan, ndim, shape, FWD_STATS + 1, ops, is_norm):
+    if _plan_layout(&plan, ndim, shape, N_FWD_OPS, N_FWD_ROW_OPS, ops, g_fwd_fields, is_norm):
         return 1
     if per_sample and ((ops[FWD_W].data != NULL and plan.elem_stride[FWD_W] != 1) or
                        (ops[FWD_B].data != NULL and plan.elem_stride[FWD_B] != 1)):
         raise AssertionError("per-sample weight/bias not laid out along the rows")
     plan.backward = False
-    plan.fwd.row_len = plan.row_len
-    plan.fwd.eps = eps
-    plan.fwd.stream_stores = y_nbytes >= g_stream_min_bytes
-    plan.fwd.x = ops[FWD_X].data
-    plan.fwd.y = ops[FWD_Y].data
-    plan.fwd.residual = ops[FWD_R].data
-    plan.fwd.h = ops[FWD_H].data
-    plan.fwd.weight = ops[FWD_W].data
-    plan.fwd.bias = ops[FWD_B].data
-    plan.fwd.mean = mean
-    plan.fwd.rstd = rstd
-    plan.fwd.x_row_stride = plan.row_stride[FWD_X]
-    plan.fwd.x_elem_stride = plan.elem_stride[FWD_X]
-    plan.fwd.y_row_stride = plan.row_stride[FWD_Y]
-    plan.fwd.y_elem_stride = plan.elem_stride[FWD_Y]
-    plan.fwd.r_row_stride = plan.row_stride[FWD_R]
-    plan.fwd.r_elem_stride = plan.elem_stride[FWD_R]
-    plan.fwd.h_row_stride = plan.row_stride[FWD_H]
-    plan.fwd.h_elem_stride = plan.elem_stride[FWD_H]
-    plan.fwd.w_row_stride = plan.row_stride[FWD_W]
-    plan.fwd.b_row_stride = plan.row_stride[FWD_B]
-    plan.fwd.stat_stride = plan.row_stride[FWD_STATS]
+    plan.block.fwd.row_len = plan.row_len
+    plan.block.fwd.eps = eps
+    plan.block.fwd.stream_stores = y_nbytes >= g_stream_min_bytes
     if op == OP_LAYER_NORM:
         plan.fwd_kernel = g_kernels.layer_norm[dtype_index]
     else:
@@ -436,7 +481,7 @@ cdef int _run_forward(int op, int dtype_index, int ndim, const Py_ssize_t *shape
     if n_threads > 1 and n_outer < n_threads:
         # enough items for every thread
         rpi = max(1, min(rpi, (plan.inner * n_outer + n_threads - 1) // n_threads))
-    if plan.fwd.x_row_stride == 1 and plan.fwd.y_row_stride == 1 and plan.row_len > 1:
+    if plan.row_stride[FWD_X] == 1 and plan.row_stride[FWD_Y] == 1 and plan.row_len > 1:
         # rows side by side: the SIMD kernels walk tiles of neighbouring rows
         # element row by element row; give them long runs (whole vectors,
         # up to a page per element row) and enough rows to amortize a tile
@@ -456,32 +501,19 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
                           const operand_t *ops, const bint *is_norm, const void *weight,
                           double eps, Py_ssize_t dx_nbytes, bint want_dweight,
                           bint want_dbias):
-    """Plan and run a backward on operands (BWD_X ... BWD_STATS; weight in
+    """Plan and run a backward on operands (BWD_X ... BWD_RSTD; weight in
     the walk order).  Returns None when the normalized axes do not merge,
     else the items' (dweight, dbias) partial sums (None where not wanted)."""
     cdef plan_t plan
     cdef int n_threads
     cdef _Parts dw_parts = None, db_parts = None
-    if _plan_layout(&plan, ndim, shape, BWD_STATS + 1, ops, is_norm):
+    if _plan_layout(&plan, ndim, shape, N_BWD_OPS, N_BWD_ROW_OPS, ops, g_bwd_fields, is_norm):
         return None
     plan.backward = True
-    plan.bwd.row_len = plan.row_len
-    plan.bwd.eps = eps
-    plan.bwd.stream_stores = dx_nbytes >= g_stream_min_bytes
-    plan.bwd.x = ops[BWD_X].data
-    plan.bwd.dy = ops[BWD_DY].data
-    plan.bwd.dx = ops[BWD_DX].data
-    plan.bwd.rstd = ops[BWD_STATS].data
-    plan.bwd.weight = weight
-    plan.bwd.dweight = NULL
-    plan.bwd.dbias = NULL
-    plan.bwd.x_row_stride = plan.row_stride[BWD_X]
-    plan.bwd.x_elem_stride = plan.elem_stride[BWD_X]
-    plan.bwd.dy_row_stride = plan.row_stride[BWD_DY]
-    plan.bwd.dy_elem_stride = plan.elem_stride[BWD_DY]
-    plan.bwd.dx_row_stride = plan.row_stride[BWD_DX]
-    plan.bwd.dx_elem_stride = plan.elem_stride[BWD_DX]
-    plan.bwd.stat_stride = plan.row_stride[BWD_STATS]
+    plan.block.bwd.row_len = plan.row_len
+    plan.block.bwd.eps = eps
+    plan.block.bwd.stream_stores = dx_nbytes >= g_stream_min_bytes
+    plan.block.bwd.weight = weight
     if op == OP_LAYER_NORM:
         plan.bwd_kernel = g_kernels.layer_norm_backward[dtype_index]
     else:

@@ -233,7 +233,7 @@ cdef bint _norm_reordered(const tensor_t *x, const bint *is_norm):
     cdef operand_t o
     cdef plan_t probe
     _tensor_operand(&o, x)
-    _plan_layout(&probe, x.ndim, x.shape, 1, &o, is_norm)
+    _plan_layout(&probe, x.ndim, x.shape, 1, 1, &o, g_fwd_fields, is_norm)
     return probe.norm_reordered
 
 
@@ -312,14 +312,14 @@ def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
     _absent_operand(&ops[FWD_W], xd.ndim, wdata)
     _absent_operand(&ops[FWD_B], xd.ndim, bdata)
     mean = rstd = None
-    _absent_operand(&ops[FWD_STATS], xd.ndim)
+    _absent_operand(&ops[FWD_MEAN], xd.ndim)
+    _absent_operand(&ops[FWD_RSTD], xd.ndim)
     if want_stats:
-        ctype = cnp.NPY_FLOAT64 if xd.typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32
-        rstd = _stats_array(&xd, is_norm, ctype, &ops[FWD_STATS])
+        ctype = _compute_typenum(xd.typenum)
+        rstd = _stats_array(&xd, is_norm, ctype, &ops[FWD_RSTD])
         if op == OP_LAYER_NORM:
-            mean = _stats_array(&xd, is_norm, ctype, &ops[FWD_STATS])
-    if _run_forward(op, _dtype_index(xd.typenum), xd.ndim, xd.shape, ops, is_norm,
-                    _data_or_null(mean), _data_or_null(rstd), eps_value,
+            mean = _stats_array(&xd, is_norm, ctype, &ops[FWD_MEAN])
+    if _run_forward(op, _dtype_index(xd.typenum), xd.ndim, xd.shape, ops, is_norm, eps_value,
                     xd.numel * xd.itemsize, False):
         return None  # normalized dims that do not merge (x is an irregular view)
     if not want_stats:
@@ -349,7 +349,7 @@ def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
     the call is not one this path takes."""
     cdef tensor_t xd, dyd, dxd
     cdef bint is_norm[MAX_DIMS]
-    cdef operand_t ops[BWD_STATS + 1]
+    cdef operand_t ops[N_BWD_OPS]
     cdef bint reordered
     cdef char *wdata
     cdef int n_norm, first = 0, a
@@ -375,7 +375,7 @@ def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
     _tensor_operand(&ops[BWD_X], &xd)
     _tensor_operand(&ops[BWD_DY], &dyd)
     _tensor_operand(&ops[BWD_DX], &dxd)
-    _array_operand(&ops[BWD_STATS], rstd, xd.ndim)
+    _array_operand(&ops[BWD_RSTD], rstd, xd.ndim)
     parts = _run_backward(op, _dtype_index(xd.typenum), xd.ndim, xd.shape, ops, is_norm, wdata,
                           eps_value, xd.numel * xd.itemsize, want_dweight, want_dbias)
     if parts is None:

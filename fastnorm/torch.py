@@ -171,9 +171,17 @@ def _shape_tuple(normalized_shape):
     return tuple(int(s) for s in items)
 
 
+@torch.compiler.assume_constant_result
+def _as_dim_tuple(dim):
+    """dim by the functional API's axis rule (compiled code, which dynamo
+    cannot trace: under torch.compile it runs once, at trace time, on the
+    constant dim)."""
+    return _core.as_axis_tuple(dim, "dim")
+
+
 def _dims_tuple(ndim, dim):
     """dim as a sorted tuple of non-negative dimensions (errors as fastnorm's axis=)."""
-    raw = _core.as_axis_tuple(dim, "dim")
+    raw = _as_dim_tuple(dim)
     if not raw:
         raise ValueError("dim must name at least one dimension, got ()")
     dims = []
