@@ -35,30 +35,38 @@ except ImportError:  # pragma: no cover
 
 cnp.import_array()
 
-# The element types with kernels of their own, in the order of the kernel
-# tables' dtype index (FN_F32 ...).  float16 and bfloat16 are computed on in
-# float32: their weight, bias and statistics are float32.
+# The element types with kernels of their own, indexed as the kernel tables'
+# dtype index (FN_F32 ... of src/fastnorm_kernels.h): the one list of them.
+# float16 and bfloat16 are computed on in float32: their weight, bias and
+# statistics are float32.
 cdef int g_bf16_typenum = np.dtype(ml_dtypes.bfloat16).num
 cdef int g_f16_typenum = np.dtype(np.float16).num
-KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16),
-                 np.dtype(ml_dtypes.bfloat16))
+cdef int g_kernel_typenum[FN_N_DTYPES]
+g_kernel_typenum[FN_F32] = cnp.NPY_FLOAT32
+g_kernel_typenum[FN_F64] = cnp.NPY_FLOAT64
+g_kernel_typenum[FN_F16] = g_f16_typenum
+g_kernel_typenum[FN_BF16] = g_bf16_typenum
+KERNEL_DTYPES = tuple([cnp.PyArray_DescrFromType(g_kernel_typenum[i]) for i in range(FN_N_DTYPES)])
+
+
+cdef inline int _kernel_index(int typenum) noexcept:
+    """The kernel tables' index of a dtype, or -1 for one without kernels."""
+    cdef int i
+    for i in range(FN_N_DTYPES):
+        if g_kernel_typenum[i] == typenum:
+            return i
+    return -1
 
 
 cdef inline bint _is_kernel_typenum(int typenum) noexcept:
-    return (typenum == cnp.NPY_FLOAT32 or typenum == cnp.NPY_FLOAT64
-            or typenum == g_f16_typenum or typenum == g_bf16_typenum)
+    return _kernel_index(typenum) >= 0
 
 
 cdef int _dtype_index(int typenum) except -1:
-    if typenum == cnp.NPY_FLOAT32:
-        return FN_F32
-    if typenum == cnp.NPY_FLOAT64:
-        return FN_F64
-    if typenum == g_f16_typenum:
-        return FN_F16
-    if typenum == g_bf16_typenum:
-        return FN_BF16
-    raise TypeError(f"no kernel for dtype {np.dtype(typenum)}")
+    cdef int i = _kernel_index(typenum)
+    if i < 0:
+        raise TypeError(f"no kernel for dtype {cnp.PyArray_DescrFromType(typenum)}")
+    return i
 
 
 cdef inline int _compute_typenum(int typenum) noexcept:

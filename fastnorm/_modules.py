@@ -38,8 +38,7 @@ def _shape_tuple(normalized_shape):
 
 def _module_dtype(dtype):
     dt = np.dtype(dtype)
-    allowed = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16),
-               np.dtype(ml_dtypes.bfloat16))
+    allowed = _core.KERNEL_DTYPES
     if dt not in allowed:
         raise TypeError(f"dtype must be float32, float64, float16 or bfloat16, got {dt}")
     return dt
