@@ -88,8 +88,9 @@ def make_extensions():
         sources=["fastnorm/_core.pyx", "src/norm_scalar.c", "src/kernels_avx2.c",
                  "src/kernels_avx512.c", "src/kernels_avx512_bf16.c", "src/dispatch.c"],
         **common)
-    # test hooks, kept out of the core
-    testing = Extension("fastnorm._testing", sources=["fastnorm/_testing.pyx"], **common)
+    # test and benchmark hooks (the streaming-copy roof), kept out of the core
+    testing = Extension("fastnorm._testing",
+                      sources=["fastnorm/_testing.pyx", "src/stream_copy.c"], **common)
     directives = {
         "language_level": 3,
         "boundscheck": os.environ.get("FASTNORM_DEBUG") == "1",

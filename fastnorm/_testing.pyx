@@ -1,9 +1,53 @@
-# Test hooks, apart from the product: the portable float16/bfloat16
-# conversions of src/half_convert.h (the ones the portable kernels use),
-# callable on arrays so that tests can compare them with NumPy's and
-# ml_dtypes' over every bit pattern.
+# Test and benchmark hooks, apart from the product:
+# - the portable float16/bfloat16 conversions of src/half_convert.h (the
+#   ones the portable kernels use), callable on arrays so that tests can
+#   compare them with NumPy's and ml_dtypes' over every bit pattern;
+# - the benchmarks' memory roof, src/stream_copy.c, on 1 or more threads.
 
 import numpy as np
+cimport numpy as cnp
+from cython.parallel cimport prange
+
+cnp.import_array()
+
+cdef extern from "stream_copy.h" nogil:
+    void fn_stream_copy(void *dst, const void *src, size_t n)
+    const char *fn_stream_copy_isa()
+
+
+def stream_copy_isa():
+    """The instruction set of the streaming copy on this CPU."""
+    return fn_stream_copy_isa().decode()
+
+
+def stream_copy(cnp.ndarray dst, cnp.ndarray src, int threads=1):
+    """Copy src's bytes into dst with streaming stores, on `threads`
+    OpenMP threads (each copies one contiguous share, split at 4 KiB
+    boundaries of dst).  Both C-contiguous, the same number of bytes, dst
+    writeable and not overlapping src."""
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(dst) and cnp.PyArray_IS_C_CONTIGUOUS(src)):
+        raise ValueError("stream_copy needs C-contiguous arrays")
+    if cnp.PyArray_NBYTES(dst) != cnp.PyArray_NBYTES(src):
+        raise ValueError(f"stream_copy: dst has {cnp.PyArray_NBYTES(dst)} bytes, src "
+                         f"{cnp.PyArray_NBYTES(src)}")
+    if not cnp.PyArray_ISWRITEABLE(dst):
+        raise ValueError("stream_copy: dst is read-only")
+    if np.may_share_memory(dst, src):
+        raise ValueError("stream_copy: dst and src overlap")
+    cdef char *d = <char *>cnp.PyArray_DATA(dst)
+    cdef const char *s = <const char *>cnp.PyArray_DATA(src)
+    cdef Py_ssize_t n = cnp.PyArray_NBYTES(dst), share, lo, hi
+    cdef int t, n_threads = max(1, threads)
+    share = ((n + n_threads - 1) // n_threads + 4095) // 4096 * 4096
+    if n_threads == 1 or share >= n:
+        with nogil:
+            fn_stream_copy(d, s, n)
+        return
+    for t in prange(n_threads, nogil=True, num_threads=n_threads, schedule="static"):
+        lo = min(t * share, n)
+        hi = min(lo + share, n)
+        if hi > lo:
+            fn_stream_copy(d + lo, s + lo, hi - lo)
 
 cdef extern from "half_convert.h" nogil:
     float fn_f16_to_f32(unsigned short h)
