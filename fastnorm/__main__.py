@@ -98,8 +98,7 @@ def bench_main(argv):
                         help="comma-separated shapes, e.g. 8x768,4096x4096 "
                              "(4-D shapes with --layout channels_first)")
     parser.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"],
-                        default="float32",
-                        help="with --targets, float16/bfloat16 measure the half-precision targets")
+                        default="float32")
     parser.add_argument("--threads", type=parse_ints, default=[1, 2],
                         help="thread counts to measure, e.g. 1,2")
     parser.add_argument("--op", default="layer_norm,rms_norm",
@@ -110,20 +109,22 @@ def bench_main(argv):
     parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per case")
     parser.add_argument("--plot", metavar="FILE.png",
                         help="draw GB/s against size for every competitor (needs matplotlib)")
-    parser.add_argument("--targets", action="store_true",
-                        help="measure the project's speed targets (ratios, side by side)")
+    # the project's speed targets left the package: a pointer for old habits
+    parser.add_argument("--targets", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--backward", action="store_true",
-                        help="time the backward passes (with --targets: the backward targets)")
+                        help="time the backward passes (with --torch: forward plus backward)")
     parser.add_argument("--fused", action="store_true",
-                        help="time the fused residual add + norm against its two steps "
-                             "(with --targets: the fused targets)")
+                        help="time the fused residual add + norm against its two steps")
     parser.add_argument("--torch", action="store_true",
-                        help="measure fastnorm.torch against PyTorch: the issue's speed targets "
+                        help="time fastnorm.torch's function and module against PyTorch's "
                              "(ratios of medians, side by side; needs torch)")
     parser.add_argument("--isa", choices=_core.available_isas(),
                         help="force fastnorm's kernel set for the run (default: the best "
                              "this CPU supports, or FASTNORM_ISA)")
     args = parser.parse_args(argv)
+    if args.targets:
+        parser.error("the project's speed targets moved out of the package: run "
+                     "python benchmarks/targets.py in a source checkout")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.torch and _bench.torch_module() is None:
@@ -134,16 +135,19 @@ def bench_main(argv):
 
 def _bench_dispatch(parser, args):
     from . import _bench
-    if args.torch:
-        return bench_torch(args.repeats)
-    if args.targets:
-        return bench_targets(args.repeats, args.backward, args.fused, args.dtype)
-    if args.fused:
-        return bench_fused(args)
     ops = [o.strip() for o in args.op.split(",") if o.strip()]
     for op in ops:
         if op not in ("layer_norm", "rms_norm"):
             parser.error(f"--op takes layer_norm and/or rms_norm, got {op!r}")
+    if args.torch:
+        if args.layout != "last" or args.fused or args.alloc or args.plot:
+            parser.error("--torch compares last-axis calls; it takes --shapes, --dtype, "
+                         "--threads, --op, --backward, --repeats and --isa")
+        if args.backward and args.dtype not in ("float32", "float64"):
+            parser.error("--torch --backward compares float32 or float64")
+        return bench_torch(args, ops)
+    if args.fused:
+        return bench_fused(args)
     if args.backward and args.layout != "last":
         parser.error("--backward measures the last-axis layout")
     if args.layout == "channels_first" and any(len(s) != 4 for s in args.shapes):
@@ -157,8 +161,7 @@ def _bench_dispatch(parser, args):
 
     cases = [(_bench.Case(op, shape, args.dtype, args.layout, not args.alloc), n)
              for op in ops for shape in args.shapes for n in args.threads]
-    print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
-          f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
+    print(_bench.header())
     progress = _bench.Progress(len(cases))
     rows = []
     for case, n in cases:
@@ -180,7 +183,7 @@ def _bench_dispatch(parser, args):
     for r in rows:
         torch_txt = f"{r['vs_torch']:.1f}" if r["vs_torch"] is not None else "-"
         numpy_txt = f"{r['vs_numpy']:.1f}" if r["vs_numpy"] is not None else "-"
-        print(f"{r['case']:<44}{r['threads']:>4}{_fmt_time(r['time']):>11}{r['gbps']:>8.1f}"
+        print(f"{r['case']:<44}{r['threads']:>4}{_bench.fmt_time(r['time']):>11}{r['gbps']:>8.1f}"
               f"{r['roof_pct']:>7.0f}%{numpy_txt:>9}{torch_txt:>9}")
     if args.backward:
         print("backward: layer_norm is layer_norm_backward with the forward's stats; rms_norm is "
@@ -195,12 +198,15 @@ def _bench_dispatch(parser, args):
     return 0
 
 
-def bench_torch(repeats):
-    """The fastnorm.torch targets (fastnorm/_bench_torch.py) as a table."""
+def bench_torch(args, ops):
+    """fastnorm.torch against torch on the given shapes, dtype and threads
+    (the ISA is already forced by bench_main)."""
     from . import _bench, _bench_torch
-    rows = _bench_torch.run(repeats, progress=_bench.Progress(len(_bench_torch.CASES)))
+    cases = _bench_torch.comparison_cases(ops, args.shapes, args.dtype, args.threads,
+                                          args.backward)
+    result = _bench_torch.run(cases, args.repeats, progress=_bench.Progress(len(cases)))
     # a case whose result differs from torch's has no ratio: that is a failure
-    return 0 if all(row.error is None for row in rows) else 1
+    return 0 if all(row.error is None for row in result.rows) else 1
 
 
 def bench_fused(args):
@@ -216,40 +222,11 @@ def bench_fused(args):
         progress.step(case.label)
     print(f"{'case':<44}{'thr':>4}{'fused':>11}{'2 steps':>11}{'ratio':>8}")
     for case, n, t in rows:
-        print(f"{'add_' + case.label:<44}{n:>4}{_fmt_time(t['fastnorm']):>11}"
-              f"{_fmt_time(t['two steps']):>11}{t['fastnorm'] / t['two steps']:>8.2f}")
+        print(f"{'add_' + case.label:<44}{n:>4}{_bench.fmt_time(t['fastnorm']):>11}"
+              f"{_bench.fmt_time(t['two steps']):>11}{t['fastnorm'] / t['two steps']:>8.2f}")
     print("fused: add_layer_norm / add_rms_norm with out= and residual_out=; "
           "2 steps: np.add(x, r, out=h), then the norm with out=.")
     return 0
-
-
-def bench_targets(repeats, backward=False, fused=False, dtype="float32"):
-    from . import _bench
-    print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
-          f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
-    if dtype in _bench.HALF_DTYPES:
-        rows = _bench.measure_half_targets(dtype, repeats,
-                                           _bench.Progress(_bench.HALF_TARGET_COUNT))
-    elif fused:
-        rows = _bench.measure_fused_targets(repeats, _bench.Progress(_bench.FUSED_TARGET_COUNT))
-    elif backward:
-        rows = _bench.measure_backward_targets(
-            repeats, _bench.Progress(_bench.BACKWARD_TARGET_COUNT))
-    else:
-        rows = _bench.measure_targets(repeats, _bench.Progress(_bench.TARGET_COUNT))
-    print(f"{'target':<68}{'measured':>10}{'goal':>8}  met")
-    for name, value, goal, higher in rows:
-        if value is None:
-            print(f"{name:<68}{'n/a':>10}{goal:>8}  (competitor not installed)")
-            continue
-        met = value >= goal if higher else value <= goal
-        sign = ">=" if higher else "<="
-        print(f"{name:<68}{value:>10.3f}{sign:>4}{goal:<5}  {'yes' if met else 'NO'}")
-    return 0
-
-
-def _fmt_time(t):
-    return f"{t * 1e6:.1f}us" if t < 1e-3 else f"{t * 1e3:.2f}ms"
 
 
 def plot(rows, path):
@@ -292,8 +269,9 @@ def main(argv=None):
     if args.verbose:
         print(f"fastnorm package: {os.path.dirname(fastnorm.__file__)}")
         print(f"compiled core:    {_core.__file__}")
-        if fastnorm._deferred_from:
-            print(f"(the source checkout {fastnorm._deferred_from} has no compiled core: "
+        deferred_from = getattr(fastnorm, "_deferred_from", None)
+        if deferred_from:
+            print(f"(the source checkout {deferred_from} has no compiled core: "
                   "running the installed copy, Python and C both)")
 
     print(f"fastnorm {fastnorm.__version__}  (numpy {np.__version__})")
