@@ -231,7 +231,7 @@ def bench_fused(args):
 
 def plot(rows, path):
     import matplotlib.pyplot as plt
-    series = {}
+    series: dict[tuple, dict[str, list]] = {}
     for r in rows:
         nbytes = int(np.prod(r["shape"])) * (4 if "float32" in r["case"] else 8)
         key = (r["op"], r["threads"])

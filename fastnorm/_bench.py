@@ -10,6 +10,7 @@ move the same bytes as a normalization and do nothing else)."""
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -88,7 +89,7 @@ def competitors(case, include_torch=True):
     x, w, b = make_inputs(case)
     out = np.empty_like(x)
     axis = case.axis
-    fns = {}
+    fns: dict[str, Callable[[], object]] = {}
     if case.op == "layer_norm":
         wb = (w.reshape(-1), b.reshape(-1)) if case.layout == "channels_first" else (w, b)
         if case.out:
@@ -190,7 +191,7 @@ def time_interleaved(fns, repeats, min_time=0.0):
         fn()
         once = max(time.perf_counter() - t0, 1e-7)
         batch[name] = max(1, int(min_time / once))
-    samples = {name: [] for name in fns}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             k = batch[name]
@@ -262,7 +263,7 @@ def backward_competitors(case, include_torch=True):
     dy = np.random.default_rng(1).standard_normal(case.shape).astype(case.dtype)
     out = np.empty_like(x)
     n = case.norm_size
-    fns = {}
+    fns: dict[str, Callable[[], object]] = {}
     if case.op == "layer_norm":
         _, mean, rstd = fastnorm.layer_norm(x, None, w, b, EPS, return_stats=True)
         fns["fastnorm"] = lambda: fastnorm.layer_norm_backward(dy, x, None, w, mean=mean, rstd=rstd)

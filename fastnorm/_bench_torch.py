@@ -280,7 +280,9 @@ class Row:
 
     @property
     def ratio(self):
-        return None if self.error else self.fastnorm / self.torch
+        if self.error or self.fastnorm is None or self.torch is None:
+            return None
+        return self.fastnorm / self.torch
 
 
 @dataclass
