@@ -65,10 +65,13 @@ def _ratio(case, threads, num, den, repeats, min_time=2e-3, extra=None):
     return times[num] / min(times[d] for d in den)
 
 
-def _target(name, goal, threads, fn, *args, higher_is_better=False, **kwargs):
-    """A Target whose measure(repeats=...) is fn(*args, repeats=..., **kwargs)."""
-    threads = (threads,) if isinstance(threads, int) else tuple(threads)
-    return Target(name, goal, threads, functools.partial(fn, *args, **kwargs), higher_is_better)
+def _vs(case, threads, num, den, *, rounds=1, min_time=2e-3, extra=None):
+    """measure(repeats=N) for _ratio: `rounds` interleaved rounds per repeat."""
+
+    def measure(repeats):
+        return _ratio(case, threads, num, den, repeats * rounds, min_time, extra)
+
+    return measure
 
 
 def _once(fn):
@@ -128,52 +131,47 @@ def _two_over_one_thread(case, repeats):
 
 # ---- the forward targets ----------------------------------------------------
 
+ROOF = ["copy", "multiply"]  # the copy roof: the faster of the two
+
 
 def forward_targets():
     """The forward targets, float32 and float64, in the README's order."""
-    roof = ["copy", "multiply"]
     targets = []
     for op in ("layer_norm", "rms_norm"):
         case = Case(op, BIG, "float32", "last", True)
-        targets += [
-            _target(f"{op} f32 {BIG} out= 1 thread / copy roof", 1.15, 1,
-                    _ratio, case, 1, "fastnorm", roof),
-            _target("  the same without weight and bias", 1.15, 1,
-                    _ratio, case, 1, "plain", roof, extra=_plain_fastnorm),
-        ]
+        name = f"{op} f32 {BIG} out= 1 thread / copy roof"
+        targets.append(Target(name, 1.15, (1,), _vs(case, 1, "fastnorm", ROOF)))
+        plain = _vs(case, 1, "plain", ROOF, extra=_plain_fastnorm)
+        targets.append(Target("  the same without weight and bias", 1.15, (1,), plain))
     for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
-        targets.append(_target(f"{op} f32 {BIG} allocating 2 threads / torch", goal, 2,
-                               _ratio, Case(op, BIG, "float32", "last", False), 2, "fastnorm",
-                               ["torch"]))
-    targets.append(_target(f"numpy layer_norm / fastnorm, f32 {BIG}", 10.0, 2,
-                           _ratio, Case("layer_norm", BIG, "float32", "last", False), 2, "numpy",
-                           ["fastnorm"], higher_is_better=True))
-    small = (8, 768)
+        case = Case(op, BIG, "float32", "last", False)
+        name = f"{op} f32 {BIG} allocating 2 threads / torch"
+        targets.append(Target(name, goal, (2,), _vs(case, 2, "fastnorm", ["torch"])))
+    case = Case("layer_norm", BIG, "float32", "last", False)
+    name = f"numpy layer_norm / fastnorm, f32 {BIG}"
+    numpy = _vs(case, 2, "numpy", ["fastnorm"])
+    targets.append(Target(name, 10.0, (2,), numpy, higher_is_better=True))
+    small = {"rounds": 20, "min_time": 2e-4}  # (8, 768) calls: many short rounds
     for op, goal in (("layer_norm", 0.4), ("rms_norm", 0.2)):
-        targets.append(_target(f"{op} f32 {small} / torch", goal, 2,
-                               _small_ratio, Case(op, small, "float32", "last", False), "fastnorm",
-                               ["torch"]))
-    targets.append(_target("layer_norm f32 (8, 768) out= / np.add(x, b, out=)", 2.5, 2,
-                           _small_ratio, Case("layer_norm", small, "float32", "last", True),
-                           "fastnorm", ["np.add"], extra=_np_add_bias))
+        case = Case(op, (8, 768), "float32", "last", False)
+        name = f"{op} f32 (8, 768) / torch"
+        targets.append(Target(name, goal, (2,), _vs(case, 2, "fastnorm", ["torch"], **small)))
+    case = Case("layer_norm", (8, 768), "float32", "last", True)
+    name = "layer_norm f32 (8, 768) out= / np.add(x, b, out=)"
+    add = _vs(case, 2, "fastnorm", ["np.add"], extra=_np_add_bias, **small)
+    targets.append(Target(name, 2.5, (2,), add))
     for op in ("layer_norm", "rms_norm"):
-        targets.append(_target(f"{op} f32 (512, 4096) 2 threads / 1 thread", 0.6, (1, 2),
-                               _two_over_one_thread, Case(op, (512, 4096), "float32", "last",
-                                                          True)))
+        case = Case(op, (512, 4096), "float32", "last", True)
+        name = f"{op} f32 (512, 4096) 2 threads / 1 thread"
+        targets.append(Target(name, 0.6, (1, 2), functools.partial(_two_over_one_thread, case)))
     for op in ("layer_norm", "rms_norm"):
-        targets += [
-            _target(f"{op} f64 {BIG} out= 1 thread / copy roof", 1.5, 1,
-                    _ratio, Case(op, BIG, "float64", "last", True), 1, "fastnorm", roof),
-            _target(f"{op} f32 (16, 256, 64, 64) axis=1 out= 1 thread / copy roof", 1.5, 1,
-                    _ratio, Case(op, (16, 256, 64, 64), "float32", "channels_first", True), 1,
-                    "fastnorm", roof),
-        ]
+        case = Case(op, BIG, "float64", "last", True)
+        name = f"{op} f64 {BIG} out= 1 thread / copy roof"
+        targets.append(Target(name, 1.5, (1,), _vs(case, 1, "fastnorm", ROOF)))
+        case = Case(op, (16, 256, 64, 64), "float32", "channels_first", True)
+        name = f"{op} f32 (16, 256, 64, 64) axis=1 out= 1 thread / copy roof"
+        targets.append(Target(name, 1.5, (1,), _vs(case, 1, "fastnorm", ROOF)))
     return targets
-
-
-def _small_ratio(case, num, den, repeats, extra=None):
-    """A (8, 768) call on two threads: many short rounds (20 per repeat)."""
-    return _ratio(case, 2, num, den, repeats * 20, min_time=2e-4, extra=extra)
 
 
 TARGET_COUNT = 16
@@ -187,13 +185,13 @@ def half_targets(dtype="bfloat16"):
     against PyTorch's kernel of that dtype on two."""
     targets = []
     for op in ("layer_norm", "rms_norm"):
-        targets.append(_target(f"{op} {dtype} {BIG} out= 1 thread / {dtype} copy", 1.2, 1,
-                               _ratio, Case(op, BIG, dtype, "last", True), 1, "fastnorm",
-                               ["copy"]))
+        case = Case(op, BIG, dtype, "last", True)
+        name = f"{op} {dtype} {BIG} out= 1 thread / {dtype} copy"
+        targets.append(Target(name, 1.2, (1,), _vs(case, 1, "fastnorm", ["copy"])))
     for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
-        targets.append(_target(f"{op} {dtype} {BIG} allocating 2 threads / torch {dtype}", goal,
-                               2, _ratio, Case(op, BIG, dtype, "last", False), 2, "fastnorm",
-                               ["torch"]))
+        case = Case(op, BIG, dtype, "last", False)
+        name = f"{op} {dtype} {BIG} allocating 2 threads / torch {dtype}"
+        targets.append(Target(name, goal, (2,), _vs(case, 2, "fastnorm", ["torch"])))
     return targets
 
 
@@ -228,12 +226,21 @@ def backward_targets():
         return times["fastnorm"] / (1.5 * min(times["copy"], times["multiply"]))
 
     return [
-        Target(f"layer_norm_backward f32 {BIG} 2 threads / torch native_layer_norm_backward",
-               0.4, (2,), lambda repeats: _vs_torch(ln(repeats))),
-        Target(f"layer_norm_backward f32 {BIG} 2 threads / (1.5 x copy roof)", 1.3, (2,),
-               ln_vs_roof),
-        Target(f"rms_norm forward+backward f32 {BIG} 2 threads / torch forward+autograd", 0.1,
-               (2,), lambda repeats: _vs_torch(rms(repeats))),
+        Target(
+            f"layer_norm_backward f32 {BIG} 2 threads / torch native_layer_norm_backward",
+            0.4,
+            (2,),
+            lambda repeats: _vs_torch(ln(repeats)),
+        ),
+        Target(
+            f"layer_norm_backward f32 {BIG} 2 threads / (1.5 x copy roof)", 1.3, (2,), ln_vs_roof
+        ),
+        Target(
+            f"rms_norm forward+backward f32 {BIG} 2 threads / torch forward+autograd",
+            0.1,
+            (2,),
+            lambda repeats: _vs_torch(rms(repeats)),
+        ),
     ]
 
 
@@ -251,9 +258,11 @@ def _fused_ratio(op, repeats):
 
 
 def fused_targets():
-    return [_target(f"add_{op} f32 (4096, 4096) 1 thread / (np.add + {op})", 0.75, 1,
-                    _fused_ratio, op)
-            for op in ("layer_norm", "rms_norm")]
+    targets = []
+    for op in ("layer_norm", "rms_norm"):
+        name = f"add_{op} f32 (4096, 4096) 1 thread / (np.add + {op})"
+        targets.append(Target(name, 0.75, (1,), functools.partial(_fused_ratio, op)))
+    return targets
 
 
 FUSED_TARGET_COUNT = 2
@@ -286,14 +295,18 @@ def report(rows, file=None):
     met = 0
     for target, value in rows:
         if value is None:
-            print(f"{target.name:<68}{'n/a':>10}{target.goal:>8}  (competitor not installed)",
-                  file=file)
+            print(
+                f"{target.name:<68}{'n/a':>10}{target.goal:>8}  (competitor not installed)",
+                file=file,
+            )
             continue
         ok = target.met(value)
         met += ok
         sign = ">=" if target.higher_is_better else "<="
-        print(f"{target.name:<68}{value:>10.3f}{sign:>4}{target.goal:<5}  "
-              f"{'yes' if ok else 'NO'}", file=file)
+        print(
+            f"{target.name:<68}{value:>10.3f}{sign:>4}{target.goal:<5}  {'yes' if ok else 'NO'}",
+            file=file,
+        )
     print(f"{met} of {len(rows)} targets met", file=file)
 
 
@@ -302,21 +315,30 @@ def parse_args(argv):
 
     parser = argparse.ArgumentParser(
         prog="python benchmarks/targets.py",
-        description="Measure the project's speed targets (ratios of medians, side by side).")
+        description="Measure the project's speed targets (ratios of medians, side by side).",
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--backward", action="store_true", help="the backward targets")
-    which.add_argument("--fused", action="store_true",
-                       help="the fused residual add + norm targets")
-    which.add_argument("--dtype", choices=_bench.HALF_DTYPES,
-                       help="the half-precision targets of this dtype")
-    which.add_argument("--torch", action="store_true",
-                       help="fastnorm.torch against PyTorch (benchmarks/targets_torch.py)")
+    which.add_argument("--fused", action="store_true", help="the fused residual add + norm targets")
+    which.add_argument(
+        "--dtype", choices=_bench.HALF_DTYPES, help="the half-precision targets of this dtype"
+    )
+    which.add_argument(
+        "--torch",
+        action="store_true",
+        help="fastnorm.torch against PyTorch (benchmarks/targets_torch.py)",
+    )
     parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per target")
-    parser.add_argument("--threads", type=_parse_threads,
-                        help="only the targets that run on these thread counts, e.g. 1 or 1,2")
-    parser.add_argument("--isa", choices=_core.available_isas(),
-                        help="force fastnorm's kernel set (default: the best this CPU supports, "
-                             "or FASTNORM_ISA)")
+    parser.add_argument(
+        "--threads",
+        type=_parse_threads,
+        help="only the targets that run on these thread counts, e.g. 1 or 1,2",
+    )
+    parser.add_argument(
+        "--isa",
+        choices=_core.available_isas(),
+        help="force fastnorm's kernel set (default: the best this CPU supports, or FASTNORM_ISA)",
+    )
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")

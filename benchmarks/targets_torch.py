@@ -67,8 +67,11 @@ def run(repeats=21, isa=None, targets=None, progress=None, file=None):
     result = _bench_torch.measure_all(targets, repeats, isa, progress)
     _bench_torch.print_table(result, file, f"{'goal':>8}  met", _goal_columns)
     met = sum(row.case.met(row) for row in result.rows)
-    print(f"{met} of {len(result.rows)} targets met; ratio = fastnorm median / torch median "
-          "(lower is better)", file=file)
+    print(
+        f"{met} of {len(result.rows)} targets met; ratio = fastnorm median / torch median "
+        "(lower is better)",
+        file=file,
+    )
     return result
 
 
