@@ -10,6 +10,7 @@ measures as ratios.
 Each fastnorm test checks the result (and gradients) of the call it timed
 against torch's, so that CI's --benchmark-disable run (each call once,
 untimed) catches a broken call rather than a benchmark silently timing it."""
+
 import os
 import sys
 

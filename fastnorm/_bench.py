@@ -7,6 +7,7 @@ each competitor is a zero-argument callable doing that work its own way:
 fastnorm, plain NumPy, PyTorch's CPU kernel (when torch is installed), and the
 copy roof (the faster of ``np.copyto`` and ``np.multiply(x, 1, out=)``, which
 move the same bytes as a normalization and do nothing else)."""
+
 import contextlib
 import sys
 import time
@@ -25,16 +26,18 @@ HALF_DTYPES = ("float16", "bfloat16")
 def np_dtype(name):
     """The NumPy dtype of a case's dtype name (bfloat16 comes from ml_dtypes)."""
     return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
 DEFAULT_SHAPES = [(1, 768), (8, 768), (512, 4096), (4096, 4096), (32768, 1024)]
 
 
 @dataclass(frozen=True)
 class Case:
-    op: str = "layer_norm"          # or "rms_norm"
+    op: str = "layer_norm"  # or "rms_norm"
     shape: tuple = (4096, 4096)
     dtype: str = "float32"
-    layout: str = "last"            # or "channels_first" (axis=1 of a 4-D array)
-    out: bool = True                # preallocated out= (else allocating)
+    layout: str = "last"  # or "channels_first" (axis=1 of a 4-D array)
+    out: bool = True  # preallocated out= (else allocating)
 
     @property
     def label(self):
@@ -140,7 +143,9 @@ def _torch_fn(torch, case, x, w, b):
     F = torch.nn.functional
     if case.layout == "channels_first":
         if case.op == "layer_norm":
-            return lambda: F.layer_norm(xt.permute(0, 2, 3, 1), (n,), wt, bt, EPS).permute(0, 3, 1, 2)
+            return lambda: F.layer_norm(xt.permute(0, 2, 3, 1), (n,), wt, bt, EPS).permute(
+                0, 3, 1, 2
+            )
         return lambda: F.rms_norm(xt.permute(0, 2, 3, 1), (n,), wt, EPS).permute(0, 3, 1, 2)
     if case.op == "layer_norm":
         return lambda: F.layer_norm(xt, (n,), wt, bt, EPS)
@@ -151,6 +156,7 @@ def _torch_fn(torch, case, x, w, b):
 def limit_threads(n):
     """Limit fastnorm's (OpenMP) and torch's threads to n for the block."""
     from threadpoolctl import threadpool_limits
+
     torch = torch_module()
     previous = torch.get_num_threads() if torch is not None else None
     if torch is not None:
@@ -171,6 +177,7 @@ def forced_isa(name):
         yield
         return
     from . import _core
+
     previous = _core.isa()
     _core.set_isa(name)
     try:
@@ -223,8 +230,10 @@ def summarize(case, times, backward=False):
 def header():
     """The line that names what was measured: fastnorm, its kernels, torch."""
     torch = torch_module()
-    return (f"fastnorm {fastnorm.__version__}, kernels {fastnorm.get_isa()}, "
-            f"torch {'not installed' if torch is None else torch.__version__}")
+    return (
+        f"fastnorm {fastnorm.__version__}, kernels {fastnorm.get_isa()}, "
+        f"torch {'not installed' if torch is None else torch.__version__}"
+    )
 
 
 def fmt_time(t):
@@ -251,6 +260,7 @@ class Progress:
 
 # ---- backward ---------------------------------------------------------------
 
+
 def backward_competitors(case, include_torch=True):
     """{name: callable} for the backward of `case` (last axis).
 
@@ -268,9 +278,11 @@ def backward_competitors(case, include_torch=True):
         _, mean, rstd = fastnorm.layer_norm(x, None, w, b, EPS, return_stats=True)
         fns["fastnorm"] = lambda: fastnorm.layer_norm_backward(dy, x, None, w, mean=mean, rstd=rstd)
     else:
+
         def fwd_bwd():
             y, rstd = fastnorm.rms_norm(x, None, w, EPS, return_stats=True)
             return y, fastnorm.rms_norm_backward(dy, x, None, w, rstd=rstd)
+
         fns["fastnorm"] = fwd_bwd
     torch = torch_module() if include_torch else None
     if torch is not None:
@@ -278,7 +290,8 @@ def backward_competitors(case, include_torch=True):
         if case.op == "layer_norm":
             _, mt, rt = torch.ops.aten.native_layer_norm(xt, [n], wt, bt, EPS)
             fns["torch"] = lambda: torch.ops.aten.native_layer_norm_backward(
-                dyt, xt, [n], mt, rt, wt, bt, [True, True, True])
+                dyt, xt, [n], mt, rt, wt, bt, [True, True, True]
+            )
         else:
             xg = xt.clone().requires_grad_(True)
             wg = wt.clone().requires_grad_(True)
@@ -287,6 +300,7 @@ def backward_competitors(case, include_torch=True):
                 xg.grad = None
                 wg.grad = None
                 torch.nn.functional.rms_norm(xg, (n,), wg, EPS).backward(dyt)
+
             fns["torch"] = torch_fwd_bwd
     fns["copy"] = lambda: np.copyto(out, x)
     fns["multiply"] = lambda: np.multiply(x, 1, out=out)
@@ -294,6 +308,7 @@ def backward_competitors(case, include_torch=True):
 
 
 # ---- fused residual add + norm ----------------------------------------------
+
 
 def fused_competitors(case):
     """{name: callable}: the fused add+norm against its two steps (np.add
@@ -314,4 +329,5 @@ def fused_competitors(case):
         def two_steps():
             np.add(x, r, out=h)
             fastnorm.rms_norm(h, None, w, EPS, out=y)
+
     return {"fastnorm": fused, "two steps": two_steps}

@@ -11,6 +11,7 @@ silently timed a broken call would report a meaningless figure.
 torch is imported only inside the functions here, never at module import:
 ``import fastnorm`` must not import torch, and ``fastnorm._bench`` (which the
 NumPy benchmarks import) must keep working without it."""
+
 import contextlib
 import os
 import platform
@@ -84,8 +85,13 @@ def comparison_cases(ops, shapes, dtype, threads, backward=False):
     the function and the module form without grad, or with `backward` the
     function form forward plus backward."""
     forms = [("function", True)] if backward else [("function", False), ("module", False)]
-    return [TorchCase(op, form, tuple(shape), dtype, grad, n)
-            for op in ops for shape in shapes for n in threads for form, grad in forms]
+    return [
+        TorchCase(op, form, tuple(shape), dtype, grad, n)
+        for op in ops
+        for shape in shapes
+        for n in threads
+        for form, grad in forms
+    ]
 
 
 @dataclass
@@ -93,12 +99,14 @@ class Pair:
     """The two competitors of a case: zero-argument callables that do the
     whole timed work and return what `check` compares (the output, and for
     fwd+bwd the gradients of x, weight and bias)."""
+
     fastnorm: object
     torch: object
 
 
 def _torch():
     import torch
+
     return torch
 
 
@@ -153,6 +161,7 @@ def _fwd_bwd_callable(case, norm_fn, x, w, b, dy):
             y = norm_fn(xg, (n,), wg, EPS)
         y.backward(dy)
         return (y, *(t.grad for t in leaves))
+
     return run
 
 
@@ -161,6 +170,7 @@ def build(case):
     leaf tensors, so that neither can see the other's gradients."""
     torch = _torch()
     import fastnorm.torch as fnt
+
     x, w, b, dy = _inputs(case, torch)
     F = torch.nn.functional
     if case.form == "module":
@@ -173,10 +183,13 @@ def build(case):
     fast_fn = fnt.layer_norm if case.op == "layer_norm" else fnt.rms_norm
     torch_fn = F.layer_norm if case.op == "layer_norm" else F.rms_norm
     if case.grad:
-        return Pair(_fwd_bwd_callable(case, fast_fn, x, w, b, dy),
-                    _fwd_bwd_callable(case, torch_fn, x, w, b, dy))
-    return Pair(_forward_callable(case, fast_fn, x, w, b),
-                _forward_callable(case, torch_fn, x, w, b))
+        return Pair(
+            _fwd_bwd_callable(case, fast_fn, x, w, b, dy),
+            _fwd_bwd_callable(case, torch_fn, x, w, b, dy),
+        )
+    return Pair(
+        _forward_callable(case, fast_fn, x, w, b), _forward_callable(case, torch_fn, x, w, b)
+    )
 
 
 def _tolerance(case):
@@ -189,9 +202,9 @@ def _tolerance(case):
     gradients are sums over the rows, which fastnorm adds in float64 and
     torch in float32, so they differ by torch's rounding of a 4096-term sum."""
     if case.dtype == "bfloat16":
-        return 2.0 ** -7, 2.0 ** -12
+        return 2.0**-7, 2.0**-12
     if case.dtype == "float16":  # the same argument, at float16's ulp
-        return 2.0 ** -10, 2.0 ** -14
+        return 2.0**-10, 2.0**-14
     if case.grad:
         return 1e-4, 1e-3
     return 1e-5, 1e-5
@@ -209,8 +222,13 @@ def check(case, fast_result, torch_result):
     for name, got, want in zip(names, fast, ref):
         assert got is not None, f"fastnorm gave no {name}"
         assert got.dtype == want.dtype, f"{name} is {got.dtype}, torch's {want.dtype}"
-        torch.testing.assert_close(got.detach(), want.detach(), rtol=rtol, atol=atol,
-                                   msg=lambda m, name=name: f"{name}: {m}")
+        torch.testing.assert_close(
+            got.detach(),
+            want.detach(),
+            rtol=rtol,
+            atol=atol,
+            msg=lambda m, name=name: f"{name}: {m}",
+        )
 
 
 @contextlib.contextmanager
@@ -238,8 +256,11 @@ def measure(case, repeats):
     checking that the two agree."""
     pair = run_checked(case)
     with case_context(case):
-        times = _bench.time_interleaved({"fastnorm": pair.fastnorm, "torch": pair.torch},
-                                        max(1, repeats * case.rounds_per_repeat), case.min_time)
+        times = _bench.time_interleaved(
+            {"fastnorm": pair.fastnorm, "torch": pair.torch},
+            max(1, repeats * case.rounds_per_repeat),
+            case.min_time,
+        )
     return times["fastnorm"], times["torch"]
 
 
@@ -247,8 +268,9 @@ def cpu_model():
     """lscpu's "Model name" (/proc/cpuinfo's, or platform's, when lscpu is
     missing): ratios are only comparable on the same CPU."""
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10,
-                             env={**os.environ, "LC_ALL": "C"}).stdout
+        out = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"}
+        ).stdout
         for line in out.splitlines():
             if line.startswith("Model name:"):
                 return line.split(":", 1)[1].strip()
@@ -320,27 +342,41 @@ def print_table(run, file=None, extra_header="", extra=None):
     import sys
 
     import fastnorm
+
     file = file or sys.stdout
-    print(f"fastnorm {fastnorm.__version__} (kernels {run.kernels}), "
-          f"torch {_torch().__version__}", file=file)
-    print(f"CPU: {cpu_model()}; {available_cpus()} CPUs available; threads per case in 'thr' "
-          f"(torch.set_num_threads and fastnorm's OpenMP; torch's default here is "
-          f"{run.torch_threads})", file=file)
-    print(f"medians of interleaved rounds: {run.repeats} x {_SMALL_ROUNDS} rounds of ~"
-          f"{_SMALL_MIN_TIME * 1e3:.0f} ms batches for small calls, {run.repeats} x "
-          f"{_LARGE_ROUNDS} single calls for large ones", file=file)
+    print(
+        f"fastnorm {fastnorm.__version__} (kernels {run.kernels}), torch {_torch().__version__}",
+        file=file,
+    )
+    print(
+        f"CPU: {cpu_model()}; {available_cpus()} CPUs available; threads per case in 'thr' "
+        f"(torch.set_num_threads and fastnorm's OpenMP; torch's default here is "
+        f"{run.torch_threads})",
+        file=file,
+    )
+    print(
+        f"medians of interleaved rounds: {run.repeats} x {_SMALL_ROUNDS} rounds of ~"
+        f"{_SMALL_MIN_TIME * 1e3:.0f} ms batches for small calls, {run.repeats} x "
+        f"{_LARGE_ROUNDS} single calls for large ones",
+        file=file,
+    )
     header = f"{'case':<46}{'thr':>4}{'fastnorm':>11}{'torch':>11}{'ratio':>8}{extra_header}"
     print(header, file=file)
     print("-" * len(header), file=file)
     for row in run.rows:
         case = row.case
         if row.error:
-            print(f"{case.label:<46}{case.threads:>4}  WRONG RESULT, not timed: {row.error}",
-                  file=file)
+            print(
+                f"{case.label:<46}{case.threads:>4}  WRONG RESULT, not timed: {row.error}",
+                file=file,
+            )
             continue
-        print(f"{case.label:<46}{case.threads:>4}{_bench.fmt_time(row.fastnorm):>11}"
-              f"{_bench.fmt_time(row.torch):>11}{row.ratio:>8.3f}"
-              f"{extra(row) if extra else ''}", file=file)
+        print(
+            f"{case.label:<46}{case.threads:>4}{_bench.fmt_time(row.fastnorm):>11}"
+            f"{_bench.fmt_time(row.torch):>11}{row.ratio:>8.3f}"
+            f"{extra(row) if extra else ''}",
+            file=file,
+        )
 
 
 def run(cases, repeats=21, isa=None, progress=None, file=None):

@@ -1,12 +1,12 @@
 # Type stubs for the compiled core (fastnorm/_core.pyx), for mypy: the
 # functions and constants the package calls.  Describes _core.pyx as it is;
 # update it together with any change of a def/cpdef signature there.
-from typing import Any, Optional, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-_Stats = Optional[np.ndarray]
+_Stats = np.ndarray | None
 
 # cpdef enum: the op codes every entry point takes
 OP_LAYER_NORM: int
@@ -53,7 +53,7 @@ def backward(
     want_dbias: bool,
     eps: float,
     norm_axes: tuple[int, ...],
-) -> Optional[tuple[_Stats, _Stats]]: ...
+) -> tuple[_Stats, _Stats] | None: ...
 def default_eps(op: int, dtype: npt.DTypeLike) -> float: ...
 def internal_overlap(a: np.ndarray) -> int: ...
 def fast_forward(
@@ -66,7 +66,7 @@ def fast_forward(
     axis: object,
     out: object,
     return_stats: bool,
-) -> Union[None, np.ndarray, tuple[np.ndarray, ...]]: ...
+) -> np.ndarray | tuple[np.ndarray, ...] | None: ...
 
 # the torch bridge: tensors are typed Any so that the stubs need no torch
 def torch_setup(torch: Any) -> None: ...

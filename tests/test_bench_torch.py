@@ -3,6 +3,7 @@ runs, prints every case, checks results and restores the process's state.
 No timing is asserted here: speed is measured, never unit-tested.  The
 project's torch targets, built on the same machinery, are tested in
 test_targets.py."""
+
 import io
 import subprocess
 import sys
@@ -24,17 +25,25 @@ SMALL_2_THREADS = _bench_torch.TorchCase("layer_norm", "function", (8, 768), "fl
 
 
 def table_lines(text):
-    return [line for line in text.splitlines()
-            if line.startswith(("layer_norm ", "rms_norm ", "LayerNorm ", "RMSNorm "))]
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith(("layer_norm ", "rms_norm ", "LayerNorm ", "RMSNorm "))
+    ]
 
 
 def test_cli_prints_every_case():
     args = ["--shapes", "8x768,4x300", "--threads", "1,2", "--repeats", "1"]
-    out = subprocess.run([sys.executable, "-m", "fastnorm", "bench", "--torch", *args],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnorm", "bench", "--torch", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
-    cases = _bench_torch.comparison_cases(["layer_norm", "rms_norm"], [(8, 768), (4, 300)],
-                                          "float32", [1, 2])
+    cases = _bench_torch.comparison_cases(
+        ["layer_norm", "rms_norm"], [(8, 768), (4, 300)], "float32", [1, 2]
+    )
     assert len(cases) == 16
     lines = table_lines(out.stdout)
     assert len(lines) == len(cases), out.stdout
@@ -53,8 +62,9 @@ def test_every_dtype_agrees_with_torch(dtype):
     shapes = [(8, 768), (300, 4096)]
     cases = _bench_torch.comparison_cases(["layer_norm", "rms_norm"], shapes, dtype, [1])
     if dtype == "float64":
-        cases += _bench_torch.comparison_cases(["layer_norm", "rms_norm"], shapes, dtype, [1],
-                                               backward=True)
+        cases += _bench_torch.comparison_cases(
+            ["layer_norm", "rms_norm"], shapes, dtype, [1], backward=True
+        )
     for case in cases:
         _bench_torch.run_checked(case)
 
@@ -62,10 +72,12 @@ def test_every_dtype_agrees_with_torch(dtype):
 def test_comparison_cases_cover_both_forms_or_the_backward():
     forward = _bench_torch.comparison_cases(["rms_norm"], [(2, 8)], "float32", [1, 2])
     assert [(c.form, c.grad, c.threads) for c in forward] == [
-        ("function", False, 1), ("module", False, 1), ("function", False, 2),
-        ("module", False, 2)]
-    backward = _bench_torch.comparison_cases(["rms_norm"], [(2, 8)], "float32", [1],
-                                             backward=True)
+        ("function", False, 1),
+        ("module", False, 1),
+        ("function", False, 2),
+        ("module", False, 2),
+    ]
+    backward = _bench_torch.comparison_cases(["rms_norm"], [(2, 8)], "float32", [1], backward=True)
     assert [(c.form, c.grad) for c in backward] == [("function", True)]
 
 
@@ -87,6 +99,7 @@ def test_a_wrong_result_is_reported_not_timed(monkeypatch):
     and its cases say WRONG RESULT while the others still run, and the CLI
     exits 1."""
     import fastnorm.torch as fnt
+
     real = fnt.layer_norm
     monkeypatch.setattr(fnt, "layer_norm", lambda *a, **k: real(*a, **k) * 1.001)
     buf = io.StringIO()
@@ -100,9 +113,20 @@ def test_a_wrong_result_is_reported_not_timed(monkeypatch):
     assert not any("WRONG RESULT" in line for line in lines[2:]), lines
 
 
-@pytest.mark.parametrize("bad", [["--isa", "sse9"], ["--layout", "channels_first"],
-                                 ["--backward", "--dtype", "bfloat16"], ["--op", "batch_norm"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--isa", "sse9"],
+        ["--layout", "channels_first"],
+        ["--backward", "--dtype", "bfloat16"],
+        ["--op", "batch_norm"],
+    ],
+)
 def test_cli_rejects_bad_arguments(bad):
-    out = subprocess.run([sys.executable, "-m", "fastnorm", "bench", "--torch", *bad],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnorm", "bench", "--torch", *bad],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "error" in out.stderr, (bad, out.stderr)

@@ -3,6 +3,7 @@ benchmarks/targets_torch.py, outside the package): every target is there
 with its goal, the script runs and prints each one, and the torch harness
 reports a wrong result instead of timing it.  No timing is asserted: speed
 is measured, never unit-tested."""
+
 import io
 import os
 import subprocess
@@ -12,12 +13,11 @@ import pytest
 
 pytest.importorskip("threadpoolctl")
 
-import fastnorm  # noqa: E402
+import fastnorm
 
 pytestmark = pytest.mark.any_isa
 
-BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "benchmarks")
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
 SCRIPT = os.path.join(BENCHMARKS, "targets.py")
 sys.path.insert(0, BENCHMARKS)
 import targets  # noqa: E402
@@ -26,8 +26,9 @@ BIG = (4096, 4096)
 
 
 def run_script(*args, timeout=600):
-    out = subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout
+    )
     return out
 
 
@@ -61,17 +62,28 @@ def test_half_backward_and_fused_targets_and_goals():
     assert goals(targets.half_targets("bfloat16")) == [
         ("layer_norm bfloat16 (4096, 4096) out= 1 thread / bfloat16 copy", 1.2, (1,), False),
         ("rms_norm bfloat16 (4096, 4096) out= 1 thread / bfloat16 copy", 1.2, (1,), False),
-        ("layer_norm bfloat16 (4096, 4096) allocating 2 threads / torch bfloat16", 0.3, (2,),
-         False),
-        ("rms_norm bfloat16 (4096, 4096) allocating 2 threads / torch bfloat16", 0.1, (2,),
-         False),
+        (
+            "layer_norm bfloat16 (4096, 4096) allocating 2 threads / torch bfloat16",
+            0.3,
+            (2,),
+            False,
+        ),
+        ("rms_norm bfloat16 (4096, 4096) allocating 2 threads / torch bfloat16", 0.1, (2,), False),
     ]
     assert goals(targets.backward_targets()) == [
-        ("layer_norm_backward f32 (4096, 4096) 2 threads / torch native_layer_norm_backward",
-         0.4, (2,), False),
+        (
+            "layer_norm_backward f32 (4096, 4096) 2 threads / torch native_layer_norm_backward",
+            0.4,
+            (2,),
+            False,
+        ),
         ("layer_norm_backward f32 (4096, 4096) 2 threads / (1.5 x copy roof)", 1.3, (2,), False),
-        ("rms_norm forward+backward f32 (4096, 4096) 2 threads / torch forward+autograd", 0.1,
-         (2,), False),
+        (
+            "rms_norm forward+backward f32 (4096, 4096) 2 threads / torch forward+autograd",
+            0.1,
+            (2,),
+            False,
+        ),
     ]
     assert goals(targets.fused_targets()) == [
         ("add_layer_norm f32 (4096, 4096) 1 thread / (np.add + layer_norm)", 0.75, (1,), False),
@@ -114,16 +126,21 @@ def test_script_prints_every_selected_target():
     assert lines[-1].endswith("of 2 targets met")
 
 
-@pytest.mark.parametrize("bad", [["--repeats", "0"], ["--isa", "sse9"], ["--threads", "x"],
-                                 ["--fused", "--backward"]])
+@pytest.mark.parametrize(
+    "bad", [["--repeats", "0"], ["--isa", "sse9"], ["--threads", "x"], ["--fused", "--backward"]]
+)
 def test_script_rejects_bad_arguments(bad):
     out = run_script(*bad, timeout=60)
     assert out.returncode == 2 and "error" in out.stderr, (bad, out.stderr)
 
 
 def test_package_cli_points_at_the_script():
-    out = subprocess.run([sys.executable, "-m", "fastnorm", "bench", "--targets"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnorm", "bench", "--targets"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 2 and "benchmarks/targets.py" in out.stderr, out.stderr
 
 
@@ -135,8 +152,9 @@ def test_torch_targets_and_goals():
     pytest.importorskip("torch")
     import targets_torch
 
-    keys = {(c.op, c.form, c.shape, c.dtype, c.grad, c.threads, c.goal)
-            for c in targets_torch.TARGETS}
+    keys = {
+        (c.op, c.form, c.shape, c.dtype, c.grad, c.threads, c.goal) for c in targets_torch.TARGETS
+    }
     assert len(keys) == len(targets_torch.TARGETS) == 9
     assert keys == {
         ("layer_norm", "function", (8, 768), "float32", False, 1, 0.6),
@@ -157,8 +175,11 @@ def test_torch_script_prints_every_target():
 
     out = run_script("--torch", "--repeats", "1")
     assert out.returncode == 0, out.stdout + out.stderr
-    lines = [line for line in out.stdout.splitlines()
-             if line.startswith(("layer_norm ", "rms_norm ", "LayerNorm ", "RMSNorm "))]
+    lines = [
+        line
+        for line in out.stdout.splitlines()
+        if line.startswith(("layer_norm ", "rms_norm ", "LayerNorm ", "RMSNorm "))
+    ]
     assert len(lines) == len(targets_torch.TARGETS), out.stdout
     for case, line in zip(targets_torch.TARGETS, lines):
         assert line.startswith(case.label), (case.label, line)
@@ -178,8 +199,10 @@ def test_a_wrong_torch_result_is_reported_not_timed(monkeypatch):
 
     real = fnt.layer_norm
     monkeypatch.setattr(fnt, "layer_norm", lambda *a, **k: real(*a, **k) * 1.001)
-    cases = [targets_torch.TARGETS_BY_KEY["ln_fn_small"],
-             targets_torch.TARGETS_BY_KEY["rms_fn_small"]]
+    cases = [
+        targets_torch.TARGETS_BY_KEY["ln_fn_small"],
+        targets_torch.TARGETS_BY_KEY["rms_fn_small"],
+    ]
     monkeypatch.setattr(targets_torch, "TARGETS", cases)
     buf = io.StringIO()
     monkeypatch.setattr(sys, "stdout", buf)
