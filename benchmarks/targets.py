@@ -30,6 +30,7 @@ import numpy as np
 
 import fastnorm
 from fastnorm import _bench
+from fastnorm.__main__ import parse_ints
 from fastnorm._bench import Case, limit_threads, make_inputs, time_interleaved
 
 EPS = _bench.EPS
@@ -331,7 +332,7 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per target")
     parser.add_argument(
         "--threads",
-        type=_parse_threads,
+        type=parse_ints,
         help="only the targets that run on these thread counts, e.g. 1 or 1,2",
     )
     parser.add_argument(
@@ -345,13 +346,6 @@ def parse_args(argv):
     if args.torch and _bench.torch_module() is None:
         parser.error("--torch needs PyTorch, which is not installed")
     return args
-
-
-def _parse_threads(text):
-    try:
-        return [int(v) for v in text.split(",") if v]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected thread counts like 1,2, got {text!r}") from None
 
 
 def main(argv=None):
