@@ -9,6 +9,7 @@ appended after this file's own flags, so they win where flags conflict
 (e.g. "-fsanitize=address,undefined -O1" overrides -O3; used by .ci/run's
 sanitizer stage).
 """
+
 import os
 import shlex
 import shutil
@@ -56,8 +57,12 @@ def compiler_has_openmp():
         with open(src, "w") as f:
             f.write(PROBE)
         try:
-            subprocess.run(cc + OPENMP_FLAGS + [src, "-o", exe], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                cc + OPENMP_FLAGS + [src, "-o", exe],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             out = subprocess.run([exe], check=True, capture_output=True, text=True)
         except (OSError, subprocess.CalledProcessError):
             return False
@@ -67,8 +72,11 @@ def compiler_has_openmp():
 def make_extensions():
     use_openmp = os.environ.get("FASTNORM_NO_OPENMP") != "1" and compiler_has_openmp()
     if not use_openmp:
-        warnings.warn("fastnorm: the C compiler has no working OpenMP; building a "
-                      "serial (single-threaded) fastnorm.")
+        warnings.warn(
+            "fastnorm: the C compiler has no working OpenMP; building a "
+            "serial (single-threaded) fastnorm.",
+            stacklevel=2,
+        )
         print("WARNING: fastnorm is being built WITHOUT OpenMP (serial).", file=sys.stderr)
     extra_cflags = shlex.split(os.environ.get("FASTNORM_EXTRA_CFLAGS", ""))
     extra_ldflags = shlex.split(os.environ.get("FASTNORM_EXTRA_LDFLAGS", ""))
@@ -76,9 +84,11 @@ def make_extensions():
     flags_text = " ".join(cflags)
     common = dict(
         include_dirs=["src", "fastnorm", numpy.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-                       ("FN_BUILD_FLAGS", '"%s"' % flags_text),
-                       ("FN_SOURCE_FINGERPRINT", '"%s"' % _sources["fingerprint"](HERE))],
+        define_macros=[
+            ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+            ("FN_BUILD_FLAGS", f'"{flags_text}"'),
+            ("FN_SOURCE_FINGERPRINT", f'"{_sources["fingerprint"](HERE)}"'),
+        ],
         extra_compile_args=cflags,
         extra_link_args=(OPENMP_FLAGS if use_openmp else []) + extra_ldflags,
     )

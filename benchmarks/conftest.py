@@ -1,5 +1,2 @@
-import pytest
-
-
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: large shapes")

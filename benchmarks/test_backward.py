@@ -6,19 +6,24 @@
 - the copy roof (the backward moves 1.5 times a copy's bytes).
 
 extra_info["GB/s"] counts reading x and dy and writing dx."""
+
 import pytest
 
 from fastnorm import _bench
 
 COMPETITORS = ["fastnorm", "torch", "copy", "multiply"]
-CASES = [(_bench.Case(op, s, "float32", "last", False), t)
-         for op in ("layer_norm", "rms_norm") for s in [(8, 768), (512, 4096), (4096, 4096)]
-         for t in (1, 2)]
+CASES = [
+    (_bench.Case(op, s, "float32", "last", False), t)
+    for op in ("layer_norm", "rms_norm")
+    for s in [(8, 768), (512, 4096), (4096, 4096)]
+    for t in (1, 2)
+]
 
 
 @pytest.mark.parametrize("competitor", COMPETITORS)
-@pytest.mark.parametrize("case,threads", CASES,
-                         ids=[f"{c.op}-{'x'.join(map(str, c.shape))}-{t}thr" for c, t in CASES])
+@pytest.mark.parametrize(
+    "case,threads", CASES, ids=[f"{c.op}-{'x'.join(map(str, c.shape))}-{t}thr" for c, t in CASES]
+)
 def test_backward(benchmark, case, threads, competitor):
     fns = _bench.backward_competitors(case)
     if competitor not in fns:

@@ -8,6 +8,7 @@ the copy roof, side by side, one group per case.
 Each benchmark records the bandwidth it reached (one read of x, one write of
 y) in extra_info["GB/s"].  CI runs the suite with --benchmark-disable (every
 case once, untimed) so that it cannot rot."""
+
 import pytest
 
 from fastnorm import _bench
@@ -16,24 +17,41 @@ COMPETITORS = ["fastnorm", "numpy", "torch", "copy", "multiply"]
 
 LAST = [(1, 768), (8, 768), (512, 4096), (4096, 4096), (32768, 1024)]
 CASES = (
-    [(_bench.Case(op, s, "float32", "last", True), t) for op in ("layer_norm", "rms_norm")
-     for s in LAST for t in (1, 2)]
-    + [(_bench.Case(op, s, "float32", "last", False), 2) for op in ("layer_norm", "rms_norm")
-       for s in [(8, 768), (4096, 4096)]]
-    + [(_bench.Case(op, s, "float64", "last", True), 1) for op in ("layer_norm", "rms_norm")
-       for s in [(512, 4096), (4096, 4096)]]
-    + [(_bench.Case(op, s, "float32", "channels_first", True), t)
-       for op in ("layer_norm", "rms_norm") for s in [(8, 96, 56, 56), (16, 256, 64, 64)]
-       for t in (1, 2)]
-    + [(_bench.Case(op, s, "bfloat16", "last", out), t)
-       for op in ("layer_norm", "rms_norm") for s in [(8, 768), (4096, 4096)]
-       for out, t in ((True, 1), (False, 2))]
+    [
+        (_bench.Case(op, s, "float32", "last", True), t)
+        for op in ("layer_norm", "rms_norm")
+        for s in LAST
+        for t in (1, 2)
+    ]
+    + [
+        (_bench.Case(op, s, "float32", "last", False), 2)
+        for op in ("layer_norm", "rms_norm")
+        for s in [(8, 768), (4096, 4096)]
+    ]
+    + [
+        (_bench.Case(op, s, "float64", "last", True), 1)
+        for op in ("layer_norm", "rms_norm")
+        for s in [(512, 4096), (4096, 4096)]
+    ]
+    + [
+        (_bench.Case(op, s, "float32", "channels_first", True), t)
+        for op in ("layer_norm", "rms_norm")
+        for s in [(8, 96, 56, 56), (16, 256, 64, 64)]
+        for t in (1, 2)
+    ]
+    + [
+        (_bench.Case(op, s, "bfloat16", "last", out), t)
+        for op in ("layer_norm", "rms_norm")
+        for s in [(8, 768), (4096, 4096)]
+        for out, t in ((True, 1), (False, 2))
+    ]
 )
 
 
 @pytest.mark.parametrize("competitor", COMPETITORS)
-@pytest.mark.parametrize("case,threads", CASES,
-                         ids=[f"{c.label.replace(' ', '-')}-{t}thr" for c, t in CASES])
+@pytest.mark.parametrize(
+    "case,threads", CASES, ids=[f"{c.label.replace(' ', '-')}-{t}thr" for c, t in CASES]
+)
 def test_forward(benchmark, case, threads, competitor):
     fns = _bench.competitors(case)
     if competitor not in fns:

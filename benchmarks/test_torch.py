@@ -1,7 +1,8 @@
 """pytest-benchmark suite for fastnorm.torch against PyTorch: the speed
 targets of issue 10, one group per case with both competitors in it.  The
-cases (shapes, dtypes, thread counts, goals) live in fastnorm/_bench_torch.py,
-which ``python -m fastnorm bench --torch`` measures as ratios.
+targets (shapes, dtypes, thread counts, goals) live in
+benchmarks/targets_torch.py, which ``python benchmarks/targets.py --torch``
+measures as ratios.
 
     pytest benchmarks/test_torch.py                       # both competitors, per case
     pytest benchmarks/test_torch.py --benchmark-group-by=group
@@ -9,17 +10,24 @@ which ``python -m fastnorm bench --torch`` measures as ratios.
 Each fastnorm test checks the result (and gradients) of the call it timed
 against torch's, so that CI's --benchmark-disable run (each call once,
 untimed) catches a broken call rather than a benchmark silently timing it."""
+
+import os
+import sys
+
 import pytest
 
 pytest.importorskip("torch")
 
-from fastnorm import _bench_torch  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import targets_torch
 
-CASES = _bench_torch.CASES
+from fastnorm import _bench_torch
+
+TARGETS = targets_torch.TARGETS
 
 
 @pytest.mark.parametrize("competitor", ["fastnorm", "torch"])
-@pytest.mark.parametrize("case", CASES, ids=[c.key for c in CASES])
+@pytest.mark.parametrize("case", TARGETS, ids=[c.key for c in TARGETS])
 def test_torch_target(benchmark, case, competitor):
     pair = _bench_torch.build(case)
     benchmark.group = f"{case.label}, {case.threads} thread(s), goal fastnorm/torch <= {case.goal}"

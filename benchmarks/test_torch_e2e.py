@@ -9,26 +9,30 @@ untimed CI run stays quick; benchmarks/torch_e2e.py is the full-size
 measurement.  Every case also checks that the logits it produced match the
 other variant's, so a benchmark that silently measures a wrong model fails.
 """
+
 import os
 import sys
 
 import pytest
 
+from fastnorm import _bench
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_e2e  # noqa: E402
-
-from fastnorm import _bench  # noqa: E402
+import torch_e2e  # noqa: E402  (imports torch and transformers: after the skips)
 
 SMALL = dict(layers=2, hidden=256, heads=4, intermediate=512, vocab=1000, positions=128)
 PROMPT = 64
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
-@pytest.fixture(scope="module", params=[(k, d) for k in torch_e2e.KINDS for d in DTYPES],
-                ids=lambda p: f"{p[0]}-{p[1]}")
+@pytest.fixture(
+    scope="module",
+    params=[(k, d) for k in torch_e2e.KINDS for d in DTYPES],
+    ids=lambda p: f"{p[0]}-{p[1]}",
+)
 def pair(request):
     """The stock model, its patched copy, a prompt, and each variant's
     last-position prefill logits and decode-step logits."""
@@ -44,8 +48,15 @@ def pair(request):
             caches[name] = out.cache
             step = torch_e2e.decode_step(model, out.cache, ids[:, -1:])
             expected[name] = {"prefill": out.logits, "decode": step.logits}
-    return {"kind": kind, "dtype": dname, "models": models, "ids": ids, "caches": caches,
-            "expected": expected, "names": names}
+    return {
+        "kind": kind,
+        "dtype": dname,
+        "models": models,
+        "ids": ids,
+        "caches": caches,
+        "expected": expected,
+        "names": names,
+    }
 
 
 def _check(pair, variant, phase, logits):
@@ -63,6 +74,7 @@ def test_e2e(benchmark, pair, phase, variant):
     benchmark.group = f"e2e {pair['kind']} {pair['dtype']} {phase} (small), 1 thread"
     benchmark.extra_info["norm_modules"] = len(pair["names"])
     if phase == "prefill":
+
         def run():
             return torch_e2e.prefill(model, ids).logits
     else:
@@ -70,6 +82,7 @@ def test_e2e(benchmark, pair, phase, variant):
 
         def run():  # decode_step cuts the cache back, so every call does the same work
             return torch_e2e.decode_step(model, cache, token).logits
+
     with _bench.limit_threads(1), torch.inference_mode():
         logits = benchmark(run)
     _check(pair, variant, phase, logits)

@@ -22,6 +22,7 @@ torch.set_num_threads also sets fastnorm's OpenMP thread count (both use the
 process's libgomp), so each thread count applies to both sides.
 The functions are reused by benchmarks/test_torch_e2e.py on a small config.
 """
+
 import argparse
 import copy
 import os
@@ -36,12 +37,12 @@ import warnings
 # __init__ borrows an installed compiled core if this checkout is not built.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
-import transformers  # noqa: E402
+import torch
+import transformers
 
-import fastnorm  # noqa: E402
-import fastnorm.torch as fnt  # noqa: E402
-from fastnorm import _bench  # noqa: E402
+import fastnorm
+import fastnorm.torch as fnt
+from fastnorm import _bench
 
 KINDS = ("llama", "gpt2")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -49,8 +50,20 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # ---- models ---------------------------------------------------------------------
 
-def build(kind, dtype, *, layers=12, hidden=768, heads=12, intermediate=2048, vocab=32000,
-          positions=1024, attn="sdpa", seed=0):
+
+def build(
+    kind,
+    dtype,
+    *,
+    layers=12,
+    hidden=768,
+    heads=12,
+    intermediate=2048,
+    vocab=32000,
+    positions=1024,
+    attn="sdpa",
+    seed=0,
+):
     """A randomly initialised decoder in eval mode.  Weights are drawn in
     float32 and then cast, so a seed gives the same model in every dtype up to
     that cast.  bos/eos ids are set inside the vocabulary only to silence
@@ -58,16 +71,30 @@ def build(kind, dtype, *, layers=12, hidden=768, heads=12, intermediate=2048, vo
     torch.manual_seed(seed)
     if kind == "llama":
         config = transformers.LlamaConfig(
-            vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
-            num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
-            max_position_embeddings=positions, bos_token_id=0, eos_token_id=1,
-            attn_implementation=attn)
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=intermediate,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            max_position_embeddings=positions,
+            bos_token_id=0,
+            eos_token_id=1,
+            attn_implementation=attn,
+        )
         model = transformers.LlamaForCausalLM(config)
     elif kind == "gpt2":
         # GPT-2's own MLP width (4 * hidden); intermediate applies to Llama only.
         config = transformers.GPT2Config(
-            vocab_size=vocab, n_embd=hidden, n_layer=layers, n_head=heads, n_positions=positions,
-            bos_token_id=0, eos_token_id=1, attn_implementation=attn)
+            vocab_size=vocab,
+            n_embd=hidden,
+            n_layer=layers,
+            n_head=heads,
+            n_positions=positions,
+            bos_token_id=0,
+            eos_token_id=1,
+            attn_implementation=attn,
+        )
         model = transformers.GPT2LMHeadModel(config)
     else:
         raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
@@ -77,9 +104,12 @@ def build(kind, dtype, *, layers=12, hidden=768, heads=12, intermediate=2048, vo
 def norm_module_names(model):
     """Every norm module a user would expect patch() to switch: torch's two and
     any class named *RMSNorm (the Hugging Face copies)."""
-    return [name for name, m in model.named_modules()
-            if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm))
-            or type(m).__name__.endswith("RMSNorm")]
+    return [
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm))
+        or type(m).__name__.endswith("RMSNorm")
+    ]
 
 
 def patched_copy(model):
@@ -94,13 +124,16 @@ def patched_copy(model):
     if sorted(names) != sorted(expected):
         missing = sorted(set(expected) - set(names))
         extra = sorted(set(names) - set(expected))
-        raise AssertionError(f"patch() switched {len(names)} modules, expected {len(expected)}; "
-                             f"missing {missing[:5]}, unexpected {extra[:5]}; "
-                             f"warnings: {messages}")
+        raise AssertionError(
+            f"patch() switched {len(names)} modules, expected {len(expected)}; "
+            f"missing {missing[:5]}, unexpected {extra[:5]}; "
+            f"warnings: {messages}"
+        )
     return twin, names, messages
 
 
 # ---- forward passes -----------------------------------------------------------------
+
 
 def prefill(model, ids, last_only=True):
     """One prefill forward with a fresh cache; generate() keeps only the last
@@ -120,6 +153,7 @@ def decode_step(model, cache, token):
 
 
 # ---- correctness ----------------------------------------------------------------------
+
 
 def logits_tolerance(dtype, scale):
     """Largest max|patched - stock| accepted, for logits of magnitude `scale`.
@@ -142,7 +176,7 @@ def logits_tolerance(dtype, scale):
     """
     if dtype == torch.float32:
         return 1e-4 * max(1.0, scale)
-    return 16 * 2.0 ** -8 * max(1.0, scale)
+    return 16 * 2.0**-8 * max(1.0, scale)
 
 
 def compare(stock, patched, ids, reference=None):
@@ -162,21 +196,31 @@ def compare(stock, patched, ids, reference=None):
             outs[name] = torch.cat([out.logits.float().flatten(), step.logits.float().flatten()])
     a, b = outs["stock"], outs["patched"]
     scale = float(a.abs().max())
-    result = {"max_diff": float((a - b).abs().max()), "scale": scale,
-              "tol": logits_tolerance(stock.dtype, scale),
-              "argmax_agree": float((a.view(-1, stock.config.vocab_size).argmax(-1)
-                                     == b.view(-1, stock.config.vocab_size).argmax(-1))
-                                    .float().mean())}
+    result = {
+        "max_diff": float((a - b).abs().max()),
+        "scale": scale,
+        "tol": logits_tolerance(stock.dtype, scale),
+        "argmax_agree": float(
+            (
+                a.view(-1, stock.config.vocab_size).argmax(-1)
+                == b.view(-1, stock.config.vocab_size).argmax(-1)
+            )
+            .float()
+            .mean()
+        ),
+    }
     if "ref" in outs:
         r = outs["ref"]
         result["stock_err"] = float((a - r).abs().max())
         result["patched_err"] = float((b - r).abs().max())
     result["ok"] = result["max_diff"] <= result["tol"] and (
-        "ref" not in outs or result["patched_err"] <= 1.25 * result["stock_err"] + 1e-6)
+        "ref" not in outs or result["patched_err"] <= 1.25 * result["stock_err"] + 1e-6
+    )
     return result
 
 
 # ---- timing ------------------------------------------------------------------------
+
 
 def _rounds(names, repeats):
     """Round orders alternating A B / B A, so that a drift in machine speed
@@ -220,6 +264,7 @@ def time_decode(models, ids, repeats, steps):
 
 
 # ---- where the time goes ---------------------------------------------------------------
+
 
 class _NormHooks:
     """Forward pre/post hooks on the norm modules that either add up their
@@ -313,6 +358,7 @@ def norm_share(model, names, ids, phase, steps=4, runs=3):
 
 # ---- the report ---------------------------------------------------------------------
 
+
 def cpu_model():
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -326,47 +372,73 @@ def cpu_model():
 
 def load_average():
     try:
-        return "load average %.2f %.2f %.2f on %d CPUs" % (os.getloadavg() + (os.cpu_count(),))
+        one, five, fifteen = os.getloadavg()
+        return f"load average {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
     except OSError:
         return "load average unknown"
 
 
 def header(args):
-    return "\n".join([
-        f"CPU: {cpu_model()}; fastnorm ISA: {fastnorm.get_isa()} "
-        f"(available: {', '.join(fastnorm.available_isas())})",
-        f"torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"fastnorm {fastnorm.__version__} from {os.path.dirname(fastnorm.__file__)}; "
-        f"{load_average()}",
-        f"models: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, "
-        f"Llama intermediate {args.intermediate}, GPT-2 MLP {4 * args.hidden}, "
-        f"vocab {args.vocab}, attn={args.attn}; batch 1, prefill {args.prefill} tokens, "
-        f"decode at cache length {args.prefill}",
-        f"timing: {args.repeats} interleaved rounds (prefill: 1 forward per round, decode: "
-        f"{args.decode_steps} steps per round), medians; torch.inference_mode",
-    ])
+    return "\n".join(
+        [
+            f"CPU: {cpu_model()}; fastnorm ISA: {fastnorm.get_isa()} "
+            f"(available: {', '.join(fastnorm.available_isas())})",
+            f"torch {torch.__version__}, transformers {transformers.__version__}, "
+            f"fastnorm {fastnorm.__version__} from {os.path.dirname(fastnorm.__file__)}; "
+            f"{load_average()}",
+            f"models: {args.layers} layers, hidden {args.hidden}, {args.heads} heads, "
+            f"Llama intermediate {args.intermediate}, GPT-2 MLP {4 * args.hidden}, "
+            f"vocab {args.vocab}, attn={args.attn}; batch 1, prefill {args.prefill} tokens, "
+            f"decode at cache length {args.prefill}",
+            f"timing: {args.repeats} interleaved rounds (prefill: 1 forward per round, decode: "
+            f"{args.decode_steps} steps per round), medians; torch.inference_mode",
+        ]
+    )
 
 
-COLUMNS = ("model", "dtype", "thr", "phase", "stock ms", "patched ms", "speed-up",
-           "norm% stock", "norm% patched", "prof% stock", "prof% patched")
+COLUMNS = (
+    "model",
+    "dtype",
+    "thr",
+    "phase",
+    "stock ms",
+    "patched ms",
+    "speed-up",
+    "norm% stock",
+    "norm% patched",
+    "prof% stock",
+    "prof% patched",
+)
 
 
 def format_table(rows):
     control = any(r.get("copy") for r in rows)
     columns = COLUMNS + (("A/A stock/copy",) if control else ())
-    cells = [columns] + [(
-        r["model"], r["dtype"], str(r["threads"]), r["phase"],
-        f"{1e3 * r['stock']:.2f}", f"{1e3 * r['patched']:.2f}",
-        f"{r['stock'] / r['patched']:.3f}x",
-        f"{100 * r['share_stock']['hooks']:.1f}", f"{100 * r['share_patched']['hooks']:.1f}",
-        f"{100 * r['share_stock']['profiler']:.1f}",
-        f"{100 * r['share_patched']['profiler']:.1f}")
-        + ((f"{r['stock'] / r['copy']:.3f}x",) if control else ()) for r in rows]
+    cells = [columns] + [
+        (
+            r["model"],
+            r["dtype"],
+            str(r["threads"]),
+            r["phase"],
+            f"{1e3 * r['stock']:.2f}",
+            f"{1e3 * r['patched']:.2f}",
+            f"{r['stock'] / r['patched']:.3f}x",
+            f"{100 * r['share_stock']['hooks']:.1f}",
+            f"{100 * r['share_patched']['hooks']:.1f}",
+            f"{100 * r['share_stock']['profiler']:.1f}",
+            f"{100 * r['share_patched']['profiler']:.1f}",
+        )
+        + ((f"{r['stock'] / r['copy']:.3f}x",) if control else ())
+        for r in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = []
     for j, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i < 4 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))
+            )
+        )
         if j == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -390,8 +462,11 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds per measurement")
     p.add_argument("--decode-steps", type=int, default=10, help="decode steps per round")
     p.add_argument("--attn", default="sdpa", choices=("sdpa", "eager"))
-    p.add_argument("--control", action="store_true",
-                   help="also time an unpatched copy of the stock model (A/A noise floor)")
+    p.add_argument(
+        "--control",
+        action="store_true",
+        help="also time an unpatched copy of the stock model (A/A noise floor)",
+    )
     args = p.parse_args(argv)
     args.models = _csv(args.models)
     args.dtype = _csv(args.dtype)
@@ -408,9 +483,15 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     print(header(args), flush=True)
-    sizes = dict(layers=args.layers, hidden=args.hidden, heads=args.heads,
-                 intermediate=args.intermediate, vocab=args.vocab,
-                 positions=max(1024, args.prefill + 8), attn=args.attn)
+    sizes = dict(
+        layers=args.layers,
+        hidden=args.hidden,
+        heads=args.heads,
+        intermediate=args.intermediate,
+        vocab=args.vocab,
+        positions=max(1024, args.prefill + 8),
+        attn=args.attn,
+    )
     gen = torch.Generator().manual_seed(1)
     ids = torch.randint(0, args.vocab, (1, args.prefill), generator=gen)
     rows, checks, failed = [], [], False
@@ -424,15 +505,21 @@ def main(argv=None):
             check = compare(stock, patched, ids, reference)
             del reference
             failed |= not check["ok"]
-            extra = (f", max|stock-f32| {check['stock_err']:.3g}, max|patched-f32| "
-                     f"{check['patched_err']:.3g}" if "stock_err" in check else "")
-            checks.append(f"{kind} {dname}: patched {len(names)} norm modules "
-                          f"({type(patched.get_submodule(names[0])).__name__}); logits "
-                          f"max|patched-stock| {check['max_diff']:.3g} (tol {check['tol']:.3g}, "
-                          f"scale {check['scale']:.3g}{extra}), argmax agree "
-                          f"{100 * check['argmax_agree']:.1f}%"
-                          f"{'' if check['ok'] else '  FAILED'}"
-                          + (f"; warnings: {messages}" if messages else ""))
+            extra = (
+                f", max|stock-f32| {check['stock_err']:.3g}, max|patched-f32| "
+                f"{check['patched_err']:.3g}"
+                if "stock_err" in check
+                else ""
+            )
+            checks.append(
+                f"{kind} {dname}: patched {len(names)} norm modules "
+                f"({type(patched.get_submodule(names[0])).__name__}); logits "
+                f"max|patched-stock| {check['max_diff']:.3g} (tol {check['tol']:.3g}, "
+                f"scale {check['scale']:.3g}{extra}), argmax agree "
+                f"{100 * check['argmax_agree']:.1f}%"
+                f"{'' if check['ok'] else '  FAILED'}"
+                + (f"; warnings: {messages}" if messages else "")
+            )
             print(checks[-1], flush=True)
             models = {"stock": stock, "patched": patched}
             if args.control:
@@ -447,21 +534,35 @@ def main(argv=None):
                             t = time_prefill(models, ids, args.repeats)
                         else:
                             t = time_decode(models, ids, args.repeats, args.decode_steps)
-                        rows.append({
-                            "model": kind, "dtype": dname, "threads": threads, "phase": phase,
-                            "stock": t["stock"], "patched": t["patched"], "copy": t.get("copy"),
-                            "share_stock": norm_share(stock, names, ids, phase),
-                            "share_patched": norm_share(patched, names, ids, phase)})
+                        rows.append(
+                            {
+                                "model": kind,
+                                "dtype": dname,
+                                "threads": threads,
+                                "phase": phase,
+                                "stock": t["stock"],
+                                "patched": t["patched"],
+                                "copy": t.get("copy"),
+                                "share_stock": norm_share(stock, names, ids, phase),
+                                "share_patched": norm_share(patched, names, ids, phase),
+                            }
+                        )
                         r = rows[-1]
-                        print(f"  {kind} {dname} {threads} thr {phase}: stock "
-                              f"{1e3 * r['stock']:.2f} ms, patched {1e3 * r['patched']:.2f} ms"
-                              + (f", copy {1e3 * r['copy']:.2f} ms" if r["copy"] else "") + " "
-                              f"({time.perf_counter() - t_start:.0f} s elapsed)", flush=True)
+                        print(
+                            f"  {kind} {dname} {threads} thr {phase}: stock "
+                            f"{1e3 * r['stock']:.2f} ms, patched {1e3 * r['patched']:.2f} ms"
+                            + (f", copy {1e3 * r['copy']:.2f} ms" if r["copy"] else "")
+                            + " "
+                            f"({time.perf_counter() - t_start:.0f} s elapsed)",
+                            flush=True,
+                        )
             del stock, patched, models
     print()
     print(header(args))
-    print("norm%: share of wall time inside norm modules (perf_counter hooks); prof%: the same "
-          "from torch.profiler ranges (overstates many-op stock norms)")
+    print(
+        "norm%: share of wall time inside norm modules (perf_counter hooks); prof%: the same "
+        "from torch.profiler ranges (overstates many-op stock norms)"
+    )
     print()
     print(format_table(rows))
     print()

@@ -7,6 +7,7 @@ The model is a pre-norm transformer (nn.LayerNorm before attention, nn.RMSNorm
 before the MLP, a final nn.LayerNorm).  fastnorm.torch.patch switches those
 modules to fastnorm's kernels in place; fastnorm.torch.unpatch switches back.
 """
+
 import argparse
 import statistics
 import sys
@@ -23,8 +24,9 @@ class Block(torch.nn.Module):
         self.norm1 = torch.nn.LayerNorm(d)
         self.attn = torch.nn.MultiheadAttention(d, heads, batch_first=True)
         self.norm2 = torch.nn.RMSNorm(d)
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(d, 4 * d), torch.nn.GELU(),
-                                       torch.nn.Linear(4 * d, d))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Linear(d, 4 * d), torch.nn.GELU(), torch.nn.Linear(4 * d, d)
+        )
 
     def forward(self, x):
         h = self.norm1(x)
@@ -99,8 +101,10 @@ def _run(steps, threads, quiet):
         print(f"patched {len(names)} modules: {', '.join(names)}")
         print(f"max |logits difference|   {logit_diff:.3g}")
         print(f"max |gradient difference| {grad_diff:.3g}")
-        print(f"no-grad forward, {threads} thread(s): fastnorm {timings['fastnorm']:.3f} ms, "
-              f"torch {timings['torch']:.3f} ms (medians)")
+        print(
+            f"no-grad forward, {threads} thread(s): fastnorm {timings['fastnorm']:.3f} ms, "
+            f"torch {timings['torch']:.3f} ms (medians)"
+        )
     fnt.unpatch(model)
     return logit_diff, grad_diff, timings
 

@@ -10,6 +10,7 @@ The model is a residual block on a 32-wide input:
 
 trained with plain SGD on a regression target made by a fixed random
 network.  Everything but the two norms is a few lines of NumPy."""
+
 import argparse
 import sys
 
@@ -19,11 +20,11 @@ import fastnorm
 
 
 def gelu(z):
-    return 0.5 * z * (1 + np.tanh(0.7978845608 * (z + 0.044715 * z ** 3)))
+    return 0.5 * z * (1 + np.tanh(0.7978845608 * (z + 0.044715 * z**3)))
 
 
 def gelu_grad(z):
-    t = np.tanh(0.7978845608 * (z + 0.044715 * z ** 3))
+    t = np.tanh(0.7978845608 * (z + 0.044715 * z**3))
     return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * 0.7978845608 * (1 + 3 * 0.044715 * z * z)
 
 
@@ -39,7 +40,8 @@ def train(steps=300, lr=0.05, seed=0, quiet=False):
     d, hidden, n = 32, 64, 512
     x, target = make_data(rng, n, d)
     p = {
-        "ln_w": np.ones(d, np.float32), "ln_b": np.zeros(d, np.float32),
+        "ln_w": np.ones(d, np.float32),
+        "ln_b": np.zeros(d, np.float32),
         "w1": (rng.standard_normal((d, hidden)) / np.sqrt(d)).astype(np.float32),
         "b1": np.zeros(hidden, np.float32),
         "w2": (rng.standard_normal((hidden, d)) / np.sqrt(hidden)).astype(np.float32),
@@ -55,7 +57,7 @@ def train(steps=300, lr=0.05, seed=0, quiet=False):
         r, rstd2 = fastnorm.rms_norm(h, weight=p["rms_w"], return_stats=True)
         pred = r @ p["head"]
         err = pred - target
-        loss = float(np.mean(err ** 2))
+        loss = float(np.mean(err**2))
         losses.append(loss)
         # backward
         g = {}
@@ -69,7 +71,8 @@ def train(steps=300, lr=0.05, seed=0, quiet=False):
         g["b1"] = d_z.sum(axis=0)
         d_a = d_z @ p["w1"].T
         d_x, g["ln_w"], g["ln_b"] = fastnorm.layer_norm_backward(
-            d_a, x, weight=p["ln_w"], mean=mean, rstd=rstd)
+            d_a, x, weight=p["ln_w"], mean=mean, rstd=rstd
+        )
         for k in p:
             p[k] -= lr * g[k]
         if not quiet and step % 50 == 0:

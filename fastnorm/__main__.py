@@ -4,6 +4,7 @@ Exits with status 1 when the self-check fails.
 
 ``python -m fastnorm bench [options]``: the user-facing benchmark (see
 ``python -m fastnorm bench --help``)."""
+
 import argparse
 import os
 import sys
@@ -31,19 +32,40 @@ def self_check():
     rng = np.random.default_rng(0)
     results = []
     # half precision: one rounding of the output, an ulp at |y| = 1 (relative above)
-    for dtype, tol in ((np.float32, 2e-5), (np.float64, 1e-12), (np.float16, 2.0 ** -10),
-                       (ml_dtypes.bfloat16, 2.0 ** -7)):
+    for dtype, tol in (
+        (np.float32, 2e-5),
+        (np.float64, 1e-12),
+        (np.float16, 2.0**-10),
+        (ml_dtypes.bfloat16, 2.0**-7),
+    ):
         x = rng.normal(2, 3, (37, 515)).astype(dtype)
         xc = rng.normal(0, 1, (2, 24, 5, 7)).astype(dtype)
         cases = [
-            ("layer_norm last axis", fastnorm.layer_norm(x), numpy_layer_norm(x.astype(np.float64))),
-            ("layer_norm Fortran", fastnorm.layer_norm(np.asfortranarray(x)),
-             numpy_layer_norm(x.astype(np.float64))),
-            ("layer_norm axis=1 (NCHW)", fastnorm.layer_norm(xc, axis=1),
-             numpy_layer_norm(xc.astype(np.float64), axis=1)),
-            ("rms_norm last axis", fastnorm.rms_norm(x, eps=1e-6), numpy_rms_norm(x.astype(np.float64))),
-            ("rms_norm strided", fastnorm.rms_norm(x[::2, ::3], eps=1e-6),
-             numpy_rms_norm(x[::2, ::3].astype(np.float64))),
+            (
+                "layer_norm last axis",
+                fastnorm.layer_norm(x),
+                numpy_layer_norm(x.astype(np.float64)),
+            ),
+            (
+                "layer_norm Fortran",
+                fastnorm.layer_norm(np.asfortranarray(x)),
+                numpy_layer_norm(x.astype(np.float64)),
+            ),
+            (
+                "layer_norm axis=1 (NCHW)",
+                fastnorm.layer_norm(xc, axis=1),
+                numpy_layer_norm(xc.astype(np.float64), axis=1),
+            ),
+            (
+                "rms_norm last axis",
+                fastnorm.rms_norm(x, eps=1e-6),
+                numpy_rms_norm(x.astype(np.float64)),
+            ),
+            (
+                "rms_norm strided",
+                fastnorm.rms_norm(x[::2, ::3], eps=1e-6),
+                numpy_rms_norm(x[::2, ::3].astype(np.float64)),
+            ),
         ]
         for name, got, want in cases:
             got = got.astype(np.float64)
@@ -67,8 +89,8 @@ def timing_table(shapes, repeats):
         out = np.empty_like(x)
         t_np, t_fn = [], []
         for _ in range(repeats):
-            t_np.append(time_once(lambda: numpy_layer_norm(x)))
-            t_fn.append(time_once(lambda: fastnorm.layer_norm(x, out=out)))
+            t_np.append(time_once(lambda x=x: numpy_layer_norm(x)))
+            t_fn.append(time_once(lambda x=x, out=out: fastnorm.layer_norm(x, out=out)))
         rows.append((shape, float(np.median(t_fn)), float(np.median(t_np))))
     return rows
 
@@ -78,52 +100,84 @@ def parse_shapes(text):
         return [tuple(int(v) for v in part.lower().split("x")) for part in text.split(",") if part]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--shapes takes sizes like 8x768,4096x4096, got {text!r}") from None
+            f"--shapes takes sizes like 8x768,4096x4096, got {text!r}"
+        ) from None
 
 
 def parse_ints(text):
     try:
         return [int(v) for v in text.split(",") if v]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
 
 
 def bench_main(argv):
     from . import _bench
+
     parser = argparse.ArgumentParser(
         prog="python -m fastnorm bench",
-        description="Time fastnorm against NumPy, PyTorch (if installed) and the copy roof.")
-    parser.add_argument("--shapes", type=parse_shapes,
-                        default=[s for s in _bench.DEFAULT_SHAPES if s != (32768, 1024)],
-                        help="comma-separated shapes, e.g. 8x768,4096x4096 "
-                             "(4-D shapes with --layout channels_first)")
-    parser.add_argument("--dtype", choices=["float32", "float64", "float16", "bfloat16"],
-                        default="float32",
-                        help="with --targets, float16/bfloat16 measure the half-precision targets")
-    parser.add_argument("--threads", type=parse_ints, default=[1, 2],
-                        help="thread counts to measure, e.g. 1,2")
-    parser.add_argument("--op", default="layer_norm,rms_norm",
-                        help="layer_norm, rms_norm or both (comma-separated)")
+        description="Time fastnorm against NumPy, PyTorch (if installed) and the copy roof.",
+    )
+    parser.add_argument(
+        "--shapes",
+        type=parse_shapes,
+        default=[s for s in _bench.DEFAULT_SHAPES if s != (32768, 1024)],
+        help="comma-separated shapes, e.g. 8x768,4096x4096 "
+        "(4-D shapes with --layout channels_first)",
+    )
+    parser.add_argument(
+        "--dtype", choices=["float32", "float64", "float16", "bfloat16"], default="float32"
+    )
+    parser.add_argument(
+        "--threads", type=parse_ints, default=[1, 2], help="thread counts to measure, e.g. 1,2"
+    )
+    parser.add_argument(
+        "--op", default="layer_norm,rms_norm", help="layer_norm, rms_norm or both (comma-separated)"
+    )
     parser.add_argument("--layout", choices=["last", "channels_first"], default="last")
-    parser.add_argument("--alloc", action="store_true",
-                        help="let each call allocate its output (default: out= preallocated)")
+    parser.add_argument(
+        "--alloc",
+        action="store_true",
+        help="let each call allocate its output (default: out= preallocated)",
+    )
     parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per case")
-    parser.add_argument("--plot", metavar="FILE.png",
-                        help="draw GB/s against size for every competitor (needs matplotlib)")
-    parser.add_argument("--targets", action="store_true",
-                        help="measure the project's speed targets (ratios, side by side)")
-    parser.add_argument("--backward", action="store_true",
-                        help="time the backward passes (with --targets: the backward targets)")
-    parser.add_argument("--fused", action="store_true",
-                        help="time the fused residual add + norm against its two steps "
-                             "(with --targets: the fused targets)")
-    parser.add_argument("--torch", action="store_true",
-                        help="measure fastnorm.torch against PyTorch: the issue's speed targets "
-                             "(ratios of medians, side by side; needs torch)")
-    parser.add_argument("--isa", choices=_core.available_isas(),
-                        help="force fastnorm's kernel set for the run (default: the best "
-                             "this CPU supports, or FASTNORM_ISA)")
+    parser.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw GB/s against size for every competitor (needs matplotlib)",
+    )
+    # the project's speed targets left the package: a pointer for old habits
+    parser.add_argument("--targets", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--backward",
+        action="store_true",
+        help="time the backward passes (with --torch: forward plus backward)",
+    )
+    parser.add_argument(
+        "--fused",
+        action="store_true",
+        help="time the fused residual add + norm against its two steps",
+    )
+    parser.add_argument(
+        "--torch",
+        action="store_true",
+        help="time fastnorm.torch's function and module against PyTorch's "
+        "(ratios of medians, side by side; needs torch)",
+    )
+    parser.add_argument(
+        "--isa",
+        choices=_core.available_isas(),
+        help="force fastnorm's kernel set for the run (default: the best "
+        "this CPU supports, or FASTNORM_ISA)",
+    )
     args = parser.parse_args(argv)
+    if args.targets:
+        parser.error(
+            "the project's speed targets moved out of the package: run "
+            "python benchmarks/targets.py in a source checkout"
+        )
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.torch and _bench.torch_module() is None:
@@ -134,16 +188,22 @@ def bench_main(argv):
 
 def _bench_dispatch(parser, args):
     from . import _bench
-    if args.torch:
-        return bench_torch(args.repeats)
-    if args.targets:
-        return bench_targets(args.repeats, args.backward, args.fused, args.dtype)
-    if args.fused:
-        return bench_fused(args)
+
     ops = [o.strip() for o in args.op.split(",") if o.strip()]
     for op in ops:
         if op not in ("layer_norm", "rms_norm"):
             parser.error(f"--op takes layer_norm and/or rms_norm, got {op!r}")
+    if args.torch:
+        if args.layout != "last" or args.fused or args.alloc or args.plot:
+            parser.error(
+                "--torch compares last-axis calls; it takes --shapes, --dtype, "
+                "--threads, --op, --backward, --repeats and --isa"
+            )
+        if args.backward and args.dtype not in ("float32", "float64"):
+            parser.error("--torch --backward compares float32 or float64")
+        return bench_torch(args, ops)
+    if args.fused:
+        return bench_fused(args)
     if args.backward and args.layout != "last":
         parser.error("--backward measures the last-axis layout")
     if args.layout == "channels_first" and any(len(s) != 4 for s in args.shapes):
@@ -155,10 +215,13 @@ def _bench_dispatch(parser, args):
             parser.error("--plot needs matplotlib: pip install matplotlib")
         matplotlib.use("Agg")
 
-    cases = [(_bench.Case(op, shape, args.dtype, args.layout, not args.alloc), n)
-             for op in ops for shape in args.shapes for n in args.threads]
-    print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
-          f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
+    cases = [
+        (_bench.Case(op, shape, args.dtype, args.layout, not args.alloc), n)
+        for op in ops
+        for shape in args.shapes
+        for n in args.threads
+    ]
+    print(_bench.header())
     progress = _bench.Progress(len(cases))
     rows = []
     for case, n in cases:
@@ -174,39 +237,55 @@ def _bench_dispatch(parser, args):
         row["op"] = case.op
         rows.append(row)
         progress.step(case.label)
-    header = f"{'case':<44}{'thr':>4}{'time':>11}{'GB/s':>8}{'% roof':>8}{'x numpy':>9}{'x torch':>9}"
+    header = (
+        f"{'case':<44}{'thr':>4}{'time':>11}{'GB/s':>8}{'% roof':>8}{'x numpy':>9}{'x torch':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
         torch_txt = f"{r['vs_torch']:.1f}" if r["vs_torch"] is not None else "-"
         numpy_txt = f"{r['vs_numpy']:.1f}" if r["vs_numpy"] is not None else "-"
-        print(f"{r['case']:<44}{r['threads']:>4}{_fmt_time(r['time']):>11}{r['gbps']:>8.1f}"
-              f"{r['roof_pct']:>7.0f}%{numpy_txt:>9}{torch_txt:>9}")
+        print(
+            f"{r['case']:<44}{r['threads']:>4}{_bench.fmt_time(r['time']):>11}{r['gbps']:>8.1f}"
+            f"{r['roof_pct']:>7.0f}%{numpy_txt:>9}{torch_txt:>9}"
+        )
     if args.backward:
-        print("backward: layer_norm is layer_norm_backward with the forward's stats; rms_norm is "
-              "forward plus backward. GB/s and % roof count the traffic of reading x and dy and "
-              "writing dx (1.5 times a copy's); numpy has no backward ('-').")
+        print(
+            "backward: layer_norm is layer_norm_backward with the forward's stats; rms_norm is "
+            "forward plus backward. GB/s and % roof count the traffic of reading x and dy and "
+            "writing dx (1.5 times a copy's); numpy has no backward ('-')."
+        )
     else:
-        print("GB/s counts one read of x and one write of y; % roof is the copy roof's time "
-              "(faster of np.copyto and np.multiply(x, 1, out=)) over fastnorm's.")
+        print(
+            "GB/s counts one read of x and one write of y; % roof is the copy roof's time "
+            "(faster of np.copyto and np.multiply(x, 1, out=)) over fastnorm's."
+        )
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")
     return 0
 
 
-def bench_torch(repeats):
-    """The fastnorm.torch targets (fastnorm/_bench_torch.py) as a table."""
+def bench_torch(args, ops):
+    """fastnorm.torch against torch on the given shapes, dtype and threads
+    (the ISA is already forced by bench_main)."""
     from . import _bench, _bench_torch
-    rows = _bench_torch.run(repeats, progress=_bench.Progress(len(_bench_torch.CASES)))
+
+    cases = _bench_torch.comparison_cases(ops, args.shapes, args.dtype, args.threads, args.backward)
+    result = _bench_torch.run(cases, args.repeats, progress=_bench.Progress(len(cases)))
     # a case whose result differs from torch's has no ratio: that is a failure
-    return 0 if all(row.error is None for row in rows) else 1
+    return 0 if all(row.error is None for row in result.rows) else 1
 
 
 def bench_fused(args):
     from . import _bench
-    cases = [(_bench.Case(op, shape, args.dtype, "last", True), n)
-             for op in ("layer_norm", "rms_norm") for shape in args.shapes for n in args.threads]
+
+    cases = [
+        (_bench.Case(op, shape, args.dtype, "last", True), n)
+        for op in ("layer_norm", "rms_norm")
+        for shape in args.shapes
+        for n in args.threads
+    ]
     progress = _bench.Progress(len(cases))
     rows = []
     for case, n in cases:
@@ -216,45 +295,21 @@ def bench_fused(args):
         progress.step(case.label)
     print(f"{'case':<44}{'thr':>4}{'fused':>11}{'2 steps':>11}{'ratio':>8}")
     for case, n, t in rows:
-        print(f"{'add_' + case.label:<44}{n:>4}{_fmt_time(t['fastnorm']):>11}"
-              f"{_fmt_time(t['two steps']):>11}{t['fastnorm'] / t['two steps']:>8.2f}")
-    print("fused: add_layer_norm / add_rms_norm with out= and residual_out=; "
-          "2 steps: np.add(x, r, out=h), then the norm with out=.")
+        print(
+            f"{'add_' + case.label:<44}{n:>4}{_bench.fmt_time(t['fastnorm']):>11}"
+            f"{_bench.fmt_time(t['two steps']):>11}{t['fastnorm'] / t['two steps']:>8.2f}"
+        )
+    print(
+        "fused: add_layer_norm / add_rms_norm with out= and residual_out=; "
+        "2 steps: np.add(x, r, out=h), then the norm with out=."
+    )
     return 0
-
-
-def bench_targets(repeats, backward=False, fused=False, dtype="float32"):
-    from . import _bench
-    print(f"fastnorm {fastnorm.__version__}, kernels {_core.isa()}, "
-          f"torch {'not installed' if _bench.torch_module() is None else _bench.torch_module().__version__}")
-    if dtype in _bench.HALF_DTYPES:
-        rows = _bench.measure_half_targets(dtype, repeats,
-                                           _bench.Progress(_bench.HALF_TARGET_COUNT))
-    elif fused:
-        rows = _bench.measure_fused_targets(repeats, _bench.Progress(_bench.FUSED_TARGET_COUNT))
-    elif backward:
-        rows = _bench.measure_backward_targets(
-            repeats, _bench.Progress(_bench.BACKWARD_TARGET_COUNT))
-    else:
-        rows = _bench.measure_targets(repeats, _bench.Progress(_bench.TARGET_COUNT))
-    print(f"{'target':<68}{'measured':>10}{'goal':>8}  met")
-    for name, value, goal, higher in rows:
-        if value is None:
-            print(f"{name:<68}{'n/a':>10}{goal:>8}  (competitor not installed)")
-            continue
-        met = value >= goal if higher else value <= goal
-        sign = ">=" if higher else "<="
-        print(f"{name:<68}{value:>10.3f}{sign:>4}{goal:<5}  {'yes' if met else 'NO'}")
-    return 0
-
-
-def _fmt_time(t):
-    return f"{t * 1e6:.1f}us" if t < 1e-3 else f"{t * 1e3:.2f}ms"
 
 
 def plot(rows, path):
     import matplotlib.pyplot as plt
-    series = {}
+
+    series: dict[tuple, dict[str, list]] = {}
     for r in rows:
         nbytes = int(np.prod(r["shape"])) * (4 if "float32" in r["case"] else 8)
         key = (r["op"], r["threads"])
@@ -283,22 +338,34 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "bench":
         return bench_main(argv[1:])
-    parser = argparse.ArgumentParser(prog="python -m fastnorm", description=__doc__.splitlines()[0],
-                                     epilog="python -m fastnorm bench --help: the benchmark")
+    parser = argparse.ArgumentParser(
+        prog="python -m fastnorm",
+        description=__doc__.splitlines()[0],
+        epilog="python -m fastnorm bench --help: the benchmark",
+    )
     parser.add_argument("--repeats", type=int, default=15, help="timing repeats per shape")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="also say which copy of fastnorm runs, and from where")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also say which copy of fastnorm runs, and from where",
+    )
     args = parser.parse_args(argv)
     if args.verbose:
         print(f"fastnorm package: {os.path.dirname(fastnorm.__file__)}")
         print(f"compiled core:    {_core.__file__}")
-        if fastnorm._deferred_from:
-            print(f"(the source checkout {fastnorm._deferred_from} has no compiled core: "
-                  "running the installed copy, Python and C both)")
+        deferred_from = getattr(fastnorm, "_deferred_from", None)
+        if deferred_from:
+            print(
+                f"(the source checkout {deferred_from} has no compiled core: "
+                "running the installed copy, Python and C both)"
+            )
 
     print(f"fastnorm {fastnorm.__version__}  (numpy {np.__version__})")
-    print(f"build:   OpenMP {'on' if _core.openmp_enabled else 'OFF (serial build)'}; "
-          f"flags: {_core.build_flags}")
+    print(
+        f"build:   OpenMP {'on' if _core.openmp_enabled else 'OFF (serial build)'}; "
+        f"flags: {_core.build_flags}"
+    )
     print(f"kernels: {_core.isa()}")
     print(f"threads: {_core.max_threads()} (OMP_NUM_THREADS / threadpoolctl)")
     print()
@@ -307,7 +374,9 @@ def main(argv=None):
     for name, err, tol in self_check():
         passed = err <= tol
         ok &= passed
-        print(f"  {'ok  ' if passed else 'FAIL'} {name:<36} max error {err:.2e} (tolerance {tol:.0e})")
+        print(
+            f"  {'ok  ' if passed else 'FAIL'} {name:<36} max error {err:.2e} (tolerance {tol:.0e})"
+        )
     print()
     print("layer_norm, float32, out= preallocated; median of", args.repeats, "interleaved runs:")
     print(f"  {'shape':<14}{'fastnorm':>12}{'numpy':>12}{'speed-up':>10}")

@@ -1,14 +1,17 @@
-"""Benchmark cases shared by ``python -m fastnorm bench`` and the
-pytest-benchmark suite in ``benchmarks/``.
+"""Benchmark cases and timing helpers shared by ``python -m fastnorm bench``,
+the pytest-benchmark suite in ``benchmarks/`` and the project's speed targets
+(``benchmarks/targets.py``, which is not installed).
 
 A case is one normalization (op, shape, dtype, layout, out= or allocating);
 each competitor is a zero-argument callable doing that work its own way:
 fastnorm, plain NumPy, PyTorch's CPU kernel (when torch is installed), and the
 copy roof (the faster of ``np.copyto`` and ``np.multiply(x, 1, out=)``, which
 move the same bytes as a normalization and do nothing else)."""
+
 import contextlib
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import ml_dtypes
@@ -23,16 +26,18 @@ HALF_DTYPES = ("float16", "bfloat16")
 def np_dtype(name):
     """The NumPy dtype of a case's dtype name (bfloat16 comes from ml_dtypes)."""
     return np.dtype(ml_dtypes.bfloat16) if name == "bfloat16" else np.dtype(name)
+
+
 DEFAULT_SHAPES = [(1, 768), (8, 768), (512, 4096), (4096, 4096), (32768, 1024)]
 
 
 @dataclass(frozen=True)
 class Case:
-    op: str = "layer_norm"          # or "rms_norm"
+    op: str = "layer_norm"  # or "rms_norm"
     shape: tuple = (4096, 4096)
     dtype: str = "float32"
-    layout: str = "last"            # or "channels_first" (axis=1 of a 4-D array)
-    out: bool = True                # preallocated out= (else allocating)
+    layout: str = "last"  # or "channels_first" (axis=1 of a 4-D array)
+    out: bool = True  # preallocated out= (else allocating)
 
     @property
     def label(self):
@@ -87,7 +92,7 @@ def competitors(case, include_torch=True):
     x, w, b = make_inputs(case)
     out = np.empty_like(x)
     axis = case.axis
-    fns = {}
+    fns: dict[str, Callable[[], object]] = {}
     if case.op == "layer_norm":
         wb = (w.reshape(-1), b.reshape(-1)) if case.layout == "channels_first" else (w, b)
         if case.out:
@@ -138,7 +143,9 @@ def _torch_fn(torch, case, x, w, b):
     F = torch.nn.functional
     if case.layout == "channels_first":
         if case.op == "layer_norm":
-            return lambda: F.layer_norm(xt.permute(0, 2, 3, 1), (n,), wt, bt, EPS).permute(0, 3, 1, 2)
+            return lambda: F.layer_norm(xt.permute(0, 2, 3, 1), (n,), wt, bt, EPS).permute(
+                0, 3, 1, 2
+            )
         return lambda: F.rms_norm(xt.permute(0, 2, 3, 1), (n,), wt, EPS).permute(0, 3, 1, 2)
     if case.op == "layer_norm":
         return lambda: F.layer_norm(xt, (n,), wt, bt, EPS)
@@ -149,6 +156,7 @@ def _torch_fn(torch, case, x, w, b):
 def limit_threads(n):
     """Limit fastnorm's (OpenMP) and torch's threads to n for the block."""
     from threadpoolctl import threadpool_limits
+
     torch = torch_module()
     previous = torch.get_num_threads() if torch is not None else None
     if torch is not None:
@@ -169,6 +177,7 @@ def forced_isa(name):
         yield
         return
     from . import _core
+
     previous = _core.isa()
     _core.set_isa(name)
     try:
@@ -189,7 +198,7 @@ def time_interleaved(fns, repeats, min_time=0.0):
         fn()
         once = max(time.perf_counter() - t0, 1e-7)
         batch[name] = max(1, int(min_time / once))
-    samples = {name: [] for name in fns}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             k = batch[name]
@@ -218,6 +227,20 @@ def summarize(case, times, backward=False):
     }
 
 
+def header():
+    """The line that names what was measured: fastnorm, its kernels, torch."""
+    torch = torch_module()
+    return (
+        f"fastnorm {fastnorm.__version__}, kernels {fastnorm.get_isa()}, "
+        f"torch {'not installed' if torch is None else torch.__version__}"
+    )
+
+
+def fmt_time(t):
+    """Seconds as microseconds below a millisecond, else as milliseconds."""
+    return f"{t * 1e6:.1f}us" if t < 1e-3 else f"{t * 1e3:.2f}ms"
+
+
 class Progress:
     """A one-line text progress bar on stderr (no dependency)."""
 
@@ -235,129 +258,8 @@ class Progress:
         self.stream.flush()
 
 
-# ---- the issue's speed targets, measured side by side ---------------------
-
-def _ratio(case, threads, num, den, repeats, min_time=2e-3, extra=None):
-    """Median time of competitor `num` over the faster of `den` (names)."""
-    with limit_threads(threads):
-        fns = competitors(case)
-        if extra:
-            fns.update(extra(case))
-        needed = {num, *den}
-        if not needed <= set(fns):
-            return None
-        times = time_interleaved({k: fns[k] for k in needed}, repeats, min_time)
-    return times[num] / min(times[d] for d in den)
-
-
-def _plain_fastnorm(case):
-    """fastnorm without weight and bias."""
-    x, _, _ = make_inputs(case)
-    out = np.empty_like(x)
-    fn = fastnorm.layer_norm if case.op == "layer_norm" else fastnorm.rms_norm
-    return {"plain": lambda: fn(x, out=out)}
-
-
-def _np_add_bias(case):
-    x, _, b = make_inputs(case)
-    out = np.empty_like(x)
-    return {"np.add": lambda: np.add(x, b, out=out)}
-
-
-def _fastnorm_threads(case, threads):
-    """fastnorm on `threads` OpenMP threads, to compare thread counts in one
-    interleaved run.  Sets the count through threadpoolctl's library
-    controllers (one cheap call) rather than entering threadpool_limits
-    around every call, whose bookkeeping would swamp a sub-millisecond call."""
-    from threadpoolctl import ThreadpoolController
-    controllers = ThreadpoolController().select(user_api="openmp").lib_controllers
-    x, w, b = make_inputs(case)
-    out = np.empty_like(x)
-    fn = fastnorm.layer_norm if case.op == "layer_norm" else fastnorm.rms_norm
-    args = (w, b) if case.op == "layer_norm" else (w,)
-
-    def run():
-        for c in controllers:
-            c.set_num_threads(threads)
-        fn(x, None, *args, EPS, out=out)
-    return run
-
-
-def _target_rows(progress):
-    """(rows, add): add(name, value, goal, higher_is_better=False) appends a
-    target row and advances the progress bar."""
-    rows = []
-
-    def add(name, value, goal, higher_is_better=False):
-        rows.append((name, value, goal, higher_is_better))
-        if progress:
-            progress.step(name)
-    return rows, add
-
-
-def measure_targets(repeats=21, progress=None):
-    """[(target, measured, goal)]: measured and goal are ratios where lower is
-    better, except the NumPy speed-up where higher is better."""
-    C = Case
-    big = (4096, 4096)
-    rows, add = _target_rows(progress)
-
-    for op in ("layer_norm", "rms_norm"):
-        add(f"{op} f32 {big} out= 1 thread / copy roof",
-            _ratio(C(op, big, "float32", "last", True), 1, "fastnorm", ["copy", "multiply"], repeats),
-            1.15)
-        add(f"  the same without weight and bias",
-            _ratio(C(op, big, "float32", "last", True), 1, "plain", ["copy", "multiply"], repeats,
-                   extra=_plain_fastnorm), 1.15)
-    for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
-        add(f"{op} f32 {big} allocating 2 threads / torch",
-            _ratio(C(op, big, "float32", "last", False), 2, "fastnorm", ["torch"], repeats), goal)
-    r = _ratio(C("layer_norm", big, "float32", "last", False), 2, "numpy", ["fastnorm"], repeats)
-    add(f"numpy layer_norm / fastnorm, f32 {big}", r, 10.0, higher_is_better=True)
-    for op, goal in (("layer_norm", 0.4), ("rms_norm", 0.2)):
-        add(f"{op} f32 (8, 768) / torch",
-            _ratio(C(op, (8, 768), "float32", "last", False), 2, "fastnorm", ["torch"], repeats * 20,
-                   min_time=2e-4), goal)
-    add("layer_norm f32 (8, 768) out= / np.add(x, b, out=)",
-        _ratio(C("layer_norm", (8, 768), "float32", "last", True), 2, "fastnorm", ["np.add"],
-               repeats * 20, min_time=2e-4, extra=_np_add_bias), 2.5)
-    for op in ("layer_norm", "rms_norm"):
-        case = C(op, (512, 4096), "float32", "last", True)
-        with limit_threads(2):
-            times = time_interleaved({1: _fastnorm_threads(case, 1), 2: _fastnorm_threads(case, 2)},
-                                     repeats * 3, 2e-3)
-        add(f"{op} f32 (512, 4096) 2 threads / 1 thread", times[2] / times[1], 0.6)
-    for op in ("layer_norm", "rms_norm"):
-        add(f"{op} f64 {big} out= 1 thread / copy roof",
-            _ratio(C(op, big, "float64", "last", True), 1, "fastnorm", ["copy", "multiply"], repeats),
-            1.5)
-        add(f"{op} f32 (16, 256, 64, 64) axis=1 out= 1 thread / copy roof",
-            _ratio(C(op, (16, 256, 64, 64), "float32", "channels_first", True), 1, "fastnorm",
-                   ["copy", "multiply"], repeats), 1.5)
-    return rows
-
-
-TARGET_COUNT = 16
-
-
-def measure_half_targets(dtype="bfloat16", repeats=21, progress=None):
-    """The half-precision targets: out= against a copy of the same dtype on
-    one thread, and allocating against PyTorch's kernel of that dtype on two."""
-    big = (4096, 4096)
-    rows, add = _target_rows(progress)
-    for op in ("layer_norm", "rms_norm"):
-        add(f"{op} {dtype} {big} out= 1 thread / {dtype} copy",
-            _ratio(Case(op, big, dtype, "last", True), 1, "fastnorm", ["copy"], repeats), 1.2)
-    for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
-        add(f"{op} {dtype} {big} allocating 2 threads / torch {dtype}",
-            _ratio(Case(op, big, dtype, "last", False), 2, "fastnorm", ["torch"], repeats), goal)
-    return rows
-
-
-HALF_TARGET_COUNT = 4
-
-
 # ---- backward ---------------------------------------------------------------
+
 
 def backward_competitors(case, include_torch=True):
     """{name: callable} for the backward of `case` (last axis).
@@ -371,14 +273,16 @@ def backward_competitors(case, include_torch=True):
     dy = np.random.default_rng(1).standard_normal(case.shape).astype(case.dtype)
     out = np.empty_like(x)
     n = case.norm_size
-    fns = {}
+    fns: dict[str, Callable[[], object]] = {}
     if case.op == "layer_norm":
         _, mean, rstd = fastnorm.layer_norm(x, None, w, b, EPS, return_stats=True)
         fns["fastnorm"] = lambda: fastnorm.layer_norm_backward(dy, x, None, w, mean=mean, rstd=rstd)
     else:
+
         def fwd_bwd():
             y, rstd = fastnorm.rms_norm(x, None, w, EPS, return_stats=True)
             return y, fastnorm.rms_norm_backward(dy, x, None, w, rstd=rstd)
+
         fns["fastnorm"] = fwd_bwd
     torch = torch_module() if include_torch else None
     if torch is not None:
@@ -386,7 +290,8 @@ def backward_competitors(case, include_torch=True):
         if case.op == "layer_norm":
             _, mt, rt = torch.ops.aten.native_layer_norm(xt, [n], wt, bt, EPS)
             fns["torch"] = lambda: torch.ops.aten.native_layer_norm_backward(
-                dyt, xt, [n], mt, rt, wt, bt, [True, True, True])
+                dyt, xt, [n], mt, rt, wt, bt, [True, True, True]
+            )
         else:
             xg = xt.clone().requires_grad_(True)
             wg = wt.clone().requires_grad_(True)
@@ -395,39 +300,15 @@ def backward_competitors(case, include_torch=True):
                 xg.grad = None
                 wg.grad = None
                 torch.nn.functional.rms_norm(xg, (n,), wg, EPS).backward(dyt)
+
             fns["torch"] = torch_fwd_bwd
     fns["copy"] = lambda: np.copyto(out, x)
     fns["multiply"] = lambda: np.multiply(x, 1, out=out)
     return fns
 
 
-def measure_backward_targets(repeats=21, progress=None):
-    big = (4096, 4096)
-    rows, add = _target_rows(progress)
-    case = Case("layer_norm", big, "float32", "last", False)
-    with limit_threads(2):
-        fns = backward_competitors(case)
-        times = time_interleaved(fns, repeats, 2e-3)
-    roof = min(times["copy"], times["multiply"])
-    add(f"layer_norm_backward f32 {big} 2 threads / torch native_layer_norm_backward",
-        times["fastnorm"] / times["torch"] if "torch" in times else None, 0.4)
-    add(f"layer_norm_backward f32 {big} 2 threads / (1.5 x copy roof)",
-        times["fastnorm"] / (1.5 * roof), 1.3)
-    case = Case("rms_norm", big, "float32", "last", False)
-    with limit_threads(2):
-        fns = backward_competitors(case)
-        fns.pop("copy")
-        fns.pop("multiply")
-        times = time_interleaved(fns, repeats, 2e-3)
-    add(f"rms_norm forward+backward f32 {big} 2 threads / torch forward+autograd",
-        times["fastnorm"] / times["torch"] if "torch" in times else None, 0.1)
-    return rows
-
-
-BACKWARD_TARGET_COUNT = 3
-
-
 # ---- fused residual add + norm ----------------------------------------------
+
 
 def fused_competitors(case):
     """{name: callable}: the fused add+norm against its two steps (np.add
@@ -448,18 +329,5 @@ def fused_competitors(case):
         def two_steps():
             np.add(x, r, out=h)
             fastnorm.rms_norm(h, None, w, EPS, out=y)
+
     return {"fastnorm": fused, "two steps": two_steps}
-
-
-def measure_fused_targets(repeats=21, progress=None):
-    rows, add = _target_rows(progress)
-    for op in ("layer_norm", "rms_norm"):
-        case = Case(op, (4096, 4096), "float32", "last", True)
-        with limit_threads(1):
-            times = time_interleaved(fused_competitors(case), repeats, 2e-3)
-        add(f"add_{op} f32 (4096, 4096) 1 thread / (np.add + {op})",
-            times["fastnorm"] / times["two steps"], 0.75)
-    return rows
-
-
-FUSED_TARGET_COUNT = 2

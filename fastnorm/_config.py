@@ -1,4 +1,5 @@
 """Which kernels run, and how the package was built."""
+
 import sys
 
 from . import _core
@@ -29,6 +30,7 @@ def show_config(file=None):
     """Print the build, the kernels in use, the thread count and
     ``threadpoolctl.threadpool_info()``."""
     from . import __version__
+
     file = file or sys.stdout
     print(f"fastnorm {__version__}", file=file)
     print(f"  OpenMP:          {'on' if _core.openmp_enabled else 'off (serial build)'}", file=file)
@@ -37,13 +39,19 @@ def show_config(file=None):
     forked = "  (forked child: single-threaded)" if _core.in_forked_child() else ""
     print(f"  max threads:     {_core.max_threads()}{forked}", file=file)
     n, cached, cap = _core.buffer_cache_info()
-    print(f"  buffer cache:    {n} buffers, {cached >> 20} MiB cached, cap {cap >> 20} MiB "
-          "(FASTNORM_BUFFER_CACHE_MB)", file=file)
+    print(
+        f"  buffer cache:    {n} buffers, {cached >> 20} MiB cached, cap {cap >> 20} MiB "
+        "(FASTNORM_BUFFER_CACHE_MB)",
+        file=file,
+    )
     try:
         import threadpoolctl
     except ImportError:  # pragma: no cover
         print("  threadpoolctl:   not installed", file=file)
         return
     for info in threadpoolctl.threadpool_info():
-        print(f"  threadpool:      {info.get('user_api')} {info.get('internal_api')} "
-              f"threads={info.get('num_threads')} {info.get('filepath')}", file=file)
+        print(
+            f"  threadpool:      {info.get('user_api')} {info.get('internal_api')} "
+            f"threads={info.get('num_threads')} {info.get('filepath')}",
+            file=file,
+        )

@@ -7,6 +7,7 @@ joining one commit's Python to another commit's C.  Installed copies carry
 no sources and skip the check.  This module imports nothing of fastnorm:
 setup.py runs it by path, before the package can be imported.
 """
+
 import hashlib
 import os
 
@@ -37,7 +38,6 @@ def fingerprint(root):
 def checkout_root(package_dir):
     """The source checkout package_dir belongs to, or None for an installed copy."""
     root = os.path.dirname(os.path.abspath(package_dir))
-    if os.path.isfile(os.path.join(root, "setup.py")) and \
-            os.path.isdir(os.path.join(root, "src")):
+    if os.path.isfile(os.path.join(root, "setup.py")) and os.path.isdir(os.path.join(root, "src")):
         return root
     return None

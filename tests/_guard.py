@@ -24,11 +24,12 @@ buffer).  Bytes of the mapping that belong to no element are filled with
 0xFF, a NaN in every float dtype, so reading them shows up in the results;
 `GuardedArray.outside_intact` checks that no kernel wrote to them.
 """
+
 import ctypes
 import ctypes.util
 import mmap
-from dataclasses import dataclass, field
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -61,15 +62,18 @@ class Layout:
     misalign: bytes (< itemsize) by which the data is moved off its natural
            alignment.
     """
-    perm: Tuple[int, ...] = None
-    flip: Tuple[bool, ...] = None
-    pad: Tuple[int, ...] = None
+
+    perm: Optional[tuple[int, ...]] = None
+    flip: Optional[tuple[bool, ...]] = None
+    pad: Optional[tuple[int, ...]] = None
     flush: str = "end"
     misalign: int = 0
 
     def describe(self):
-        return (f"Layout(perm={self.perm}, flip={self.flip}, pad={self.pad}, "
-                f"flush={self.flush!r}, misalign={self.misalign})")
+        return (
+            f"Layout(perm={self.perm}, flip={self.flip}, pad={self.pad}, "
+            f"flush={self.flush!r}, misalign={self.misalign})"
+        )
 
 
 def _strides(shape, itemsize, layout):
@@ -102,9 +106,12 @@ class GuardedArray:
         strides, low, high = _strides(shape, dtype.itemsize, layout)
         span = high - low  # bytes from the lowest to the past-the-highest element byte
         data_pages = -(-(span + dtype.itemsize) // PAGE)
-        self._map = mmap.mmap(-1, (data_pages + 2) * PAGE,
-                              flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
-                              prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        self._map = mmap.mmap(
+            -1,
+            (data_pages + 2) * PAGE,
+            flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+            prot=mmap.PROT_READ | mmap.PROT_WRITE,
+        )
         raw = np.frombuffer(self._map, dtype=np.uint8)
         address = raw.__array_interface__["data"][0]
         assert address % PAGE == 0
@@ -120,8 +127,8 @@ class GuardedArray:
             tail = (-span - layout.misalign) % dtype.itemsize
             first = data_end - tail - span
         self.layout = layout
-        self.low_byte = first            # offsets into the mapping
-        self.high_byte = first + span    # past the last element byte
+        self.low_byte = first  # offsets into the mapping
+        self.high_byte = first + span  # past the last element byte
         self.region = raw[data_begin:data_end]
         self._data_begin = data_begin
         self.array = np.ndarray(shape, dtype, buffer=raw, offset=first - low, strides=strides)
@@ -129,11 +136,12 @@ class GuardedArray:
         # which bytes of the data pages belong to an element
         mask = np.zeros(raw.shape, np.uint8)
         np.lib.stride_tricks.as_strided(
-            mask[first - low:], shape + (dtype.itemsize,), strides + (1,),
-            writeable=True)[...] = 1
+            mask[first - low :], shape + (dtype.itemsize,), strides + (1,), writeable=True
+        )[...] = 1
         self._outside = mask[data_begin:data_end] == 0
-        self.flush_gap = (self.low_byte - data_begin if layout.flush == "start"
-                          else data_end - self.high_byte)
+        self.flush_gap = (
+            self.low_byte - data_begin if layout.flush == "start" else data_end - self.high_byte
+        )
 
     def outside_intact(self):
         """True if no byte outside the elements changed from the fill."""

@@ -1,6 +1,7 @@
 """Copies of Hugging Face transformers' RMSNorm modules (transformers itself
 is optional), for the patch and compile tests: fastnorm.torch.patch knows
 them by class name."""
+
 import torch
 
 

@@ -2,6 +2,7 @@
 extended precision (numpy.longdouble), shifted by the row median and done in
 two passes, so it is exact to far below float64 rounding for the inputs the
 tests use."""
+
 import ml_dtypes
 import numpy as np
 

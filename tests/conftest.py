@@ -8,8 +8,10 @@ import fastnorm
 
 def pytest_report_header(config):
     core = fastnorm._core
-    return (f"fastnorm {fastnorm.__version__} from {os.path.dirname(fastnorm.__file__)}; "
-            f"isa={core.isa()} openmp={core.openmp_enabled} threads={core.max_threads()}")
+    return (
+        f"fastnorm {fastnorm.__version__} from {os.path.dirname(fastnorm.__file__)}; "
+        f"isa={core.isa()} openmp={core.openmp_enabled} threads={core.max_threads()}"
+    )
 
 
 @pytest.fixture
@@ -19,7 +21,8 @@ def rng():
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "any_isa: the test does not depend on the kernel set; run it once")
+        "markers", "any_isa: the test does not depend on the kernel set; run it once"
+    )
 
 
 @pytest.fixture(autouse=True, params=fastnorm.available_isas())

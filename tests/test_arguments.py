@@ -1,5 +1,6 @@
 """Arguments are taken as a user expects (defaults that match PyTorch, None
 meaning the documented default) or refused with a clear error."""
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ def _ordered_bits(a):
 
 # ---- rms_norm's default eps --------------------------------------------------
 
+
 @pytest.mark.parametrize("dtype", [np.float16, BFLOAT16], ids=["float16", "bfloat16"])
 @pytest.mark.parametrize("op", ["rms_norm", "add_rms_norm", "module"])
 def test_default_rms_eps_of_half_inputs_matches_torch(op, dtype, rng):
@@ -33,16 +35,22 @@ def test_default_rms_eps_of_half_inputs_matches_torch(op, dtype, rng):
         y, _ = fastnorm.add_rms_norm(x, np.zeros_like(x))
     else:
         y = fastnorm.RMSNorm(4096, dtype=dtype)(x)
-    expected = torch.nn.functional.rms_norm(
-        torch.from_numpy(x.astype(np.float32)).to(tdt), (4096,)).float().numpy().astype(dtype)
+    expected = (
+        torch.nn.functional.rms_norm(torch.from_numpy(x.astype(np.float32)).to(tdt), (4096,))
+        .float()
+        .numpy()
+        .astype(dtype)
+    )
     assert y.dtype == dtype
     assert np.abs(_ordered_bits(y) - _ordered_bits(expected)).max() <= 1
 
 
 @pytest.mark.any_isa
-@pytest.mark.parametrize("dtype,eps", [(np.float16, 2.0 ** -23), (BFLOAT16, 2.0 ** -23),
-                                       (np.float32, 2.0 ** -23), (np.float64, 2.0 ** -52)],
-                         ids=["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize(
+    "dtype,eps",
+    [(np.float16, 2.0**-23), (BFLOAT16, 2.0**-23), (np.float32, 2.0**-23), (np.float64, 2.0**-52)],
+    ids=["float16", "bfloat16", "float32", "float64"],
+)
 def test_default_rms_eps_is_the_compute_dtypes_epsilon(dtype, eps):
     """A zero row's rstd is 1/sqrt(eps): it shows the eps in use, in the
     forward and the fused add; the backward and the module show it in dx."""
@@ -61,12 +69,14 @@ def test_default_rms_eps_is_the_compute_dtypes_epsilon(dtype, eps):
     _, rstd_explicit = fastnorm.rms_norm(x, weight=module.weight, eps=eps, return_stats=True)
     module(x)
     dx_module = module.backward(np.ones_like(x))
-    dx_explicit, _ = fastnorm.rms_norm_backward(np.ones_like(x), x, weight=module.weight,
-                                                rstd=rstd_explicit, eps=eps)
+    dx_explicit, _ = fastnorm.rms_norm_backward(
+        np.ones_like(x), x, weight=module.weight, rstd=rstd_explicit, eps=eps
+    )
     assert np.array_equal(dx_module.astype(np.float64), dx_explicit.astype(np.float64))
 
 
 # ---- eps=None in the layer_norm family ---------------------------------------
+
 
 def _constant_rows(shape=(4, 8), dtype=np.float32):
     """Rows whose variance is 0, so rstd = 1/sqrt(eps) shows the eps."""
@@ -94,7 +104,7 @@ def test_layer_norm_backward_eps_none_means_1e_5(rng):
     dy = rng.standard_normal(x.shape).astype(np.float32)
     got = fastnorm.layer_norm_backward(dy, x, eps=None)
     want = fastnorm.layer_norm_backward(dy, x, eps=1e-5)
-    other = fastnorm.layer_norm_backward(dy, x, eps=2.0 ** -23)
+    other = fastnorm.layer_norm_backward(dy, x, eps=2.0**-23)
     assert not np.array_equal(want[0], other[0])  # dx of these rows shows the eps
     for g, w in zip(got, want):
         assert np.array_equal(g, w)
@@ -109,9 +119,12 @@ def test_layer_norm_module_eps_none_means_1e_5():
 
 # ---- masked arrays are refused, whichever argument they are -------------------
 
+
 def _masked(shape, dtype=np.float32, fill=1.0):
-    return np.ma.masked_array(np.full(shape, fill, dtype), mask=np.eye(*shape[-2:], dtype=bool)
-                              if len(shape) == 2 else False)
+    return np.ma.masked_array(
+        np.full(shape, fill, dtype),
+        mask=np.eye(*shape[-2:], dtype=bool) if len(shape) == 2 else False,
+    )
 
 
 X4 = np.arange(32, dtype=np.float32).reshape(4, 8) % 5
@@ -134,11 +147,19 @@ def _masked_calls():
         ("x", lambda: fastnorm.rms_norm_backward(x, _masked((4, 8)))),
         ("weight", lambda: fastnorm.rms_norm_backward(x, x, weight=np.ma.masked_array(np.ones(8)))),
         ("bias", lambda: fastnorm.layer_norm_backward(x, x, bias=np.ma.masked_array(np.ones(8)))),
-        ("mean", lambda: fastnorm.layer_norm_backward(x, x, mean=_masked(stats),
-                                                      rstd=np.ones(stats, np.float32))),
+        (
+            "mean",
+            lambda: fastnorm.layer_norm_backward(
+                x, x, mean=_masked(stats), rstd=np.ones(stats, np.float32)
+            ),
+        ),
         ("rstd", lambda: fastnorm.rms_norm_backward(x, x, rstd=_masked(stats))),
-        ("a state_dict value", lambda: fastnorm.LayerNorm(8).load_state_dict(
-            {"weight": np.ma.masked_array(np.ones(8)), "bias": np.zeros(8)})),
+        (
+            "a state_dict value",
+            lambda: fastnorm.LayerNorm(8).load_state_dict(
+                {"weight": np.ma.masked_array(np.ones(8)), "bias": np.zeros(8)}
+            ),
+        ),
     ]
 
 
@@ -146,8 +167,9 @@ def _masked_calls():
 @pytest.mark.parametrize("case", range(len(_masked_calls())))
 def test_masked_array_argument_is_refused_with_a_type_error(case):
     name, call = _masked_calls()[case]
-    with pytest.raises(TypeError, match=f"^{name} is a masked array; masked arrays are not "
-                                        "supported"):
+    with pytest.raises(
+        TypeError, match=f"^{name} is a masked array; masked arrays are not supported"
+    ):
         call()
 
 
@@ -210,15 +232,21 @@ def test_matrix_backward_arguments_act_as_their_2d_arrays(rng):
     dy = rng.standard_normal((4, 8))
     w = rng.normal(1, 0.3, (1, 8))
     _, mean, rstd = fastnorm.layer_norm(x, weight=w, return_stats=True)
-    got = fastnorm.layer_norm_backward(np.matrix(dy), np.matrix(x), weight=np.matrix(w),
-                                       mean=np.matrix(mean), rstd=np.matrix(rstd),
-                                       bias=np.matrix(w))
+    got = fastnorm.layer_norm_backward(
+        np.matrix(dy),
+        np.matrix(x),
+        weight=np.matrix(w),
+        mean=np.matrix(mean),
+        rstd=np.matrix(rstd),
+        bias=np.matrix(w),
+    )
     want = fastnorm.layer_norm_backward(dy, x, weight=w, mean=mean, rstd=rstd, bias=w)
     for g, v in zip(got, want):
         assert type(g) is np.ndarray and g.shape == v.shape and np.array_equal(g, v)
 
 
 # ---- modules: normalized_shape is ints, as in the functional API --------------
+
 
 @pytest.mark.any_isa
 @pytest.mark.parametrize("module", ["LayerNorm", "RMSNorm"])
@@ -236,10 +264,13 @@ def test_module_takes_numpy_integer_normalized_shape():
 
 # ---- load_state_dict ---------------------------------------------------------
 
+
 @pytest.mark.any_isa
-@pytest.mark.parametrize("value", [np.ones(5, complex), np.array([object()] * 5),
-                                   np.array(["a"] * 5), ["1", "2", "3", "4", "5"]],
-                         ids=["complex", "object", "string", "list-of-str"])
+@pytest.mark.parametrize(
+    "value",
+    [np.ones(5, complex), np.array([object()] * 5), np.array(["a"] * 5), ["1", "2", "3", "4", "5"]],
+    ids=["complex", "object", "string", "list-of-str"],
+)
 def test_load_state_dict_refuses_non_real_values(value):
     m = fastnorm.LayerNorm(5)
     with pytest.raises(TypeError, match="weight in the state_dict must be a real numeric array"):
@@ -258,8 +289,11 @@ def test_load_state_dict_refuses_complex_torch_tensor():
 @pytest.mark.any_isa
 def test_load_state_dict_strict_raises_runtime_error_listing_keys():
     m = fastnorm.LayerNorm(5)
-    with pytest.raises(RuntimeError, match=r"missing key\(s\): \['bias'\], unexpected key\(s\): "
-                                           r"\['running_mean'\]") as info:
+    with pytest.raises(
+        RuntimeError,
+        match=r"missing key\(s\): \['bias'\], unexpected key\(s\): "
+        r"\['running_mean'\]",
+    ) as info:
         m.load_state_dict({"weight": np.full(5, 2.0), "running_mean": np.zeros(5)})
     assert isinstance(info.value, KeyError)  # what earlier releases raised
     assert "LayerNorm" in str(info.value)
@@ -291,8 +325,10 @@ def test_load_state_dict_matches_torch_incompatible_keys():
     sd = {"weight": torch.ones(4), "bias": torch.zeros(4)}
     expected = ln_t.load_state_dict(sd, strict=False)
     got = fastnorm.LayerNorm(4, bias=False).load_state_dict(sd, strict=False)
-    assert (got.missing_keys, got.unexpected_keys) == \
-        (list(expected.missing_keys), list(expected.unexpected_keys))
+    assert (got.missing_keys, got.unexpected_keys) == (
+        list(expected.missing_keys),
+        list(expected.unexpected_keys),
+    )
     with pytest.raises(RuntimeError):
         ln_t.load_state_dict(sd)
     with pytest.raises(RuntimeError):
@@ -301,6 +337,7 @@ def test_load_state_dict_matches_torch_incompatible_keys():
 
 # ---- out whose elements overlap each other -----------------------------------
 
+
 def _sliding_window(shape, dtype=np.float32):
     """Rows that start one element apart: row i, element j is element i + j."""
     base = np.zeros(shape[0] + shape[1] - 1, dtype)
@@ -308,13 +345,17 @@ def _sliding_window(shape, dtype=np.float32):
     return np.lib.stride_tricks.as_strided(base, shape, (st, st))
 
 
-@pytest.mark.parametrize("call", [
-    lambda x, o: fastnorm.layer_norm(x, out=o),
-    lambda x, o: fastnorm.rms_norm(x, out=o),
-    lambda x, o: fastnorm.layer_norm(x, axis=0, out=o),
-    lambda x, o: fastnorm.add_layer_norm(x, x, out=o),
-    lambda x, o: fastnorm.add_rms_norm(x, x, residual_out=o),
-], ids=["layer_norm", "rms_norm", "general_path", "add_out", "add_residual_out"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda x, o: fastnorm.layer_norm(x, out=o),
+        lambda x, o: fastnorm.rms_norm(x, out=o),
+        lambda x, o: fastnorm.layer_norm(x, axis=0, out=o),
+        lambda x, o: fastnorm.add_layer_norm(x, x, out=o),
+        lambda x, o: fastnorm.add_rms_norm(x, x, residual_out=o),
+    ],
+    ids=["layer_norm", "rms_norm", "general_path", "add_out", "add_residual_out"],
+)
 def test_self_overlapping_out_is_refused(call):
     x = np.arange(32, dtype=np.float32).reshape(4, 8) % 3
     out = _sliding_window((4, 8))
@@ -413,8 +454,9 @@ def test_internal_overlap_agrees_with_listing_every_byte():
             if rng.random() < 0.3:
                 a = np.flip(a, axis)
         start = a.__array_interface__["data"][0]
-        offsets = [start + sum(i * s for i, s in zip(idx, a.strides))
-                   for idx in np.ndindex(a.shape)]
+        offsets = [
+            start + sum(i * s for i, s in zip(idx, a.strides)) for idx in np.ndindex(a.shape)
+        ]
         covered = [o + b for o in offsets for b in range(st)]
         expected = int(len(set(covered)) != len(covered))
         assert fastnorm._core.internal_overlap(a) == expected, (shape, a.strides)

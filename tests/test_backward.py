@@ -1,10 +1,11 @@
 """layer_norm_backward and rms_norm_backward: the extended-precision
 reference, finite differences, PyTorch autograd, determinism, errors."""
+
 import numpy as np
 import pytest
+from _reference import OPS, assert_close, axes_of, reference_backward
 
 import fastnorm
-from _reference import OPS, assert_close, axes_of, reference, reference_backward
 
 BACKWARD = {"layer_norm": fastnorm.layer_norm_backward, "rms_norm": fastnorm.rms_norm_backward}
 
@@ -13,7 +14,7 @@ CASES = [
     ((5, 4097), {"normalized_shape": 4097}),
     ((4, 3, 17), {"normalized_shape": (3, 17)}),
     ((4, 3, 17), {"axis": 1}),
-    ((2, 6, 5, 7), {"axis": 1}),           # channels-first
+    ((2, 6, 5, 7), {"axis": 1}),  # channels-first
     ((3, 5, 7), {"axis": (0, 2)}),
     ((1, 64), {}),
     ((0, 8), {}),
@@ -74,12 +75,15 @@ def test_matches_reference(op, dtype, case, wkind, with_stats, rng):
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("shape,kwargs,wshape", [
-    ((3, 6), {}, (6,)),
-    ((2, 4, 5), {"axis": 1}, (4,)),
-    ((2, 3, 4), {"normalized_shape": (3, 4)}, (4,)),
-    ((2, 3, 4), {"axis": (0, 2)}, ()),
-])
+@pytest.mark.parametrize(
+    "shape,kwargs,wshape",
+    [
+        ((3, 6), {}, (6,)),
+        ((2, 4, 5), {"axis": 1}, (4,)),
+        ((2, 3, 4), {"normalized_shape": (3, 4)}, (4,)),
+        ((2, 3, 4), {"axis": (0, 2)}, ()),
+    ],
+)
 def test_central_finite_differences(op, shape, kwargs, wshape, rng):
     """float64 gradients of sum(forward(x) * dy) by central differences."""
     x = rng.normal(0.5, 1.5, shape)
@@ -128,7 +132,9 @@ def test_matches_torch_autograd(dtype, axis_case, rng):
     xt = torch.tensor(to_last(x).copy(), requires_grad=True)
     wt = torch.tensor(w, requires_grad=True)
     bt = torch.tensor(b, requires_grad=True)
-    torch.nn.functional.layer_norm(xt, (n,), wt, bt, 1e-5).backward(torch.tensor(to_last(dy).copy()))
+    torch.nn.functional.layer_norm(xt, (n,), wt, bt, 1e-5).backward(
+        torch.tensor(to_last(dy).copy())
+    )
     dx, dw, db = fastnorm.layer_norm_backward(dy, x, weight=w, axis=axis)
     np.testing.assert_allclose(to_last(dx), xt.grad.numpy(), rtol=tol, atol=tol)
     np.testing.assert_allclose(dw, wt.grad.numpy(), rtol=tol, atol=tol * 10)
@@ -166,8 +172,9 @@ def test_float32_parameter_sums_at_65536_rows():
     dy = rng.standard_normal((65536, 1024), dtype=np.float32)
     w = np.ones(1024, np.float32)
     _, dw, db = fastnorm.layer_norm_backward(dy, x, weight=w)
-    _, dw64, db64 = fastnorm.layer_norm_backward(dy.astype(np.float64), x.astype(np.float64),
-                                                 weight=w.astype(np.float64))
+    _, dw64, db64 = fastnorm.layer_norm_backward(
+        dy.astype(np.float64), x.astype(np.float64), weight=w.astype(np.float64)
+    )
     for got, want in ((dw, dw64), (db, db64)):
         rel = np.abs(got - want) / np.maximum(np.abs(want), 1e-3 * np.abs(want).max())
         assert rel.max() <= 1e-4, rel.max()
@@ -198,15 +205,18 @@ X = np.ones((4, 8), np.float32)
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"dy": np.ones((4, 7))}, ValueError, r"dy has shape \(4, 7\) but x has shape \(4, 8\)"),
-    ({"dy": np.ones((4, 8), complex)}, TypeError, "dy must be a real"),
-    ({"rstd": np.ones((4,))}, ValueError, r"rstd has shape \(4,\) .*\(4, 1\)"),
-    ({"weight": np.ones(3)}, ValueError, r"weight with shape \(3,\)"),
-    ({"normalized_shape": 5}, ValueError, "normalized_shape"),
-    ({"axis": 3}, np.exceptions.AxisError, "out of bounds"),
-    ({"eps": -1.0}, ValueError, "eps"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        ({"dy": np.ones((4, 7))}, ValueError, r"dy has shape \(4, 7\) but x has shape \(4, 8\)"),
+        ({"dy": np.ones((4, 8), complex)}, TypeError, "dy must be a real"),
+        ({"rstd": np.ones((4,))}, ValueError, r"rstd has shape \(4,\) .*\(4, 1\)"),
+        ({"weight": np.ones(3)}, ValueError, r"weight with shape \(3,\)"),
+        ({"normalized_shape": 5}, ValueError, "normalized_shape"),
+        ({"axis": 3}, np.exceptions.AxisError, "out of bounds"),
+        ({"eps": -1.0}, ValueError, "eps"),
+    ],
+)
 def test_errors(op, kwargs, exc, match):
     args = dict(kwargs)
     dy = args.pop("dy", X)

@@ -1,17 +1,18 @@
 """The output buffer cache: large outputs fastnorm allocates are recycled
 once their array dies, and never while it lives."""
+
 import gc
-from concurrent.futures import ThreadPoolExecutor
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from _reference import assert_close, reference
 
 import fastnorm
 from fastnorm import _core
-from _reference import assert_close, reference
 
 pytestmark = pytest.mark.any_isa
 SHAPE = (1024, 1536)  # 6 MiB of float32: above the 4 MiB threshold
@@ -75,17 +76,26 @@ def test_cache_cap_and_off(fresh_cache, rng):
 
 
 def test_environment_turns_cache_off():
-    code = ("from fastnorm import _core; print(_core.buffer_cache_info()[2])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, FASTNORM_BUFFER_CACHE_MB="0"),
-                         cwd=os.path.dirname(__file__))
+    code = "from fastnorm import _core; print(_core.buffer_cache_info()[2])"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, FASTNORM_BUFFER_CACHE_MB="0"),
+        cwd=os.path.dirname(__file__),
+    )
     assert out.stdout.strip() == "0", out.stderr
 
 
 def test_unusable_cache_size_in_environment_warns_and_import_succeeds():
     env = dict(os.environ, FASTNORM_BUFFER_CACHE_MB="99999999999999")
-    out = subprocess.run([sys.executable, "-c", "import fastnorm; print('ok')"], env=env,
-                         capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    out = subprocess.run(
+        [sys.executable, "-c", "import fastnorm; print('ok')"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(__file__),
+    )
     assert out.stdout.strip() == "ok" and "FASTNORM_BUFFER_CACHE_MB" in out.stderr
 
 
@@ -117,7 +127,11 @@ def test_backward_partial_sums_keep_out_of_the_output_cache(fresh_cache, rng):
     assert np.array_equal(again[1], dw) and np.array_equal(again[2], db)
     # and a concurrent-looking reentry (the buffer taken) allocates afresh
     with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(lambda _: fastnorm.layer_norm_backward(
-            dy, x, n, w, bias=np.zeros(n, np.float32)), range(4)))
+        runs = list(
+            pool.map(
+                lambda _: fastnorm.layer_norm_backward(dy, x, n, w, bias=np.zeros(n, np.float32)),
+                range(4),
+            )
+        )
     for run in runs:
         assert np.array_equal(run[1], dw) and np.array_equal(run[2], db)

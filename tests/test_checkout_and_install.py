@@ -1,6 +1,7 @@
 """A source checkout never joins its Python to another build's compiled core:
 unbuilt, it defers wholly to the installed copy; built from other sources,
 its core refuses to load."""
+
 import os
 import shutil
 import subprocess
@@ -32,8 +33,11 @@ def _checkout(tmp_path, name, with_core):
     root = tmp_path / name
     shutil.copytree(os.path.join(REPO, "src"), root / "src")
     shutil.copy(os.path.join(REPO, "setup.py"), root / "setup.py")
-    shutil.copytree(os.path.join(REPO, "fastnorm"), root / "fastnorm",
-                    ignore=shutil.ignore_patterns("_core.*.so", "_core.*.pyd", "_core.c"))
+    shutil.copytree(
+        os.path.join(REPO, "fastnorm"),
+        root / "fastnorm",
+        ignore=shutil.ignore_patterns("_core.*.so", "_core.*.pyd", "_core.c"),
+    )
     if with_core:
         shutil.copy(fastnorm._core.__file__, root / "fastnorm")
     return root
@@ -43,9 +47,11 @@ def test_unbuilt_checkout_defers_wholly_to_the_installed_copy(tmp_path):
     checkout = _checkout(tmp_path, "checkout", with_core=False)
     site = tmp_path / "site"
     shutil.copytree(PACKAGE, site / "fastnorm")  # the "installed" copy: no setup.py, no src/
-    probe = ("import fastnorm, fastnorm._api as a, fastnorm._core as c; "
-             "print(fastnorm.__file__); print(a.__file__); print(c.__file__); "
-             "print(fastnorm._deferred_from); print(fastnorm.layer_norm([[1.0, 3.0]]))")
+    probe = (
+        "import fastnorm, fastnorm._api as a, fastnorm._core as c; "
+        "print(fastnorm.__file__); print(a.__file__); print(c.__file__); "
+        "print(fastnorm._deferred_from); print(fastnorm.layer_norm([[1.0, 3.0]]))"
+    )
     out = _run(probe, checkout, pythonpath=str(site))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
@@ -57,10 +63,12 @@ def test_unbuilt_checkout_defers_wholly_to_the_installed_copy(tmp_path):
     assert f"fastnorm package: {site / 'fastnorm'}" in main.stdout
     assert "has no compiled core: running the installed copy" in main.stdout
     # with no other copy on sys.path either: a clear error
-    alone = _run("import os, sys; here = os.getcwd(); "
-                 "sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') == here "
-                 "or not os.path.isdir(os.path.join(p or '.', 'fastnorm'))]; import fastnorm",
-                 checkout)
+    alone = _run(
+        "import os, sys; here = os.getcwd(); "
+        "sys.path[:] = [p for p in sys.path if os.path.abspath(p or '.') == here "
+        "or not os.path.isdir(os.path.join(p or '.', 'fastnorm'))]; import fastnorm",
+        checkout,
+    )
     assert alone.returncode != 0 and "compiled core is not built" in alone.stderr
 
 

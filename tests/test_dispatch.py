@@ -1,4 +1,5 @@
 """Runtime ISA dispatch: what is available, pinning, FASTNORM_ISA."""
+
 import io
 import os
 import subprocess
@@ -29,8 +30,13 @@ def test_set_isa_rejects_unknown():
 def _isa_in_subprocess(value):
     env = dict(os.environ, FASTNORM_ISA=value)
     code = "import warnings, fastnorm; print(fastnorm.get_isa())"
-    return subprocess.run([sys.executable, "-W", "always", "-c", code], env=env,
-                          capture_output=True, text=True, cwd=os.path.dirname(__file__))
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(__file__),
+    )
 
 
 @pytest.mark.any_isa

@@ -4,36 +4,47 @@ eps values that only a double holds (issue 9, items 1-3).
 
 Long rows are few (one or a handful), and each reference is computed once
 per module and shared by every kernel set, so the file stays fast."""
+
 import functools
 
 import numpy as np
 import pytest
+from _reference import (
+    BFLOAT16,
+    OPS,
+    TOLERANCE,
+    max_error,
+    max_ulp_error,
+    reference,
+    reference_backward,
+)
 
 import fastnorm
-from _reference import (BFLOAT16, OPS, TOLERANCE, max_error, max_ulp_error, reference,
-                        reference_backward)
 
 LONG = (1 << 20, 1 << 24)  # 1M and 16M elements per row
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def long_row(kind, n, dtype_name):
     """One row of n elements (two for float64, to keep a batch axis)."""
     rng = np.random.default_rng(n % 1000 + len(kind))
     dtype = np.dtype(dtype_name) if dtype_name != "bfloat16" else BFLOAT16
-    if kind == "constant":          # rms_norm of it is exactly 1
+    if kind == "constant":  # rms_norm of it is exactly 1
         x = np.full((1, n), 1.1)
     elif kind == "large_mean_small_spread":
         x = 1e4 + 0.01 * rng.standard_normal((1, n))
     elif kind == "large_mean":
-        x = (1e12 + 0.01 * rng.standard_normal((1, n)) if dtype == np.float64
-             else 1e4 + rng.standard_normal((1, n)))
-    else:                            # "unit": half precision keeps every bit
+        x = (
+            1e12 + 0.01 * rng.standard_normal((1, n))
+            if dtype == np.float64
+            else 1e4 + rng.standard_normal((1, n))
+        )
+    else:  # "unit": half precision keeps every bit
         x = 3 + rng.standard_normal((1, n))
     return x.astype(dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def long_reference(op, kind, n, dtype_name, residual=False, backward=False):
     x = long_row(kind, n, dtype_name)
     if residual:
@@ -50,8 +61,11 @@ def _assert_accurate(y, y_ref, dtype):
         assert max_ulp_error(y, y_ref, dtype) <= 1.0
 
 
-ROW_CASES = [("rms_norm", "constant"), ("rms_norm", "large_mean_small_spread"),
-             ("layer_norm", "large_mean")]
+ROW_CASES = [
+    ("rms_norm", "constant"),
+    ("rms_norm", "large_mean_small_spread"),
+    ("layer_norm", "large_mean"),
+]
 
 
 @pytest.mark.parametrize("n", LONG)
@@ -68,8 +82,11 @@ def test_long_rows_keep_float32_accuracy(op, kind, n):
 def test_long_rows_keep_float64_accuracy(op):
     n = LONG[0]
     x = long_row("large_mean", n, "float64")
-    _assert_accurate(getattr(fastnorm, op)(x, eps=0.0),
-                     long_reference(op, "large_mean", n, "float64"), np.float64)
+    _assert_accurate(
+        getattr(fastnorm, op)(x, eps=0.0),
+        long_reference(op, "large_mean", n, "float64"),
+        np.float64,
+    )
 
 
 @pytest.mark.parametrize("dtype_name", ["float16", "bfloat16"])
@@ -91,12 +108,14 @@ def test_long_rows_fused_add(op, n):
     _assert_accurate(y, long_reference(op, kind, n, "float32", residual=True), np.float32)
 
 
-@pytest.mark.parametrize("n,dtype_name", [(LONG[0], "float32"), (LONG[1], "float32"),
-                                          (LONG[0], "float64")])
+@pytest.mark.parametrize(
+    "n,dtype_name", [(LONG[0], "float32"), (LONG[1], "float32"), (LONG[0], "float64")]
+)
 @pytest.mark.parametrize("op", OPS)
 def test_long_rows_backward(op, n, dtype_name):
-    kind = ("large_mean" if op == "layer_norm" or dtype_name == "float64"
-            else "large_mean_small_spread")
+    kind = (
+        "large_mean" if op == "layer_norm" or dtype_name == "float64" else "large_mean_small_spread"
+    )
     x, dy = long_row(kind, n, dtype_name), long_row("unit", n, dtype_name)
     dx = getattr(fastnorm, op + "_backward")(dy, x, eps=0.0)[0]
     _assert_accurate(dx, long_reference(op, kind, n, dtype_name, backward=True), x.dtype)
@@ -111,22 +130,28 @@ def test_long_rows_side_by_side(op, dtype, base):
     _assert_accurate(y, _side_by_side_reference(op, dtype, base), dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _side_by_side_rows(dtype, base):
     rng = np.random.default_rng(11)
     spread = 1.0 if dtype == np.float32 else 0.01
     return (base + spread * rng.standard_normal((LONG[0], 8))).astype(dtype)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _side_by_side_reference(op, dtype, base):
     return reference(op, _side_by_side_rows(dtype, base), (0,), eps=0.0)[0]
 
 
 # ---- tiny values, eps = 0 ---------------------------------------------------
 
-TINY = [(np.float32, 1e-25), (np.float32, 1e-40), (np.float64, 1e-170), (np.float64, 1e-310),
-        (BFLOAT16, 1e-25), (BFLOAT16, 1e-39)]
+TINY = [
+    (np.float32, 1e-25),
+    (np.float32, 1e-40),
+    (np.float64, 1e-170),
+    (np.float64, 1e-310),
+    (BFLOAT16, 1e-25),
+    (BFLOAT16, 1e-39),
+]
 LAYOUTS = ["rows", "channels_first", "strided"]
 
 
@@ -163,8 +188,10 @@ def test_tiny_rows_with_zero_eps_are_normalized(op, dtype, scale, layout, rng):
     assert max_error(rstd[finite] / rstd_want[finite], np.ones(finite.sum())) <= 5e-6
 
 
-@pytest.mark.parametrize("dtype,scale", [(np.float32, 1e-25), (np.float32, 1e-40),
-                                         (np.float64, 1e-300), (np.float64, 1e-310)])
+@pytest.mark.parametrize(
+    "dtype,scale",
+    [(np.float32, 1e-25), (np.float32, 1e-40), (np.float64, 1e-300), (np.float64, 1e-310)],
+)
 @pytest.mark.parametrize("op", OPS)
 def test_tiny_rows_fused_add(op, dtype, scale, rng):
     x = (scale * rng.standard_normal((4, 300))).astype(dtype)
@@ -207,6 +234,7 @@ def test_backward_recomputes_a_saved_rstd_that_overflowed(op, rng):
 
 
 # ---- eps stays a double -----------------------------------------------------
+
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("eps", [1e39, 1e-50])

@@ -1,4 +1,5 @@
 """The NumPy training example trains: its loss goes down."""
+
 import os
 import runpy
 import subprocess
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.any_isa
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                       "examples", "train_mlp.py")
+EXAMPLE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "train_mlp.py"
+)
 
 
 def test_loss_goes_down():
@@ -20,7 +22,8 @@ def test_loss_goes_down():
 
 
 def test_script_runs():
-    out = subprocess.run([sys.executable, EXAMPLE, "--steps", "150"], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, EXAMPLE, "--steps", "150"], capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "final loss" in out.stdout

@@ -1,4 +1,5 @@
 """examples/torch_patch.py: the patched model agrees with torch's own norms."""
+
 import os
 import runpy
 import subprocess
@@ -20,9 +21,18 @@ def test_patched_model_agrees():
 
 
 def test_script_runs():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    out = subprocess.run([sys.executable, EXAMPLE, "--steps", "2"], capture_output=True,
-                         text=True, timeout=300, env=env)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    out = subprocess.run(
+        [sys.executable, EXAMPLE, "--steps", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "outputs agree" in out.stdout and "no-grad forward" in out.stdout

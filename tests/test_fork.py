@@ -1,6 +1,7 @@
 """A process forked after a multi-threaded call runs fastnorm on its one
 thread: GNU OpenMP's team did not survive the fork, and entering a parallel
 region in the child would wait forever for it."""
+
 import io
 import multiprocessing
 import os
@@ -14,8 +15,9 @@ from fastnorm import _core
 
 pytestmark = [
     pytest.mark.any_isa,
-    pytest.mark.skipif(not hasattr(os, "fork") or sys.platform == "darwin",
-                       reason="needs fork() (Linux/BSD)"),
+    pytest.mark.skipif(
+        not hasattr(os, "fork") or sys.platform == "darwin", reason="needs fork() (Linux/BSD)"
+    ),
 ]
 
 CHILD_TIMEOUT_S = 60
@@ -40,8 +42,13 @@ def _in_child():
     results = _large_calls()
     config = io.StringIO()
     fastnorm.show_config(file=config)
-    return results, _core.max_threads(), _core.last_num_threads(), _core.in_forked_child(), \
-        config.getvalue()
+    return (
+        results,
+        _core.max_threads(),
+        _core.last_num_threads(),
+        _core.in_forked_child(),
+        config.getvalue(),
+    )
 
 
 def _run_in_forked_child():
@@ -53,8 +60,10 @@ def _run_in_forked_child():
         try:
             return result.get(timeout=CHILD_TIMEOUT_S)
         except multiprocessing.TimeoutError:
-            pytest.fail(f"a forked child did not finish its fastnorm calls within "
-                        f"{CHILD_TIMEOUT_S} s (hung in OpenMP?)")
+            pytest.fail(
+                f"a forked child did not finish its fastnorm calls within "
+                f"{CHILD_TIMEOUT_S} s (hung in OpenMP?)"
+            )
     finally:
         pool.terminate()
         pool.join()
@@ -73,8 +82,10 @@ def _assert_bitwise_equal(a, b, name):
     assert np.array_equal(a.view(np.uint8), b.view(np.uint8)), name
 
 
-@pytest.mark.skipif(not _core.openmp_enabled or _core.max_threads() < 2,
-                    reason="needs an OpenMP build with 2+ threads")
+@pytest.mark.skipif(
+    not _core.openmp_enabled or _core.max_threads() < 2,
+    reason="needs an OpenMP build with 2+ threads",
+)
 def test_forked_child_after_threaded_call_runs_single_threaded_and_matches_parent():
     parent = _large_calls()
     assert _core.last_num_threads() >= 2  # the parent's OpenMP team exists
@@ -87,4 +98,3 @@ def test_forked_child_after_threaded_call_runs_single_threaded_and_matches_paren
     # the parent itself keeps its threads
     fastnorm.layer_norm(X)
     assert _core.last_num_threads() >= 2
-

@@ -1,13 +1,14 @@
 """Every function against the float64+ reference over a generated grid of
 dtypes, shapes, ways of naming the axes, affine parameters, layouts and
 output modes."""
+
 import itertools
 
 import numpy as np
 import pytest
+from _reference import OPS, assert_close, axes_of, reference, result_dtype
 
 import fastnorm
-from _reference import OPS, assert_close, axes_of, reference, result_dtype
 
 # (shape, axis spec) pairs: axis spec is a dict of the keyword arguments
 SHAPES_AND_AXES = [
@@ -22,11 +23,11 @@ SHAPES_AND_AXES = [
     ((4, 3, 17), {"normalized_shape": (3, 17)}),
     ((4, 3, 17), {"axis": 1}),
     ((4, 3, 17), {"axis": (0, 2)}),
-    ((2, 3, 5, 17), {"axis": 1}),                     # channels-first (NCHW)
+    ((2, 3, 5, 17), {"axis": 1}),  # channels-first (NCHW)
     ((2, 3, 5, 17), {"normalized_shape": (5, 17), "axis": (-2, -1)}),
     ((2, 3, 5, 17), {"axis": (1, 2, 3)}),
     ((3, 1, 17), {"axis": (1, 2)}),
-    ((0, 17), {}),                                     # empty batch
+    ((0, 17), {}),  # empty batch
     ((2, 0, 17), {"axis": 2}),
 ]
 
@@ -37,13 +38,17 @@ def make_affine(kind, norm_shape, dtype, rng):
     if kind == "none":
         return None, None
     if kind == "full":
-        return (rng.normal(1, 0.5, norm_shape).astype(dtype),
-                rng.normal(0, 0.5, norm_shape).astype(dtype))
+        return (
+            rng.normal(1, 0.5, norm_shape).astype(dtype),
+            rng.normal(0, 0.5, norm_shape).astype(dtype),
+        )
     if kind == "scalar":
         return 1.5, -0.25
     if kind == "last":  # a vector over the last normalized axis
-        return (rng.normal(1, 0.5, norm_shape[-1]).astype(dtype),
-                rng.normal(0, 0.5, norm_shape[-1]).astype(dtype))
+        return (
+            rng.normal(1, 0.5, norm_shape[-1]).astype(dtype),
+            rng.normal(0, 0.5, norm_shape[-1]).astype(dtype),
+        )
     if kind == "weight_only":
         return rng.normal(1, 0.5, norm_shape).astype(dtype), None
     raise AssertionError(kind)
@@ -94,9 +99,14 @@ CASES = list(itertools.product(range(len(SHAPES_AND_AXES)), DTYPES, LAYOUTS))
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("case,dtype,layout", CASES,
-                         ids=[f"{SHAPES_AND_AXES[i][0]}-{SHAPES_AND_AXES[i][1]}-{np.dtype(d).name}-{l}"
-                              for i, d, l in CASES])
+@pytest.mark.parametrize(
+    "case,dtype,layout",
+    CASES,
+    ids=[
+        f"{SHAPES_AND_AXES[i][0]}-{SHAPES_AND_AXES[i][1]}-{np.dtype(d).name}-{layout}"
+        for i, d, layout in CASES
+    ],
+)
 def test_matches_reference(op, case, dtype, layout, rng):
     shape, kwargs = SHAPES_AND_AXES[case]
     axes = axes_of(len(shape), kwargs.get("normalized_shape"), kwargs.get("axis"))
@@ -113,8 +123,9 @@ def test_matches_reference(op, case, dtype, layout, rng):
     x_before = x.copy()
 
     result, out = run(op, x, kwargs, weight, bias, out_mode)
-    y_ref, mean_ref, rstd_ref = reference(op, x0, axes, weight,
-                                          bias if op == "layer_norm" else None)
+    y_ref, mean_ref, rstd_ref = reference(
+        op, x0, axes, weight, bias if op == "layer_norm" else None
+    )
     rdt = result_dtype(x0)
     y = result[0]
     assert y.dtype == rdt and y.shape == x.shape
@@ -230,11 +241,11 @@ def test_streaming_stores_any_alignment(op, dtype, n, offset, always_stream, rng
     rows = 7
     x = rng.normal(2, 3, (rows, n)).astype(dtype)
     buf = np.full(rows * n + offset + 8, 123, dtype)
-    out = buf[offset:offset + rows * n].reshape(rows, n)
+    out = buf[offset : offset + rows * n].reshape(rows, n)
     w = rng.normal(1, 0.3, n).astype(dtype)
     y = getattr(fastnorm, op)(x, weight=w, out=out)
     assert_close(y, reference(op, x, (1,), w)[0], dtype)
-    assert (buf[:offset] == 123).all() and (buf[offset + rows * n:] == 123).all()
+    assert (buf[:offset] == 123).all() and (buf[offset + rows * n :] == 123).all()
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -254,7 +265,7 @@ def test_result_does_not_depend_on_output_alignment(op, dtype, always_stream, rn
     results = []
     for offset in range(4):
         buf = np.empty(x.size + 8, dtype)
-        out = buf[offset:offset + x.size].reshape(x.shape)
+        out = buf[offset : offset + x.size].reshape(x.shape)
         results.append(getattr(fastnorm, op)(x, out=out, return_stats=True))
     fastnorm._core.set_stream_min_bytes(1 << 40)
     results.append(getattr(fastnorm, op)(x, return_stats=True))

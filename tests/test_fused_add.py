@@ -1,5 +1,6 @@
 """add_layer_norm / add_rms_norm: bit for bit the two-step pipeline
 (h = x + residual; y = norm(h)), for every layout, in place, with stats."""
+
 import numpy as np
 import pytest
 
@@ -40,7 +41,6 @@ def test_fused_equals_two_steps(op, dtype, case, kind, mode, stream, rng):
     shape, kwargs = CASES[case]
     x = layout(rng.normal(3, 2, shape).astype(dtype), kind)
     r = layout(rng.normal(-1, 1, shape).astype(dtype), kind)
-    axes = kwargs.get("axis", -1 if "normalized_shape" not in kwargs else None)
     n = shape[kwargs["axis"]] if "axis" in kwargs else shape[-1]
     w = rng.normal(1, 0.2, n).astype(dtype)
     extra = {"bias": rng.normal(0, 0.2, n).astype(dtype)} if op == "layer_norm" else {}
@@ -62,8 +62,7 @@ def test_fused_equals_two_steps(op, dtype, case, kind, mode, stream, rng):
             y_kw["out"] = np.empty(shape, dtype)
         else:
             call["residual_out"] = r
-        y_ref, *stats_ref = PLAIN[op](h_ref, weight=w, **kwargs, **extra, **y_kw,
-                                      return_stats=True)
+        y_ref, *stats_ref = PLAIN[op](h_ref, weight=w, **kwargs, **extra, **y_kw, return_stats=True)
     previous = fastnorm._core.set_stream_min_bytes(0 if stream else 1 << 40)
     try:
         y, h, *stats = FUSED[op](x, r, **call)
@@ -84,6 +83,7 @@ def test_fused_equals_two_steps(op, dtype, case, kind, mode, stream, rng):
 
 def test_fused_float32_large_mean_is_accurate(rng):
     from _reference import assert_close, reference
+
     x = (1e5 + 1e-2 * rng.standard_normal((4, 4096))).astype(np.float32)
     r = (1e-2 * rng.standard_normal((4, 4096))).astype(np.float32)
     y, h = fastnorm.add_layer_norm(x, r)
@@ -101,15 +101,26 @@ X = np.ones((4, 8), np.float32)
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
-@pytest.mark.parametrize("kwargs,exc,match", [
-    ({"residual": np.ones((4, 7))}, ValueError, r"residual has shape \(4, 7\) but x has shape \(4, 8\)"),
-    ({"residual": np.ones((4, 8), complex)}, TypeError, "residual must be a real"),
-    ({"residual_out": np.ones((4, 8))}, TypeError, "residual_out has dtype float64"),
-    ({"residual_out": np.ones((8, 4), np.float32)}, ValueError, r"residual_out has shape \(8, 4\)"),
-    ({"residual_out": [0.0] * 8}, TypeError, "residual_out must be a numpy.ndarray"),
-    ({"out": np.ones((4, 8))}, TypeError, "out has dtype"),
-    ({"axis": 5}, np.exceptions.AxisError, "out of bounds"),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (
+            {"residual": np.ones((4, 7))},
+            ValueError,
+            r"residual has shape \(4, 7\) but x has shape \(4, 8\)",
+        ),
+        ({"residual": np.ones((4, 8), complex)}, TypeError, "residual must be a real"),
+        ({"residual_out": np.ones((4, 8))}, TypeError, "residual_out has dtype float64"),
+        (
+            {"residual_out": np.ones((8, 4), np.float32)},
+            ValueError,
+            r"residual_out has shape \(8, 4\)",
+        ),
+        ({"residual_out": [0.0] * 8}, TypeError, "residual_out must be a numpy.ndarray"),
+        ({"out": np.ones((4, 8))}, TypeError, "out has dtype"),
+        ({"axis": 5}, np.exceptions.AxisError, "out of bounds"),
+    ],
+)
 def test_errors(op, kwargs, exc, match):
     args = dict(kwargs)
     r = args.pop("residual", X)

@@ -9,23 +9,42 @@ Runs once per kernel set (the conftest fixture).  FASTNORM_FUZZ_EXAMPLES sets
 the number of examples per test function and kernel set (default 60); CI's
 sanitizer stage runs it with many more.
 """
+
 import os
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, note, settings, strategies as st
+from _guard import Layout, guarded_array, guarded_empty
+from _reference import (
+    BFLOAT16,
+    HALF_DTYPES,
+    assert_close,
+    compute_dtype,
+    max_error,
+    max_ulp_error,
+    reference,
+    reference_backward,
+    sum_over_broadcast,
+)
+from hypothesis import HealthCheck, given, note, settings
+from hypothesis import strategies as st
 
 import fastnorm
-from _guard import Layout, guarded_array, guarded_empty
-from _reference import (BFLOAT16, HALF_DTYPES, assert_close, compute_dtype, max_error,
-                        max_ulp_error, reference, reference_backward, sum_over_broadcast)
 
 EXAMPLES = int(os.environ.get("FASTNORM_FUZZ_EXAMPLES", "60"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow, HealthCheck.data_too_large,
-                                       HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.float16), BFLOAT16)
 FORWARD = {"layer_norm": fastnorm.layer_norm, "rms_norm": fastnorm.rms_norm}
@@ -35,8 +54,10 @@ MAX_SIZE = 40000
 
 # row lengths: everything up to 70 (every tail of every vector width), and a
 # few longer rows just around multiples of the vector and unroll widths
-ROW = st.one_of(st.integers(1, 70), st.sampled_from(
-    [95, 96, 97, 127, 128, 129, 191, 255, 256, 257, 511, 513, 1023, 1025]))
+ROW = st.one_of(
+    st.integers(1, 70),
+    st.sampled_from([95, 96, 97, 127, 128, 129, 191, 255, 256, 257, 511, 513, 1023, 1025]),
+)
 
 
 def _is_half(dt):
@@ -65,8 +86,9 @@ def layouts(draw, ndim, itemsize, aligned=False):
     flip = tuple(draw(st.lists(st.booleans(), min_size=ndim, max_size=ndim)))
     # gaps between elements: none, whole elements (a stepped slice), or a
     # few bytes (an unaligned view of a byte buffer)
-    gap = st.sampled_from([0, 0, 0, itemsize, 3 * itemsize]
-                          + ([] if aligned else [2 if itemsize > 2 else 1]))
+    gap = st.sampled_from(
+        [0, 0, 0, itemsize, 3 * itemsize] + ([] if aligned else [2 if itemsize > 2 else 1])
+    )
     pad = tuple(draw(st.lists(gap, min_size=ndim, max_size=ndim)))
     return Layout(perm=perm, flip=flip, pad=pad, flush=flush, misalign=misalign)
 
@@ -75,8 +97,8 @@ def layouts(draw, ndim, itemsize, aligned=False):
 class Case:
     dtype: np.dtype
     shape: tuple
-    axes: tuple          # sorted normalized axes
-    spec: dict           # axis= / normalized_shape= as passed
+    axes: tuple  # sorted normalized axes
+    spec: dict  # axis= / normalized_shape= as passed
     base: float
     spread: float
     seed: int
@@ -96,8 +118,7 @@ class Case:
 def cases(draw, dtypes=DTYPES):
     dtype = np.dtype(draw(st.sampled_from(dtypes)))
     ndim = draw(st.integers(1, 4))
-    mode = draw(st.sampled_from(["last", "last", "trailing", "channels_first", "first",
-                                 "random"]))
+    mode = draw(st.sampled_from(["last", "last", "trailing", "channels_first", "first", "random"]))
     if mode in ("channels_first", "first") and ndim == 1:
         mode = "last"
     if mode == "last":
@@ -110,20 +131,32 @@ def cases(draw, dtypes=DTYPES):
     elif mode == "first":
         axes = (0,)
     else:
-        raw = draw(st.lists(st.integers(-ndim, ndim - 1), min_size=1, max_size=ndim,
-                            unique_by=lambda a: a % ndim))
+        raw = draw(
+            st.lists(
+                st.integers(-ndim, ndim - 1),
+                min_size=1,
+                max_size=ndim,
+                unique_by=lambda a: a % ndim,
+            )
+        )
         axes = tuple(sorted(a % ndim for a in raw))
     main = axes[0] if mode in ("channels_first", "first") else axes[-1]
     other = st.integers(1, 12) if mode == "channels_first" else st.integers(1, 6)
     shape = tuple(draw(ROW) if a == main else draw(other) for a in range(ndim))
     while int(np.prod(shape)) > MAX_SIZE:  # keep examples fast
         big = int(np.argmax(shape))
-        shape = shape[:big] + (max(1, shape[big] // 2),) + shape[big + 1:]
+        shape = shape[:big] + (max(1, shape[big] // 2),) + shape[big + 1 :]
     if mode == "last":
         spec = draw(st.sampled_from([{}, {"axis": -1}, {"normalized_shape": shape[-1]}]))
     elif mode == "trailing":
-        spec = draw(st.sampled_from([{"normalized_shape": shape[ndim - len(axes):]},
-                                     {"axis": tuple(a - ndim for a in axes)}]))
+        spec = draw(
+            st.sampled_from(
+                [
+                    {"normalized_shape": shape[ndim - len(axes) :]},
+                    {"axis": tuple(a - ndim for a in axes)},
+                ]
+            )
+        )
     elif mode == "random":
         spec = {"axis": raw[0] if len(raw) == 1 and draw(st.booleans()) else tuple(raw)}
     else:
@@ -154,8 +187,11 @@ def _guard_empty(draw, shape, dtype, what, log):
 def _param(draw, case, kind_name, log, loc, scale, salt):
     """A weight or bias of a drawn kind (shared rule or per-sample), in the
     compute dtype or (half inputs) the input's dtype; guarded."""
-    kind = draw(st.sampled_from(["none", "full", "full", "last", "scalar", "rank",
-                                 "per_sample", "per_sample"]))
+    kind = draw(
+        st.sampled_from(
+            ["none", "full", "full", "last", "scalar", "rank", "per_sample", "per_sample"]
+        )
+    )
     if kind == "none":
         return None, kind
     ns, shape = case.norm_shape, case.shape
@@ -180,8 +216,10 @@ def _param(draw, case, kind_name, log, loc, scale, salt):
 def _describe(log):
     for what, g in log:
         a = g.array
-        note(f"  {what}: shape={a.shape} dtype={a.dtype} strides={a.strides} "
-             f"aligned={a.flags.aligned} {g.layout.describe()}")
+        note(
+            f"  {what}: shape={a.shape} dtype={a.dtype} strides={a.strides} "
+            f"aligned={a.flags.aligned} {g.layout.describe()}"
+        )
 
 
 class _Snapshots:
@@ -217,9 +255,11 @@ def _half_ulp_error(op, case, y, x_values, w, b, eps):
     y_ref = reference(op, x_values, case.axes, w, b, eps)[0]
     slack = None
     if b is not None:
-        scaled = y_ref.astype(np.float64) - reference(
-            op, np.zeros_like(x_values), case.axes, None, b, eps)[0]
-        slack = 2.0 ** -23 * np.abs(scaled.astype(np.float64))
+        scaled = (
+            y_ref.astype(np.float64)
+            - reference(op, np.zeros_like(x_values), case.axes, None, b, eps)[0]
+        )
+        slack = 2.0**-23 * np.abs(scaled.astype(np.float64))
     return max_ulp_error(y, y_ref, case.dtype, slack)
 
 
@@ -267,26 +307,40 @@ print(ctypes.c_char.from_address(first + int(sys.argv[4])).value, flush=True)
 
 
 @pytest.mark.any_isa
-@pytest.mark.parametrize("flush,misalign,offset,faults", [
-    ("end", 0, 83, False), ("end", 0, 84, True),       # last byte; one past it
-    ("start", 0, 0, False), ("start", 0, -1, True),    # first byte; one before it
-    ("end", 2, 85, False), ("end", 2, 86, True),       # 2-byte aligned: 2-byte tail
-    ("start", 2, -2, False), ("start", 2, -3, True),
-])
+@pytest.mark.parametrize(
+    "flush,misalign,offset,faults",
+    [
+        ("end", 0, 83, False),
+        ("end", 0, 84, True),  # last byte; one past it
+        ("start", 0, 0, False),
+        ("start", 0, -1, True),  # first byte; one before it
+        ("end", 2, 85, False),
+        ("end", 2, 86, True),  # 2-byte aligned: 2-byte tail
+        ("start", 2, -2, False),
+        ("start", 2, -3, True),
+    ],
+)
 def test_guard_pages_fault(flush, misalign, offset, faults):
     import subprocess
     import sys
+
     here = os.path.dirname(os.path.abspath(__file__))
-    run = subprocess.run([sys.executable, "-c", _TOUCH, here, flush, str(misalign), str(offset)],
-                         capture_output=True, text=True, env=dict(os.environ, LD_PRELOAD=""))
+    run = subprocess.run(
+        [sys.executable, "-c", _TOUCH, here, flush, str(misalign), str(offset)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, LD_PRELOAD=""),
+    )
     assert (run.returncode != 0) == faults, run.stderr[-2000:]
 
 
 @pytest.mark.any_isa
 def test_guarded_views_hold_their_values():
     values = np.arange(2 * 3 * 5, dtype=np.float64).reshape(2, 3, 5)
-    for layout in [Layout(), Layout(perm=(2, 0, 1), flip=(True, False, True), pad=(8, 0, 2),
-                                    flush="start", misalign=4)]:
+    for layout in [
+        Layout(),
+        Layout(perm=(2, 0, 1), flip=(True, False, True), pad=(8, 0, 2), flush="start", misalign=4),
+    ]:
         g = guarded_array(values, layout)
         assert np.array_equal(g.array, values) and g.outside_intact()
         g.array[...] = -values
@@ -299,8 +353,9 @@ def _draw_forward_call(draw, case, op, log, xg):
     itself).  Returns (kwargs, wg, bg, outputs, written, stream); `written`
     holds the ids of inputs the call may overwrite."""
     wg, _ = _param(draw, case, "weight", log, 1.0, 0.5, salt=1)
-    bg, _ = (_param(draw, case, "bias", log, 0.0, 0.5, salt=2) if op == "layer_norm"
-             else (None, "none"))
+    bg, _ = (
+        _param(draw, case, "bias", log, 0.0, 0.5, salt=2) if op == "layer_norm" else (None, "none")
+    )
     out_mode = draw(st.sampled_from(["none", "fresh", "fresh", "x"]))
     return_stats = draw(st.booleans())
     stream = _streaming(draw)
@@ -323,13 +378,17 @@ def _draw_forward_call(draw, case, op, log, xg):
 
 
 def _note_call(call, kwargs, stream, case):
-    args = ", ".join(f"{k}=" + ("<array>" if isinstance(v, np.ndarray) else repr(v))
-                     for k, v in kwargs.items())
-    note(f"{call}{args}) stream={stream}; values base={case.base} spread={case.spread} "
-         f"seed={case.seed}")
+    args = ", ".join(
+        f"{k}=" + ("<array>" if isinstance(v, np.ndarray) else repr(v)) for k, v in kwargs.items()
+    )
+    note(
+        f"{call}{args}) stream={stream}; values base={case.base} spread={case.spread} "
+        f"seed={case.seed}"
+    )
 
 
 # ---- forward ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 @FUZZ
@@ -361,6 +420,7 @@ def test_forward_guarded(op, data):
 
 
 # ---- fused residual add ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 @FUZZ
@@ -400,14 +460,16 @@ def test_fused_add_guarded(op, data):
     if "residual_out" in kwargs:
         assert h is kwargs["residual_out"]
     snaps.check()
-    assert h.dtype == case.dtype and np.array_equal(_bits(h), _bits(h_ref)), \
+    assert h.dtype == case.dtype and np.array_equal(_bits(h), _bits(h_ref)), (
         "h differs from numpy's x + residual"
+    )
     mean_ref, rstd_ref = _check_forward(op, case, y, h_ref, w, b, eps)
     if return_stats:
         _check_stats(op, case, res[2:], mean_ref, rstd_ref)
 
 
 # ---- backward -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 @FUZZ
@@ -422,8 +484,9 @@ def test_backward_guarded(op, data):
     dyg = _guard(draw, dy_values, "dy", log)
     wg, wkind = _param(draw, case, "weight", log, 1.0, 0.5, salt=1)
     # layer_norm_backward's bias= gives dbias's shape (only the shape is used)
-    bg, bkind = (_param(draw, case, "bias", log, 0.0, 0.5, salt=2) if op == "layer_norm"
-                 else (None, "none"))
+    bg, bkind = (
+        _param(draw, case, "bias", log, 0.0, 0.5, salt=2) if op == "layer_norm" else (None, "none")
+    )
     eps = _eps(draw)
     with_stats = draw(st.booleans())
     kwargs = dict(case.spec, **_eps_kwargs(eps))
@@ -436,8 +499,13 @@ def test_backward_guarded(op, data):
         if op == "layer_norm":
             kwargs["mean"] = _guard(draw, fwd[1], "mean", log).array
         kwargs["rstd"] = _guard(draw, fwd[-1], "rstd", log).array
-    note(f"{op}_backward(dy, x, {', '.join(f'{k}=' + ('<array>' if isinstance(v, np.ndarray) else repr(v)) for k, v in kwargs.items())})"
-         f"; values base={case.base} spread={case.spread} seed={case.seed}")
+    shown = ", ".join(
+        f"{k}=" + ("<array>" if isinstance(v, np.ndarray) else repr(v)) for k, v in kwargs.items()
+    )
+    note(
+        f"{op}_backward(dy, x, {shown})"
+        f"; values base={case.base} spread={case.spread} seed={case.seed}"
+    )
     _describe(log)
     snaps = _Snapshots(log, [])
     w = None if wg is None else wg.array.copy()
@@ -445,8 +513,9 @@ def test_backward_guarded(op, data):
     res = BACKWARD[op](dyg.array, xg.array, **kwargs)
 
     snaps.check()
-    dx_ref, dw_full, db_full = reference_backward(op, dy_values, x_values, case.axes, w, eps,
-                                                  full=True)
+    dx_ref, dw_full, db_full = reference_backward(
+        op, dy_values, x_values, case.axes, w, eps, full=True
+    )
     dx = res[0]
     assert dx.dtype == case.dtype and dx.shape == case.shape
     cdt = compute_dtype(case.dtype)
@@ -462,12 +531,15 @@ def test_backward_guarded(op, data):
         pass
     elif half:  # test_half.py's dx tolerance
         row_max = np.max(np.abs(dx_ref.astype(np.float64)), axis=case.axes, keepdims=True)
-        assert max_ulp_error(dx, dx_ref, case.dtype, slack=2.0 ** -20 * row_max) <= 1.0
+        assert max_ulp_error(dx, dx_ref, case.dtype, slack=2.0**-20 * row_max) <= 1.0
     else:
         assert_close(dx, dx_ref, case.dtype)
-    per_sample = any(kind == "per_sample" and any(
-        np.shape(g.array)[a] != 1 for a in range(len(case.shape)) if a not in case.axes)
-        for kind, g in ((wkind, wg), (bkind, bg)) if g is not None)
+    per_sample = any(
+        kind == "per_sample"
+        and any(np.shape(g.array)[a] != 1 for a in range(len(case.shape)) if a not in case.axes)
+        for kind, g in ((wkind, wg), (bkind, bg))
+        if g is not None
+    )
 
     def check_sum(got, full, shape):
         ref = sum_over_broadcast(full, shape, case.shape, case.axes)
@@ -490,6 +562,7 @@ def test_backward_guarded(op, data):
 
 # ---- defects the fuzzing found, kept fixed --------------------------------------
 
+
 def test_lanes_half_rows_stay_within_one_ulp_where_the_bias_cancels():
     """Found by test_fused_add_guarded (bfloat16 (4, 4, 5, 255), Fortran-ordered
     x, so h is normalized by the lanes kernel).  The SIMD lanes kernels gave
@@ -502,8 +575,10 @@ def test_lanes_half_rows_stay_within_one_ulp_where_the_bias_cancels():
     w = rng.normal(1, 0.5, 64).astype(np.float32)
     b = rng.normal(0, 0.5, 64).astype(np.float32)
     case = Case(BFLOAT16, x.shape, (1,), {}, 1.5, 0.5, 0)
-    assert _half_ulp_error("layer_norm", case, fastnorm.layer_norm(x, weight=w, bias=b),
-                           x, w, b, None) <= 1.0
+    assert (
+        _half_ulp_error("layer_norm", case, fastnorm.layer_norm(x, weight=w, bias=b), x, w, b, None)
+        <= 1.0
+    )
     y = fastnorm.layer_norm(np.asfortranarray(x), weight=w, bias=b)
     assert _half_ulp_error("layer_norm", case, y, x, w, b, None) <= 1.0
 
@@ -518,7 +593,7 @@ def test_unaligned_parameters_are_aligned_before_the_kernels(what, monkeypatch):
     The probe stops any call whose arguments would reach a kernel unaligned."""
     monkeypatch.setattr(fastnorm._api, "_core", _AlignmentProbe(fastnorm._core))
     buf = np.zeros(8 * 64 + 4 + 8, np.uint8)
-    unaligned = buf[4:4 + 8 * 64].view(np.float64)
+    unaligned = buf[4 : 4 + 8 * 64].view(np.float64)
     unaligned[...] = 1.0
     assert not unaligned.flags.aligned
     x = np.linspace(-1, 1, 3 * 64).reshape(3, 64)
@@ -555,8 +630,11 @@ class _AlignmentProbe:
         def checked(*args, **kwargs):
             for i, a in enumerate(list(args) + list(kwargs.values())):
                 if isinstance(a, np.ndarray) and not a.flags.aligned:
-                    raise _Unaligned(f"_core.{name} argument {i} is unaligned "
-                                     f"(dtype {a.dtype}, address "
-                                     f"{a.__array_interface__['data'][0]:#x})")
+                    raise _Unaligned(
+                        f"_core.{name} argument {i} is unaligned "
+                        f"(dtype {a.dtype}, address "
+                        f"{a.__array_interface__['data'][0]:#x})"
+                    )
             return value(*args, **kwargs)
+
         return checked

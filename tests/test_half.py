@@ -4,13 +4,23 @@ The forward must be within 1 ulp of the output dtype of a float64+ reference
 of the same half-precision input, on every ISA (the conftest fixture pins
 each in turn); stats are float32; weight and bias may be float32 or the
 input's dtype; dweight/dbias are float32 sums accurate to 1e-3 relative."""
+
 import numpy as np
 import pytest
+from _reference import (
+    BFLOAT16,
+    HALF_DTYPES,
+    OPS,
+    assert_close,
+    axes_of,
+    max_error,
+    max_ulp_error,
+    reference,
+    reference_backward,
+)
 
 import fastnorm
 import fastnorm._testing
-from _reference import (BFLOAT16, HALF_DTYPES, OPS, assert_close, axes_of, max_error,
-                        max_ulp_error, reference, reference_backward)
 
 HALF_IDS = ["float16", "bfloat16"]
 FN = {"layer_norm": fastnorm.layer_norm, "rms_norm": fastnorm.rms_norm}
@@ -18,6 +28,7 @@ BWD = {"layer_norm": fastnorm.layer_norm_backward, "rms_norm": fastnorm.rms_norm
 
 
 # ---- the portable conversions, against NumPy's and ml_dtypes' casts -------
+
 
 @pytest.mark.any_isa
 @pytest.mark.parametrize("kind,dtype", [("f16", np.float16), ("bf16", BFLOAT16)])
@@ -38,11 +49,30 @@ def _narrowing_inputs():
     halves = np.arange(1 << 16, dtype=np.uint16).view(np.float16).astype(np.float32)
     halves = halves[np.isfinite(halves)]
     mids = ((halves[:-1].astype(np.float64) + halves[1:]) / 2).astype(np.float32)
-    near = np.concatenate([mids, np.nextafter(mids, np.float32(np.inf)),
-                           np.nextafter(mids, np.float32(-np.inf))])
-    special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 65504, 65519.996, 65520, 65536,
-                        2.0 ** -24, 2.0 ** -25, 2.0 ** -25 * 1.0000001, 2.0 ** -14,
-                        3.4028235e38, 1.0e-40, -1.0e-45], np.float32)
+    near = np.concatenate(
+        [mids, np.nextafter(mids, np.float32(np.inf)), np.nextafter(mids, np.float32(-np.inf))]
+    )
+    special = np.array(
+        [
+            0.0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            65504,
+            65519.996,
+            65520,
+            65536,
+            2.0**-24,
+            2.0**-25,
+            2.0**-25 * 1.0000001,
+            2.0**-14,
+            3.4028235e38,
+            1.0e-40,
+            -1.0e-45,
+        ],
+        np.float32,
+    )
     return np.concatenate([random_bits.view(np.float32), halves, near, special])
 
 
@@ -70,8 +100,8 @@ CASES = [
     ((3, 100), {}),
     ((2, 4097), {}),
     ((3, 5, 33), {"normalized_shape": (5, 33)}),
-    ((2, 40, 3, 5), {"axis": 1}),          # channels-first: rows side by side
-    ((4, 40), {"axis": 0}),                # Fortran-like: rows side by side
+    ((2, 40, 3, 5), {"axis": 1}),  # channels-first: rows side by side
+    ((4, 40), {"axis": 0}),  # Fortran-like: rows side by side
     ((3, 5, 7), {"axis": (0, 2)}),
 ]
 
@@ -116,7 +146,7 @@ def test_forward_within_one_ulp(op, dtype, case, affine, layout, rng):
         # (2^-24 of it, at most twice) can be more than an ulp of the small
         # result.  That allowance only; everything else within 1 ulp.
         scaled = y_ref.astype(np.float64) - reference(op, np.zeros_like(x), axes, None, b)[0]
-        slack = 2.0 ** -23 * np.abs(scaled.astype(np.float64))
+        slack = 2.0**-23 * np.abs(scaled.astype(np.float64))
     assert max_ulp_error(y, y_ref, dtype, slack) <= 1.0
     assert_close(stats[-1], rstd_ref, np.float32)
     if op == "layer_norm":
@@ -159,8 +189,9 @@ def test_nonfinite_rows_and_overflowing_squares(dtype, rng):
     x = _inputs((4, 40), dtype, rng)
     x[1, 3] = np.nan
     x[2, 5] = np.inf
-    big = float(np.asarray(65000.0 if dtype == np.float16 else 3e38).astype(dtype)
-                .astype(np.float64))
+    big = float(
+        np.asarray(65000.0 if dtype == np.float16 else 3e38).astype(dtype).astype(np.float64)
+    )
     x[3] = np.where(np.arange(40) % 2, big, -big).astype(dtype)
     for op in OPS:
         y = FN[op](x)
@@ -226,6 +257,7 @@ def test_out_of_another_dtype_is_refused(dtype):
 
 # ---- fused residual add -----------------------------------------------------
 
+
 @pytest.mark.parametrize("op", ["add_layer_norm", "add_rms_norm"])
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 @pytest.mark.parametrize("n", [5, 64, 333])
@@ -253,6 +285,7 @@ def test_bfloat16_fused_sum_keeps_subnormals():
 
 # ---- backward ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 @pytest.mark.parametrize("case", [0, 2, 4, 5, 7, 9])
@@ -270,7 +303,7 @@ def test_backward_matches_reference(op, dtype, case, rng):
     # rounded once: within an ulp plus float32 error relative to the row's
     # largest gradient
     row_max = np.max(np.abs(dx_ref.astype(np.float64)), axis=axes, keepdims=True)
-    assert max_ulp_error(out[0], dx_ref, dtype, slack=2.0 ** -20 * row_max) <= 1.0
+    assert max_ulp_error(out[0], dx_ref, dtype, slack=2.0**-20 * row_max) <= 1.0
     assert max_error(out[1], dw_ref) <= 1e-5 * max(1.0, float(np.abs(dw_ref).max()))
     if op == "layer_norm":
         assert out[2].dtype == np.float32
@@ -292,8 +325,9 @@ def test_bfloat16_parameter_sums_at_65536_rows(op, rng):
         c = x64 - x64.mean(axis=1, keepdims=True)
         xhat = c / np.sqrt((c * c).mean(axis=1, keepdims=True) + 1e-5)
     else:
-        xhat = x64 / np.sqrt((x64 * x64).mean(axis=1, keepdims=True)
-                             + float(np.finfo(np.float32).eps))
+        xhat = x64 / np.sqrt(
+            (x64 * x64).mean(axis=1, keepdims=True) + float(np.finfo(np.float32).eps)
+        )
     dw_ref = (dy64 * xhat).sum(axis=0)
     rel = np.abs(out[1].astype(np.float64) - dw_ref) / np.abs(dw_ref).max()
     assert rel.max() <= 1e-3
@@ -304,6 +338,7 @@ def test_bfloat16_parameter_sums_at_65536_rows(op, rng):
 
 # ---- against PyTorch's bf16/fp16 CPU kernels ---------------------------------
 
+
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 def test_layer_norm_matches_torch_within_one_ulp(dtype, rng):
     torch = pytest.importorskip("torch")
@@ -312,8 +347,12 @@ def test_layer_norm_matches_torch_within_one_ulp(dtype, rng):
     w = rng.normal(1, 0.5, 384).astype(dtype)
     b = rng.normal(0, 0.5, 384).astype(dtype)
     tx = torch.from_numpy(x.astype(np.float32)).to(tdt)
-    ty = torch.nn.functional.layer_norm(tx, (384,), torch.from_numpy(w.astype(np.float32)).to(tdt),
-                                        torch.from_numpy(b.astype(np.float32)).to(tdt))
+    ty = torch.nn.functional.layer_norm(
+        tx,
+        (384,),
+        torch.from_numpy(w.astype(np.float32)).to(tdt),
+        torch.from_numpy(b.astype(np.float32)).to(tdt),
+    )
     y = fastnorm.layer_norm(x, weight=w, bias=b)
     y_torch = ty.float().numpy()
     assert max_ulp_error(y, y_torch, dtype) <= 1.0
@@ -322,8 +361,10 @@ def test_layer_norm_matches_torch_within_one_ulp(dtype, rng):
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 def test_modules_in_half_precision(dtype, rng):
     x = _inputs((6, 48), dtype, rng)
-    for module, fn in ((fastnorm.LayerNorm(48, dtype=dtype), fastnorm.layer_norm),
-                       (fastnorm.RMSNorm(48, dtype=dtype), fastnorm.rms_norm)):
+    for module, fn in (
+        (fastnorm.LayerNorm(48, dtype=dtype), fastnorm.layer_norm),
+        (fastnorm.RMSNorm(48, dtype=dtype), fastnorm.rms_norm),
+    ):
         module.weight = rng.normal(1, 0.5, 48).astype(dtype)
         y = module(x)
         assert module.weight.dtype == dtype and y.dtype == dtype

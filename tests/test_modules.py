@@ -1,10 +1,11 @@
 """LayerNorm and RMSNorm modules: parameters, forward/backward, state dicts
 (including PyTorch's), repr and errors."""
+
 import numpy as np
 import pytest
+from _reference import BFLOAT16, assert_close, reference, reference_backward
 
 import fastnorm
-from _reference import BFLOAT16, assert_close, reference, reference_backward
 
 
 def test_layer_norm_module_defaults_and_forward(rng):
@@ -71,19 +72,26 @@ def test_load_state_dict_errors():
 
 
 def test_repr():
-    assert repr(fastnorm.LayerNorm(768)) == \
-        "LayerNorm((768,), eps=1e-05, elementwise_affine=True, bias=True, dtype=float32)"
-    assert repr(fastnorm.RMSNorm((4, 8), eps=1e-6, dtype=np.float64)) == \
-        "RMSNorm((4, 8), eps=1e-06, elementwise_affine=True, dtype=float64)"
+    assert (
+        repr(fastnorm.LayerNorm(768))
+        == "LayerNorm((768,), eps=1e-05, elementwise_affine=True, bias=True, dtype=float32)"
+    )
+    assert (
+        repr(fastnorm.RMSNorm((4, 8), eps=1e-6, dtype=np.float64))
+        == "RMSNorm((4, 8), eps=1e-06, elementwise_affine=True, dtype=float64)"
+    )
 
 
-@pytest.mark.parametrize("kwargs,exc", [
-    ({"normalized_shape": 0}, ValueError),
-    ({"normalized_shape": ()}, ValueError),
-    ({"normalized_shape": "x"}, TypeError),  # not an int, as in the functional API
-    ({"normalized_shape": 4, "eps": -1.0}, ValueError),
-    ({"normalized_shape": 4, "dtype": np.int32}, TypeError),
-])
+@pytest.mark.parametrize(
+    "kwargs,exc",
+    [
+        ({"normalized_shape": 0}, ValueError),
+        ({"normalized_shape": ()}, ValueError),
+        ({"normalized_shape": "x"}, TypeError),  # not an int, as in the functional API
+        ({"normalized_shape": 4, "eps": -1.0}, ValueError),
+        ({"normalized_shape": 4, "dtype": np.int32}, TypeError),
+    ],
+)
 def test_constructor_errors(kwargs, exc):
     with pytest.raises(exc):
         fastnorm.LayerNorm(**kwargs)

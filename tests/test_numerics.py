@@ -1,9 +1,10 @@
 """Accuracy targets of the core issue and the special-value rules."""
+
 import numpy as np
 import pytest
+from _reference import OPS, max_error, reference
 
 import fastnorm
-from _reference import OPS, max_error, reference
 
 N = 4096
 
@@ -68,7 +69,9 @@ def test_nonfinite_poisons_only_its_row(op, dtype, bad, axis):
     assert row_nan.tolist() == [False, False, True, False, False]
     good = np.delete(x, 2, axis=1 - (axis % 2))
     y_good = np.delete(y, 2, axis=1 - (axis % 2))
-    assert max_error(y_good, reference(op, good, (axis % 2,))[0]) <= (5e-6 if dtype == np.float32 else 1e-12)
+    assert max_error(y_good, reference(op, good, (axis % 2,))[0]) <= (
+        5e-6 if dtype == np.float32 else 1e-12
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -78,8 +81,9 @@ def test_constant_row_gives_exactly_bias(dtype, value, eps):
     x = np.full((3, 100), value, dtype)
     bias = np.linspace(-2, 2, 100).astype(dtype)
     weight = np.linspace(0.5, 3, 100).astype(dtype)
-    assert np.array_equal(fastnorm.layer_norm(x, weight=weight, bias=bias, eps=eps),
-                          np.broadcast_to(bias, x.shape))
+    assert np.array_equal(
+        fastnorm.layer_norm(x, weight=weight, bias=bias, eps=eps), np.broadcast_to(bias, x.shape)
+    )
     y = fastnorm.layer_norm(x, eps=eps)
     assert np.array_equal(y, np.zeros_like(x))
 
@@ -128,8 +132,14 @@ def test_float32_opposite_signs_near_limit_stay_finite(op, layout):
     stays finite as long as each value's distance from its row's mean fits in
     the type (beyond that, (x - mean) itself is not representable)."""
     base = np.array([1.6e38, -1.6e38, 0.5e38, -1e38, 1.6e38, 0.25e38], np.float32)
-    x = np.stack([base, base[::-1], np.linspace(-1.6e38, 1.6e38, 6).astype(np.float32),
-                  np.array([3e38, -3e38] * 3, np.float32)])
+    x = np.stack(
+        [
+            base,
+            base[::-1],
+            np.linspace(-1.6e38, 1.6e38, 6).astype(np.float32),
+            np.array([3e38, -3e38] * 3, np.float32),
+        ]
+    )
     if layout == "strided":
         x = np.repeat(x, 2, axis=1)[:, ::2]
     axis = 0 if layout == "side_by_side" else -1

@@ -1,22 +1,30 @@
 """Per-sample modulation (AdaLN): weight and bias with x's number of
 dimensions broadcast against x itself, fused into the same pass; the
 backward sums dweight and dbias to their own shapes."""
+
 import numpy as np
 import pytest
+from _reference import (
+    BFLOAT16,
+    assert_close,
+    max_error,
+    max_ulp_error,
+    reference,
+    reference_backward,
+    sum_over_broadcast,
+)
 
 import fastnorm
-from _reference import (BFLOAT16, assert_close, max_error, max_ulp_error, reference,
-                        reference_backward, sum_over_broadcast)
 
 # (x shape, axes, weight shape, bias shape)
 CASES = [
-    ((3, 5, 64), (2,), (3, 1, 64), (3, 1, 64)),     # DiT: per-sample scale and shift
-    ((3, 5, 70), (2,), (3, 5, 70), (1, 5, 70)),     # per row, and per position
-    ((3, 5, 16), (2,), (3, 1, 1), (3, 1, 16)),      # a scalar scale per sample
-    ((3, 5, 16), (2,), (3, 1, 16), (16,)),          # mixed: bias by the normalized rule
+    ((3, 5, 64), (2,), (3, 1, 64), (3, 1, 64)),  # DiT: per-sample scale and shift
+    ((3, 5, 70), (2,), (3, 5, 70), (1, 5, 70)),  # per row, and per position
+    ((3, 5, 16), (2,), (3, 1, 1), (3, 1, 16)),  # a scalar scale per sample
+    ((3, 5, 16), (2,), (3, 1, 16), (16,)),  # mixed: bias by the normalized rule
     ((2, 24, 3, 5), (1,), (2, 24, 1, 1), (2, 24, 1, 1)),  # channels-first
     ((2, 3, 4, 33), (2, 3), (2, 1, 4, 33), (2, 1, 1, 33)),  # two normalized axes
-    ((4, 6), (1,), (4, 6), None),                   # weight as big as x
+    ((4, 6), (1,), (4, 6), None),  # weight as big as x
 ]
 
 
@@ -65,8 +73,9 @@ def test_equals_normalize_then_modulate(op, rng):
     assert np.allclose(y, two_step, rtol=1e-6, atol=1e-6)
     # one sample at a time, with its own 1-D weight, gives the same result
     for s in range(4):
-        one = getattr(fastnorm, op)(x[s], weight=w[s, 0],
-                                    **({"bias": b[s, 0]} if op == "layer_norm" else {}))
+        one = getattr(fastnorm, op)(
+            x[s], weight=w[s, 0], **({"bias": b[s, 0]} if op == "layer_norm" else {})
+        )
         assert max_error(y[s], one) <= 1e-6
 
 
@@ -75,8 +84,11 @@ def test_fused_add_takes_per_sample_parameters(op, rng):
     x = rng.normal(0, 1, (4, 5, 48)).astype(np.float32)
     r = rng.normal(0, 1, x.shape).astype(np.float32)
     w = rng.normal(1, 0.3, (4, 1, 48)).astype(np.float32)
-    extra = {"bias": rng.normal(0, 0.3, (4, 1, 48)).astype(np.float32)} \
-        if op == "add_layer_norm" else {}
+    extra = (
+        {"bias": rng.normal(0, 0.3, (4, 1, 48)).astype(np.float32)}
+        if op == "add_layer_norm"
+        else {}
+    )
     y, h = getattr(fastnorm, op)(x, r, weight=w, **extra)
     y2 = getattr(fastnorm, op[4:])(np.add(x, r), weight=w, **extra)
     assert np.array_equal(h, x + r) and np.array_equal(y, y2)
@@ -92,6 +104,7 @@ def test_batch_ones_is_the_shared_rule(rng):
 
 def test_stats_out_and_threads(rng):
     from threadpoolctl import threadpool_limits
+
     x = rng.normal(0, 1, (8, 300, 64)).astype(np.float32)
     w = rng.normal(1, 0.3, (8, 1, 64)).astype(np.float32)
     b = rng.normal(0, 0.3, (8, 1, 64)).astype(np.float32)
@@ -109,12 +122,15 @@ def test_stats_out_and_threads(rng):
         assert np.array_equal(a, b_)
 
 
-@pytest.mark.parametrize("wshape,bshape", [
-    ((3, 2, 64), None),        # x's ndim but 2 does not broadcast against 5
-    ((5, 64), None),           # more dims than the normalized shape, fewer than x
-    ((1, 3, 5, 64), None),     # more dims than x
-    (None, (3, 5, 63)),
-])
+@pytest.mark.parametrize(
+    "wshape,bshape",
+    [
+        ((3, 2, 64), None),  # x's ndim but 2 does not broadcast against 5
+        ((5, 64), None),  # more dims than the normalized shape, fewer than x
+        ((1, 3, 5, 64), None),  # more dims than x
+        (None, (3, 5, 63)),
+    ],
+)
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "layer_norm_backward"])
 def test_shapes_that_fit_neither_rule(wshape, bshape, op, rng):
     if op == "rms_norm" and bshape is not None:
@@ -123,8 +139,11 @@ def test_shapes_that_fit_neither_rule(wshape, bshape, op, rng):
     w = None if wshape is None else np.ones(wshape, np.float32)
     b = None if bshape is None else np.ones(bshape, np.float32)
     shown = wshape if wshape is not None else bshape
-    with pytest.raises(ValueError, match=r"cannot be broadcast to the normalized shape \(64,\)"
-                       r".*against x with shape \(3, 5, 64\)") as info:
+    with pytest.raises(
+        ValueError,
+        match=r"cannot be broadcast to the normalized shape \(64,\)"
+        r".*against x with shape \(3, 5, 64\)",
+    ) as info:
         if op == "layer_norm":
             fastnorm.layer_norm(x, weight=w, bias=b)
         elif op == "rms_norm":
@@ -144,8 +163,9 @@ def test_backward_sums_to_own_shapes(op, dtype, case, with_stats, rng):
     dy = rng.normal(0, 1, shape).astype(dtype)
     stats = {}
     if with_stats:
-        res = getattr(fastnorm, op)(x, weight=w, axis=axes, return_stats=True,
-                                    **({"bias": b} if op == "layer_norm" else {}))
+        res = getattr(fastnorm, op)(
+            x, weight=w, axis=axes, return_stats=True, **({"bias": b} if op == "layer_norm" else {})
+        )
         stats = {"mean": res[1], "rstd": res[2]} if op == "layer_norm" else {"rstd": res[1]}
     if op == "layer_norm":
         dx, dw, db = fastnorm.layer_norm_backward(dy, x, weight=w, bias=b, axis=axes, **stats)
@@ -156,13 +176,15 @@ def test_backward_sums_to_own_shapes(op, dtype, case, with_stats, rng):
     assert_close(dx, dx_ref, dtype)
     dw_ref = sum_over_broadcast(dw_full, w.shape, shape, axes)
     assert max_error(dw, dw_ref) <= (1e-5 if dtype == np.float32 else 1e-12) * max(
-        1.0, float(np.abs(dw_ref).max()))
+        1.0, float(np.abs(dw_ref).max())
+    )
     if op == "layer_norm":
         bshape = tuple(shape[a] for a in axes) if b is None else b.shape
         db_ref = sum_over_broadcast(db_full, bshape, shape, axes)
         assert db.shape == bshape
         assert max_error(db, db_ref) <= (1e-5 if dtype == np.float32 else 1e-12) * max(
-            1.0, float(np.abs(db_ref).max()))
+            1.0, float(np.abs(db_ref).max())
+        )
 
 
 def test_dweight_keeps_its_rank_when_only_the_bias_is_per_sample(rng):

@@ -1,5 +1,6 @@
 """OpenMP thread control: threadpoolctl and OMP_NUM_THREADS limit fastnorm's
 threads, and the result does not depend on the thread count."""
+
 import os
 import subprocess
 import sys
@@ -11,8 +12,10 @@ import fastnorm
 from fastnorm import _core
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
-needs_openmp = pytest.mark.skipif(not _core.openmp_enabled or (os.cpu_count() or 1) < 2,
-                                  reason="needs an OpenMP build and 2+ cores")
+needs_openmp = pytest.mark.skipif(
+    not _core.openmp_enabled or (os.cpu_count() or 1) < 2,
+    reason="needs an OpenMP build and 2+ cores",
+)
 
 BIG = np.random.default_rng(0).standard_normal((512, 1024), dtype=np.float32)
 
@@ -40,13 +43,21 @@ def test_threadpool_limits_caps_threads(op):
 @needs_openmp
 @pytest.mark.any_isa
 def test_omp_num_threads_env_caps_threads():
-    code = ("import numpy as np, fastnorm; from fastnorm import _core; "
-            "fastnorm.layer_norm(np.ones((512, 1024), np.float32)); "
-            "print(_core.max_threads(), _core.last_num_threads())")
+    code = (
+        "import numpy as np, fastnorm; from fastnorm import _core; "
+        "fastnorm.layer_norm(np.ones((512, 1024), np.float32)); "
+        "print(_core.max_threads(), _core.last_num_threads())"
+    )
     for n in ("1", "2"):
         env = dict(os.environ, OMP_NUM_THREADS=n)
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                             text=True, check=True, cwd=os.path.dirname(__file__))
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=os.path.dirname(__file__),
+        )
         assert out.stdout.split() == [n, n], out.stdout + out.stderr
 
 

@@ -1,5 +1,6 @@
 """fastnorm.torch: parity with torch's ops, layouts, autograd, modules, patching
 and fallbacks."""
+
 import os
 import subprocess
 import sys
@@ -9,16 +10,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
-
-import fastnorm  # noqa: E402
-import fastnorm.torch as fnt  # noqa: E402
-
-from _reference import max_ulp_error  # noqa: E402
 from _hf_norms import GemmaRMSNorm, LlamaRMSNorm  # noqa: E402
+from _reference import max_ulp_error  # noqa: E402
+
+import fastnorm.torch as fnt  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HALF = (torch.float16, torch.bfloat16)
-EPS = {torch.float32: 2.0 ** -23, torch.float64: 2.0 ** -52}
+EPS = {torch.float32: 2.0**-23, torch.float64: 2.0**-52}
 
 
 @pytest.fixture
@@ -69,26 +68,32 @@ OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
 
 # ---- import -------------------------------------------------------------------------
 
+
 @pytest.mark.any_isa
 def test_import_fastnorm_does_not_import_torch():
     code = "import sys, fastnorm; fastnorm.layer_norm([1.0, 2.0]); print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
 
 @pytest.mark.any_isa
 def test_import_without_torch_says_how_to_install():
-    code = ("import sys; sys.modules['torch'] = None\n"
-            "try:\n    import fastnorm.torch\nexcept ImportError as e:\n    print(e)\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=ROOT, timeout=120)
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import fastnorm.torch\nexcept ImportError as e:\n    print(e)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     assert "needs PyTorch" in out.stdout and "pip install torch==2.13.0" in out.stdout
 
 
 # ---- forward parity -------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -101,8 +106,15 @@ def test_matches_torch(op, dtype, affine, ns, gen):
     got = ours(op, x, ns, w, b, None, r)
     # torch in float64 is the accurate reference; torch in dtype is near it
     up = lambda t: None if t is None else t.double()  # noqa: E731
-    want64 = torch_ref(op, up(x), ns, up(w), up(b), None if dtype is torch.float64 else
-                       (EPS[dtype] if "rms" in op else None), up(r))
+    want64 = torch_ref(
+        op,
+        up(x),
+        ns,
+        up(w),
+        up(b),
+        None if dtype is torch.float64 else (EPS[dtype] if "rms" in op else None),
+        up(r),
+    )
     want = torch_ref(op, x, ns, w, b, None, r)
     if r is not None:
         assert torch.equal(got[1], want[1])  # h = x + r, as torch rounds it
@@ -132,14 +144,21 @@ def test_half_within_one_ulp(op, dtype, affine, gen):
         want = torch_ref(op, up(x), (96,), up(w), up(b), None)
     assert got.dtype == dtype
     # torch's float32 result is itself ~1e-7 off: allow that much absolute
-    assert max_ulp_error(got.float().numpy(), want.double().numpy(),
-                         fnt._BF16 if dtype is torch.bfloat16 else np.float16,
-                         slack=1e-6) <= 1.0
+    assert (
+        max_ulp_error(
+            got.float().numpy(),
+            want.double().numpy(),
+            fnt._BF16 if dtype is torch.bfloat16 else np.float16,
+            slack=1e-6,
+        )
+        <= 1.0
+    )
     # and the torch op in half precision agrees within an ulp or so too
     direct = torch_ref(op, x, (96,), w, b, None, r)
     direct = direct[0] if r is not None else direct
-    assert (direct.float() - got.float()).abs().max().item() <= \
-        4 * float(torch.finfo(dtype).eps) * max(1.0, want.abs().max().item())
+    assert (direct.float() - got.float()).abs().max().item() <= 4 * float(
+        torch.finfo(dtype).eps
+    ) * max(1.0, want.abs().max().item())
 
 
 @pytest.mark.parametrize("base, spread", [(1e4, 0.1), (1e6, 0.01)])
@@ -170,6 +189,7 @@ def test_rms_eps_none_is_compute_dtype_eps():
 
 
 # ---- layouts ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -219,8 +239,11 @@ def _noncontiguous(gen, dtype):
 def test_noncontiguous_inputs(op, dtype, gen):
     for name, x in _noncontiguous(gen, dtype).items():
         n = x.shape[-1]
-        r = randn(x.shape, gen, dtype).t().contiguous().t() if op.startswith("add") and \
-            x.dim() == 2 else (randn(x.shape, gen, dtype) if op.startswith("add") else None)
+        r = (
+            randn(x.shape, gen, dtype).t().contiguous().t()
+            if op.startswith("add") and x.dim() == 2
+            else (randn(x.shape, gen, dtype) if op.startswith("add") else None)
+        )
         w, b = params(n, gen, dtype)
         got = ours(op, x, n, w, b, None, r)
         want = ours(op, x.contiguous(), n, w, b, None, None if r is None else r.contiguous())
@@ -230,8 +253,9 @@ def test_noncontiguous_inputs(op, dtype, gen):
             got, want, ref = got[0], want[0], ref[0]
         assert got.is_contiguous(), name
         # (fastnorm walks other layouts with other kernels: a few eps apart at most)
-        assert (got.double() - want.double()).abs().max().item() <= \
-            4 * float(torch.finfo(dtype).eps) * max(1.0, want.abs().max().item()), name
+        assert (got.double() - want.double()).abs().max().item() <= 4 * float(
+            torch.finfo(dtype).eps
+        ) * max(1.0, want.abs().max().item()), name
         tol = 1e-5 if dtype is not torch.bfloat16 else 0.05
         assert (got.double() - ref.double()).abs().max().item() <= tol, name
 
@@ -261,14 +285,23 @@ def test_no_hidden_copy_and_fresh_outputs(op, gen):
         w, b = params(40, gen, torch.float32)  # the compute dtype: used as it is
         log = _AtenLog()
         with log:
-            out = ours(op, x, 40, w, b if "layer" in op else None, None,
-                       r if op.startswith("add") else None)
+            out = ours(
+                op,
+                x,
+                40,
+                w,
+                b if "layer" in op else None,
+                None,
+                r if op.startswith("add") else None,
+            )
         outs = out if isinstance(out, tuple) else (out,)
         assert set(log.ops) <= {"empty_like"}, log.ops
         for y in outs:
             assert y.is_contiguous() and y.shape == x.shape
-            assert y.untyped_storage().data_ptr() not in (x.untyped_storage().data_ptr(),
-                                                           r.untyped_storage().data_ptr())
+            assert y.untyped_storage().data_ptr() not in (
+                x.untyped_storage().data_ptr(),
+                r.untyped_storage().data_ptr(),
+            )
             y.resize_(1000)  # small outputs come from torch's allocator
         assert x.untyped_storage().resizable() and w.untyped_storage().resizable()
     w = torch.nn.Parameter(torch.ones(40))
@@ -329,6 +362,7 @@ def test_negative_bit_views(gen):
 
 # ---- autograd ------------------------------------------------------------------------
 
+
 def _leaves(*tensors):
     return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
 
@@ -352,10 +386,11 @@ def test_gradients_match_torch(op, dtype, dim, gen):
         if fn_ours:
             out = ours(op, xs[0], (n,), xs[2], xs[3], None, xs[1], dim=dim)
         else:
-            move = (lambda t: t.movedim(1, -1)) if dim == 1 else (lambda t: t)  # noqa: E731
-            back = (lambda t: t.movedim(-1, 1)) if dim == 1 else (lambda t: t)  # noqa: E731
-            out = torch_ref(op, move(xs[0]), (n,), xs[2], xs[3], None,
-                            None if r is None else move(xs[1]))
+            move = (lambda t: t.movedim(1, -1)) if dim == 1 else (lambda t: t)
+            back = (lambda t: t.movedim(-1, 1)) if dim == 1 else (lambda t: t)
+            out = torch_ref(
+                op, move(xs[0]), (n,), xs[2], xs[3], None, None if r is None else move(xs[1])
+            )
             out = tuple(back(o) for o in out) if r is not None else back(out)
         loss = (out[0] * gy).sum() + (out[1] * gh).sum() if r is not None else (out * gy).sum()
         loss.backward()
@@ -368,8 +403,9 @@ def test_gradients_match_torch(op, dtype, dim, gen):
             continue
         assert g.dtype == e.dtype, name
         scale = max(1.0, e.abs().max().item())
-        assert (g - e).abs().max().item() <= 64 * EPS[dtype] * scale * (10 if name != "input"
-                                                                          else 1), name
+        assert (g - e).abs().max().item() <= 64 * EPS[dtype] * scale * (
+            10 if name != "input" else 1
+        ), name
 
 
 @pytest.mark.any_isa
@@ -459,17 +495,24 @@ def test_saved_tensor_modified_in_place_is_detected(gen):
 
 # ---- modules ----------------------------------------------------------------------------
 
+
 @pytest.mark.any_isa
 def test_modules_mirror_torch(gen):
     pairs = [
         (fnt.LayerNorm(16), torch.nn.LayerNorm(16)),
-        (fnt.LayerNorm((4, 16), eps=1e-6, bias=False), torch.nn.LayerNorm((4, 16), eps=1e-6,
-                                                                          bias=False)),
-        (fnt.LayerNorm(16, elementwise_affine=False), torch.nn.LayerNorm(16,
-                                                                         elementwise_affine=False)),
+        (
+            fnt.LayerNorm((4, 16), eps=1e-6, bias=False),
+            torch.nn.LayerNorm((4, 16), eps=1e-6, bias=False),
+        ),
+        (
+            fnt.LayerNorm(16, elementwise_affine=False),
+            torch.nn.LayerNorm(16, elementwise_affine=False),
+        ),
         (fnt.RMSNorm(16), torch.nn.RMSNorm(16)),
-        (fnt.RMSNorm([4, 16], eps=1e-6, dtype=torch.float64),
-         torch.nn.RMSNorm([4, 16], eps=1e-6, dtype=torch.float64)),
+        (
+            fnt.RMSNorm([4, 16], eps=1e-6, dtype=torch.float64),
+            torch.nn.RMSNorm([4, 16], eps=1e-6, dtype=torch.float64),
+        ),
     ]
     for mine, theirs in pairs:
         assert repr(mine) == repr(theirs)
@@ -495,10 +538,12 @@ def test_module_constructor_device_dtype():
 
 # ---- patch ------------------------------------------------------------------------------
 
+
 def _example_module():
     """examples/torch_patch.py, whose small transformer the patch tests reuse."""
     import importlib.util
     import pathlib
+
     path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "torch_patch.py"
     spec = importlib.util.spec_from_file_location("torch_patch_example", path)
     module = importlib.util.module_from_spec(spec)
@@ -519,8 +564,13 @@ def test_patch_unpatch_model(gen):
     with torch.no_grad():
         want = model(ids)
     names = fnt.patch(model)
-    assert names == ["blocks.0.norm1", "blocks.0.norm2", "blocks.1.norm1", "blocks.1.norm2",
-                     "final"]
+    assert names == [
+        "blocks.0.norm1",
+        "blocks.0.norm2",
+        "blocks.1.norm1",
+        "blocks.1.norm2",
+        "final",
+    ]
     assert type(model.final) is fnt.LayerNorm and type(model.blocks[0].norm2) is fnt.RMSNorm
     assert list(model.state_dict()) == keys
     with torch.no_grad():
@@ -540,6 +590,7 @@ def test_patch_unpatch_model(gen):
 def test_patch_root_module_and_unknown_subclasses():
     class MyLN(torch.nn.LayerNorm):
         pass
+
     ln = torch.nn.LayerNorm(8)
     assert fnt.patch(ln) == [""] and type(ln) is fnt.LayerNorm
     seq = torch.nn.Sequential(MyLN(8), torch.nn.GroupNorm(2, 8))
@@ -559,18 +610,21 @@ def test_patch_verify_leaves_disagreeing_modules(monkeypatch):
 @pytest.mark.any_isa
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
 def test_patch_half_and_double_models(dtype, gen):
-    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.LayerNorm(16),
-                                torch.nn.RMSNorm(16)).to(dtype)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(16, 16), torch.nn.LayerNorm(16), torch.nn.RMSNorm(16)
+    ).to(dtype)
     x = randn((4, 16), gen, dtype)
     with torch.no_grad():
         want = model(x)
         assert fnt.patch(model) == ["1", "2"]
         got = model(x)
-    assert (got.float() - want.float()).abs().max().item() <= \
-        4 * float(torch.finfo(dtype).eps) * max(1.0, want.abs().max().item())
+    assert (got.float() - want.float()).abs().max().item() <= 4 * float(
+        torch.finfo(dtype).eps
+    ) * max(1.0, want.abs().max().item())
 
 
 # ---- Hugging Face RMSNorms -------------------------------------------------------------------
+
 
 def _check_hf_module(norm, gen, dtype):
     with torch.no_grad():
@@ -616,13 +670,17 @@ def test_patch_hf_style_gradients(gen):
 
 
 @pytest.mark.any_isa
-@pytest.mark.parametrize("name", ["LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm",
-                                  "Qwen3RMSNorm"])
+@pytest.mark.parametrize("name", ["LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"])
 def test_patch_transformers_rms_norms(name, gen):
     pytest.importorskip("transformers")
     import importlib
-    module = {"LlamaRMSNorm": "llama", "MistralRMSNorm": "mistral", "Qwen2RMSNorm": "qwen2",
-              "Qwen3RMSNorm": "qwen3"}[name]
+
+    module = {
+        "LlamaRMSNorm": "llama",
+        "MistralRMSNorm": "mistral",
+        "Qwen2RMSNorm": "qwen2",
+        "Qwen3RMSNorm": "qwen3",
+    }[name]
     try:
         mod = importlib.import_module(f"transformers.models.{module}.modeling_{module}")
     except ImportError as exc:
@@ -640,6 +698,7 @@ def test_patch_gemma_rms_norm_follows_its_rounding(dtype, gen):
     classes = [GemmaRMSNorm]
     try:
         from transformers.models.gemma.modeling_gemma import GemmaRMSNorm as HFGemma
+
         classes.append(HFGemma)
     except ImportError:
         pass
@@ -676,6 +735,7 @@ def test_module_with_parametrized_weight(gen):
     class Double(torch.nn.Module):
         def forward(self, w):
             return 2 * w
+
     m = fnt.LayerNorm(16)
     parametrize.register_parametrization(m, "weight", Double())
     x = randn((4, 16), gen)
@@ -685,6 +745,7 @@ def test_module_with_parametrized_weight(gen):
 
 # ---- fallbacks -----------------------------------------------------------------------------
 
+
 @pytest.mark.any_isa
 @pytest.mark.parametrize("op", OPS)
 def test_meta_tensors_fall_back(op):
@@ -692,7 +753,7 @@ def test_meta_tensors_fall_back(op):
     r = torch.empty(2, 6, 8, device="meta")
     w = torch.empty(8, device="meta")
     out = ours(op, x, 8, w, w if "layer" in op else None, None, r)
-    for t in (out if isinstance(out, tuple) else (out,)):
+    for t in out if isinstance(out, tuple) else (out,):
         assert t.device.type == "meta" and t.shape == x.shape
     xc = torch.empty(2, 6, 5, 4, device="meta")
     y = ours(op, xc, (6,), w[:6], None, None, torch.empty_like(xc), dim=1)
@@ -760,8 +821,9 @@ def test_tensors_without_readable_data_run_torch(gen):
     got = torch.func.functionalize(lambda t: fnt.layer_norm(t, 8))(x)
     assert torch.allclose(got, want, atol=1e-6)
     g = torch.func.grad(lambda t: fnt.rms_norm(t, 8).square().sum())(x)
-    assert torch.allclose(g, torch.func.grad(lambda t: F.rms_norm(t, (8,)).square().sum())(x),
-                          atol=1e-5)
+    assert torch.allclose(
+        g, torch.func.grad(lambda t: F.rms_norm(t, (8,)).square().sum())(x), atol=1e-5
+    )
 
 
 @pytest.mark.any_isa
@@ -790,6 +852,7 @@ def test_normalized_shape_with_dim_is_checked_as_without(gen):
 
 
 # ---- errors ------------------------------------------------------------------------------
+
 
 @pytest.mark.any_isa
 def test_errors():
@@ -829,9 +892,15 @@ def test_errors():
 def test_patch_tiny_llama(dtype):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                                      num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, max_position_embeddings=32)
+    config = transformers.LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+    )
     model = transformers.LlamaForCausalLM(config).to(dtype).eval()
     ids = torch.randint(0, 64, (2, 7))
     with torch.no_grad():

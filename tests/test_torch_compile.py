@@ -5,15 +5,15 @@ torch's fallback inside the ops, and double backward.
 Compiling is slow, so most tests use the "eager" or "aot_eager" backends,
 which run the traced graph with the same kernels as eager mode: forward
 results are then compared bit for bit.  One test uses inductor."""
+
 import pytest
 
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
+from _hf_norms import LlamaRMSNorm  # noqa: E402
 
 import fastnorm.torch as fnt  # noqa: E402
 from fastnorm import _torch_ops  # noqa: E402
-
-from _hf_norms import LlamaRMSNorm  # noqa: E402
 
 # The graph-level behaviour tested here does not depend on the kernel set
 # (the kernels' numerics are tested per ISA elsewhere).
@@ -33,8 +33,9 @@ class Net(torch.nn.Module):
         self.proj = torch.nn.Linear(n, n)
         self.cw = torch.nn.Parameter(torch.ones(c))
         self.cb = torch.nn.Parameter(torch.zeros(c))
-        self.block = torch.nn.Sequential(torch.nn.Linear(n, n), torch.nn.LayerNorm(n),
-                                         torch.nn.RMSNorm(n), LlamaRMSNorm(n))
+        self.block = torch.nn.Sequential(
+            torch.nn.Linear(n, n), torch.nn.LayerNorm(n), torch.nn.RMSNorm(n), LlamaRMSNorm(n)
+        )
         assert fnt.patch(self.block) == ["1", "2", "3"]
         gen = torch.Generator().manual_seed(7)
         with torch.no_grad():  # no all-ones weights: they would hide a wrong gradient
@@ -60,17 +61,19 @@ def inputs(requires_grad=False):
 
 def grads(net, x, img, out):
     y, c = out
-    loss = (y * torch.linspace(-1, 1, y.shape[-1])).sum() + (c ** 2).sum()
+    loss = (y * torch.linspace(-1, 1, y.shape[-1])).sum() + (c**2).sum()
     return torch.autograd.grad(loss, [x, img] + list(net.parameters()))
 
 
 def max_ulp(a, b):
     """Largest difference in units of a's dtype's eps, relative to max(|b|, 1)."""
-    return ((a.double() - b.double()).abs() / b.double().abs().clamp(min=1)).max().item() \
-        / float(torch.finfo(a.dtype).eps)
+    return ((a.double() - b.double()).abs() / b.double().abs().clamp(min=1)).max().item() / float(
+        torch.finfo(a.dtype).eps
+    )
 
 
 # ---- torch.compile -------------------------------------------------------------------
+
 
 def test_compile_fullgraph_forward_and_backward():
     """aot_eager traces forward and backward (as inductor would) and runs them
@@ -96,6 +99,7 @@ def test_compiled_graph_calls_fastnorm_ops():
     """The traced graph holds fastnorm's ops in both directions, not torch's norms."""
     from functorch.compile import make_boxed_func
     from torch._dynamo.backends.common import aot_autograd
+
     graphs = []
 
     def keep(gm, example_inputs):
@@ -103,8 +107,9 @@ def test_compiled_graph_calls_fastnorm_ops():
         return make_boxed_func(gm.forward)
 
     net = Net()
-    compiled = torch.compile(net, fullgraph=True,
-                             backend=aot_autograd(fw_compiler=keep, bw_compiler=keep))
+    compiled = torch.compile(
+        net, fullgraph=True, backend=aot_autograd(fw_compiler=keep, bw_compiler=keep)
+    )
     x, img = inputs(requires_grad=True)
     y, c = compiled(x, img)
     (y.sum() + c.sum()).backward()
@@ -113,8 +118,7 @@ def test_compiled_graph_calls_fastnorm_ops():
     bw_ops = {str(n.target) for n in bw.graph.nodes if n.op == "call_function"}
     for name in ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm"):
         assert f"fastnorm.{name}.default" in fw_ops
-    assert {"fastnorm.layer_norm_backward.default", "fastnorm.rms_norm_backward.default"} \
-        <= bw_ops
+    assert {"fastnorm.layer_norm_backward.default", "fastnorm.rms_norm_backward.default"} <= bw_ops
     assert not any("native_layer_norm" in op or "aten.rms_norm" in op for op in fw_ops)
 
 
@@ -123,6 +127,7 @@ def test_compile_inductor():
     its own fused kernels.  fastnorm's outputs are bitwise eager's; the sum
     inductor fuses around them may round differently, so it is compared with
     a tolerance."""
+
     def f(x, r, w, b):
         y, h = fnt.add_layer_norm(x, r, 32, w, b)
         return fnt.rms_norm(torch.relu(y), 32, w) + h
@@ -151,8 +156,10 @@ def test_compile_dynamic_shapes():
 def test_eager_calls_do_not_use_the_ops(monkeypatch):
     """Plain eager CPU calls keep their direct and autograd paths: the
     dispatcher costs more than the kernel at small sizes."""
+
     def fail(*args):
         raise AssertionError("eager call went through torch.ops.fastnorm")
+
     monkeypatch.setattr(_torch_ops, "norm", fail)
     monkeypatch.setattr(_torch_ops, "add_norm", fail)
     net = Net()
@@ -164,6 +171,7 @@ def test_eager_calls_do_not_use_the_ops(monkeypatch):
 
 
 # ---- torch.export --------------------------------------------------------------------
+
 
 def test_export():
     """Exported with a symbolic batch and sequence length; the program runs
@@ -187,12 +195,12 @@ def test_export():
 
 # ---- opcheck ---------------------------------------------------------------------------
 
+
 def _samples(dtype):
     gen = torch.Generator().manual_seed(5)
 
     def t(*shape, grad=True):
-        return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype) \
-            .requires_grad_(grad)
+        return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype).requires_grad_(grad)
 
     x, r, w, b = t(3, 4, 8), t(3, 4, 8), t(8), t(8)
     img, wc, bc = t(2, 4, 3, 3), t(4), t(4)
@@ -206,8 +214,10 @@ def _samples(dtype):
         (OPS.add_layer_norm, (x, r, [8], w, None, 1e-5, None)),
         (OPS.add_rms_norm, (x, r, [8], None, None, None)),
         (OPS.add_layer_norm, (img, img.detach() * 2, [4], wc, bc, 1e-5, [1])),
-        (OPS.layer_norm_backward, (x.detach(), r.detach(), [8], w.detach(), b.detach(), 1e-5,
-                                   None)),
+        (
+            OPS.layer_norm_backward,
+            (x.detach(), r.detach(), [8], w.detach(), b.detach(), 1e-5, None),
+        ),
         (OPS.rms_norm_backward, (x.detach(), r.detach(), [4, 8], None, None, None)),
     ]
 
@@ -219,6 +229,7 @@ def test_opcheck(dtype):
 
 
 # ---- meta and fake tensors -------------------------------------------------------------
+
 
 def test_meta_tensors_through_the_ops():
     x = torch.empty(2, 6, 8, device="meta", dtype=torch.bfloat16)
@@ -242,6 +253,7 @@ def test_meta_tensors_through_the_ops():
 
 def test_fake_tensors():
     from torch._subclasses.fake_tensor import FakeTensorMode
+
     with FakeTensorMode():
         x = torch.empty(4, 16)
         y, h = fnt.add_layer_norm(x, x, 16, torch.empty(16), torch.empty(16))
@@ -250,6 +262,7 @@ def test_fake_tensors():
 
 
 # ---- torch's ops inside the ops (other devices and dtypes) ---------------------------------
+
 
 @pytest.mark.parametrize("case", ["ln", "ln_dim", "rms", "add_ln", "add_rms_dim"])
 def test_torch_fallback_inside_the_ops(case, monkeypatch):
@@ -295,6 +308,7 @@ def test_torch_fallback_inside_the_ops(case, monkeypatch):
 
 # ---- autograd ----------------------------------------------------------------------------
 
+
 def test_gradcheck_through_the_ops():
     gen = torch.Generator().manual_seed(2)
 
@@ -305,11 +319,14 @@ def test_gradcheck_through_the_ops():
     assert torch.autograd.gradcheck(lambda *a: OPS.layer_norm(*a, 1e-5, None), (x, [6], w, b))
     assert torch.autograd.gradcheck(lambda *a: OPS.rms_norm(*a, None, [1]), (img, [3], wc))
     assert torch.autograd.gradcheck(
-        lambda x, r, w, b: OPS.add_layer_norm(x, r, [6], w, b, 1e-5, None), (x, r, w, b))
+        lambda x, r, w, b: OPS.add_layer_norm(x, r, [6], w, b, 1e-5, None), (x, r, w, b)
+    )
     assert torch.autograd.gradcheck(
-        lambda x, r: OPS.add_rms_norm(x, r, [6], None, None, None)[0], (x, r))
+        lambda x, r: OPS.add_rms_norm(x, r, [6], None, None, None)[0], (x, r)
+    )
     assert torch.autograd.gradcheck(  # only h used downstream
-        lambda x, r: OPS.add_rms_norm(x, r, [6], w, None, None)[1], (x, r))
+        lambda x, r: OPS.add_rms_norm(x, r, [6], w, None, None)[1], (x, r)
+    )
 
 
 def test_parameter_grads_in_the_parameters_dtype():
@@ -317,8 +334,11 @@ def test_parameter_grads_in_the_parameters_dtype():
     w = torch.randn(8, requires_grad=True)  # float32 weight, bfloat16 input
     b = torch.randn(8, dtype=torch.float64, requires_grad=True)
     OPS.layer_norm(x, [8], w, b, 1e-5, None).float().sum().backward()
-    assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == \
-        (torch.bfloat16, torch.float32, torch.float64)
+    assert (x.grad.dtype, w.grad.dtype, b.grad.dtype) == (
+        torch.bfloat16,
+        torch.float32,
+        torch.float64,
+    )
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm"])
@@ -333,6 +353,6 @@ def test_double_backward_raises(op):
         y = OPS.add_layer_norm(x, x * 2, [8], w, None, 1e-5, None)[0]
     else:
         y = OPS.add_rms_norm(x, x * 2, [8], w, None, None)[0]
-    gx, = torch.autograd.grad((y * y).sum(), x, create_graph=True)
+    (gx,) = torch.autograd.grad((y * y).sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward is not supported"):
         gx.sum().backward()

@@ -3,6 +3,7 @@ built from configs, random weights, nothing downloaded): every norm module is
 switched, logits agree with the stock model through prefill and a cached
 decode step, unpatch restores the original exactly, and checkpoints move
 between patched and stock models."""
+
 import copy
 import io
 import warnings
@@ -21,22 +22,40 @@ def tiny(kind, dtype, seed=0):
     torch.manual_seed(seed)
     if kind == "llama":
         config = transformers.LlamaConfig(
-            vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-            bos_token_id=0, eos_token_id=1, attn_implementation="sdpa")
+            vocab_size=VOCAB,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+            bos_token_id=0,
+            eos_token_id=1,
+            attn_implementation="sdpa",
+        )
         model = transformers.LlamaForCausalLM(config)
     else:
         config = transformers.GPT2Config(
-            vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=64,
-            bos_token_id=0, eos_token_id=1, attn_implementation="sdpa")
+            vocab_size=VOCAB,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            bos_token_id=0,
+            eos_token_id=1,
+            attn_implementation="sdpa",
+        )
         model = transformers.GPT2LMHeadModel(config)
     return model.to(dtype).eval()
 
 
 def norm_names(model):
-    return sorted(name for name, m in model.named_modules()
-                  if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm))
-                  or type(m).__name__.endswith("RMSNorm"))
+    return sorted(
+        name
+        for name, m in model.named_modules()
+        if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm))
+        or type(m).__name__.endswith("RMSNorm")
+    )
 
 
 def logits(model, ids):
@@ -63,7 +82,7 @@ def check_close(got, want, ref, dtype):
     if dtype == torch.float32:
         assert diff <= 1e-4 * scale, diff
     else:
-        assert diff <= 16 * 2.0 ** -8 * scale, diff
+        assert diff <= 16 * 2.0**-8 * scale, diff
         stock_err = float((want - ref).abs().max())
         patched_err = float((got - ref).abs().max())
         assert patched_err <= 1.25 * stock_err + 1e-6, (patched_err, stock_err)

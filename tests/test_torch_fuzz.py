@@ -19,6 +19,7 @@ path (fastnorm.torch._direct patched to return None):
 
 FASTNORM_TORCH_FUZZ_CASES (default 400) sets the number of cases per test.
 """
+
 import math
 import os
 import random
@@ -29,7 +30,6 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
-import fastnorm  # noqa: E402
 import fastnorm.torch as fnt  # noqa: E402
 
 N_CASES = int(os.environ.get("FASTNORM_TORCH_FUZZ_CASES", "400"))
@@ -38,18 +38,32 @@ HALF = (torch.float16, torch.bfloat16)
 SIZES = (0, 1, 1, 2, 3, 4, 5, 7, 8, 16, 17)
 
 
-
-
 # ---- drawing ----------------------------------------------------------------------
+
 
 def _strided_like(r, shape, dtype, gen):
     """A tensor of `shape` in a random layout (a view of a larger buffer)."""
     nd = len(shape)
-    kind = r.choice(["contig", "contig", "permute", "slice", "expand", "as_strided",
-                     "offset", "channels_last", "transpose"])
+    kind = r.choice(
+        [
+            "contig",
+            "contig",
+            "permute",
+            "slice",
+            "expand",
+            "as_strided",
+            "offset",
+            "channels_last",
+            "transpose",
+        ]
+    )
+
     def fill(s):
-        return (torch.randn(s, generator=gen, dtype=torch.float64) * r.choice([1, 3, 0.01])
-                + r.choice([0, 0.5, 100])).to(dtype)
+        return (
+            torch.randn(s, generator=gen, dtype=torch.float64) * r.choice([1, 3, 0.01])
+            + r.choice([0, 0.5, 100])
+        ).to(dtype)
+
     if kind == "permute" and nd > 1:
         perm = list(range(nd))
         r.shuffle(perm)
@@ -82,7 +96,7 @@ def _strided_like(r, shape, dtype, gen):
     if kind == "offset":
         n = math.prod(shape)
         base = fill([n + 3])
-        return base[r.choice([1, 2, 3]):][:n].view(shape), kind
+        return base[r.choice([1, 2, 3]) :][:n].view(shape), kind
     if kind == "channels_last" and nd == 4:
         return fill(shape).contiguous(memory_format=torch.channels_last), kind
     return fill(shape), "contig"
@@ -96,8 +110,20 @@ def _draw_case(r, gen, with_residual=False, op="ln"):
     dtype = r.choice(DTYPES)
     x, layout = _strided_like(r, shape, dtype, gen)
     # normalized dims
-    mode = r.choice(["ns_int", "ns_int", "ns_tuple", "ns_tuple", "ns_size", "ns_list",
-                     "dim_int", "dim_int", "dim_tuple", "dim_trailing"])
+    mode = r.choice(
+        [
+            "ns_int",
+            "ns_int",
+            "ns_tuple",
+            "ns_tuple",
+            "ns_size",
+            "ns_list",
+            "dim_int",
+            "dim_int",
+            "dim_tuple",
+            "dim_trailing",
+        ]
+    )
     k = r.randint(1, min(3, nd))
     kw = {}
     if mode.startswith("ns"):
@@ -154,11 +180,23 @@ def _draw_case(r, gen, with_residual=False, op="ln"):
         eps = r.choice([1, 0])
     if r.random() < 0.03:
         eps = r.choice([-1e-5, float("nan")])
-    return dict(x=x, layout=layout, ns=ns, kw=kw, dims=dims, sizes=sizes, weight=weight,
-                bias=bias, residual=residual, eps=eps, dtype=dtype)
+    return dict(
+        x=x,
+        layout=layout,
+        ns=ns,
+        kw=kw,
+        dims=dims,
+        sizes=sizes,
+        weight=weight,
+        bias=bias,
+        residual=residual,
+        eps=eps,
+        dtype=dtype,
+    )
 
 
 # ---- reference ----------------------------------------------------------------------
+
 
 def _reference(op, c):
     """float64 result (y, h) by torch's ops on float64 copies."""
@@ -177,7 +215,7 @@ def _reference(op, c):
     else:
         e = eps
         if e is None:
-            e = 2.0 ** -52 if c["dtype"] == torch.float64 else 2.0 ** -23
+            e = 2.0**-52 if c["dtype"] == torch.float64 else 2.0**-23
         y = F.rms_norm(moved, c["sizes"], w, float(e))
     return y.movedim(tail, dims), h
 
@@ -205,8 +243,7 @@ def _close(got, want, dtype, what, zero_eps=False):
     bound = atol + rtol * want[ok].abs()
     if diff.numel():
         bad = diff > bound
-        assert not bool(bad.any()), \
-            f"{what}: max diff {float(diff.max()):.3g} (dtype {dtype})"
+        assert not bool(bad.any()), f"{what}: max diff {float(diff.max()):.3g} (dtype {dtype})"
 
 
 def _call(op, add, c, x=None, residual=None):
@@ -219,8 +256,12 @@ def _call(op, add, c, x=None, residual=None):
     if op == "ln":
         args.append(c["bias"])
     args.append(c["eps"])
-    fn = {("ln", False): fnt.layer_norm, ("rms", False): fnt.rms_norm,
-          ("ln", True): fnt.add_layer_norm, ("rms", True): fnt.add_rms_norm}[op, add]
+    fn = {
+        ("ln", False): fnt.layer_norm,
+        ("rms", False): fnt.rms_norm,
+        ("ln", True): fnt.add_layer_norm,
+        ("rms", True): fnt.add_rms_norm,
+    }[op, add]
     return fn(*args, **c["kw"])
 
 
@@ -229,7 +270,7 @@ def _run(op, add, c):
         return _call(op, add, c), None
     except (TypeError, ValueError) as exc:
         return None, exc
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise AssertionError(f"unexpected {type(exc).__name__}: {exc}") from exc
 
 
@@ -248,21 +289,34 @@ def _overlap(a, b):
 
 
 def _snapshot(c):
-    return [None if t is None else t.detach().clone()
-            for t in (c["x"], c["weight"], c["bias"], c["residual"])]
+    return [
+        None if t is None else t.detach().clone()
+        for t in (c["x"], c["weight"], c["bias"], c["residual"])
+    ]
 
 
 def _unchanged(c, snap):
     for t, s in zip((c["x"], c["weight"], c["bias"], c["residual"]), snap):
         if t is not None:
-            assert torch.equal(torch.nan_to_num(t.detach().double(), 7.0),
-                               torch.nan_to_num(s.double(), 7.0)), "an input was modified"
+            assert torch.equal(
+                torch.nan_to_num(t.detach().double(), 7.0), torch.nan_to_num(s.double(), 7.0)
+            ), "an input was modified"
 
 
 def _describe(c):
-    return {k: (tuple(v.shape), v.stride(), v.dtype, v.storage_offset(), type(v).__name__,
-                v.requires_grad) if isinstance(v, torch.Tensor) else v
-            for k, v in c.items()}
+    return {
+        k: (
+            tuple(v.shape),
+            v.stride(),
+            v.dtype,
+            v.storage_offset(),
+            type(v).__name__,
+            v.requires_grad,
+        )
+        if isinstance(v, torch.Tensor)
+        else v
+        for k, v in c.items()
+    }
 
 
 def _expected_error(c):
@@ -279,15 +333,14 @@ def _check_case(op, add, c, monkeypatch):
         m.setattr(fnt, "_direct", lambda *a: None)
         got_np, err_np = _run(op, add, c)
     _unchanged(c, snap)
-    assert (err is None) == (err_np is None), \
-        f"pointer path: {err!r}, NumPy path: {err_np!r}"
+    assert (err is None) == (err_np is None), f"pointer path: {err!r}, NumPy path: {err_np!r}"
     if err is not None:
         if c["x"].numel() == 0:
             return
         # an error: torch's own op (on float64 copies) must fail too, or it is one by design
         try:
             _reference(op, c)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return
         assert _expected_error(c) or _mixed_dtypes(c), f"fastnorm raised {err!r}; torch did not"
         return
@@ -333,6 +386,7 @@ def test_fuzz_forward(op, add, monkeypatch, isa):
 
 # ---- autograd -----------------------------------------------------------------------
 
+
 def _grads_case(r, gen, op, add):
     while True:
         c = _draw_case(r, gen, add, op)
@@ -351,8 +405,9 @@ def _grads_case(r, gen, op, add):
 
 
 def _grad_inputs(c):
-    return [c[k] for k in ("x", "residual", "weight", "bias")
-            if c[k] is not None and c[k].requires_grad]
+    return [
+        c[k] for k in ("x", "residual", "weight", "bias") if c[k] is not None and c[k].requires_grad
+    ]
 
 
 def _ref_forward(op, add, c, x, residual, weight, bias):
@@ -365,7 +420,7 @@ def _ref_forward(op, add, c, x, residual, weight, bias):
     if op == "ln":
         y = F.layer_norm(moved, c["sizes"], weight, bias, 1e-5 if eps is None else float(eps))
     else:
-        y = F.rms_norm(moved, c["sizes"], weight, 2.0 ** -52 if eps is None else float(eps))
+        y = F.rms_norm(moved, c["sizes"], weight, 2.0**-52 if eps is None else float(eps))
     y = y.movedim(tail, dims)
     return (y,) if not add else (y, h)
 
@@ -391,25 +446,42 @@ def test_fuzz_autograd(op, add):
             cots.append(ct)
         use_h = add and r.random() < 0.5
         used = [(o, ct) for j, (o, ct) in enumerate(zip(outs, cots)) if j == 0 or use_h]
-        got = torch.autograd.grad([o for o, _ in used], ins, [ct for _, ct in used],
-                                  allow_unused=True)
+        got = torch.autograd.grad(
+            [o for o, _ in used], ins, [ct for _, ct in used], allow_unused=True
+        )
         ref_ins = [t.detach().clone().requires_grad_(True) for t in ins]
         m = dict(zip([id(t) for t in ins], ref_ins))
-        args = [m.get(id(c[k]), c[k] if c[k] is None else c[k].detach())
-                for k in ("x", "residual", "weight", "bias")]
+        args = [
+            m.get(id(c[k]), c[k] if c[k] is None else c[k].detach())
+            for k in ("x", "residual", "weight", "bias")
+        ]
         routs = _ref_forward(op, add, c, *args)
         rused = [(routs[j], cots[j]) for j in range(len(routs)) if j == 0 or use_h]
-        want = torch.autograd.grad([o for o, _ in rused], ref_ins, [ct for _, ct in rused],
-                                   allow_unused=True)
+        want = torch.autograd.grad(
+            [o for o, _ in rused], ref_ins, [ct for _, ct in rused], allow_unused=True
+        )
         # the float64 reference itself loses |x| * eps64 per element in x - mean,
         # magnified by rstd (up to 1/sqrt(eps)) and summed over the cotangent
-        e = c["eps"] if c["eps"] is not None else (1e-5 if op == "ln" else 2.0 ** -52)
-        xs = c["x"].detach().abs().max().item() + (0 if c["residual"] is None else
-                                                     c["residual"].detach().abs().max().item())
-        slack = 0.0 if op != "ln" else 64 * 2.0 ** -52 * xs / math.sqrt(max(float(e), 1e-300)) * \
-            sum(float(ct.abs().sum()) for ct in cots) * (1 + max(
-                (float(c[k].detach().abs().max()) for k in ("weight",) if c[k] is not None),
-                default=0))
+        e = c["eps"] if c["eps"] is not None else (1e-5 if op == "ln" else 2.0**-52)
+        xs = c["x"].detach().abs().max().item() + (
+            0 if c["residual"] is None else c["residual"].detach().abs().max().item()
+        )
+        slack = (
+            0.0
+            if op != "ln"
+            else 64
+            * 2.0**-52
+            * xs
+            / math.sqrt(max(float(e), 1e-300))
+            * sum(float(ct.abs().sum()) for ct in cots)
+            * (
+                1
+                + max(
+                    (float(c[k].detach().abs().max()) for k in ("weight",) if c[k] is not None),
+                    default=0,
+                )
+            )
+        )
         for g, w, t in zip(got, want, ins):
             if w is None:
                 assert g is None or not bool(g.any()), f"case {i}: unexpected gradient"
@@ -418,7 +490,9 @@ def test_fuzz_autograd(op, add):
             assert g.shape == t.shape and g.dtype == t.dtype, (i, g.shape, t.shape, g.dtype)
             err = (g - w).abs().max().item()
             scale = 1 + w.abs().max().item()
-            assert err <= 1e-8 * scale + slack, f"case {i}: {_describe(c)}: gradient off by {err:.3g}"
+            assert err <= 1e-8 * scale + slack, (
+                f"case {i}: {_describe(c)}: gradient off by {err:.3g}"
+            )
 
 
 @pytest.mark.parametrize("op", ["ln", "rms"])
@@ -435,14 +509,18 @@ def test_gradcheck_small(op, add):
         ins = _grad_inputs(c)
         if not ins:
             continue
-        keys = [k for k in ("x", "residual", "weight", "bias")
-                if c[k] is not None and c[k].requires_grad]
+        keys = [
+            k
+            for k in ("x", "residual", "weight", "bias")
+            if c[k] is not None and c[k].requires_grad
+        ]
 
-        def f(*vals):
+        def f(*vals, c=c, keys=keys):
             cc = dict(c)
             for k, v in zip(keys, vals):
                 cc[k] = v
             return _call(op, add, cc)
+
         try:
             f(*ins)
         except (TypeError, ValueError):
@@ -464,11 +542,13 @@ def test_no_grad_matches_grad_mode():
             b = _call(op, False, c)
         except (TypeError, ValueError):
             continue
-        assert torch.equal(torch.nan_to_num(a, 3.0), torch.nan_to_num(b.detach(), 3.0)), \
-            _describe(c)
+        assert torch.equal(torch.nan_to_num(a, 3.0), torch.nan_to_num(b.detach(), 3.0)), _describe(
+            c
+        )
 
 
 # ---- large outputs (the buffer cache) ---------------------------------------------
+
 
 @pytest.mark.any_isa
 def test_large_outputs_never_shared():
@@ -479,15 +559,21 @@ def test_large_outputs_never_shared():
     keep = []
     for k in range(8):
         y = fnt.layer_norm(x, 1024)
-        holders = [y[1:], y.numpy(), torch.utils.dlpack.to_dlpack(y), y.untyped_storage(),
-                   y.view(-1), y.T]
+        holders = [
+            y[1:],
+            y.numpy(),
+            torch.utils.dlpack.to_dlpack(y),
+            y.untyped_storage(),
+            y.view(-1),
+            y.T,
+        ]
         h = holders[k % len(holders)]
         ptr, val = y.data_ptr(), y[0, :4].clone()
         del y
         keep.append((h, ptr, val))
-        for h2, ptr2, val2 in keep[:-1]:
+        for _h2, ptr2, _val2 in keep[:-1]:
             assert ptr2 != keep[-1][1], "a buffer was handed out while still referenced"
-    for h, ptr, val in keep:
+    for h, _ptr, val in keep:
         t = torch.from_numpy(h) if isinstance(h, np.ndarray) else None
         if t is not None:
             assert torch.equal(t[0, :4], val)

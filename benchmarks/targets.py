@@ -1,0 +1,377 @@
+"""The project's own speed targets, measured side by side as ratios.
+
+    python benchmarks/targets.py                      # the forward targets
+    python benchmarks/targets.py --backward           # the backward targets
+    python benchmarks/targets.py --fused              # the fused residual add + norm targets
+    python benchmarks/targets.py --dtype bfloat16     # the half-precision targets
+    python benchmarks/targets.py --torch              # fastnorm.torch against torch
+    python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
+
+Each target is a ratio of medians measured in one process, its competitors
+interleaved round by round (fastnorm._bench.time_interleaved), and a goal
+that the ratio should meet.  The goals are the project's, not a user's, so
+they live here, outside the installed package; the package keeps the timing
+machinery and ``python -m fastnorm bench``.  --threads 1 runs only the
+targets that need no more than one thread (each target fixes its own thread
+counts: they are part of what it measures)."""
+
+import argparse
+import functools
+import os
+import sys
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+# Measure the checkout this script lives in, not whatever fastnorm is
+# installed (an editable install may point at another worktree).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np
+
+import fastnorm
+from fastnorm import _bench
+from fastnorm.__main__ import parse_ints
+from fastnorm._bench import Case, limit_threads, make_inputs, time_interleaved
+
+EPS = _bench.EPS
+BIG = (4096, 4096)
+
+
+@dataclass(frozen=True)
+class Target:
+    """name: the table's label; goal: the ratio to meet (at most, or with
+    higher_is_better at least); threads: every thread count it runs on;
+    measure(repeats=N): the ratio, or None when a competitor is missing."""
+
+    name: str
+    goal: float
+    threads: tuple
+    measure: Callable[[int], Optional[float]]
+    higher_is_better: bool = False
+
+    def met(self, value):
+        return value >= self.goal if self.higher_is_better else value <= self.goal
+
+
+def _ratio(case, threads, num, den, repeats, min_time=2e-3, extra=None):
+    """Median time of competitor `num` over the faster of `den` (names)."""
+    with limit_threads(threads):
+        fns = _bench.competitors(case)
+        if extra:
+            fns.update(extra(case))
+        needed = {num, *den}
+        if not needed <= set(fns):
+            return None
+        times = time_interleaved({k: fns[k] for k in needed}, repeats, min_time)
+    return times[num] / min(times[d] for d in den)
+
+
+def _vs(case, threads, num, den, *, rounds=1, min_time=2e-3, extra=None):
+    """measure(repeats=N) for _ratio: `rounds` interleaved rounds per repeat."""
+
+    def measure(repeats):
+        return _ratio(case, threads, num, den, repeats * rounds, min_time, extra)
+
+    return measure
+
+
+def _once(fn):
+    """fn(repeats) measured once per run and shared by the targets that read
+    the same interleaved timings."""
+    cache = {}
+
+    def get(repeats):
+        if repeats not in cache:
+            cache[repeats] = fn(repeats)
+        return cache[repeats]
+
+    return get
+
+
+def _plain_fastnorm(case):
+    """fastnorm without weight and bias."""
+    x, _, _ = make_inputs(case)
+    out = np.empty_like(x)
+    fn = fastnorm.layer_norm if case.op == "layer_norm" else fastnorm.rms_norm
+    return {"plain": lambda: fn(x, out=out)}
+
+
+def _np_add_bias(case):
+    x, _, b = make_inputs(case)
+    out = np.empty_like(x)
+    return {"np.add": lambda: np.add(x, b, out=out)}
+
+
+def _fastnorm_threads(case, threads):
+    """fastnorm on `threads` OpenMP threads, to compare thread counts in one
+    interleaved run.  Sets the count through threadpoolctl's library
+    controllers (one cheap call) rather than entering threadpool_limits
+    around every call, whose bookkeeping would swamp a sub-millisecond call."""
+    from threadpoolctl import ThreadpoolController
+
+    controllers = ThreadpoolController().select(user_api="openmp").lib_controllers
+    x, w, b = make_inputs(case)
+    out = np.empty_like(x)
+    fn = fastnorm.layer_norm if case.op == "layer_norm" else fastnorm.rms_norm
+    args = (w, b) if case.op == "layer_norm" else (w,)
+
+    def run():
+        for c in controllers:
+            c.set_num_threads(threads)
+        fn(x, None, *args, EPS, out=out)
+
+    return run
+
+
+def _two_over_one_thread(case, repeats):
+    with limit_threads(2):
+        fns = {1: _fastnorm_threads(case, 1), 2: _fastnorm_threads(case, 2)}
+        times = time_interleaved(fns, repeats * 3, 2e-3)
+    return times[2] / times[1]
+
+
+# ---- the forward targets ----------------------------------------------------
+
+ROOF = ["copy", "multiply"]  # the copy roof: the faster of the two
+
+
+def forward_targets():
+    """The forward targets, float32 and float64, in the README's order."""
+    targets = []
+    for op in ("layer_norm", "rms_norm"):
+        case = Case(op, BIG, "float32", "last", True)
+        name = f"{op} f32 {BIG} out= 1 thread / copy roof"
+        targets.append(Target(name, 1.15, (1,), _vs(case, 1, "fastnorm", ROOF)))
+        plain = _vs(case, 1, "plain", ROOF, extra=_plain_fastnorm)
+        targets.append(Target("  the same without weight and bias", 1.15, (1,), plain))
+    for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
+        case = Case(op, BIG, "float32", "last", False)
+        name = f"{op} f32 {BIG} allocating 2 threads / torch"
+        targets.append(Target(name, goal, (2,), _vs(case, 2, "fastnorm", ["torch"])))
+    case = Case("layer_norm", BIG, "float32", "last", False)
+    name = f"numpy layer_norm / fastnorm, f32 {BIG}"
+    numpy = _vs(case, 2, "numpy", ["fastnorm"])
+    targets.append(Target(name, 10.0, (2,), numpy, higher_is_better=True))
+    small = {"rounds": 20, "min_time": 2e-4}  # (8, 768) calls: many short rounds
+    for op, goal in (("layer_norm", 0.4), ("rms_norm", 0.2)):
+        case = Case(op, (8, 768), "float32", "last", False)
+        name = f"{op} f32 (8, 768) / torch"
+        targets.append(Target(name, goal, (2,), _vs(case, 2, "fastnorm", ["torch"], **small)))
+    case = Case("layer_norm", (8, 768), "float32", "last", True)
+    name = "layer_norm f32 (8, 768) out= / np.add(x, b, out=)"
+    add = _vs(case, 2, "fastnorm", ["np.add"], extra=_np_add_bias, **small)
+    targets.append(Target(name, 2.5, (2,), add))
+    for op in ("layer_norm", "rms_norm"):
+        case = Case(op, (512, 4096), "float32", "last", True)
+        name = f"{op} f32 (512, 4096) 2 threads / 1 thread"
+        targets.append(Target(name, 0.6, (1, 2), functools.partial(_two_over_one_thread, case)))
+    for op in ("layer_norm", "rms_norm"):
+        case = Case(op, BIG, "float64", "last", True)
+        name = f"{op} f64 {BIG} out= 1 thread / copy roof"
+        targets.append(Target(name, 1.5, (1,), _vs(case, 1, "fastnorm", ROOF)))
+        case = Case(op, (16, 256, 64, 64), "float32", "channels_first", True)
+        name = f"{op} f32 (16, 256, 64, 64) axis=1 out= 1 thread / copy roof"
+        targets.append(Target(name, 1.5, (1,), _vs(case, 1, "fastnorm", ROOF)))
+    return targets
+
+
+TARGET_COUNT = 16
+
+
+# ---- half precision ---------------------------------------------------------
+
+
+def half_targets(dtype="bfloat16"):
+    """out= against a copy of the same dtype on one thread, and allocating
+    against PyTorch's kernel of that dtype on two."""
+    targets = []
+    for op in ("layer_norm", "rms_norm"):
+        case = Case(op, BIG, dtype, "last", True)
+        name = f"{op} {dtype} {BIG} out= 1 thread / {dtype} copy"
+        targets.append(Target(name, 1.2, (1,), _vs(case, 1, "fastnorm", ["copy"])))
+    for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
+        case = Case(op, BIG, dtype, "last", False)
+        name = f"{op} {dtype} {BIG} allocating 2 threads / torch {dtype}"
+        targets.append(Target(name, goal, (2,), _vs(case, 2, "fastnorm", ["torch"])))
+    return targets
+
+
+HALF_TARGET_COUNT = 4
+
+
+# ---- backward ---------------------------------------------------------------
+
+
+def _backward_times(op, with_roof, repeats):
+    case = Case(op, BIG, "float32", "last", False)
+    with limit_threads(2):
+        fns = _bench.backward_competitors(case)
+        if not with_roof:
+            fns.pop("copy")
+            fns.pop("multiply")
+        return time_interleaved(fns, repeats, 2e-3)
+
+
+def _vs_torch(times):
+    return times["fastnorm"] / times["torch"] if "torch" in times else None
+
+
+def backward_targets():
+    """The layer_norm backward against torch's and against its memory roof
+    (one interleaved run for both), and rms_norm forward plus backward."""
+    ln = _once(functools.partial(_backward_times, "layer_norm", True))
+    rms = _once(functools.partial(_backward_times, "rms_norm", False))
+
+    def ln_vs_roof(repeats):
+        times = ln(repeats)
+        return times["fastnorm"] / (1.5 * min(times["copy"], times["multiply"]))
+
+    return [
+        Target(
+            f"layer_norm_backward f32 {BIG} 2 threads / torch native_layer_norm_backward",
+            0.4,
+            (2,),
+            lambda repeats: _vs_torch(ln(repeats)),
+        ),
+        Target(
+            f"layer_norm_backward f32 {BIG} 2 threads / (1.5 x copy roof)", 1.3, (2,), ln_vs_roof
+        ),
+        Target(
+            f"rms_norm forward+backward f32 {BIG} 2 threads / torch forward+autograd",
+            0.1,
+            (2,),
+            lambda repeats: _vs_torch(rms(repeats)),
+        ),
+    ]
+
+
+BACKWARD_TARGET_COUNT = 3
+
+
+# ---- fused residual add + norm ----------------------------------------------
+
+
+def _fused_ratio(op, repeats):
+    case = Case(op, BIG, "float32", "last", True)
+    with limit_threads(1):
+        times = time_interleaved(_bench.fused_competitors(case), repeats, 2e-3)
+    return times["fastnorm"] / times["two steps"]
+
+
+def fused_targets():
+    targets = []
+    for op in ("layer_norm", "rms_norm"):
+        name = f"add_{op} f32 (4096, 4096) 1 thread / (np.add + {op})"
+        targets.append(Target(name, 0.75, (1,), functools.partial(_fused_ratio, op)))
+    return targets
+
+
+FUSED_TARGET_COUNT = 2
+
+
+# ---- the report -------------------------------------------------------------
+
+
+def select(targets, threads=None):
+    """The targets whose thread counts are all in `threads` (None: all)."""
+    if threads is None:
+        return list(targets)
+    return [t for t in targets if set(t.threads) <= set(threads)]
+
+
+def measure(targets, repeats=21, progress=None):
+    """[(target, measured ratio or None)]."""
+    rows = []
+    for target in targets:
+        rows.append((target, target.measure(repeats=repeats)))
+        if progress:
+            progress.step(target.name)
+    return rows
+
+
+def report(rows, file=None):
+    """Print the table and the count of targets met."""
+    file = file or sys.stdout
+    print(f"{'target':<68}{'measured':>10}{'goal':>8}  met", file=file)
+    met = 0
+    for target, value in rows:
+        if value is None:
+            print(
+                f"{target.name:<68}{'n/a':>10}{target.goal:>8}  (competitor not installed)",
+                file=file,
+            )
+            continue
+        ok = target.met(value)
+        met += ok
+        sign = ">=" if target.higher_is_better else "<="
+        print(
+            f"{target.name:<68}{value:>10.3f}{sign:>4}{target.goal:<5}  {'yes' if ok else 'NO'}",
+            file=file,
+        )
+    print(f"{met} of {len(rows)} targets met", file=file)
+
+
+def parse_args(argv):
+    from fastnorm import _core
+
+    parser = argparse.ArgumentParser(
+        prog="python benchmarks/targets.py",
+        description="Measure the project's speed targets (ratios of medians, side by side).",
+    )
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--backward", action="store_true", help="the backward targets")
+    which.add_argument("--fused", action="store_true", help="the fused residual add + norm targets")
+    which.add_argument(
+        "--dtype", choices=_bench.HALF_DTYPES, help="the half-precision targets of this dtype"
+    )
+    which.add_argument(
+        "--torch",
+        action="store_true",
+        help="fastnorm.torch against PyTorch (benchmarks/targets_torch.py)",
+    )
+    parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per target")
+    parser.add_argument(
+        "--threads",
+        type=parse_ints,
+        help="only the targets that run on these thread counts, e.g. 1 or 1,2",
+    )
+    parser.add_argument(
+        "--isa",
+        choices=_core.available_isas(),
+        help="force fastnorm's kernel set (default: the best this CPU supports, or FASTNORM_ISA)",
+    )
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.torch and _bench.torch_module() is None:
+        parser.error("--torch needs PyTorch, which is not installed")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else list(argv))
+    if args.torch:
+        import targets_torch
+
+        return targets_torch.main(args.repeats, args.isa, args.threads)
+    if args.dtype:
+        targets = half_targets(args.dtype)
+    elif args.fused:
+        targets = fused_targets()
+    elif args.backward:
+        targets = backward_targets()
+    else:
+        targets = forward_targets()
+    targets = select(targets, args.threads)
+    if not targets:
+        print(f"no target of this set runs on threads {args.threads} alone", file=sys.stderr)
+        return 2
+    with _bench.forced_isa(args.isa):
+        print(_bench.header())
+        rows = measure(targets, args.repeats, _bench.Progress(len(targets)))
+    report(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

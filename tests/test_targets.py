@@ -1,0 +1,213 @@
+"""The project's speed targets (benchmarks/targets.py and
+benchmarks/targets_torch.py, outside the package): every target is there
+with its goal, the script runs and prints each one, and the torch harness
+reports a wrong result instead of timing it.  No timing is asserted: speed
+is measured, never unit-tested."""
+
+import io
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("threadpoolctl")
+
+import fastnorm
+
+pytestmark = pytest.mark.any_isa
+
+BENCHMARKS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+SCRIPT = os.path.join(BENCHMARKS, "targets.py")
+sys.path.insert(0, BENCHMARKS)
+import targets  # noqa: E402
+
+BIG = (4096, 4096)
+
+
+def run_script(*args, timeout=600):
+    out = subprocess.run(
+        [sys.executable, SCRIPT, *args], capture_output=True, text=True, timeout=timeout
+    )
+    return out
+
+
+def goals(target_list):
+    return [(t.name, t.goal, t.threads, t.higher_is_better) for t in target_list]
+
+
+def test_forward_targets_and_goals():
+    assert goals(targets.forward_targets()) == [
+        ("layer_norm f32 (4096, 4096) out= 1 thread / copy roof", 1.15, (1,), False),
+        ("  the same without weight and bias", 1.15, (1,), False),
+        ("rms_norm f32 (4096, 4096) out= 1 thread / copy roof", 1.15, (1,), False),
+        ("  the same without weight and bias", 1.15, (1,), False),
+        ("layer_norm f32 (4096, 4096) allocating 2 threads / torch", 0.3, (2,), False),
+        ("rms_norm f32 (4096, 4096) allocating 2 threads / torch", 0.1, (2,), False),
+        ("numpy layer_norm / fastnorm, f32 (4096, 4096)", 10.0, (2,), True),
+        ("layer_norm f32 (8, 768) / torch", 0.4, (2,), False),
+        ("rms_norm f32 (8, 768) / torch", 0.2, (2,), False),
+        ("layer_norm f32 (8, 768) out= / np.add(x, b, out=)", 2.5, (2,), False),
+        ("layer_norm f32 (512, 4096) 2 threads / 1 thread", 0.6, (1, 2), False),
+        ("rms_norm f32 (512, 4096) 2 threads / 1 thread", 0.6, (1, 2), False),
+        ("layer_norm f64 (4096, 4096) out= 1 thread / copy roof", 1.5, (1,), False),
+        ("layer_norm f32 (16, 256, 64, 64) axis=1 out= 1 thread / copy roof", 1.5, (1,), False),
+        ("rms_norm f64 (4096, 4096) out= 1 thread / copy roof", 1.5, (1,), False),
+        ("rms_norm f32 (16, 256, 64, 64) axis=1 out= 1 thread / copy roof", 1.5, (1,), False),
+    ]
+    assert len(targets.forward_targets()) == targets.TARGET_COUNT
+
+
+def test_half_backward_and_fused_targets_and_goals():
+    assert goals(targets.half_targets("bfloat16")) == [
+        ("layer_norm bfloat16 (4096, 4096) out= 1 thread / bfloat16 copy", 1.2, (1,), False),
+        ("rms_norm bfloat16 (4096, 4096) out= 1 thread / bfloat16 copy", 1.2, (1,), False),
+        (
+            "layer_norm bfloat16 (4096, 4096) allocating 2 threads / torch bfloat16",
+            0.3,
+            (2,),
+            False,
+        ),
+        ("rms_norm bfloat16 (4096, 4096) allocating 2 threads / torch bfloat16", 0.1, (2,), False),
+    ]
+    assert goals(targets.backward_targets()) == [
+        (
+            "layer_norm_backward f32 (4096, 4096) 2 threads / torch native_layer_norm_backward",
+            0.4,
+            (2,),
+            False,
+        ),
+        ("layer_norm_backward f32 (4096, 4096) 2 threads / (1.5 x copy roof)", 1.3, (2,), False),
+        (
+            "rms_norm forward+backward f32 (4096, 4096) 2 threads / torch forward+autograd",
+            0.1,
+            (2,),
+            False,
+        ),
+    ]
+    assert goals(targets.fused_targets()) == [
+        ("add_layer_norm f32 (4096, 4096) 1 thread / (np.add + layer_norm)", 0.75, (1,), False),
+        ("add_rms_norm f32 (4096, 4096) 1 thread / (np.add + rms_norm)", 0.75, (1,), False),
+    ]
+    assert len(targets.half_targets()) == targets.HALF_TARGET_COUNT
+    assert len(targets.backward_targets()) == targets.BACKWARD_TARGET_COUNT
+    assert len(targets.fused_targets()) == targets.FUSED_TARGET_COUNT
+
+
+def test_report_judges_each_goal_in_its_direction():
+    lower = targets.Target("lower", 1.0, (1,), lambda repeats: 1.5)
+    higher = targets.Target("higher", 10.0, (1,), lambda repeats: 12.0, higher_is_better=True)
+    missing = targets.Target("missing", 0.3, (2,), lambda repeats: None)
+    buf = io.StringIO()
+    targets.report(targets.measure([lower, higher, missing], repeats=1), file=buf)
+    lines = buf.getvalue().splitlines()
+    assert lines[1].startswith("lower") and lines[1].endswith("NO"), lines
+    assert lines[2].startswith("higher") and lines[2].endswith("yes") and ">=" in lines[2]
+    assert "n/a" in lines[3] and "not installed" in lines[3]
+    assert lines[4] == "1 of 3 targets met"
+
+
+def test_threads_selects_the_targets_that_fit():
+    names = [t.name for t in targets.select(targets.forward_targets(), [1])]
+    assert len(names) == 8 and not any("2 threads" in n or "/ torch" in n for n in names)
+    assert len(targets.select(targets.forward_targets(), [1, 2])) == targets.TARGET_COUNT
+
+
+def test_script_prints_every_selected_target():
+    """The fused targets (the quickest set) on the scalar kernels."""
+    isa = fastnorm.available_isas()[-1]
+    out = run_script("--fused", "--repeats", "1", "--isa", isa)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("fastnorm ") and f"kernels {isa}" in lines[0]
+    rows = [line for line in lines if line.startswith("add_")]
+    assert [r[:68].rstrip() for r in rows] == [t.name for t in targets.fused_targets()]
+    assert all(r.endswith(("yes", "NO")) for r in rows), rows
+    assert lines[-1].endswith("of 2 targets met")
+
+
+@pytest.mark.parametrize(
+    "bad", [["--repeats", "0"], ["--isa", "sse9"], ["--threads", "x"], ["--fused", "--backward"]]
+)
+def test_script_rejects_bad_arguments(bad):
+    out = run_script(*bad, timeout=60)
+    assert out.returncode == 2 and "error" in out.stderr, (bad, out.stderr)
+
+
+def test_package_cli_points_at_the_script():
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnorm", "bench", "--targets"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "benchmarks/targets.py" in out.stderr, out.stderr
+
+
+# ---- the torch targets ------------------------------------------------------
+
+
+def test_torch_targets_and_goals():
+    """The eight targets of issue 10, the bf16 one in both forms."""
+    pytest.importorskip("torch")
+    import targets_torch
+
+    keys = {
+        (c.op, c.form, c.shape, c.dtype, c.grad, c.threads, c.goal) for c in targets_torch.TARGETS
+    }
+    assert len(keys) == len(targets_torch.TARGETS) == 9
+    assert keys == {
+        ("layer_norm", "function", (8, 768), "float32", False, 1, 0.6),
+        ("layer_norm", "module", (8, 768), "float32", False, 1, 0.5),
+        ("rms_norm", "function", (8, 768), "float32", False, 1, 0.2),
+        ("layer_norm", "function", (8, 768), "float32", True, 1, 1.0),
+        ("layer_norm", "function", (4096, 4096), "float32", False, 2, 0.3),
+        ("layer_norm", "function", (4096, 4096), "float32", True, 2, 0.5),
+        ("rms_norm", "function", (4096, 4096), "float32", True, 2, 0.1),
+        ("layer_norm", "function", (8, 4096), "bfloat16", False, 1, 0.7),
+        ("layer_norm", "module", (8, 4096), "bfloat16", False, 1, 0.7),
+    }
+
+
+def test_torch_script_prints_every_target():
+    pytest.importorskip("torch")
+    import targets_torch
+
+    out = run_script("--torch", "--repeats", "1")
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = [
+        line
+        for line in out.stdout.splitlines()
+        if line.startswith(("layer_norm ", "rms_norm ", "LayerNorm ", "RMSNorm "))
+    ]
+    assert len(lines) == len(targets_torch.TARGETS), out.stdout
+    for case, line in zip(targets_torch.TARGETS, lines):
+        assert line.startswith(case.label), (case.label, line)
+        assert f"<= {case.goal}" in line and line.rstrip().endswith(("yes", "NO")), line
+    assert f"kernels {fastnorm.get_isa()}" in out.stdout
+    assert "CPU: " in out.stdout and "of 9 targets met" in out.stdout
+
+
+def test_a_wrong_torch_result_is_reported_not_timed(monkeypatch):
+    """The harness must be able to fail: break fastnorm.torch.layer_norm and
+    its targets say WRONG RESULT (and are not met) while the others still
+    run, and the script's status is 1."""
+    pytest.importorskip("torch")
+    import targets_torch
+
+    import fastnorm.torch as fnt
+
+    real = fnt.layer_norm
+    monkeypatch.setattr(fnt, "layer_norm", lambda *a, **k: real(*a, **k) * 1.001)
+    cases = [
+        targets_torch.TARGETS_BY_KEY["ln_fn_small"],
+        targets_torch.TARGETS_BY_KEY["rms_fn_small"],
+    ]
+    monkeypatch.setattr(targets_torch, "TARGETS", cases)
+    buf = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", buf)
+    assert targets.main(["--torch", "--repeats", "1"]) == 1
+    text = buf.getvalue()
+    lines = [line for line in text.splitlines() if line.startswith(("layer_norm ", "rms_norm "))]
+    assert "WRONG RESULT" in lines[0] and "WRONG RESULT" not in lines[1], lines
+    assert "targets met" in text.splitlines()[-1] and not text.splitlines()[-1].startswith("2 ")
