@@ -95,12 +95,20 @@ def make_extensions():
     # the core: its Cython parts (_core.pyx includes the .pxi files) and the kernels
     core = Extension(
         "fastnorm._core",
-        sources=["fastnorm/_core.pyx", "src/norm_scalar.c", "src/kernels_avx2.c",
-                 "src/kernels_avx512.c", "src/kernels_avx512_bf16.c", "src/dispatch.c"],
-        **common)
+        sources=[
+            "fastnorm/_core.pyx",
+            "src/norm_scalar.c",
+            "src/kernels_avx2.c",
+            "src/kernels_avx512.c",
+            "src/kernels_avx512_bf16.c",
+            "src/dispatch.c",
+        ],
+        **common,
+    )
     # test and benchmark hooks (the streaming-copy roof), kept out of the core
-    testing = Extension("fastnorm._testing",
-                      sources=["fastnorm/_testing.pyx", "src/stream_copy.c"], **common)
+    testing = Extension(
+        "fastnorm._testing", sources=["fastnorm/_testing.pyx", "src/stream_copy.c"], **common
+    )
     directives = {
         "language_level": 3,
         "boundscheck": os.environ.get("FASTNORM_DEBUG") == "1",

@@ -9,6 +9,7 @@ the int form) is measured in benchmarks/targets.py.
 
     pytest benchmarks/test_spellings.py
 """
+
 import functools
 
 import ml_dtypes
@@ -46,8 +47,11 @@ def spellings(op, dtype):
     return calls
 
 
-CASES = [(op, dt) for op in ("layer_norm", "rms_norm")
-         for dt in (np.float32, np.float16, ml_dtypes.bfloat16)]
+CASES = [
+    (op, dt)
+    for op in ("layer_norm", "rms_norm")
+    for dt in (np.float32, np.float16, ml_dtypes.bfloat16)
+]
 IDS = [f"{op}-{np.dtype(dt).name}" for op, dt in CASES]
 
 
@@ -60,7 +64,8 @@ def test_spelling(benchmark, op, dtype, spelling):
     # each spelling gives its int form's bits (half weights: the int form
     # with the same half weights)
     want = calls["half weight" if "half weight" in spelling else "int"]()
-    assert np.array_equal(np.asarray(calls[spelling]()).view(np.uint8),
-                          np.asarray(want).view(np.uint8))
+    assert np.array_equal(
+        np.asarray(calls[spelling]()).view(np.uint8), np.asarray(want).view(np.uint8)
+    )
     benchmark.group = f"{op} {np.dtype(dtype).name} (8, {N}) spellings"
     benchmark(calls[spelling])

@@ -1,4 +1,5 @@
 """fastnorm: fast, accurate LayerNorm and RMSNorm for NumPy arrays on CPUs."""
+
 import os as _os
 import sys as _sys
 
@@ -9,8 +10,9 @@ _HERE = _os.path.dirname(_os.path.abspath(__file__))
 
 
 def _has_core(folder):
-    return any(name.startswith("_core.") and name.endswith((".so", ".pyd"))
-               for name in _os.listdir(folder))
+    return any(
+        name.startswith("_core.") and name.endswith((".so", ".pyd")) for name in _os.listdir(folder)
+    )
 
 
 def _installed_copy():
@@ -29,10 +31,12 @@ def _defer_to(installed):
     another build's C.  The import system returns what sys.modules holds
     once this file has run."""
     import importlib.util
+
     for name in [m for m in _sys.modules if m.startswith(__name__ + ".")]:
         del _sys.modules[name]  # this checkout's submodules (e.g. _sources)
     spec = importlib.util.spec_from_file_location(
-        __name__, _os.path.join(installed, "__init__.py"), submodule_search_locations=[installed])
+        __name__, _os.path.join(installed, "__init__.py"), submodule_search_locations=[installed]
+    )
     module = importlib.util.module_from_spec(spec)
     _sys.modules[__name__] = module
     spec.loader.exec_module(module)
@@ -49,7 +53,8 @@ def _check_core_matches_sources(core):
         raise ImportError(
             f"fastnorm: the compiled core {core.__file__} was built from other sources than "
             f"those in {root} now. Rebuild it: 'pip install -e .' or "
-            f"'python setup.py build_ext --inplace' in {root}.")
+            f"'python setup.py build_ext --inplace' in {root}."
+        )
 
 
 if not _has_core(_HERE):
@@ -60,21 +65,42 @@ if not _has_core(_HERE):
     if _installed is None:
         raise ImportError(
             "fastnorm's compiled core is not built. Install the package with "
-            "'pip install .' (or 'pip install -e .' for development).")
+            "'pip install .' (or 'pip install -e .' for development)."
+        )
     _defer_to(_installed)
 else:
     from . import _core
+
     if _os.path.dirname(_os.path.abspath(_core.__file__)) != _HERE:
-        raise ImportError(f"fastnorm: {_HERE} imported the compiled core of another copy, "
-                          f"{_core.__file__}; rebuild this one ('pip install -e .')")
+        raise ImportError(
+            f"fastnorm: {_HERE} imported the compiled core of another copy, "
+            f"{_core.__file__}; rebuild this one ('pip install -e .')"
+        )
     _deferred_from = None  # set on an installed copy that a checkout deferred to
     _check_core_matches_sources(_core)
-    from ._api import (  # noqa: E402
-        add_layer_norm, add_rms_norm, layer_norm, layer_norm_backward, rms_norm,
-        rms_norm_backward)
-    from ._config import available_isas, get_isa, show_config  # noqa: E402
-    from ._modules import IncompatibleKeys, LayerNorm, RMSNorm  # noqa: E402
+    from ._api import (
+        add_layer_norm,
+        add_rms_norm,
+        layer_norm,
+        layer_norm_backward,
+        rms_norm,
+        rms_norm_backward,
+    )
+    from ._config import available_isas, get_isa, show_config
+    from ._modules import IncompatibleKeys, LayerNorm, RMSNorm
 
-__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward",
-           "add_layer_norm", "add_rms_norm", "LayerNorm", "RMSNorm", "IncompatibleKeys",
-           "available_isas", "get_isa", "show_config", "__version__"]
+__all__ = [
+    "layer_norm",
+    "rms_norm",
+    "layer_norm_backward",
+    "rms_norm_backward",
+    "add_layer_norm",
+    "add_rms_norm",
+    "LayerNorm",
+    "RMSNorm",
+    "IncompatibleKeys",
+    "available_isas",
+    "get_isa",
+    "show_config",
+    "__version__",
+]

@@ -2,16 +2,32 @@
 documentation.  Each is one call into the compiled core's call specification
 (fastnorm/_calls.pxi), which checks every argument once, with messages that
 name the values and shapes involved, and runs the kernels."""
+
 from . import _core
 
-__all__ = ["layer_norm", "rms_norm", "layer_norm_backward", "rms_norm_backward",
-           "add_layer_norm", "add_rms_norm"]
+__all__ = [
+    "layer_norm",
+    "rms_norm",
+    "layer_norm_backward",
+    "rms_norm_backward",
+    "add_layer_norm",
+    "add_rms_norm",
+]
 
 _LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
 
 
-def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
-               axis=None, out=None, return_stats=False):
+def layer_norm(
+    x,
+    normalized_shape=None,
+    weight=None,
+    bias=None,
+    eps=1e-5,
+    *,
+    axis=None,
+    out=None,
+    return_stats=False,
+):
     """Layer normalization: ``(x - mean) / sqrt(var + eps) * weight + bias``.
 
     Mean and (biased) variance are taken over the normalized axes, with a
@@ -83,8 +99,9 @@ def layer_norm(x, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
     return _core.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
 
 
-def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=None,
-             return_stats=False):
+def rms_norm(
+    x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=None, return_stats=False
+):
     """Root-mean-square normalization: ``x / sqrt(mean(x**2) + eps) * weight``.
 
     Parameters
@@ -127,8 +144,18 @@ def rms_norm(x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=
     return _core.normalize(_RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats)
 
 
-def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None, rstd=None,
-                        eps=1e-5, axis=None, bias=None):
+def layer_norm_backward(
+    dy,
+    x,
+    normalized_shape=None,
+    weight=None,
+    *,
+    mean=None,
+    rstd=None,
+    eps=1e-5,
+    axis=None,
+    bias=None,
+):
     """Gradients of `layer_norm` in one fused pass.
 
     Parameters
@@ -178,12 +205,12 @@ def layer_norm_backward(dy, x, normalized_shape=None, weight=None, *, mean=None,
     bias, dx still comes from the fused kernel and the parameter sums from
     float64 NumPy reductions.
     """
-    return _core.normalize_backward(_LN, dy, x, normalized_shape, weight, mean, rstd, eps,
-                                     axis, bias)
+    return _core.normalize_backward(
+        _LN, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias
+    )
 
 
-def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, eps=None,
-                      axis=None):
+def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, eps=None, axis=None):
     """Gradients of `rms_norm` in one fused pass.
 
     Parameters
@@ -202,12 +229,24 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
     dx : ndarray
     dweight : ndarray or None
     """
-    return _core.normalize_backward(_RMS, dy, x, normalized_shape, weight, None, rstd, eps,
-                                     axis, None)
+    return _core.normalize_backward(
+        _RMS, dy, x, normalized_shape, weight, None, rstd, eps, axis, None
+    )
 
 
-def add_layer_norm(x, residual, normalized_shape=None, weight=None, bias=None, eps=1e-5, *,
-                   axis=None, out=None, residual_out=None, return_stats=False):
+def add_layer_norm(
+    x,
+    residual,
+    normalized_shape=None,
+    weight=None,
+    bias=None,
+    eps=1e-5,
+    *,
+    axis=None,
+    out=None,
+    residual_out=None,
+    return_stats=False,
+):
     """Fused residual add and layer norm: ``h = x + residual; y = layer_norm(h)``.
 
     One pass reads x and residual and writes h and y.  h is rounded to x's
@@ -232,16 +271,38 @@ def add_layer_norm(x, residual, normalized_shape=None, weight=None, bias=None, e
     mean, rstd : ndarray
         Only when `return_stats` is true.
     """
-    return _core.add_normalize(_LN, x, residual, normalized_shape, weight, bias, eps, axis,
-                                out, residual_out, return_stats)
+    return _core.add_normalize(
+        _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats
+    )
 
 
-def add_rms_norm(x, residual, normalized_shape=None, weight=None, eps=None, *, axis=None,
-                 out=None, residual_out=None, return_stats=False):
+def add_rms_norm(
+    x,
+    residual,
+    normalized_shape=None,
+    weight=None,
+    eps=None,
+    *,
+    axis=None,
+    out=None,
+    residual_out=None,
+    return_stats=False,
+):
     """Fused residual add and RMS norm: ``h = x + residual; y = rms_norm(h)``.
 
     See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps
     defaults as in `rms_norm`.
     """
-    return _core.add_normalize(_RMS, x, residual, normalized_shape, weight, None, eps, axis,
-                                out, residual_out, return_stats)
+    return _core.add_normalize(
+        _RMS,
+        x,
+        residual,
+        normalized_shape,
+        weight,
+        None,
+        eps,
+        axis,
+        out,
+        residual_out,
+        return_stats,
+    )

@@ -1,6 +1,6 @@
-# Type stubs for the compiled core (fastnorm/_core.pyx), for mypy: the
-# functions and constants the package calls.  Describes _core.pyx as it is;
-# update it together with any change of a def/cpdef signature there.
+# Type stubs for the compiled core (fastnorm/_core.pyx and the .pxi parts it
+# includes), for mypy: the functions and constants the package calls.  Update
+# it together with any change of a def/cpdef signature there.
 from typing import Any
 
 import numpy as np
@@ -28,35 +28,21 @@ def isa() -> str: ...
 def set_isa(name: str) -> None: ...
 def max_threads() -> int: ...
 def last_num_threads() -> int: ...
-def forward(
-    op: int,
-    x: np.ndarray,
-    y: np.ndarray,
-    weight: _Stats,
-    bias: _Stats,
-    mean: _Stats,
-    rstd: _Stats,
-    eps: float,
-    norm_axes: tuple[int, ...],
-    residual: _Stats = None,
-    h: _Stats = None,
-    per_sample: bool = False,
-) -> bool: ...
-def backward(
-    op: int,
-    x: np.ndarray,
-    dy: np.ndarray,
-    dx: np.ndarray,
-    weight: _Stats,
-    rstd: np.ndarray,
-    want_dweight: bool,
-    want_dbias: bool,
-    eps: float,
-    norm_axes: tuple[int, ...],
-) -> tuple[_Stats, _Stats] | None: ...
 def default_eps(op: int, dtype: npt.DTypeLike) -> float: ...
 def internal_overlap(a: np.ndarray) -> int: ...
-def fast_forward(
+
+# the argument rules (fastnorm/_calls.pxi), for the modules and fastnorm.torch
+KERNEL_DTYPES: tuple[np.dtype[Any], ...]
+AxisError: type[Exception]
+
+def real_array(value: object, name: str) -> np.ndarray: ...
+def refuse_masked(value: object, name: str) -> None: ...
+def as_axis_tuple(value: object, name: str) -> tuple[int, ...]: ...
+def check_eps(eps: object) -> float: ...
+def resolve_eps(eps: object, op: int, dtype: npt.DTypeLike) -> float: ...
+
+# the call specification: one entry per family of public functions
+def normalize(
     op: int,
     x: object,
     normalized_shape: object,
@@ -66,7 +52,32 @@ def fast_forward(
     axis: object,
     out: object,
     return_stats: bool,
-) -> np.ndarray | tuple[np.ndarray, ...] | None: ...
+) -> Any: ...
+def add_normalize(
+    op: int,
+    x: object,
+    residual: object,
+    normalized_shape: object,
+    weight: object,
+    bias: object,
+    eps: object,
+    axis: object,
+    out: object,
+    residual_out: object,
+    return_stats: bool,
+) -> Any: ...
+def normalize_backward(
+    op: int,
+    dy: object,
+    x: object,
+    normalized_shape: object,
+    weight: object,
+    mean: object,
+    rstd: object,
+    eps: object,
+    axis: object,
+    bias: object,
+) -> Any: ...
 
 # the torch bridge: tensors are typed Any so that the stubs need no torch
 def torch_setup(torch: Any) -> None: ...
@@ -94,7 +105,3 @@ def torch_backward(
     want_dweight: bool,
     want_dbias: bool,
 ) -> Any: ...
-
-# test hooks: the portable float16/bfloat16 conversions ('f16' or 'bf16')
-def software_narrow(kind: str, values: npt.ArrayLike) -> npt.NDArray[np.uint16]: ...
-def software_widen(kind: str, bits: npt.ArrayLike) -> npt.NDArray[np.float32]: ...

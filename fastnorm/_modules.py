@@ -1,6 +1,8 @@
 """LayerNorm and RMSNorm as stateful modules, for NumPy training loops and
 for weights exported from PyTorch (same state_dict keys)."""
+
 from collections import namedtuple
+from typing import Any
 
 import ml_dtypes
 import numpy as np
@@ -56,12 +58,20 @@ def _to_numpy(value):
 
 
 class _Norm:
-    _param_names = ()
+    """What LayerNorm and RMSNorm share: their parameters by name, and the
+    state_dict round trip."""
+
+    _param_names: tuple[str, ...] = ()
+    dtype: np.dtype
+    _saved: Any
 
     def state_dict(self):
         """The parameters under PyTorch's names (copies)."""
-        return {name: getattr(self, name).copy() for name in self._param_names
-                if getattr(self, name) is not None}
+        return {
+            name: getattr(self, name).copy()
+            for name in self._param_names
+            if getattr(self, name) is not None
+        }
 
     def load_state_dict(self, state_dict, strict=True):
         """Load parameters saved by `state_dict` or by the PyTorch module of
@@ -103,16 +113,19 @@ class _Norm:
                 f"Error(s) in loading state_dict for {type(self).__name__}: state_dict keys "
                 f"{sorted(state_dict)} do not match this module's parameters "
                 f"{sorted(expected)}; missing key(s): {missing}, unexpected key(s): "
-                f"{unexpected}")
-        new = {}
+                f"{unexpected}"
+            )
+        new: dict[str, np.ndarray] = {}
         for name in expected:
             if name not in state_dict:
                 continue
             arr = _real_array(_to_numpy(state_dict[name]), f"{name} in the state_dict")
             current = getattr(self, name)
             if arr.shape != current.shape:
-                raise ValueError(f"{name} in the state_dict has shape {arr.shape}, "
-                                 f"but this module's {name} has shape {current.shape}")
+                raise ValueError(
+                    f"{name} in the state_dict has shape {arr.shape}, "
+                    f"but this module's {name} has shape {current.shape}"
+                )
             new[name] = np.array(arr, dtype=self.dtype)
         for name, arr in new.items():
             setattr(self, name, arr)
@@ -144,10 +157,12 @@ class LayerNorm(_Norm):
     before `backward`); `backward(dy)` returns dx and sets `weight_grad` and
     `bias_grad`.
     """
+
     _param_names = ("weight", "bias")
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
-                 dtype=np.float32):
+    def __init__(
+        self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32
+    ):
         self.normalized_shape = _shape_tuple(normalized_shape)
         # None means the default, as in the functional API (the dtype does
         # not enter layer_norm's default)
@@ -161,23 +176,27 @@ class LayerNorm(_Norm):
         self._saved = None
 
     def __call__(self, x):
-        y, mean, rstd = layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps,
-                                   return_stats=True)
+        y, mean, rstd = layer_norm(
+            x, self.normalized_shape, self.weight, self.bias, self.eps, return_stats=True
+        )
         self._saved = (x, mean, rstd)
         return y
 
     def backward(self, dy):
         x, mean, rstd = self._require_saved()
-        dx, dw, db = layer_norm_backward(dy, x, self.normalized_shape, self.weight, mean=mean,
-                                         rstd=rstd, eps=self.eps)
+        dx, dw, db = layer_norm_backward(
+            dy, x, self.normalized_shape, self.weight, mean=mean, rstd=rstd, eps=self.eps
+        )
         self.weight_grad = dw
         self.bias_grad = db if self.bias is not None else None
         return dx
 
     def __repr__(self):
-        return (f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}, "
-                f"dtype={self.dtype.name})")
+        return (
+            f"LayerNorm({self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, bias={self.bias is not None}, "
+            f"dtype={self.dtype.name})"
+        )
 
 
 class RMSNorm(_Norm):
@@ -195,6 +214,7 @@ class RMSNorm(_Norm):
         Dtype of the parameters (float16/bfloat16 modules compute in float32;
         their gradients are float32).
     """
+
     _param_names = ("weight",)
 
     def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
@@ -202,7 +222,9 @@ class RMSNorm(_Norm):
         self.eps = None if eps is None else _check_eps(eps)
         self.elementwise_affine = bool(elementwise_affine)
         self.dtype = _module_dtype(dtype)
-        self.weight = np.ones(self.normalized_shape, self.dtype) if self.elementwise_affine else None
+        self.weight = (
+            np.ones(self.normalized_shape, self.dtype) if self.elementwise_affine else None
+        )
         self.weight_grad = None
         self._saved = None
 
@@ -213,11 +235,14 @@ class RMSNorm(_Norm):
 
     def backward(self, dy):
         x, rstd = self._require_saved()
-        dx, dw = rms_norm_backward(dy, x, self.normalized_shape, self.weight, rstd=rstd,
-                                   eps=self.eps)
+        dx, dw = rms_norm_backward(
+            dy, x, self.normalized_shape, self.weight, rstd=rstd, eps=self.eps
+        )
         self.weight_grad = dw
         return dx
 
     def __repr__(self):
-        return (f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
-                f"elementwise_affine={self.elementwise_affine}, dtype={self.dtype.name})")
+        return (
+            f"RMSNorm({self.normalized_shape}, eps={self.eps}, "
+            f"elementwise_affine={self.elementwise_affine}, dtype={self.dtype.name})"
+        )

@@ -40,6 +40,7 @@ Design notes
 
 This module imports torch and is imported by ``fastnorm.torch`` only.
 """
+
 import torch
 import torch.nn.functional as F
 
@@ -60,6 +61,7 @@ def _conv():
     global _fnt
     if _fnt is None:
         from . import torch as fnt
+
         _fnt = fnt
     return _fnt
 
@@ -84,23 +86,26 @@ def _check_shape(input, normalized_shape, dim):
     Run by the fake implementations too, so a bad call fails while tracing."""
     ns = tuple(normalized_shape)
     if dim is None:
-        sizes = tuple(input.shape[input.dim() - len(ns):]) if len(ns) <= input.dim() else None
+        sizes = tuple(input.shape[input.dim() - len(ns) :]) if len(ns) <= input.dim() else None
         where = "the trailing dims"
     else:
         if any(not 0 <= d < input.dim() for d in dim) or list(dim) != sorted(set(dim)):
-            raise ValueError(f"dim {tuple(dim)} must be sorted, distinct dims of a "
-                             f"{input.dim()}-d input")
+            raise ValueError(
+                f"dim {tuple(dim)} must be sorted, distinct dims of a {input.dim()}-d input"
+            )
         sizes = tuple(input.shape[d] for d in dim)
         where = f"dims {tuple(dim)}"
     if not ns or sizes != ns:
-        raise ValueError(f"normalized_shape {ns} does not match {where} of input with shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"normalized_shape {ns} does not match {where} of input with shape {tuple(input.shape)}"
+        )
 
 
 def _new_output(input, dtype=None):
     """A fresh C-order tensor of input's shape: what the fake implementations promise."""
-    return torch.empty(input.shape, dtype=input.dtype if dtype is None else dtype,
-                       device=input.device)
+    return torch.empty(
+        input.shape, dtype=input.dtype if dtype is None else dtype, device=input.device
+    )
 
 
 def _c_order(t):
@@ -108,6 +113,7 @@ def _c_order(t):
 
 
 # ---- torch's own ops: the fallback for what fastnorm's kernels do not take -------
+
 
 def _moved(input, dim):
     """input with the dims in dim moved to the end (a view), and the moved-to dims."""
@@ -178,6 +184,7 @@ def _torch_backward(kind, grad, input, normalized_shape, weight, bias, eps, dim)
 
 # ---- the ops ------------------------------------------------------------------------
 
+
 def _eager_args(normalized_shape, dim):
     """The ops' int lists as fastnorm.torch's arguments (one dim as an int,
     which its pointer path takes)."""
@@ -209,8 +216,9 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, dim=None):
 
 def _add_norm(kind, input, residual, normalized_shape, weight, bias, eps, dim):
     if residual.shape != input.shape:
-        raise ValueError(f"residual has shape {tuple(residual.shape)} but input has shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"residual has shape {tuple(residual.shape)} but input has shape {tuple(input.shape)}"
+        )
     _check_shape(input, normalized_shape, dim)
     if kind == "rms":
         eps = rms_eps(torch.promote_types(input.dtype, residual.dtype), eps)
@@ -223,8 +231,7 @@ def _add_norm(kind, input, residual, normalized_shape, weight, bias, eps, dim):
     return fnt._kernel_forward(op, input, residual, ns, weight, bias, eps, d, False)
 
 
-def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5,
-                   dim=None):
+def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None):
     """``h = input + residual; y = layer_norm(h)`` in one pass; returns (y, h)."""
     return _add_norm("ln", input, residual, normalized_shape, weight, bias, eps, dim)
 
@@ -243,9 +250,18 @@ def _backward_impl(kind, grad, input, normalized_shape, weight, bias, eps, dim):
         return _torch_backward(kind, grad, input, normalized_shape, weight, bias, eps, dim)
     fnt = _conv()
     ns, d = _eager_args(normalized_shape, dim)
-    dx, dw, db = fnt._kernel_backward(fnt._LN if kind == "ln" else fnt._RMS, grad, input,
-                                      weight, None, eps, ns, d, weight is not None,
-                                      None if bias is None else tuple(bias.shape))
+    dx, dw, db = fnt._kernel_backward(
+        fnt._LN if kind == "ln" else fnt._RMS,
+        grad,
+        input,
+        weight,
+        None,
+        eps,
+        ns,
+        d,
+        weight is not None,
+        None if bias is None else tuple(bias.shape),
+    )
     grads = [_c_order(dx)]
     for g, param in ((dw, weight), (db, bias)):
         if param is not None:
@@ -253,19 +269,20 @@ def _backward_impl(kind, grad, input, normalized_shape, weight, bias, eps, dim):
     return grads
 
 
-def layer_norm_backward(grad, input, normalized_shape, weight=None, bias=None, eps=1e-5,
-                        dim=None):
+def layer_norm_backward(grad, input, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None):
     """Gradients of `layer_norm` at grad: [dinput, dweight (if weight), dbias (if bias)]."""
     return _backward_impl("ln", grad, input, normalized_shape, weight, bias, eps, dim)
 
 
 def rms_norm_backward(grad, input, normalized_shape, weight=None, eps=None, dim=None):
     """Gradients of `rms_norm` at grad: [dinput, dweight (if weight)]."""
-    return _backward_impl("rms", grad, input, normalized_shape, weight, None,
-                     rms_eps(input.dtype, eps), dim)
+    return _backward_impl(
+        "rms", grad, input, normalized_shape, weight, None, rms_eps(input.dtype, eps), dim
+    )
 
 
 # ---- fake implementations: shapes, dtypes, C order ------------------------------------
+
 
 def _layer_norm_fake(input, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None):
     _check_shape(input, normalized_shape, dim)
@@ -279,14 +296,17 @@ def _rms_norm_fake(input, normalized_shape, weight=None, eps=None, dim=None):
 
 def _add_fake(input, residual, normalized_shape, dim):
     if residual.shape != input.shape:
-        raise ValueError(f"residual has shape {tuple(residual.shape)} but input has shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"residual has shape {tuple(residual.shape)} but input has shape {tuple(input.shape)}"
+        )
     _check_shape(input, normalized_shape, dim)
     dtype = torch.promote_types(input.dtype, residual.dtype)
     return _new_output(input, dtype), _new_output(input, dtype)
 
 
-def _add_layer_norm_fake(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None):
+def _add_layer_norm_fake(
+    input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None
+):
     return _add_fake(input, residual, normalized_shape, dim)
 
 
@@ -299,7 +319,9 @@ def _backward_fake(input, normalized_shape, dim, *params):
     return [_new_output(input)] + [p.new_empty(p.shape) for p in params if p is not None]
 
 
-def _layer_norm_backward_fake(grad, input, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None):
+def _layer_norm_backward_fake(
+    grad, input, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None
+):
     return _backward_fake(input, normalized_shape, dim, weight, bias)
 
 
@@ -312,6 +334,7 @@ def _rms_norm_backward_fake(grad, input, normalized_shape, weight=None, eps=None
 # and dtype (it is a leaf the graph holds anyway).  Their backward calls the
 # backward ops, whose own backward raises: fastnorm has no second derivative.
 
+
 def _norm_setup(ctx, inputs, output):
     input, normalized_shape, weight = inputs[0], inputs[1], inputs[2]
     bias = inputs[3] if ctx.kind == "ln" else None
@@ -322,11 +345,13 @@ def _norm_setup(ctx, inputs, output):
 def _grads(ctx, dy, x, weight, bias):
     """fastnorm's backward at dy: (dx, dweight, dbias), None where not defined."""
     if ctx.kind == "ln":
-        g = torch.ops.fastnorm.layer_norm_backward(dy, x, ctx.normalized_shape, weight, bias,
-                                                   ctx.eps, ctx.dim)
+        g = torch.ops.fastnorm.layer_norm_backward(
+            dy, x, ctx.normalized_shape, weight, bias, ctx.eps, ctx.dim
+        )
     else:
-        g = torch.ops.fastnorm.rms_norm_backward(dy, x, ctx.normalized_shape, weight, ctx.eps,
-                                                 ctx.dim)
+        g = torch.ops.fastnorm.rms_norm_backward(
+            dy, x, ctx.normalized_shape, weight, ctx.eps, ctx.dim
+        )
     dw = g[1] if weight is not None else None
     db = g[-1] if bias is not None else None
     return g[0], dw, db
@@ -373,9 +398,11 @@ def _add_backward(ctx, dy, dh):
 
 def _with_kind(setup, kind):
     """setup_context that also stamps ctx.kind for the shared backward."""
+
     def setup_context(ctx, inputs, output):
         ctx.kind = kind
         setup(ctx, inputs, output)
+
     return setup_context
 
 
@@ -393,27 +420,32 @@ def _no_setup(ctx, inputs, output):
 # message), and compiled graphs pay that overhead on every call.
 _SCHEMAS = {
     "layer_norm": "(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-                  "Tensor? bias=None, float eps=1e-05, int[]? dim=None) -> Tensor",
+    "Tensor? bias=None, float eps=1e-05, int[]? dim=None) -> Tensor",
     "rms_norm": "(Tensor input, SymInt[] normalized_shape, Tensor? weight=None, "
-                "float? eps=None, int[]? dim=None) -> Tensor",
+    "float? eps=None, int[]? dim=None) -> Tensor",
     "add_layer_norm": "(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-                      "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, "
-                      "int[]? dim=None) -> (Tensor, Tensor)",
+    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, "
+    "int[]? dim=None) -> (Tensor, Tensor)",
     "add_rms_norm": "(Tensor input, Tensor residual, SymInt[] normalized_shape, "
-                    "Tensor? weight=None, float? eps=None, int[]? dim=None) -> (Tensor, Tensor)",
+    "Tensor? weight=None, float? eps=None, int[]? dim=None) -> (Tensor, Tensor)",
     # [dinput] + [dweight if weight] + [dbias if bias]: an op cannot return
     # None for a tensor, and the list's length follows from the arguments, so
     # the fake implementation can give it.
     "layer_norm_backward": "(Tensor grad, Tensor input, SymInt[] normalized_shape, "
-                           "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, "
-                           "int[]? dim=None) -> Tensor[]",
+    "Tensor? weight=None, Tensor? bias=None, float eps=1e-05, "
+    "int[]? dim=None) -> Tensor[]",
     "rms_norm_backward": "(Tensor grad, Tensor input, SymInt[] normalized_shape, "
-                         "Tensor? weight=None, float? eps=None, int[]? dim=None) -> Tensor[]",
+    "Tensor? weight=None, float? eps=None, int[]? dim=None) -> Tensor[]",
 }
 _lib = torch.library.Library("fastnorm", "DEF")  # kept alive: the registrations live with it
-_IMPLS = {"layer_norm": layer_norm, "rms_norm": rms_norm, "add_layer_norm": add_layer_norm,
-          "add_rms_norm": add_rms_norm, "layer_norm_backward": layer_norm_backward,
-          "rms_norm_backward": rms_norm_backward}
+_IMPLS = {
+    "layer_norm": layer_norm,
+    "rms_norm": rms_norm,
+    "add_layer_norm": add_layer_norm,
+    "add_rms_norm": add_rms_norm,
+    "layer_norm_backward": layer_norm_backward,
+    "rms_norm_backward": rms_norm_backward,
+}
 _AUTOGRAD = {
     "layer_norm": (_norm_backward, _with_kind(_norm_setup, "ln")),
     "rms_norm": (_norm_backward, _with_kind(_norm_setup, "rms")),
@@ -431,12 +463,12 @@ for _name, _schema in _SCHEMAS.items():
     _lib.impl(_name, _IMPLS[_name], "CompositeExplicitAutograd")
     torch.library.register_fake("fastnorm::" + _name, globals()[f"_{_name}_fake"], lib=_lib)
     _backward, _setup = _AUTOGRAD[_name]
-    torch.library.register_autograd("fastnorm::" + _name, _backward, setup_context=_setup,
-                                    lib=_lib)
+    torch.library.register_autograd("fastnorm::" + _name, _backward, setup_context=_setup, lib=_lib)
 del _name, _schema, _backward, _setup
 
 
 # ---- the entry points fastnorm.torch calls while tracing ------------------------------
+
 
 def use_ops(*tensors):
     """True when fastnorm.torch's fallback should call these ops rather than
@@ -445,11 +477,16 @@ def use_ops(*tensors):
     meta and fake tensors (which the fake implementations handle).  Plain
     eager calls on other devices, and tensor subclasses, keep torch's ops."""
     input = tensors[0]
-    if not (torch.compiler.is_compiling() or input.device.type == "meta"
-            or isinstance(input, torch._subclasses.FakeTensor)):
+    if not (
+        torch.compiler.is_compiling()
+        or input.device.type == "meta"
+        or isinstance(input, torch._subclasses.FakeTensor)
+    ):
         return False
-    return all(t is None or (t.device.type in ("cpu", "meta") and t.dtype in KERNEL_DTYPES)
-               for t in tensors)
+    return all(
+        t is None or (t.device.type in ("cpu", "meta") and t.dtype in KERNEL_DTYPES)
+        for t in tensors
+    )
 
 
 def op_args(input, ns, dims):

@@ -20,6 +20,7 @@ backward raises.
 
 This module is never imported by ``import fastnorm``.
 """
+
 try:
     import torch
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess
@@ -33,7 +34,6 @@ import warnings
 
 import ml_dtypes
 import numpy as np
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from . import _api, _core, _torch_ops
@@ -41,8 +41,16 @@ from . import _api, _core, _torch_ops
 _core.torch_setup(torch)
 _direct = _core.torch_forward  # the pointer path: None when it does not take a call
 _LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
-__all__ = ["layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm", "LayerNorm", "RMSNorm",
-           "patch", "unpatch"]
+__all__ = [
+    "layer_norm",
+    "rms_norm",
+    "add_layer_norm",
+    "add_rms_norm",
+    "LayerNorm",
+    "RMSNorm",
+    "patch",
+    "unpatch",
+]
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 _KERNEL_DTYPES = _torch_ops.KERNEL_DTYPES
@@ -52,9 +60,11 @@ _is_compiling = torch.compiler.is_compiling
 
 # ---- conversions -------------------------------------------------------------
 
+
 class _ArrayView:
     """Carries an __array_interface__ for np.asarray, and the tensor: the
     array's base is this object, so the array keeps the tensor alive."""
+
     __slots__ = ("__array_interface__", "tensor")
 
 
@@ -86,8 +96,12 @@ def _np(t):
         if t.is_contiguous():
             v.__array_interface__ = {"data": (ptr, False), "shape": t.shape, "typestr": typestr}
         else:
-            v.__array_interface__ = {"data": (ptr, False), "shape": t.shape, "typestr": typestr,
-                                     "strides": tuple([st * size for st in t.stride()])}
+            v.__array_interface__ = {
+                "data": (ptr, False),
+                "shape": t.shape,
+                "typestr": typestr,
+                "strides": tuple([st * size for st in t.stride()]),
+            }
         arr = np.asarray(v)
     return arr if view is None else arr.view(view)
 
@@ -124,8 +138,12 @@ def _route(*tensors):
     for t in tensors:
         if t is None:
             continue
-        if type(t) not in _PLAIN_TYPES or not t.is_cpu or t.dtype not in _KERNEL_DTYPES \
-                or not _has_data(t):
+        if (
+            type(t) not in _PLAIN_TYPES
+            or not t.is_cpu
+            or t.dtype not in _KERNEL_DTYPES
+            or not _has_data(t)
+        ):
             return _TORCH
         if t.requires_grad:
             grad = True
@@ -146,8 +164,10 @@ def _check_tensor(value, name, optional=True):
     if value is None and optional:
         return
     if not isinstance(value, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor{' or None' if optional else ''}, "
-                        f"got {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a torch.Tensor{' or None' if optional else ''}, "
+            f"got {type(value).__name__}"
+        )
 
 
 def _rms_eps(input, eps):
@@ -157,17 +177,22 @@ def _rms_eps(input, eps):
 
 # ---- the normalized dimensions -------------------------------------------------
 
+
 def _shape_tuple(normalized_shape):
     if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
         return (int(normalized_shape),)
     try:
         items = tuple(normalized_shape)
     except TypeError:
-        raise TypeError(f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
-                        f"got {normalized_shape!r}") from None
+        raise TypeError(
+            f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
+            f"got {normalized_shape!r}"
+        ) from None
     if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in items):
-        raise TypeError(f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
-                        f"got {normalized_shape!r}")
+        raise TypeError(
+            f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
+            f"got {normalized_shape!r}"
+        )
     return tuple(int(s) for s in items)
 
 
@@ -203,8 +228,11 @@ def _resolve(input, normalized_shape, dim):
         t = type(normalized_shape)
         if t is int:
             return normalized_shape, None, None
-        if (t is torch.Size or t is tuple) and len(normalized_shape) == 1 \
-                and type(normalized_shape[0]) is int:
+        if (
+            (t is torch.Size or t is tuple)
+            and len(normalized_shape) == 1
+            and type(normalized_shape[0]) is int
+        ):
             return normalized_shape[0], None, None
     if dim is None:
         if normalized_shape is None:
@@ -218,8 +246,10 @@ def _resolve(input, normalized_shape, dim):
         ns = _shape_tuple(normalized_shape)
         sizes = tuple(input.shape[d] for d in dims)
         if ns != sizes:
-            raise ValueError(f"normalized_shape {ns} does not match the sizes {sizes} of dims "
-                             f"{dims} of input with shape {tuple(input.shape)}")
+            raise ValueError(
+                f"normalized_shape {ns} does not match the sizes {sizes} of dims "
+                f"{dims} of input with shape {tuple(input.shape)}"
+            )
     trailing = tuple(range(input.dim() - len(dims), input.dim()))
     if dims == trailing:  # trailing dims: the plain path
         return tuple(input.shape[d] for d in dims) if len(dims) > 1 else input.shape[-1], None, None
@@ -227,6 +257,7 @@ def _resolve(input, normalized_shape, dim):
 
 
 # ---- torch's own ops, for everything fastnorm does not take --------------------------
+
 
 def _torch_norm(kind, input, ns, dims, weight, bias, eps):
     """torch's own norm (or, while tracing and for meta or fake tensors, the
@@ -240,14 +271,16 @@ def _torch_norm(kind, input, ns, dims, weight, bias, eps):
 def _check_residual(input, residual):
     _check_tensor(residual, "residual", optional=False)
     if residual.shape != input.shape:
-        raise ValueError(f"residual has shape {tuple(residual.shape)} but input has shape "
-                         f"{tuple(input.shape)}")
+        raise ValueError(
+            f"residual has shape {tuple(residual.shape)} but input has shape {tuple(input.shape)}"
+        )
 
 
 # ---- autograd ---------------------------------------------------------------------
 # Eager training calls: the pointer path when it takes the call (as the
 # no-grad path does), else NumPy views through _api.  The stats the forward
 # computed are kept (as NumPy arrays) for the backward.
+
 
 def _param_grad(g, dtype, needed):
     """A parameter's gradient (fastnorm's, summed in float64) in the parameter's dtype."""
@@ -264,8 +297,7 @@ def _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, di
     raises the argument errors).  Returns (y,) or (y, h), then (mean, rstd)
     or (rstd,) as NumPy arrays when want_stats.  The eager autograd
     Functions and the torch.library ops both run forwards through here."""
-    out = _direct(op, input, normalized_shape, weight, bias, eps, dim, residual, False,
-                  want_stats)
+    out = _direct(op, input, normalized_shape, weight, bias, eps, dim, residual, False, want_stats)
     if out is not None:
         return out if isinstance(out, tuple) else (out,)
     ns, axis, _ = _resolve(input, normalized_shape, dim)
@@ -279,32 +311,43 @@ def _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, di
     else:
         h = _new_output(input)
         fn = _api.add_layer_norm if op == _LN else _api.add_rms_norm
-        res = fn(_np(input), _np(residual), ns, *affine, eps, out=_np(y), residual_out=_np(h),
-                 return_stats=want_stats, **kw)
+        res = fn(
+            _np(input),
+            _np(residual),
+            ns,
+            *affine,
+            eps,
+            out=_np(y),
+            residual_out=_np(h),
+            return_stats=want_stats,
+            **kw,
+        )
         outs = (y, h)
-    return outs + (tuple(res[len(outs):]) if want_stats else ())
+    return outs + (tuple(res[len(outs) :]) if want_stats else ())
 
 
-def _kernel_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim, want_dweight,
-                     bias_shape):
+def _kernel_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim, want_dweight, bias_shape):
     """fastnorm's backward kernels: (dx, dweight, dbias), the parameter
     gradients summed in float64 in the compute dtype (None where not wanted;
     dbias when bias_shape is given).  rstd: the forward's, or None to
     recompute it.  The pointer path, else NumPy views through _api."""
     want_dbias = op == _LN and bias_shape is not None
-    grads = _core.torch_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim,
-                                 want_dweight, want_dbias)
+    grads = _core.torch_backward(
+        op, dy, x, weight, rstd, eps, normalized_shape, dim, want_dweight, want_dbias
+    )
     if grads is not None:
         return grads
     ns, axis, _ = _resolve(x, normalized_shape, dim)
     kw = {} if axis is None else {"axis": axis}
     if op == _LN:
         bias = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
-        dx, dw, db = _api.layer_norm_backward(_np(dy), _np(x), ns, _np_opt(weight), rstd=rstd,
-                                              eps=eps, bias=bias, **kw)
+        dx, dw, db = _api.layer_norm_backward(
+            _np(dy), _np(x), ns, _np_opt(weight), rstd=rstd, eps=eps, bias=bias, **kw
+        )
     else:
-        dx, dw = _api.rms_norm_backward(_np(dy), _np(x), ns, _np_opt(weight), rstd=rstd,
-                                        eps=eps, **kw)
+        dx, dw = _api.rms_norm_backward(
+            _np(dy), _np(x), ns, _np_opt(weight), rstd=rstd, eps=eps, **kw
+        )
         db = None
     return (_from_np(dx), dw if want_dweight else None, db if want_dbias else None)
 
@@ -322,11 +365,23 @@ def _forward_with_stats(ctx, op, input, residual, weight, bias, normalized_shape
 
 def _backward(ctx, dy, x, weight, need_weight, need_bias):
     """(dx, dweight, dbias) tensors for the saved forward at dy."""
-    dx, dw, db = _kernel_backward(ctx.op, dy, x, weight, ctx.rstd, ctx.eps,
-                                  ctx.normalized_shape, ctx.dim, need_weight,
-                                  ctx.bias_shape if need_bias else None)
-    return (dx, _param_grad(dw, ctx.weight_dtype, need_weight),
-            _param_grad(db, ctx.bias_dtype, db is not None))
+    dx, dw, db = _kernel_backward(
+        ctx.op,
+        dy,
+        x,
+        weight,
+        ctx.rstd,
+        ctx.eps,
+        ctx.normalized_shape,
+        ctx.dim,
+        need_weight,
+        ctx.bias_shape if need_bias else None,
+    )
+    return (
+        dx,
+        _param_grad(dw, ctx.weight_dtype, need_weight),
+        _param_grad(db, ctx.bias_dtype, db is not None),
+    )
 
 
 class _NormFunction(torch.autograd.Function):
@@ -353,8 +408,9 @@ class _AddNormFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, op, input, residual, weight, bias, normalized_shape, dim, eps):
         ctx.set_materialize_grads(False)
-        y, h = _forward_with_stats(ctx, op, input, residual, weight, bias, normalized_shape,
-                                   dim, eps)
+        y, h = _forward_with_stats(
+            ctx, op, input, residual, weight, bias, normalized_shape, dim, eps
+        )
         ctx.save_for_backward(h, weight)
         return y, h
 
@@ -377,6 +433,7 @@ class _AddNormFunction(torch.autograd.Function):
 
 
 # ---- the functions ----------------------------------------------------------------
+
 
 def _check_types(**tensors):
     """TypeError for anything but a tensor (or None where optional): the
@@ -414,8 +471,9 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, *, dim=None):
     return _general(_RMS, False, input, None, normalized_shape, weight, None, eps, dim)
 
 
-def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *,
-                   dim=None):
+def add_layer_norm(
+    input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, *, dim=None
+):
     """``h = input + residual; y = layer_norm(h, ...)`` in one pass; returns ``(y, h)``.
 
     residual must have input's shape.  When its dtype differs, torch's own
@@ -434,8 +492,7 @@ def add_rms_norm(input, residual, normalized_shape, weight=None, eps=None, *, di
     See `add_layer_norm` and `rms_norm`.
     """
     if residual is not None and not _is_compiling():
-        out = _direct(_RMS, input, normalized_shape, weight, None, eps, dim, residual, True,
-                      False)
+        out = _direct(_RMS, input, normalized_shape, weight, None, eps, dim, residual, True, False)
         if out is not None:
             return out
     return _general(_RMS, True, input, residual, normalized_shape, weight, None, eps, dim)
@@ -454,17 +511,27 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
     if route == _AUTOGRAD:  # (the Function resolves the dims itself, only if it must)
         if residual is None:
             return _NormFunction.apply(op, input, weight, bias, normalized_shape, dim, eps)
-        return _AddNormFunction.apply(op, input, residual, weight, bias, normalized_shape, dim,
-                                      eps)
+        return _AddNormFunction.apply(op, input, residual, weight, bias, normalized_shape, dim, eps)
     ns, axis, dims = _resolve(input, normalized_shape, dim)
     if eps is None and op == _LN:
         eps = _core.LAYER_NORM_EPS
     kind = "ln" if op == _LN else "rms"
     if route == _TORCH:
-        if add and residual.dtype == input.dtype and \
-                _torch_ops.use_ops(input, residual, weight, bias):  # compiling, meta, fake
-            return _torch_ops.add_norm(kind, input, residual, ns, dims, weight, bias,
-                                       _rms_eps(input, eps) if op == _RMS else eps)
+        if (
+            add
+            and residual.dtype == input.dtype
+            and _torch_ops.use_ops(input, residual, weight, bias)
+        ):  # compiling, meta, fake
+            return _torch_ops.add_norm(
+                kind,
+                input,
+                residual,
+                ns,
+                dims,
+                weight,
+                bias,
+                _rms_eps(input, eps) if op == _RMS else eps,
+            )
         h = input if residual is None else input + residual  # torch's type promotion
         if op == _RMS:
             eps = _rms_eps(h, eps)  # of the dtype h has
@@ -475,6 +542,7 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
 
 
 # ---- modules ----------------------------------------------------------------------
+
 
 def _param(module, params, name):
     """module.<name>: read from its _parameters when it is there, which skips
@@ -489,16 +557,22 @@ class LayerNorm(torch.nn.LayerNorm):
 
     def forward(self, input):
         p = self._parameters
-        return layer_norm(input, self.normalized_shape, _param(self, p, "weight"),
-                          _param(self, p, "bias"), self.eps)
+        return layer_norm(
+            input,
+            self.normalized_shape,
+            _param(self, p, "weight"),
+            _param(self, p, "bias"),
+            self.eps,
+        )
 
 
 class RMSNorm(torch.nn.RMSNorm):
     """torch.nn.RMSNorm whose forward runs `rms_norm` on fastnorm's kernels."""
 
     def forward(self, input):
-        return rms_norm(input, self.normalized_shape, _param(self, self._parameters, "weight"),
-                        self.eps)
+        return rms_norm(
+            input, self.normalized_shape, _param(self, self._parameters, "weight"), self.eps
+        )
 
 
 # Hugging Face RMSNorms (LlamaRMSNorm and its copies).  They compute
@@ -516,8 +590,9 @@ class _HFRMSNormForward:
     def forward(self, hidden_states):
         if hidden_states.dtype not in _HF_FAST_DTYPES:  # float64 etc.: the original's rounding
             return self._fastnorm_base.forward(self, hidden_states)
-        hidden = rms_norm(hidden_states, hidden_states.shape[-1], None,
-                          float(self.variance_epsilon))
+        hidden = rms_norm(
+            hidden_states, hidden_states.shape[-1], None, float(self.variance_epsilon)
+        )
         return _param(self, self._parameters, "weight") * hidden
 
 
@@ -550,10 +625,13 @@ def _gemma_scale(module):
 
 
 # class name -> (forward mixin, the module's eps attribute)
-_HF_RMS_KINDS = {name: (_HFRMSNormForward, "variance_epsilon")
-                 for name in ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")}
-_HF_RMS_KINDS.update({name: (_GemmaRMSNormForward, "eps")
-                      for name in ("GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm")})
+_HF_RMS_KINDS = dict.fromkeys(
+    ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"),
+    (_HFRMSNormForward, "variance_epsilon"),
+)
+_HF_RMS_KINDS.update(
+    dict.fromkeys(("GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"), (_GemmaRMSNormForward, "eps"))
+)
 _HF_CLASSES = {}
 
 
@@ -561,9 +639,11 @@ def _hf_replacement(cls):
     new = _HF_CLASSES.get(cls)
     if new is None:
         mixin = _HF_RMS_KINDS[cls.__name__][0]
-        new = type(cls.__name__, (mixin, cls),
-                   {"_fastnorm_base": cls, "__module__": cls.__module__,
-                    "__qualname__": cls.__qualname__})
+        new = type(
+            cls.__name__,
+            (mixin, cls),
+            {"_fastnorm_base": cls, "__module__": cls.__module__, "__qualname__": cls.__qualname__},
+        )
         _HF_CLASSES[cls] = new
     return new
 
@@ -574,8 +654,11 @@ def _is_hf_rms_norm(module):
     if kind is None or "_fastnorm_base" in cls.__dict__:
         return False
     weight = getattr(module, "weight", None)
-    return (isinstance(weight, torch.Tensor) and weight.dim() == 1
-            and isinstance(getattr(module, kind[1], None), numbers.Real))
+    return (
+        isinstance(weight, torch.Tensor)
+        and weight.dim() == 1
+        and isinstance(getattr(module, kind[1], None), numbers.Real)
+    )
 
 
 def _replacement_class(module):
@@ -620,13 +703,13 @@ def _verify(module, orig_cls, new_cls):
     if device.type != "cpu" or dtype not in _KERNEL_DTYPES:
         return None  # fastnorm.torch falls back to torch's op there anyway
     gen = torch.Generator().manual_seed(0)
-    probe = (torch.randn(_probe_shape(module), generator=gen, dtype=torch.float64) * 2 + 0.5)
+    probe = torch.randn(_probe_shape(module), generator=gen, dtype=torch.float64) * 2 + 0.5
     probe = probe.to(dtype)
     with torch.no_grad():
         try:
             want = orig_cls.forward(module, probe)
             got = new_cls.forward(module, probe)
-        except Exception as exc:  # noqa: BLE001 - reported, module left alone
+        except Exception as exc:
             return f"{type(exc).__name__}: {exc}"
     if got.shape != want.shape or got.dtype != want.dtype:
         return f"result {tuple(got.shape)} {got.dtype} vs {tuple(want.shape)} {want.dtype}"
@@ -661,9 +744,12 @@ def patch(model, *, verify=True):
         if verify:
             problem = _verify(module, orig_cls, new_cls)
             if problem is not None:
-                warnings.warn(f"fastnorm.torch.patch: {name or type(model).__name__} "
-                              f"({orig_cls.__name__}) left unpatched: {problem}",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"fastnorm.torch.patch: {name or type(model).__name__} "
+                    f"({orig_cls.__name__}) left unpatched: {problem}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 continue
         module.__class__ = new_cls
         switched.append(name)

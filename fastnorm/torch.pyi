@@ -1,22 +1,47 @@
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-_Shape = Union[int, Sequence[int], torch.Size]
-_Dims = Union[int, Sequence[int]]
+_Shape = int | Sequence[int] | torch.Size
+_Dims = int | Sequence[int]
 
-def layer_norm(input: Tensor, normalized_shape: Optional[_Shape], weight: Optional[Tensor] = ...,
-               bias: Optional[Tensor] = ..., eps: float = ..., *,
-               dim: Optional[_Dims] = ...) -> Tensor: ...
-def rms_norm(input: Tensor, normalized_shape: Optional[_Shape], weight: Optional[Tensor] = ...,
-             eps: Optional[float] = ..., *, dim: Optional[_Dims] = ...) -> Tensor: ...
-def add_layer_norm(input: Tensor, residual: Tensor, normalized_shape: Optional[_Shape],
-                   weight: Optional[Tensor] = ..., bias: Optional[Tensor] = ...,
-                   eps: float = ..., *, dim: Optional[_Dims] = ...) -> Tuple[Tensor, Tensor]: ...
-def add_rms_norm(input: Tensor, residual: Tensor, normalized_shape: Optional[_Shape],
-                 weight: Optional[Tensor] = ..., eps: Optional[float] = ..., *,
-                 dim: Optional[_Dims] = ...) -> Tuple[Tensor, Tensor]: ...
+def layer_norm(
+    input: Tensor,
+    normalized_shape: _Shape | None,
+    weight: Tensor | None = ...,
+    bias: Tensor | None = ...,
+    eps: float = ...,
+    *,
+    dim: _Dims | None = ...,
+) -> Tensor: ...
+def rms_norm(
+    input: Tensor,
+    normalized_shape: _Shape | None,
+    weight: Tensor | None = ...,
+    eps: float | None = ...,
+    *,
+    dim: _Dims | None = ...,
+) -> Tensor: ...
+def add_layer_norm(
+    input: Tensor,
+    residual: Tensor,
+    normalized_shape: _Shape | None,
+    weight: Tensor | None = ...,
+    bias: Tensor | None = ...,
+    eps: float = ...,
+    *,
+    dim: _Dims | None = ...,
+) -> tuple[Tensor, Tensor]: ...
+def add_rms_norm(
+    input: Tensor,
+    residual: Tensor,
+    normalized_shape: _Shape | None,
+    weight: Tensor | None = ...,
+    eps: float | None = ...,
+    *,
+    dim: _Dims | None = ...,
+) -> tuple[Tensor, Tensor]: ...
 
 class LayerNorm(torch.nn.LayerNorm):
     def forward(self, input: Tensor) -> Tensor: ...
@@ -24,5 +49,5 @@ class LayerNorm(torch.nn.LayerNorm):
 class RMSNorm(torch.nn.RMSNorm):
     def forward(self, input: Tensor) -> Tensor: ...
 
-def patch(model: torch.nn.Module, *, verify: bool = ...) -> List[str]: ...
-def unpatch(model: torch.nn.Module) -> List[str]: ...
+def patch(model: torch.nn.Module, *, verify: bool = ...) -> list[str]: ...
+def unpatch(model: torch.nn.Module) -> list[str]: ...

@@ -475,9 +475,16 @@ def test_every_spelling_of_the_normalized_axis_gives_the_same_bits(op, rng):
     w = rng.normal(1, 0.3, 96).astype(np.float32)
     fn = getattr(fastnorm, op)
     want = fn(x, 96, w, eps=1e-5)
-    spellings = [dict(normalized_shape=(96,)), dict(axis=-1), dict(axis=(-1,)), dict(axis=1),
-                 dict(normalized_shape=np.int64(96)), dict(normalized_shape=[96]),
-                 dict(normalized_shape=96, axis=(1,)), dict(axis=np.array([1]))]
+    spellings = [
+        dict(normalized_shape=(96,)),
+        dict(axis=-1),
+        dict(axis=(-1,)),
+        dict(axis=1),
+        dict(normalized_shape=np.int64(96)),
+        dict(normalized_shape=[96]),
+        dict(normalized_shape=96, axis=(1,)),
+        dict(axis=np.array([1])),
+    ]
     for kw in spellings:
         assert np.array_equal(fn(x, weight=w, eps=1e-5, **kw), want), kw
     for eps in (np.float32(1e-5), np.float64(1e-5)):

@@ -1,6 +1,7 @@
 """The benchmarks' memory roof (src/stream_copy.c): a streaming copy must
 copy every byte, at any alignment and length, on any number of threads,
 and touch nothing outside the destination."""
+
 import numpy as np
 import pytest
 
@@ -16,12 +17,12 @@ def test_copies_every_byte_at_every_alignment(n, threads):
         for dst_off in (0, 1, 16, 40):
             src_buf = rng.integers(0, 256, n + 64, dtype=np.uint8)
             dst_buf = np.zeros(n + 128, np.uint8)
-            src = src_buf[src_off:src_off + n]
-            dst = dst_buf[dst_off + 32:dst_off + 32 + n]
+            src = src_buf[src_off : src_off + n]
+            dst = dst_buf[dst_off + 32 : dst_off + 32 + n]
             hooks.stream_copy(dst, src, threads)
             assert np.array_equal(dst, src)
             # nothing before or after the destination was written
-            assert not dst_buf[:dst_off + 32].any() and not dst_buf[dst_off + 32 + n:].any()
+            assert not dst_buf[: dst_off + 32].any() and not dst_buf[dst_off + 32 + n :].any()
 
 
 @pytest.mark.any_isa
