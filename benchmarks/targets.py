@@ -3,6 +3,7 @@
     python benchmarks/targets.py                      # the forward targets
     python benchmarks/targets.py --backward           # the backward targets
     python benchmarks/targets.py --fused              # the fused residual add + norm targets
+    python benchmarks/targets.py --spellings          # every spelling of a small call
     python benchmarks/targets.py --dtype bfloat16     # the half-precision targets
     python benchmarks/targets.py --torch              # fastnorm.torch against torch
     python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
@@ -269,6 +270,65 @@ def fused_targets():
 FUSED_TARGET_COUNT = 2
 
 
+# ---- every spelling of a small call (issue 11) -------------------------------
+
+SPELLING_N = 768
+
+
+def spellings(op, dtype):
+    """{name: call} for one (8, 768) call of op on x of dtype, written each
+    way a NumPy or PyTorch user writes it; "int" is the form the others are
+    compared with."""
+    n = SPELLING_N
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, n)).astype(dtype)
+    w = rng.normal(1, 0.3, n).astype(np.float32)
+    b = rng.normal(0, 0.3, n).astype(np.float32)
+    fn = functools.partial(getattr(fastnorm, op), eps=EPS)
+    extra = {"bias": b} if op == "layer_norm" else {}
+    calls = {
+        "int": lambda: fn(x, n, weight=w, **extra),
+        "tuple": lambda: fn(x, (n,), weight=w, **extra),
+        "axis=-1": lambda: fn(x, weight=w, axis=-1, **extra),
+        "axis=(-1,)": lambda: fn(x, weight=w, axis=(-1,), **extra),
+        "np.int64": lambda: fn(x, np.int64(n), weight=w, **extra),
+        "eps=np.float64": lambda: fn(x, n, weight=w, **extra, eps=np.float64(EPS)),
+    }
+    if np.dtype(dtype).itemsize == 2:
+        wh = w.astype(dtype)
+        half = {"bias": b.astype(dtype)} if op == "layer_norm" else {}
+        calls["half weight"] = lambda: fn(x, n, weight=wh, **half)
+        calls["tuple, half weight"] = lambda: fn(x, (n,), weight=wh, **half)
+    return calls
+
+
+def _spelling_times(op, dtype, repeats):
+    return time_interleaved(spellings(op, dtype), repeats * 3, 2e-3)
+
+
+def spelling_targets():
+    """Each spelling of an (8, 768) call, half-precision weights included,
+    costs at most 1.2x the int form with float32 weights."""
+    import ml_dtypes
+
+    targets = []
+    for op in ("layer_norm", "rms_norm"):
+        for dtype in (np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16)):
+            times = _once(functools.partial(_spelling_times, op, dtype))
+            for name in list(spellings(op, dtype))[1:]:
+
+                def ratio(repeats, times=times, name=name):
+                    t = times(repeats)
+                    return t[name] / t["int"]
+
+                label = f"{op} {dtype.name} (8, {SPELLING_N}) {name} / int form"
+                targets.append(Target(label, 1.2, (1,), ratio))
+    return targets
+
+
+SPELLING_TARGET_COUNT = 24
+
+
 # ---- the report -------------------------------------------------------------
 
 
@@ -322,6 +382,11 @@ def parse_args(argv):
     which.add_argument("--backward", action="store_true", help="the backward targets")
     which.add_argument("--fused", action="store_true", help="the fused residual add + norm targets")
     which.add_argument(
+        "--spellings",
+        action="store_true",
+        help="every spelling of an (8, 768) call against its int form",
+    )
+    which.add_argument(
         "--dtype", choices=_bench.HALF_DTYPES, help="the half-precision targets of this dtype"
     )
     which.add_argument(
@@ -358,6 +423,8 @@ def main(argv=None):
         targets = half_targets(args.dtype)
     elif args.fused:
         targets = fused_targets()
+    elif args.spellings:
+        targets = spelling_targets()
     elif args.backward:
         targets = backward_targets()
     else:

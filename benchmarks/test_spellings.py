@@ -5,46 +5,23 @@ PyTorch user writes it: an int or tuple normalized_shape, axis=-1 or (-1,),
 a NumPy integer, a float or NumPy eps, float32 or half-precision weights.
 Each spelling runs the same argument rules (fastnorm/_calls.pxi), so each
 should cost about what the int form costs; the project's goal (at most 1.2x
-the int form) is measured in benchmarks/targets.py.
+the int form) is measured by python benchmarks/targets.py --spellings.
 
     pytest benchmarks/test_spellings.py
 """
 
-import functools
+import os
+import sys
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-import fastnorm
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import targets
 
-N = 768
-
-
-def spellings(op, dtype):
-    """{name: call} for one (8, 768) call of op on x of dtype; the first is the
-    int form the others are compared with."""
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((8, N)).astype(dtype)
-    w = rng.normal(1, 0.3, N).astype(np.float32)
-    b = rng.normal(0, 0.3, N).astype(np.float32)
-    fn = getattr(fastnorm, op)
-    extra = {"bias": b} if op == "layer_norm" else {}
-    half = {"bias": b.astype(dtype)} if op == "layer_norm" else {}
-    fn = functools.partial(fn, eps=1e-5)  # the eps spelling passes the same value
-    calls = {
-        "int": lambda: fn(x, N, weight=w, **extra),
-        "tuple": lambda: fn(x, (N,), weight=w, **extra),
-        "axis=-1": lambda: fn(x, weight=w, axis=-1, **extra),
-        "axis=(-1,)": lambda: fn(x, weight=w, axis=(-1,), **extra),
-        "np.int64": lambda: fn(x, np.int64(N), weight=w, **extra),
-        "eps=np.float64": lambda: fn(x, N, weight=w, **extra, eps=np.float64(1e-5)),
-    }
-    if np.dtype(dtype).itemsize == 2:
-        wh = w.astype(dtype)
-        calls["half weight"] = lambda: fn(x, N, weight=wh, **half)
-        calls["tuple, half weight"] = lambda: fn(x, (N,), weight=wh, **half)
-    return calls
+N = targets.SPELLING_N
+spellings = targets.spellings
 
 
 CASES = [

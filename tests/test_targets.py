@@ -94,6 +94,19 @@ def test_half_backward_and_fused_targets_and_goals():
     assert len(targets.fused_targets()) == targets.FUSED_TARGET_COUNT
 
 
+def test_spelling_targets_cover_every_spelling_with_one_goal():
+    """Issue 11: every spelling of an (8, 768) call, half weights included,
+    at most 1.2x the int form; each spelling computes the same result."""
+    rows = goals(targets.spelling_targets())
+    assert len(rows) == targets.SPELLING_TARGET_COUNT
+    assert {(goal, threads, higher) for _, goal, threads, higher in rows} == {(1.2, (1,), False)}
+    names = [name for name, *_ in rows]
+    for op in ("layer_norm", "rms_norm"):
+        for spelling in ("tuple", "axis=-1", "axis=(-1,)", "half weight", "tuple, half weight"):
+            dtype = "bfloat16" if "half" in spelling else "float32"
+            assert f"{op} {dtype} (8, 768) {spelling} / int form" in names
+
+
 def test_report_judges_each_goal_in_its_direction():
     lower = targets.Target("lower", 1.0, (1,), lambda repeats: 1.5)
     higher = targets.Target("higher", 10.0, (1,), lambda repeats: 12.0, higher_is_better=True)
