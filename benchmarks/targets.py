@@ -286,13 +286,14 @@ def spellings(op, dtype):
     b = rng.normal(0, 0.3, n).astype(np.float32)
     fn = functools.partial(getattr(fastnorm, op), eps=EPS)
     extra = {"bias": b} if op == "layer_norm" else {}
+    n64, eps64 = np.int64(n), np.float64(EPS)  # made once, as a caller holds them
     calls = {
         "int": lambda: fn(x, n, weight=w, **extra),
         "tuple": lambda: fn(x, (n,), weight=w, **extra),
         "axis=-1": lambda: fn(x, weight=w, axis=-1, **extra),
         "axis=(-1,)": lambda: fn(x, weight=w, axis=(-1,), **extra),
-        "np.int64": lambda: fn(x, np.int64(n), weight=w, **extra),
-        "eps=np.float64": lambda: fn(x, n, weight=w, **extra, eps=np.float64(EPS)),
+        "np.int64": lambda: fn(x, n64, weight=w, **extra),
+        "eps=np.float64": lambda: fn(x, n, weight=w, **extra, eps=eps64),
     }
     if np.dtype(dtype).itemsize == 2:
         wh = w.astype(dtype)

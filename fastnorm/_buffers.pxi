@@ -206,4 +206,3 @@ cdef object _reduce_parts(object parts):
     with nogil:
         _sum_parts(p.data, p.n_items, p.n, <double *>cnp.PyArray_DATA(<cnp.ndarray>out))
     return out
-

@@ -12,6 +12,15 @@
 
 # ---- arrays ---------------------------------------------------------------
 
+cdef inline tuple _shape(object a):
+    """a.shape as a tuple (a typed ndarray's .shape is its C dims pointer)."""
+    return (<object>a).shape
+
+
+cdef inline tuple _strides(object a):
+    return (<object>a).strides
+
+
 cdef inline bint _is_plain(object v, int typenum):
     """v is an aligned, native-order ndarray (not a subclass) of typenum."""
     return (type(v) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>v) == typenum
@@ -83,7 +92,7 @@ cdef cnp.ndarray _same_dtype_as(object value, str name, cnp.ndarray x):
         return <cnp.ndarray>value
     arr = _real_array(value, name)
     if not _same_shape(arr, x):
-        raise ValueError(f"{name} has shape {(<object>arr).shape} but x has shape {(<object>x).shape}")
+        raise ValueError(f"{name} has shape {_shape(arr)} but x has shape {_shape(x)}")
     if arr.dtype != x.dtype or not arr.flags.aligned:
         arr = arr.astype(x.dtype)
     return arr
@@ -111,6 +120,10 @@ def refuse_masked(value, name):
 
 # ---- the normalized axes --------------------------------------------------
 
+cdef object g_np_integer = np.integer
+cdef object g_np_floating = np.floating
+
+
 cdef tuple _as_axis_tuple(object value, str name):
     cdef object v
     if type(value) is int:
@@ -121,8 +134,9 @@ cdef tuple _as_axis_tuple(object value, str name):
                 break
         else:
             return <tuple>value
-    if isinstance(value, np.integer) or (
-            isinstance(value, numbers.Integral) and not isinstance(value, bool)):
+    if isinstance(value, g_np_integer):
+        return (int(value),)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
         return (operator.index(value),)
     try:
         items = tuple(value)
@@ -159,10 +173,10 @@ cdef tuple _norm_axes(cnp.ndarray x, object normalized_shape, object axis, bint 
             matches = ns[k] == shape[first + k]
             k += 1
         if not matches:
-            trailing = tuple((<object>x).shape[max(first, 0):])
+            trailing = tuple(_shape(x)[max(first, 0):])
             raise ValueError(
                 f"normalized_shape {ns} does not match the trailing dimensions {trailing} "
-                f"of x with shape {tuple((<object>x).shape)}")
+                f"of x with shape {tuple(_shape(x))}")
     if axis is None:
         if n_ns == 0:
             first = ndim - 1
@@ -179,28 +193,28 @@ cdef tuple _norm_axes(cnp.ndarray x, object normalized_shape, object axis, bint 
                 raise AxisError(v, ndim)
             a = v % ndim
             if is_norm[a]:
-                raise AxisError(f"axis {raw} names axis {a} twice (x has shape {tuple((<object>x).shape)})")
+                raise AxisError(f"axis {raw} names axis {a} twice (x has shape {tuple(_shape(x))})")
             is_norm[a] = True
         axes = tuple([a for a in range(ndim) if is_norm[a]])
         if n_ns and (len(axes) != n_ns or axes[0] != first):
             raise ValueError(
-                f"axis {raw} and normalized_shape {tuple((<object>x).shape[first:])} disagree "
-                f"for x with shape {tuple((<object>x).shape)}: normalized_shape names axes "
+                f"axis {raw} and normalized_shape {tuple(_shape(x)[first:])} disagree "
+                f"for x with shape {tuple(_shape(x))}: normalized_shape names axes "
                 f"{tuple(range(first, ndim))}")
     for a in axes:
         if shape[a] == 0:
             raise ValueError(
-                f"cannot normalize over axis {a} of size 0 (x has shape {tuple((<object>x).shape)})")
+                f"cannot normalize over axis {a} of size 0 (x has shape {tuple(_shape(x))})")
     return axes
 
 
 cdef tuple _norm_shape(cnp.ndarray x, tuple axes):
-    return tuple([(<object>x).shape[a] for a in axes])
+    return tuple([_shape(x)[a] for a in axes])
 
 
 cdef tuple _stats_shape(cnp.ndarray x, tuple axes):
     """Keepdims shape of the statistics: 1 at each normalized axis."""
-    return tuple([1 if a in axes else s for a, s in enumerate((<object>x).shape)])
+    return tuple([1 if a in axes else s for a, s in enumerate(_shape(x))])
 
 
 # ---- eps -------------------------------------------------------------------
@@ -233,7 +247,7 @@ cdef bint _plain_eps(int op, object eps, int typenum, double *value):
     if eps is None:
         value[0] = _default_eps(op, typenum)
         return True
-    if type(eps) is not float:
+    if not isinstance(eps, float):  # float, and subclasses such as np.float64
         return False
     value[0] = eps
     return value[0] >= 0.0 and value[0] < float("inf")
@@ -257,7 +271,7 @@ cdef double _eps_value(int op, object eps, int typenum) except -1.0:
     cdef double value
     if _plain_eps(op, eps, typenum, &value):
         return value
-    if isinstance(eps, np.floating):  # np.float32(1e-5): as check_eps, without its ABC tests
+    if isinstance(eps, g_np_floating):  # np.float32(1e-5): as check_eps, without its ABC tests
         value = float(eps)
         if value >= 0.0 and value < float("inf"):
             return value
@@ -342,7 +356,7 @@ cdef cnp.ndarray _checked_out(object out, cnp.ndarray x, str name):
             and o.dtype != x.dtype:
         raise TypeError(f"{name} has dtype {o.dtype} but the result has dtype {x.dtype}")
     if not _same_shape(o, x):
-        raise ValueError(f"{name} has shape {(<object>o).shape} but x has shape {(<object>x).shape}")
+        raise ValueError(f"{name} has shape {_shape(o)} but x has shape {_shape(x)}")
     if not cnp.PyArray_ISWRITEABLE(o):
         raise ValueError(f"{name} is read-only")
     if cnp.PyArray_SIZE(o):
@@ -352,11 +366,11 @@ cdef cnp.ndarray _checked_out(object out, cnp.ndarray x, str name):
                                  "from broadcast_to); it cannot hold a result")
     overlap = _internal_overlap(o)
     if overlap == 1:
-        raise ValueError(f"{name} has elements that share memory (shape {(<object>o).shape}, strides "
-                         f"{(<object>o).strides}, as from a sliding-window as_strided view); it cannot "
+        raise ValueError(f"{name} has elements that share memory (shape {_shape(o)}, strides "
+                         f"{_strides(o)}, as from a sliding-window as_strided view); it cannot "
                          "hold a result")
     if overlap:
-        raise ValueError(f"{name} has interleaved strides {(<object>o).strides} (shape {(<object>o).shape}) "
+        raise ValueError(f"{name} has interleaved strides {_strides(o)} (shape {_shape(o)}) "
                          "whose elements may share memory, and is too large to check "
                          "exactly; pass an array whose elements do not overlap")
     return o
@@ -478,13 +492,13 @@ cdef object _affine_kind(object weight, object bias, cnp.ndarray x, tuple axes):
         shape = np.shape(value)
         if len(shape) <= len(axes) and _broadcasts(shape, norm_shape):
             continue
-        if len(shape) == x.ndim and _broadcasts(shape, (<object>x).shape):
+        if len(shape) == x.ndim and _broadcasts(shape, _shape(x)):
             per_sample |= any(shape[a] != 1 for a in range(x.ndim) if a not in axes)
             continue
         raise ValueError(
             f"{name} with shape {shape} cannot be broadcast to the normalized shape "
             f"{norm_shape}, nor (as a per-sample {name} with x's {x.ndim} dimensions) "
-            f"against x with shape {(<object>x).shape}")
+            f"against x with shape {_shape(x)}")
     return per_sample
 
 
@@ -510,7 +524,7 @@ cdef object _per_sample_affine(object value, cnp.ndarray x, tuple axes):
         return None
     if value.ndim < x.ndim:  # the normalized-shape rule: place it on the normalized axes
         value = np.broadcast_to(value, _norm_shape(x, axes)).reshape(
-            tuple([(<object>x).shape[a] if a in axes else 1 for a in range(x.ndim)]))
+            tuple([_shape(x)[a] if a in axes else 1 for a in range(x.ndim)]))
     return _kernel_operand(value, cnp.PyArray_TYPE(x))
 
 
@@ -578,7 +592,7 @@ cdef object _walk_perm(cnp.ndarray x, tuple norm_axes):
     None when it is the increasing axis order."""
     if len(norm_axes) < 2:
         return None
-    strides = (<object>x).strides
+    strides = _strides(x)
     perm = sorted(range(len(norm_axes)), key=lambda i: -abs(strides[norm_axes[i]]))
     return None if perm == list(range(len(norm_axes))) else perm
 
@@ -601,7 +615,7 @@ cdef object _per_sample_operand(cnp.ndarray x, tuple norm_axes, object w):
     perm = _walk_perm(x, norm_axes)
     walk = list(norm_axes) if perm is None else [norm_axes[i] for i in perm]
     batch = [a for a in range(x.ndim) if a not in norm_axes]
-    shape = (<object>x).shape
+    shape = _shape(x)
     full = tuple(shape[a] if (a in norm_axes or w.shape[a] != 1) else 1 for a in range(x.ndim))
     order = batch + walk
     packed = np.ascontiguousarray(np.broadcast_to(w, full).transpose(order))
@@ -753,9 +767,9 @@ cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes):
         return value
     arr = _real_array(value, name)
     keep = _stats_shape(x, axes)
-    if (<object>arr).shape != keep:
+    if _shape(arr) != keep:
         raise ValueError(
-            f"{name} has shape {(<object>arr).shape} but the statistics of x with shape {(<object>x).shape} "
+            f"{name} has shape {_shape(arr)} but the statistics of x with shape {_shape(x)} "
             f"over axes {axes} have shape {keep} (as the forward returns them)")
     return _kernel_operand(arr, cnp.PyArray_TYPE(x), contiguous=True)
 
@@ -775,7 +789,7 @@ cdef object _sum_over_broadcast(object full, tuple shape, cnp.ndarray x, tuple a
     """A gradient of x's shape (float64) summed down to a parameter's own
     shape, under either broadcasting rule."""
     if len(shape) == x.ndim:  # per-sample: broadcast against x
-        over = tuple([a for a in range(x.ndim) if shape[a] == 1 and (<object>x).shape[a] != 1])
+        over = tuple([a for a in range(x.ndim) if shape[a] == 1 and _shape(x)[a] != 1])
         return full.sum(axis=over, keepdims=True).reshape(shape)
     batch = tuple([a for a in range(x.ndim) if a not in axes])
     return _sum_to_shape(full.sum(axis=batch), shape)
@@ -790,7 +804,7 @@ cdef object _param_grad(object g, tuple shape, cnp.ndarray x, tuple axes, object
     if g.shape == shape:
         return g.astype(dtype)
     if len(shape) == x.ndim and len(shape) != len(axes):
-        g = g.reshape(tuple([(<object>x).shape[a] if a in axes else 1 for a in range(x.ndim)]))
+        g = g.reshape(tuple([_shape(x)[a] if a in axes else 1 for a in range(x.ndim)]))
         return _sum_over_broadcast(g, shape, x, axes).astype(dtype)
     return _sum_to_shape(g, shape).astype(dtype)
 

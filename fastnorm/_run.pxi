@@ -225,14 +225,15 @@ cdef struct plan_t:
     Py_ssize_t items_per_outer
     Py_ssize_t n_items
     const field_t *fields     # where each operand goes in the block
-    block_t block             # the kernels' block description, pointers at
-                              # element 0 of row 0
+    block_t block             # the kernels' block description (pointers at
+    #                           element 0 of row 0)
     fn_rows_kernel fwd_kernel
     fn_rows_bwd_kernel bwd_kernel
     double *dw_parts          # n_items x row_len partial sums, or NULL
     double *db_parts
-    bint norm_reordered       # the normalized axes are walked in another order than
-                              # increasing axis order (weight/bias must follow)
+    # the normalized axes are walked in another order than increasing axis
+    # order (weight/bias must follow)
+    bint norm_reordered
 
 
 cdef struct operand_t:
@@ -382,7 +383,8 @@ cdef int _plan_layout(plan_t *plan, int ndim, const Py_ssize_t *shape, int n_ops
     for d in range(n_norm - 1):
         a = norm_order[d]
         for k in range(n_row_ops):
-            if not _mergeable(ops[k].strides[a], ops[k].strides[norm_order[d + 1]], shape[norm_order[d + 1]]):
+            if not _mergeable(ops[k].strides[a], ops[k].strides[norm_order[d + 1]],
+                              shape[norm_order[d + 1]]):
                 return 1
     for k in range(n_ops):
         plan.elem_stride[k] = ops[k].strides[norm_order[n_norm - 1]] if n_norm else 1
@@ -396,7 +398,8 @@ cdef int _plan_layout(plan_t *plan, int ndim, const Py_ssize_t *shape, int n_ops
         mergeable = plan.n_outer_dims > 0
         k = 0
         while mergeable and k < n_ops:
-            mergeable = _mergeable(plan.outer_stride[k][plan.n_outer_dims - 1], ops[k].strides[a], shape[a])
+            mergeable = _mergeable(plan.outer_stride[k][plan.n_outer_dims - 1],
+                                   ops[k].strides[a], shape[a])
             k += 1
         if mergeable:
             plan.outer_shape[plan.n_outer_dims - 1] *= shape[a]
@@ -531,4 +534,3 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
     with nogil:
         run_plan(&plan, n_threads)
     return dw_parts, db_parts
-

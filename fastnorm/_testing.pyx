@@ -49,6 +49,7 @@ def stream_copy(cnp.ndarray dst, cnp.ndarray src, int threads=1):
         if hi > lo:
             fn_stream_copy(d + lo, s + lo, hi - lo)
 
+
 cdef extern from "half_convert.h" nogil:
     float fn_f16_to_f32(unsigned short h)
     unsigned short fn_f32_to_f16(float f)
@@ -79,4 +80,3 @@ def software_widen(str kind, bits):
     for i in range(src.shape[0]):
         dst[i] = fn_bf16_to_f32(src[i]) if bf else fn_f16_to_f32(src[i])
     return out
-

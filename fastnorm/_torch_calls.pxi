@@ -405,4 +405,3 @@ cdef object _sum_parts_into(_Parts parts, tuple shape, object dtype):
         for j in range(parts.n):
             (<float *>dst)[j] = <float>src[j]
     return out
-
