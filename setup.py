@@ -76,7 +76,7 @@ def make_extensions():
     flags_text = " ".join(cflags)
     ext = Extension(
         "fastnorm._core",
-        sources=["fastnorm/_core.pyx", "src/norm_scalar.c", "src/kernels_avx2.c",
+        sources=["fastnorm/_core.pyx", "src/kernels_scalar.c", "src/kernels_avx2.c",
                  "src/kernels_avx512.c", "src/kernels_avx512_bf16.c", "src/dispatch.c"],
         include_dirs=["src", "fastnorm", numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),

@@ -6,11 +6,16 @@
  * overflow of the squares), so it is written for clarity, in double.
  *
  * Template part: include after defining FN_T, the type the arithmetic is
- * done in (float or double), and FN_SFX (f32, f64, f16, bf16).  Elements of
- * the arrays (x, y, residual, h, dy, dx) are stored as FN_S, read with
- * FN_LD(v) and rounded back with FN_ST(t); without FN_S they are FN_T
- * itself.  weight, bias and the statistics are always FN_T.  The
+ * done in (float or double), FN_SFX (f32, f64, f16, bf16; the dtype_*.h
+ * headers define both) and FN_ISA (scalar, avx2, avx512, avx512bf16).
+ * Elements of the arrays (x, y, residual, h, dy, dx) are stored as FN_S,
+ * read with FN_LD(v) and rounded back with FN_ST(t); without FN_S they are
+ * FN_T itself.  weight, bias and the statistics are always FN_T.  The
  * non-template part is guarded and included once.
+ *
+ * Naming: every function a stamp defines, static helper or exported kernel,
+ * is FN_NAME(base) = base_<sfx>_<isa> (e.g. rows_acc_step_f32_avx512), so
+ * symbols in nm, perf and compiler messages say which stamp they are.
  */
 #ifndef FASTNORM_ROW_COMMON_ONCE
 #define FASTNORM_ROW_COMMON_ONCE
@@ -19,9 +24,20 @@
 #include <stddef.h>
 #include "fastnorm_kernels.h"
 
-#define FN_CAT_(a, b) a##_##b
-#define FN_CAT(a, b) FN_CAT_(a, b)
-#define FN_NAME(base) FN_CAT(base, FN_SFX)
+#define FN_CAT3_(a, b, c) a##_##b##_##c
+#define FN_CAT3(a, b, c) FN_CAT3_(a, b, c)
+#define FN_NAME(base) FN_CAT3(base, FN_SFX, FN_ISA)
+/* the portable kernel of the same dtype (the SIMD walks fall back to it) */
+#define FN_PORTABLE(base) FN_CAT3(base, FN_SFX, scalar)
+/* for the per-layout and per-flag copies of a loop: an int flag passed as a
+ * constant into such a function is folded away after inlining */
+#define FN_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Moments of a run of elements: count, mean and M2 (sum of squared
+ * deviations from that mean) of x - pivot, or for RMSNorm M2 = sum of x*x. */
+typedef struct fn_moments {
+    double cnt, mean, m2;
+} fn_moments;
 
 /* What the normalize pass needs for one row. */
 typedef struct fn_row_stats {
@@ -91,6 +107,10 @@ static inline void fn_row_stats_nan(fn_row_stats *st)
 #endif /* FASTNORM_ROW_COMMON_ONCE */
 
 #if defined(FN_T) && defined(FN_SFX)
+
+#ifndef FN_ISA
+#error "norm_row_common.h: define FN_ISA (scalar, avx2, ...) before a stamp's FN_T/FN_SFX part"
+#endif
 
 #ifndef FN_S
 #define FN_S FN_T
