@@ -16,8 +16,7 @@
 #include <string.h>
 
 /* first n lanes on: load 8 entries starting at [8 - n] */
-static const int32_t fn_avx2_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
-                                           0,  0,  0,  0,  0,  0,  0,  0};
+static const int32_t fn_avx2_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 
 /* lane sums in double: float32 lanes are widened first */
 static inline double fn_avx2_hsum_ps(__m256 v)
@@ -30,10 +29,10 @@ static inline double fn_avx2_hsum_ps(__m256 v)
 
 static inline void fn_avx2_add_to_double_ps(double *p, __m256 v)
 {
-    _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p),
-                                      _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
-    _mm256_storeu_pd(p + 4, _mm256_add_pd(_mm256_loadu_pd(p + 4),
-                                          _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
+    _mm256_storeu_pd(p,
+                     _mm256_add_pd(_mm256_loadu_pd(p), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
+    _mm256_storeu_pd(
+        p + 4, _mm256_add_pd(_mm256_loadu_pd(p + 4), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))));
 }
 
 /* 8 stored 16-bit elements: one 128-bit load or store.  AVX2 has no 16-bit

@@ -21,8 +21,8 @@ static inline double fn_avx512_hsum_ps(__m512 v)
 
 static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
 {
-    _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p),
-                                      _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+    _mm512_storeu_pd(p,
+                     _mm512_add_pd(_mm512_loadu_pd(p), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
     _mm512_storeu_pd(p + 8, _mm512_add_pd(_mm512_loadu_pd(p + 8),
                                           _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
 }

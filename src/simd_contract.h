@@ -62,11 +62,11 @@
 #error "simd_contract.h: a stamp needs FN_ISA (kernel file), FN_T and FN_SFX (dtype_*.h)"
 #endif
 
-#if !defined(V) || !defined(VL) || !defined(VLOAD) || !defined(VSTORE) || \
-    !defined(VLOAD_PART) || !defined(VSTORE_PART) || !defined(VZERO_FROM) || \
-    !defined(VSET1) || !defined(VZERO) || !defined(VADD) || !defined(VSUB) || \
-    !defined(VMUL) || !defined(VFMA) || !defined(VMIN) || !defined(VMAX) || \
-    !defined(VSTREAM) || !defined(VSFENCE) || !defined(VHSUM_D) || !defined(VADD_TO_DOUBLE)
+#if !defined(V) || !defined(VL) || !defined(VLOAD) || !defined(VSTORE) || !defined(VLOAD_PART) || \
+    !defined(VSTORE_PART) || !defined(VZERO_FROM) || !defined(VSET1) || !defined(VZERO) || \
+    !defined(VADD) || !defined(VSUB) || !defined(VMUL) || !defined(VFMA) || !defined(VMIN) || \
+    !defined(VMAX) || !defined(VSTREAM) || !defined(VSFENCE) || !defined(VHSUM_D) || \
+    !defined(VADD_TO_DOUBLE)
 #pragma message("fastnorm stamp " FN_STR(FN_ISA) " x " FN_STR(FN_SFX) ": see below")
 #error "the vector vocabulary included before this stamp misses a name of simd_contract.h"
 #endif

@@ -45,19 +45,18 @@ FN_ALWAYS_INLINE V FN_NAME(rows_load_h)(const FN_S *x, const FN_S *r, ptrdiff_t 
     return r ? XROUND(VADD(XLOAD(x + i), XLOAD(r + i))) : XLOAD(x + i);
 }
 
-FN_ALWAYS_INLINE V FN_NAME(rows_load_h_part)(const FN_S *x, const FN_S *r, ptrdiff_t i,
-                                             ptrdiff_t n)
+FN_ALWAYS_INLINE V FN_NAME(rows_load_h_part)(const FN_S *x, const FN_S *r, ptrdiff_t i, ptrdiff_t n)
 {
     return r ? XROUND(VADD(XLOAD_PART(x + i, n), XLOAD_PART(r + i, n))) : XLOAD_PART(x + i, n);
 }
 
-static inline void FN_NAME(rows_acc_clear_chains)(FN_NAME(rows_acc) * acc)
+static inline void FN_NAME(rows_acc_clear_chains)(FN_NAME(rows_acc) *acc)
 {
     for (int c = 0; c < 4; c++) acc->m[c] = acc->q[c] = VZERO;
     acc->k = 0;
 }
 
-static inline void FN_NAME(rows_acc_init)(FN_NAME(rows_acc) * acc)
+static inline void FN_NAME(rows_acc_init)(FN_NAME(rows_acc) *acc)
 {
     FN_NAME(rows_acc_clear_chains)(acc);
     acc->t_cnt = acc->t_mean = acc->t_m2 = acc->t_comp = 0.0;
@@ -67,7 +66,7 @@ static inline void FN_NAME(rows_acc_init)(FN_NAME(rows_acc) * acc)
 
 /* Fold the chains into the totals and clear them: the 4*VL partials merge
  * exactly (see the top of this file), the chunk joins the totals by Chan. */
-FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush_layer)(FN_NAME(rows_acc) * acc)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush_layer)(FN_NAME(rows_acc) *acc)
 {
     if (acc->k == 0) return;
     const V q = VADD(VADD(acc->q[0], acc->q[1]), VADD(acc->q[2], acc->q[3]));
@@ -87,7 +86,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush_layer)(FN_NAME(rows_acc) * acc)
     FN_NAME(rows_acc_clear_chains)(acc);
 }
 
-FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush_rms)(FN_NAME(rows_acc) * acc)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush_rms)(FN_NAME(rows_acc) *acc)
 {
     if (acc->k == 0) return;
     const V q = VADD(VADD(acc->q[0], acc->q[1]), VADD(acc->q[2], acc->q[3]));
@@ -95,7 +94,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush_rms)(FN_NAME(rows_acc) * acc)
     FN_NAME(rows_acc_clear_chains)(acc);
 }
 
-FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush)(FN_NAME(rows_acc) * acc, int rms)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush)(FN_NAME(rows_acc) *acc, int rms)
 {
     if (rms)
         FN_NAME(rows_acc_flush_rms)(acc);
@@ -107,7 +106,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush)(FN_NAME(rows_acc) * acc, int rms)
  * Welford: m += delta/k; M2 += delta * (d - m_new).  This form uses two FP
  * adds and two FMAs; with the normalize pass's one add and two FMAs (fused
  * into the same loop) the add and FMA ports stay balanced. */
-static inline void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) * acc, const FN_S *x,
+static inline void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) *acc, const FN_S *x,
                                                 const FN_S *r, V p)
 {
     acc->k += 1;
@@ -122,8 +121,7 @@ static inline void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) * acc, const F
     if (acc->k == FN_ACC_CHUNK) FN_NAME(rows_acc_flush_layer)(acc);
 }
 
-static inline void FN_NAME(rows_acc_step_rms)(FN_NAME(rows_acc) * acc, const FN_S *x,
-                                              const FN_S *r)
+static inline void FN_NAME(rows_acc_step_rms)(FN_NAME(rows_acc) *acc, const FN_S *x, const FN_S *r)
 {
     for (int c = 0; c < 4; c++) {
         V v = FN_NAME(rows_load_h)(x, r, c * VL);
@@ -132,8 +130,8 @@ static inline void FN_NAME(rows_acc_step_rms)(FN_NAME(rows_acc) * acc, const FN_
     if (++acc->k == FN_ACC_CHUNK) FN_NAME(rows_acc_flush_rms)(acc);
 }
 
-FN_ALWAYS_INLINE void FN_NAME(rows_acc_step)(FN_NAME(rows_acc) * acc, const FN_S *x,
-                                             const FN_S *r, V p, int rms)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_step)(FN_NAME(rows_acc) *acc, const FN_S *x, const FN_S *r,
+                                             V p, int rms)
 {
     if (rms)
         FN_NAME(rows_acc_step_rms)(acc, x, r);
@@ -143,7 +141,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_step)(FN_NAME(rows_acc) * acc, const FN_S
 
 /* The row so far: (cnt, mean, m2) of the shifted values, or m2 = sum of
  * squares for RMSNorm. */
-static inline void FN_NAME(rows_acc_reduce)(FN_NAME(rows_acc) * acc, int rms, fn_moments *m)
+static inline void FN_NAME(rows_acc_reduce)(FN_NAME(rows_acc) *acc, int rms, fn_moments *m)
 {
     FN_NAME(rows_acc_flush)(acc, rms);
     m->cnt = acc->t_cnt;
@@ -160,8 +158,8 @@ static inline void FN_NAME(rows_acc_reduce)(FN_NAME(rows_acc) * acc, int rms, fn
 
 /* Fold in x[lo, hi), a few vectors at most, as a two-pass (masked) block
  * merged with Chan's formula. */
-static void FN_NAME(rows_acc_rest_layer)(const FN_S *x, const FN_S *r, ptrdiff_t lo,
-                                         ptrdiff_t hi, V p, fn_moments *m)
+static void FN_NAME(rows_acc_rest_layer)(const FN_S *x, const FN_S *r, ptrdiff_t lo, ptrdiff_t hi,
+                                         V p, fn_moments *m)
 {
     ptrdiff_t j;
     if (hi <= lo) return;
@@ -204,8 +202,8 @@ static void FN_NAME(rows_acc_rest_layer)(const FN_S *x, const FN_S *r, ptrdiff_t
 }
 
 /* Fold in the sum of squares of x[lo, hi). */
-static void FN_NAME(rows_acc_rest_rms)(const FN_S *x, const FN_S *r, ptrdiff_t lo,
-                                       ptrdiff_t hi, fn_moments *m)
+static void FN_NAME(rows_acc_rest_rms)(const FN_S *x, const FN_S *r, ptrdiff_t lo, ptrdiff_t hi,
+                                       fn_moments *m)
 {
     ptrdiff_t j;
     if (hi <= lo) return;

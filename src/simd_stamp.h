@@ -28,8 +28,8 @@ FN_ALWAYS_INLINE void FN_NAME(forward)(const fn_rows *a, int rms)
     if (a->x_elem_stride == 1 && a->y_elem_stride == 1 &&
         (!a->residual || (a->r_elem_stride == 1 && a->h_elem_stride == 1)))
         FN_NAME(rows_forward)(a, rms);
-    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && !a->residual &&
-             a->w_row_stride == 0 && a->b_row_stride == 0)
+    else if (a->x_row_stride == 1 && a->y_row_stride == 1 && !a->residual && a->w_row_stride == 0 &&
+             a->b_row_stride == 0)
         FN_NAME(lanes_forward)(a, rms); /* a tile's rows share weight and bias */
     else if (rms)
         FN_PORTABLE(rms_norm_rows)(a);

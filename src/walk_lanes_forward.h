@@ -63,8 +63,8 @@ FN_ALWAYS_INLINE V FN_NAME(lanes_load)(FN_NAME(lanes_geom) g, ptrdiff_t v, ptrdi
 
 /* Fold the tile's current chunk (k elements per row) into the totals, and
  * start a new chunk. */
-static void FN_NAME(lanes_merge_chunk)(FN_NAME(lanes_vec) * state, ptrdiff_t rows, FN_T *k,
-                                       FN_NAME(lanes_totals) * tot, int rms)
+static void FN_NAME(lanes_merge_chunk)(FN_NAME(lanes_vec) *state, ptrdiff_t rows, FN_T *k,
+                                       FN_NAME(lanes_totals) *tot, int rms)
 {
     const double nb = (double)*k;
     if (nb <= 0.0) return;
@@ -83,7 +83,7 @@ static void FN_NAME(lanes_merge_chunk)(FN_NAME(lanes_vec) * state, ptrdiff_t row
 }
 
 /* Pass 1 at element i, one step per kind of row statistics. */
-FN_ALWAYS_INLINE void FN_NAME(lanes_step_rms)(FN_NAME(lanes_geom) g, FN_NAME(lanes_vec) * state,
+FN_ALWAYS_INLINE void FN_NAME(lanes_step_rms)(FN_NAME(lanes_geom) g, FN_NAME(lanes_vec) *state,
                                               ptrdiff_t i, const FN_S *ahead)
 {
     for (ptrdiff_t v = 0; v < g.nv; v++) {
@@ -95,9 +95,8 @@ FN_ALWAYS_INLINE void FN_NAME(lanes_step_rms)(FN_NAME(lanes_geom) g, FN_NAME(lan
 
 /* FN_EXACT_MEAN: d is exact in float32, so d and d * d (with its FMA
  * residual) sum in double with no error to speak of. */
-FN_ALWAYS_INLINE void FN_NAME(lanes_step_exact)(FN_NAME(lanes_geom) g,
-                                                FN_NAME(lanes_vec) * state,
-                                                FN_NAME(lanes_totals) * tot, ptrdiff_t i,
+FN_ALWAYS_INLINE void FN_NAME(lanes_step_exact)(FN_NAME(lanes_geom) g, FN_NAME(lanes_vec) *state,
+                                                FN_NAME(lanes_totals) *tot, ptrdiff_t i,
                                                 const FN_S *ahead)
 {
     for (ptrdiff_t v = 0; v < g.nv; v++) {
@@ -111,9 +110,8 @@ FN_ALWAYS_INLINE void FN_NAME(lanes_step_exact)(FN_NAME(lanes_geom) g,
 }
 
 /* Welford with k elements in the chunk (this one included). */
-FN_ALWAYS_INLINE void FN_NAME(lanes_step_welford)(FN_NAME(lanes_geom) g,
-                                                  FN_NAME(lanes_vec) * state, FN_T k,
-                                                  ptrdiff_t i, const FN_S *ahead)
+FN_ALWAYS_INLINE void FN_NAME(lanes_step_welford)(FN_NAME(lanes_geom) g, FN_NAME(lanes_vec) *state,
+                                                  FN_T k, ptrdiff_t i, const FN_S *ahead)
 {
     const V inv_k = VSET1((FN_T)1 / k), shrink = VSET1((k - 1) / k);
     for (ptrdiff_t v = 0; v < g.nv; v++) {
@@ -131,8 +129,7 @@ FN_ALWAYS_INLINE void FN_NAME(lanes_step_welford)(FN_NAME(lanes_geom) g,
  * into the state.  Returns nonzero when the row's scale does not fit FN_T
  * (see fn_row_stats.wide_normalize). */
 static int FN_NAME(lanes_finish_row)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t j, int rms,
-                                     const FN_NAME(lanes_totals) * tot,
-                                     FN_NAME(lanes_vec) * state)
+                                     const FN_NAME(lanes_totals) *tot, FN_NAME(lanes_vec) *state)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride;
     const FN_S *x = (const FN_S *)a->x + r0 + j;
@@ -172,8 +169,7 @@ static void FN_NAME(lanes_tile_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff
         FN_PORTABLE(layer_norm_rows)(&sub);
 }
 
-static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
-                                int stream)
+static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms, int stream)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_S *x = (const FN_S *)a->x + r0;
@@ -256,8 +252,7 @@ static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, 
 FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
 {
     const size_t vbytes = VL * sizeof(FN_S);
-    const int stream =
-        a->stream_stores && ((size_t)a->y_elem_stride * sizeof(FN_S)) % vbytes == 0;
+    const int stream = a->stream_stores && ((size_t)a->y_elem_stride * sizeof(FN_S)) % vbytes == 0;
     ptrdiff_t r0 = 0;
     while (r0 < a->rows) {
         ptrdiff_t len = a->rows - r0 < FN_LANES_MAX ? a->rows - r0 : FN_LANES_MAX;

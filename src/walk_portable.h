@@ -27,8 +27,8 @@
 #define FN_EXACT_MEAN 0
 #endif
 
-static void FN_NAME(portable_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
-                                          FN_T pivot, double *mean_d, double *m2)
+static void FN_NAME(portable_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs, FN_T pivot,
+                                            double *mean_d, double *m2)
 {
     double mean[4] = {0.0, 0.0, 0.0, 0.0}, m2c[4] = {0.0, 0.0, 0.0, 0.0};
     double k = 0.0, sum = 0.0;
@@ -90,8 +90,8 @@ static double FN_NAME(portable_sum_squares)(const FN_S *x, ptrdiff_t n, ptrdiff_
  * precision is lost when |mean| >> std, and x - p2 stays finite for rows of
  * opposite-signed values near the type's limit, where x - pivot would not. */
 static void FN_NAME(portable_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
-                                      ptrdiff_t n, double pivot, const fn_row_stats *st,
-                                      const FN_T *w, const FN_T *b)
+                                        ptrdiff_t n, double pivot, const fn_row_stats *st,
+                                        const FN_T *w, const FN_T *b)
 {
     if (st->wide_normalize) {
         FN_NAME(fn_normalize_row_wide)(x, xs, y, ys, n, pivot, st, w, b);

@@ -47,8 +47,8 @@ static inline void FN_NAME(bwd_add_to_double)(double *p, V v, ptrdiff_t part)
 /* The row's rstd: the forward's, or recomputed from its moments.  A saved
  * rstd that overflowed its type (rows near the smallest subnormals) says
  * nothing: it is recomputed. */
-static inline double FN_NAME(bwd_rstd)(const fn_rows_bwd *a, ptrdiff_t r, const FN_S *x,
-                                       FN_T pivot, const fn_moments *m, int rms)
+static inline double FN_NAME(bwd_rstd)(const fn_rows_bwd *a, ptrdiff_t r, const FN_S *x, FN_T pivot,
+                                       const fn_moments *m, int rms)
 {
     if (a->rstd && isfinite((double)((const FN_T *)a->rstd)[r * a->stat_stride]))
         return (double)((const FN_T *)a->rstd)[r * a->stat_stride];
@@ -115,15 +115,14 @@ static FN_NAME(bwd_params) FN_NAME(bwd_row_params)(const fn_rows_bwd *a, ptrdiff
     const double mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
     fn_row_stats center = {mean_d, rstd, rstd};
     const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &center);
-    FN_NAME(bwd_params) bp = {(FN_T)np.p2,     (FN_T)rstd,          (FN_T)np.c,
-                              (FN_T)mean_g,    (FN_T)(-mean_gxhat), !isnormal((FN_T)rstd)};
+    FN_NAME(bwd_params) bp = {(FN_T)np.p2,  (FN_T)rstd,          (FN_T)np.c,
+                              (FN_T)mean_g, (FN_T)(-mean_gxhat), !isnormal((FN_T)rstd)};
     return bp;
 }
 
 /* The block's rows all go to the portable kernel, which works in a wider
  * type (rare: NaN rows, spreads near the type's limits). */
-static void FN_NAME(bwd_block_portable)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_t nr,
-                                        int rms)
+static void FN_NAME(bwd_block_portable)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_t nr, int rms)
 {
     fn_rows_bwd sub = *a;
     sub.x = (const FN_S *)a->x + r0 * a->x_row_stride;

@@ -39,8 +39,10 @@ typedef struct {
     const FN_S *x, *r;   /* x NULL: there is no next row */
     FN_T pivot;
     const FN_S *x2, *r2; /* the row after it, prefetched (NULL: none) */
-    fn_moments m;        /* out: its moments */
 } FN_NAME(rows_next);
+/* (its moments come out in a separate fn_moments: were they a field, their
+ * address, passed to the out-of-line statistics helpers, would let the
+ * compiler assume the pointers above change, and test them in the loops) */
 
 FN_ALWAYS_INLINE V FN_NAME(rows_load_affine)(const FN_T *p, ptrdiff_t i, ptrdiff_t part)
 {
@@ -89,9 +91,9 @@ static inline FN_T FN_NAME(rows_pivot)(const FN_S *x, const FN_S *r, ptrdiff_t n
 }
 
 /* One vector of h and y at element i (a full vector). */
-FN_ALWAYS_INLINE void FN_NAME(rows_write_vec)(const FN_NAME(rows_cur) * cur, const FN_T *w,
-                                              const FN_T *b, ptrdiff_t i, int stream,
-                                              int stream_h, V p2, V s, V c)
+FN_ALWAYS_INLINE void FN_NAME(rows_write_vec)(const FN_NAME(rows_cur) *cur, const FN_T *w,
+                                              const FN_T *b, ptrdiff_t i, int stream, int stream_h,
+                                              V p2, V s, V c)
 {
     V hv = FN_NAME(rows_load_h)(cur->x, cur->r, i);
     V t = FN_NAME(rows_norm_vec)(hv, w, b, i, 0, p2, s, c);
@@ -108,7 +110,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write_vec)(const FN_NAME(rows_cur) * cur, con
 }
 
 /* The first or last `part` elements from element i (masked). */
-FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) * cur, const FN_T *w,
+FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) *cur, const FN_T *w,
                                                const FN_T *b, ptrdiff_t i, ptrdiff_t part, V p2,
                                                V s, V c)
 {
@@ -118,7 +120,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) * cur, co
 }
 
 /* Write the current row and, when next->x is set, gather the next row's
- * statistics in the same loop.  has_w, has_b, stream and rms are constants
+ * statistics into *next_m in the same loop.  has_w, has_b, stream and rms are constants
  * at every call: one specialized copy of the loop per case.
  * `stream`: non-temporal stores, which skip the read-for-ownership of each
  * output line (a third of the traffic); worth it only when the output is
@@ -126,9 +128,9 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) * cur, co
  * before the first aligned one are written with a masked store; the
  * normalize blocks then start there, while the next row's statistics keep
  * their own blocks from element 0. */
-FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) * cur,
-                                          FN_NAME(rows_next) * next, ptrdiff_t n, int has_w,
-                                          int has_b, int stream, int rms)
+FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
+                                          const FN_NAME(rows_next) *next, fn_moments *next_m,
+                                          ptrdiff_t n, int has_w, int has_b, int stream, int rms)
 {
     const FN_T *w = has_w ? cur->w : NULL, *b = has_b ? cur->b : NULL;
     const V p2 = VSET1((FN_T)cur->np.p2), s = VSET1((FN_T)cur->np.scale);
@@ -168,9 +170,35 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) * cur,
         FN_NAME(rows_write_vec)(cur, w, b, i, stream, stream_h, p2, s, c);
     if (i < n) FN_NAME(rows_write_part)(cur, w, b, i, n - i, p2, s, c);
     if (xn) {
-        FN_NAME(rows_acc_reduce)(&acc, rms, &next->m);
-        FN_NAME(rows_acc_rest)(xn, rn, stats_end, n, pn, rms, &next->m);
+        FN_NAME(rows_acc_reduce)(&acc, rms, next_m);
+        FN_NAME(rows_acc_rest)(xn, rn, stats_end, n, pn, rms, next_m);
     }
+}
+
+/* One specialized copy of rows_write per (weight, bias, streaming) case:
+ * each flag is a constant in its copy, so the loops test none of them. */
+FN_ALWAYS_INLINE void FN_NAME(rows_write_b)(const FN_NAME(rows_cur) *cur,
+                                            const FN_NAME(rows_next) *next, fn_moments *next_m,
+                                            ptrdiff_t n, int has_w, int stream, int rms)
+{
+    if (cur->b)
+        FN_NAME(rows_write)(cur, next, next_m, n, has_w, 1, stream, rms);
+    else
+        FN_NAME(rows_write)(cur, next, next_m, n, has_w, 0, stream, rms);
+}
+
+FN_ALWAYS_INLINE void FN_NAME(rows_write_any)(const FN_NAME(rows_cur) *cur,
+                                              const FN_NAME(rows_next) *next, fn_moments *next_m,
+                                              ptrdiff_t n, int stream, int rms)
+{
+    if (cur->w && stream)
+        FN_NAME(rows_write_b)(cur, next, next_m, n, 1, 1, rms);
+    else if (cur->w)
+        FN_NAME(rows_write_b)(cur, next, next_m, n, 1, 0, rms);
+    else if (stream)
+        FN_NAME(rows_write_b)(cur, next, next_m, n, 0, 1, rms);
+    else
+        FN_NAME(rows_write_b)(cur, next, next_m, n, 0, 0, rms);
 }
 
 /* The walk over a block's rows; with_residual is a constant at each call,
@@ -181,21 +209,20 @@ FN_ALWAYS_INLINE void FN_NAME(rows_walk)(const fn_rows *a, int rms, int with_res
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
     const FN_S *x = (const FN_S *)a->x;
     const FN_S *r = with_residual ? (const FN_S *)a->residual : NULL;
-    FN_S *h = with_residual ? (FN_S *)a->h : NULL;
     fn_moments m;
     if (a->rows <= 0) return;
     FN_T pivot = rms ? (FN_T)0 : FN_NAME(rows_pivot)(x, r, n);
     FN_NAME(rows_stats)(x, r, n, pivot, rms, &m);
     for (ptrdiff_t row = 0; row < a->rows; row++) {
         const int more = row + 1 < a->rows, more2 = row + 2 < a->rows;
-        FN_NAME(rows_next) next = {more ? x + a->x_row_stride : NULL,
-                                   more && r ? r + a->r_row_stride : NULL,
-                                   0,
-                                   more2 ? x + 2 * a->x_row_stride : NULL,
-                                   more2 && r ? r + 2 * a->r_row_stride : NULL,
-                                   {0.0, 0.0, 0.0}};
+        FN_NAME(rows_next) next = {
+            more ? x + a->x_row_stride : NULL, more && r ? r + a->r_row_stride : NULL, 0,
+            more2 ? x + 2 * a->x_row_stride : NULL, more2 && r ? r + 2 * a->r_row_stride : NULL};
+        fn_moments next_m = {0.0, 0.0, 0.0};
         if (next.x && !rms) next.pivot = FN_NAME(rows_pivot)(next.x, next.r, n);
         fn_row_stats st;
+        /* this row's h (with_residual: never NULL) */
+        FN_S *h = with_residual ? (FN_S *)a->h + row * a->h_row_stride : NULL;
         const int h_stored = r && FN_NAME(rows_sum_if_needed)(x, r, h, n, &m, a->eps);
         const FN_S *hx = r ? h : x; /* h as stored, for the rare per-row paths */
         if (rms)
@@ -214,23 +241,15 @@ FN_ALWAYS_INLINE void FN_NAME(rows_walk)(const fn_rows *a, int rms, int with_res
             /* rare: the scale does not fit FN_T.  Such stats come from the
              * rescan path, so h is already stored (rows_sum_if_needed). */
             FN_NAME(fn_normalize_row_wide)(hx, 1, cur.y, 1, n, (double)pivot, &st, cur.w, cur.b);
-            if (next.x) FN_NAME(rows_stats)(next.x, next.r, n, next.pivot, rms, &next.m);
-        } else switch ((w != NULL) | (b != NULL) << 1 | (a->stream_stores != 0) << 2) {
-            case 0: FN_NAME(rows_write)(&cur, &next, n, 0, 0, 0, rms); break;
-            case 1: FN_NAME(rows_write)(&cur, &next, n, 1, 0, 0, rms); break;
-            case 2: FN_NAME(rows_write)(&cur, &next, n, 0, 1, 0, rms); break;
-            case 3: FN_NAME(rows_write)(&cur, &next, n, 1, 1, 0, rms); break;
-            case 4: FN_NAME(rows_write)(&cur, &next, n, 0, 0, 1, rms); break;
-            case 5: FN_NAME(rows_write)(&cur, &next, n, 1, 0, 1, rms); break;
-            case 6: FN_NAME(rows_write)(&cur, &next, n, 0, 1, 1, rms); break;
-            default: FN_NAME(rows_write)(&cur, &next, n, 1, 1, 1, rms); break;
-            }
+            if (next.x) FN_NAME(rows_stats)(next.x, next.r, n, next.pivot, rms, &next_m);
+        } else {
+            FN_NAME(rows_write_any)(&cur, &next, &next_m, n, a->stream_stores != 0, rms);
+        }
         FN_NAME(fn_store_row_stats)(a, row, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
         x = next.x;
         r = next.r;
-        h = with_residual && more ? h + a->h_row_stride : NULL;
         pivot = next.pivot;
-        m = next.m;
+        m = next_m;
     }
     if (a->stream_stores) VSFENCE();
 }
