@@ -40,9 +40,10 @@ typedef struct {
     FN_T pivot;
     const FN_S *x2, *r2; /* the row after it, prefetched (NULL: none) */
 } FN_NAME(rows_next);
-/* (its moments come out in a separate fn_moments: were they a field, their
+/* Its moments come out in a separate fn_moments: as a field here, their
  * address, passed to the out-of-line statistics helpers, would let the
- * compiler assume the pointers above change, and test them in the loops) */
+ * compiler assume that the pointers above change, and test them again in
+ * the loops of every copy. */
 
 FN_ALWAYS_INLINE V FN_NAME(rows_load_affine)(const FN_T *p, ptrdiff_t i, ptrdiff_t part)
 {
@@ -120,8 +121,8 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) *cur, con
 }
 
 /* Write the current row and, when next->x is set, gather the next row's
- * statistics into *next_m in the same loop.  has_w, has_b, stream and rms are constants
- * at every call: one specialized copy of the loop per case.
+ * moments into *next_m in the same loop.  has_w, has_b, stream and rms are
+ * constants at every call: one specialized copy of the loop per case.
  * `stream`: non-temporal stores, which skip the read-for-ownership of each
  * output line (a third of the traffic); worth it only when the output is
  * larger than the caches.  They need aligned addresses, so the elements
