@@ -97,7 +97,7 @@ def make_extensions():
         "fastnorm._core",
         sources=[
             "fastnorm/_core.pyx",
-            "src/norm_scalar.c",
+            "src/kernels_scalar.c",
             "src/kernels_avx2.c",
             "src/kernels_avx512.c",
             "src/kernels_avx512_bf16.c",

@@ -2,9 +2,9 @@
  * dtype_bf16.h - the stamp parameters for bfloat16 elements, shared by every
  * kernel file: stored as uint16_t, computed on in float32, converted in
  * software on the per-row paths (half_convert.h), with the row's center
- * taken from an exact double sum (FN_EXACT_MEAN, see norm_simd_body.h).
- * Include right before a kernel body; the body #undefs these.  No include
- * guard: each stamp includes it again.
+ * taken from an exact double sum (FN_EXACT_MEAN, see simd_contract.h).
+ * Include right before a stamp; simd_vocab_undef.h, at the stamp's end,
+ * #undefs these.  No include guard: each stamp includes it again.
  */
 #include "half_convert.h"
 

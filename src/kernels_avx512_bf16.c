@@ -1,14 +1,15 @@
 /*
- * kernels_avx512_bf16.c - bfloat16 kernels for CPUs with AVX512_BF16.
+ * kernels_avx512_bf16.c - the bfloat16 kernels for CPUs with AVX512_BF16,
+ * and their table.
  *
- * The same float32 AVX-512 kernels as kernels_avx512.c (norm_simd_body.h),
- * with one difference: each vector of 16 results is rounded to bfloat16 by
+ * The same float32 AVX-512 walks as kernels_avx512.c (simd_stamp.h), with
+ * one difference: each vector of 16 results is rounded to bfloat16 by
  * vcvtneps2bf16, one instruction, instead of the five-instruction integer
  * rounding.  Both round to nearest even and quiet NaNs; the instruction
  * flushes results below float32's normal range (|y| < 2^-126) to zero,
  * where the integer path keeps them subnormal.  Widening is a shift in both.
  * The fused residual sum h keeps the integer rounding, so that it equals
- * NumPy's x + residual bit for bit.
+ * NumPy's x + residual bit for bit (simd_half_bf16.h).
  *
  * The table this file exports is the AVX-512 table with its bfloat16
  * entries replaced; dispatch.c picks it only when cpuid reports AVX512_BF16.
@@ -19,19 +20,18 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")
 #include <immintrin.h>
 
-#define VSFENCE() _mm_sfence()
 #define FN_ISA avx512bf16
-#include "simd_avx512_f32.h"
 
-static inline __m256i fn_avx512_narrow_bf16_hw(__m512 v)
+static inline __m256i fn_avx512bf16_narrow_bf16(__m512 v)
 {
     return (__m256i)_mm512_cvtneps_pbh(v);
 }
 
-#define FN_BF16_ROUND_Y fn_avx512_narrow_bf16_hw
-#include "simd_avx512_bf16.h"
-#include "norm_simd_body.h"
-#include "simd_vocab_undef.h"
+#include "dtype_bf16.h"
+#include "simd_avx512_f32.h"
+#define VNARROW_BF16_Y fn_avx512bf16_narrow_bf16
+#include "simd_half_bf16.h"
+#include "simd_stamp.h"
 
 FN_DECLARE_KERNELS(f32, avx512)
 FN_DECLARE_KERNELS(f64, avx512)

@@ -6,11 +6,16 @@
  * overflow of the squares), so it is written for clarity, in double.
  *
  * Template part: include after defining FN_T, the type the arithmetic is
- * done in (float or double), and FN_SFX (f32, f64, f16, bf16).  Elements of
- * the arrays (x, y, residual, h, dy, dx) are stored as FN_S, read with
- * FN_LD(v) and rounded back with FN_ST(t); without FN_S they are FN_T
- * itself.  weight, bias and the statistics are always FN_T.  The
+ * done in (float or double), FN_SFX (f32, f64, f16, bf16; the dtype_*.h
+ * headers define both) and FN_ISA (scalar, avx2, avx512, avx512bf16).
+ * Elements of the arrays (x, y, residual, h, dy, dx) are stored as FN_S,
+ * read with FN_LD(v) and rounded back with FN_ST(t); without FN_S they are
+ * FN_T itself.  weight, bias and the statistics are always FN_T.  The
  * non-template part is guarded and included once.
+ *
+ * Naming: every function a stamp defines, static helper or exported kernel,
+ * is FN_NAME(base) = base_<sfx>_<isa> (e.g. rows_acc_step_f32_avx512), so
+ * symbols in nm, perf and compiler messages say which stamp they are.
  */
 #ifndef FASTNORM_ROW_COMMON_ONCE
 #define FASTNORM_ROW_COMMON_ONCE
@@ -19,9 +24,20 @@
 #include <stddef.h>
 #include "fastnorm_kernels.h"
 
-#define FN_CAT_(a, b) a##_##b
-#define FN_CAT(a, b) FN_CAT_(a, b)
-#define FN_NAME(base) FN_CAT(base, FN_SFX)
+#define FN_CAT3_(a, b, c) a##_##b##_##c
+#define FN_CAT3(a, b, c) FN_CAT3_(a, b, c)
+#define FN_NAME(base) FN_CAT3(base, FN_SFX, FN_ISA)
+/* the portable kernel of the same dtype (the SIMD walks fall back to it) */
+#define FN_PORTABLE(base) FN_CAT3(base, FN_SFX, scalar)
+/* for the per-layout and per-flag copies of a loop: an int flag passed as a
+ * constant into such a function is folded away after inlining */
+#define FN_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* Moments of a run of elements: count, mean and M2 (sum of squared
+ * deviations from that mean) of x - pivot, or for RMSNorm M2 = sum of x*x. */
+typedef struct fn_moments {
+    double cnt, mean, m2;
+} fn_moments;
 
 /* What the normalize pass needs for one row. */
 typedef struct fn_row_stats {
@@ -40,8 +56,8 @@ typedef struct fn_row_stats {
 } fn_row_stats;
 
 /* Chan et al.'s pairwise update: fold (nb, mb, m2b) into (na, ma, m2a). */
-static inline void fn_chan_merge(double *na, double *ma, double *m2a,
-                                 double nb, double mb, double m2b)
+static inline void fn_chan_merge(double *na, double *ma, double *m2a, double nb, double mb,
+                                 double m2b)
 {
     if (nb <= 0.0) return;
     double n = *na + nb;
@@ -92,6 +108,10 @@ static inline void fn_row_stats_nan(fn_row_stats *st)
 
 #if defined(FN_T) && defined(FN_SFX)
 
+#ifndef FN_ISA
+#error "norm_row_common.h: define FN_ISA (scalar, avx2, ...) before a stamp's FN_T/FN_SFX part"
+#endif
+
 #ifndef FN_S
 #define FN_S FN_T
 #define FN_LD(v) (v)
@@ -107,8 +127,7 @@ static inline void fn_row_stats_nan(fn_row_stats *st)
 /* Whether the row's moments need the row scanned again in memory:
  * NaN/Inf in the row, squares that overflowed, or var + eps so small that
  * its squares may have underflowed. */
-static inline int FN_NAME(fn_moments_need_rescan)(double mean_d, double m2, ptrdiff_t n,
-                                                  double eps)
+static inline int FN_NAME(fn_moments_need_rescan)(double mean_d, double m2, ptrdiff_t n, double eps)
 {
     if (!isfinite(mean_d) || !isfinite(m2)) return 1;
     return fmax(m2, 0.0) / (double)n + eps < FN_TINY_DENOM;
@@ -151,8 +170,7 @@ static inline fn_norm_params FN_NAME(fn_norm_params)(FN_T pivot, const fn_row_st
 }
 
 /* Row r's weight or bias (NULL stays NULL): see fn_rows.w_row_stride. */
-static inline const FN_T *FN_NAME(fn_row_affine)(const void *p, ptrdiff_t row_stride,
-                                                 ptrdiff_t r)
+static inline const FN_T *FN_NAME(fn_row_affine)(const void *p, ptrdiff_t row_stride, ptrdiff_t r)
 {
     return p ? (const FN_T *)p + r * row_stride : NULL;
 }
@@ -165,8 +183,8 @@ static inline void FN_NAME(fn_store_row_stats)(const fn_rows *a, ptrdiff_t r, do
 }
 
 /* Power-of-two factor that brings max|x - pivot| near 1; exact to apply. */
-static inline double FN_NAME(fn_row_rescale_factor)(const FN_S *x, ptrdiff_t n,
-                                                     ptrdiff_t xs, double pivot)
+static inline double FN_NAME(fn_row_rescale_factor)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
+                                                    double pivot)
 {
     double amax = 0.0;
     for (ptrdiff_t i = 0; i < n; i++) {
@@ -186,16 +204,15 @@ static inline double FN_NAME(fn_row_rescale_factor)(const FN_S *x, ptrdiff_t n,
  * where it would keep only a few bits. */
 static inline void FN_NAME(fn_check_scale_fits)(fn_row_stats *st)
 {
-    st->wide_normalize = isfinite(st->inv_root) && st->scale != 0.0 &&
-                         !isnormal((FN_T)st->scale);
+    st->wide_normalize = isfinite(st->inv_root) && st->scale != 0.0 && !isnormal((FN_T)st->scale);
 }
 
 /* Rare path: the squares overflowed or may have underflowed although the
  * row is finite (values near the type's limits, or eps = 0 on tiny rows).
  * Two passes in double over the row rescaled by a power
  * of two, so nothing overflows and nothing is rounded by the scaling. */
-static void FN_NAME(fn_layer_stats_rescaled)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
-                                             double pivot, double eps, fn_row_stats *st)
+static void FN_NAME(fn_layer_stats_rescaled)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs, double pivot,
+                                             double eps, fn_row_stats *st)
 {
     double s = FN_NAME(fn_row_rescale_factor)(x, n, xs, pivot);
     double sum = 0.0;
@@ -213,9 +230,8 @@ static void FN_NAME(fn_layer_stats_rescaled)(const FN_S *x, ptrdiff_t n, ptrdiff
 
 /* Turn the shifted moments of a row into mean and rstd.  A row holding NaN
  * or Inf gets NaN stats, and NaN scale makes the normalize pass write NaN. */
-static inline void FN_NAME(fn_layer_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
-                                           FN_T pivot, double mean_d, double m2,
-                                           double eps, fn_row_stats *st)
+static inline void FN_NAME(fn_layer_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs, FN_T pivot,
+                                            double mean_d, double m2, double eps, fn_row_stats *st)
 {
     if (FN_NAME(fn_moments_need_rescan)(mean_d, m2, n, eps)) {
         if (FN_NAME(fn_row_has_nonfinite)(x, n, xs))
@@ -229,8 +245,8 @@ static inline void FN_NAME(fn_layer_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_
 }
 
 /* RMSNorm: sumsq is the sum of x*x over the row; NaN stats as above. */
-static inline void FN_NAME(fn_rms_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
-                                         double sumsq, double eps, fn_row_stats *st)
+static inline void FN_NAME(fn_rms_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs, double sumsq,
+                                          double eps, fn_row_stats *st)
 {
     st->mean_d = 0.0;
     if (FN_NAME(fn_moments_need_rescan)(0.0, sumsq, n, eps)) {
@@ -254,8 +270,8 @@ static inline void FN_NAME(fn_rms_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
  * fn_row_stats): for the rare rows whose scale does not fit FN_T.  Any
  * strides; reads x[i] before writing y[i], so y may alias x exactly. */
 static void FN_NAME(fn_normalize_row_wide)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
-                                            ptrdiff_t n, double pivot, const fn_row_stats *st,
-                                            const FN_T *w, const FN_T *b)
+                                           ptrdiff_t n, double pivot, const fn_row_stats *st,
+                                           const FN_T *w, const FN_T *b)
 {
     for (ptrdiff_t i = 0; i < n; i++) {
         double t = (((double)FN_LD(x[i * xs]) - pivot) * st->s - st->mean_s) * st->inv_root;

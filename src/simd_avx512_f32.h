@@ -1,12 +1,16 @@
 /*
- * simd_avx512_f32.h - the AVX-512 float32 vector vocabulary of
- * norm_simd_body.h: 16 lanes, masked loads and stores for row tails (fault
- * free on masked lanes, so nothing past a row is touched).  Shared by the
- * float32, float16 and bfloat16 stamps, which differ only in how elements
- * are stored.  Include inside an AVX-512 target region.
+ * simd_avx512_f32.h - the AVX-512 vocabulary for float32 vectors (the
+ * contract is in simd_contract.h): 16 lanes of __m512, masked loads and
+ * stores for row tails (fault free on masked lanes, so nothing past a row is
+ * touched), and the 16-bit element moves and conversions the float16 and
+ * bfloat16 stamps build on (simd_half_f16.h, simd_half_bf16.h).
+ *
+ * Include inside an AVX-512 target region (F, BW, VL, DQ), once per stamp:
+ * the helper functions are guarded, the macros are #undef'd at the end of
+ * every stamp by simd_vocab_undef.h.
  */
-#ifndef FASTNORM_AVX512_F32_HELPERS
-#define FASTNORM_AVX512_F32_HELPERS
+#ifndef FASTNORM_SIMD_AVX512_F32_HELPERS
+#define FASTNORM_SIMD_AVX512_F32_HELPERS
 /* lane sums in double: float32 lanes are widened first */
 static inline double fn_avx512_hsum_ps(__m512 v)
 {
@@ -17,8 +21,8 @@ static inline double fn_avx512_hsum_ps(__m512 v)
 
 static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
 {
-    _mm512_storeu_pd(p, _mm512_add_pd(_mm512_loadu_pd(p),
-                                      _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
+    _mm512_storeu_pd(p,
+                     _mm512_add_pd(_mm512_loadu_pd(p), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
     _mm512_storeu_pd(p + 8, _mm512_add_pd(_mm512_loadu_pd(p + 8),
                                           _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
 }
@@ -42,6 +46,7 @@ static inline __m512 fn_avx512_widen_bf16(__m256i h)
 }
 #endif
 
+/* vectors of FN_T */
 #define V __m512
 #define VL 16
 #define FN_MASK(n) ((__mmask16)((1u << (n)) - 1u))
@@ -59,12 +64,18 @@ static inline __m512 fn_avx512_widen_bf16(__m256i h)
 #define VMIN _mm512_min_ps
 #define VMAX _mm512_max_ps
 #define VSTREAM(p, v) _mm512_stream_ps((p), (v))
+#define VSFENCE() _mm_sfence()
 #define VHSUM_D fn_avx512_hsum_ps
 #define VADD_TO_DOUBLE fn_avx512_add_to_double_ps
 
-/* 16 stored 16-bit elements: one 256-bit load or store, masked for tails */
+/* VL stored 16-bit elements: one 256-bit load or store, masked for tails */
 #define FN_LOAD16(p) _mm256_loadu_si256((const __m256i *)(p))
 #define FN_LOAD16_PART(p, n) _mm256_maskz_loadu_epi16(FN_MASK(n), (p))
 #define FN_STORE16(p, h) _mm256_storeu_si256((__m256i *)(p), (h))
 #define FN_STORE16_PART(p, h, n) _mm256_mask_storeu_epi16((p), FN_MASK(n), (h))
 #define FN_STREAM16(p, h) _mm256_stream_si256((__m256i *)(p), (h))
+/* conversions: vcvtph2ps / vcvtps2ph for float16, integer bfloat16 */
+#define VWIDEN_F16(h) _mm512_cvtph_ps(h)
+#define VNARROW_F16(v) _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+#define VWIDEN_BF16 fn_avx512_widen_bf16
+#define VNARROW_BF16 fn_avx512_narrow_bf16

@@ -1,7 +1,19 @@
 /*
- * simd_vocab_undef.h - forget one vector type's vocabulary (see
- * norm_simd_body.h), so that a kernels_<isa>.c file can define the next.
+ * simd_vocab_undef.h - the one place that forgets a stamp's definitions (the
+ * names simd_contract.h lists), so that the next stamp starts from nothing.
+ * simd_stamp.h and walk_portable.h include it at their end; names a stamp
+ * did not define are simply not there to forget.
  */
+/* stamp identity and element type (dtype_*.h) */
+#undef FN_T
+#undef FN_S
+#undef FN_SFX
+#undef FN_LD
+#undef FN_ST
+#undef FN_EXACT_MEAN
+#undef FN_WIDE
+#undef FN_WIDE_SQRT
+/* vector vocabulary (simd_<isa>_<f32|f64>.h) */
 #undef V
 #undef VL
 #undef FN_MASK
@@ -19,11 +31,27 @@
 #undef VMIN
 #undef VMAX
 #undef VSTREAM
+#undef VSFENCE
 #undef VHSUM_D
 #undef VADD_TO_DOUBLE
+/* 16-bit element moves and conversions (float32 vocabularies) */
 #undef FN_LOAD16
 #undef FN_LOAD16_PART
 #undef FN_STORE16
 #undef FN_STORE16_PART
 #undef FN_STREAM16
-#undef FN_BF16_ROUND_Y
+#undef VWIDEN_F16
+#undef VNARROW_F16
+#undef VWIDEN_BF16
+#undef VNARROW_BF16
+#undef VNARROW_BF16_Y
+/* element storage (simd_half_*.h, or the defaults of simd_contract.h) */
+#undef XLOAD
+#undef XLOAD_PART
+#undef XSTORE
+#undef XSTORE_PART
+#undef XSTREAM
+#undef XROUND
+#undef XSTORE_H
+#undef XSTORE_PART_H
+#undef XSTREAM_H

@@ -1,28 +1,28 @@
 /*
- * norm_scalar.c - the portable kernel table (plain C99, any architecture).
- * The body lives in norm_scalar_body.h and is stamped out per dtype, so the
- * kernels cannot drift apart.  float16 and bfloat16 elements are widened to
+ * kernels_scalar.c - the portable kernel table (plain C99, any architecture,
+ * any strides).  The body lives in walk_portable.h and is stamped out per
+ * dtype, so the kernels cannot drift apart.  float16 and bfloat16 elements are widened to
  * float32 in software, computed on exactly like float32 input, and rounded
  * once (to nearest even) when stored.
  */
 #include "fastnorm_kernels.h"
 
-#define FN_T float
-#define FN_SFX f32
-#include "norm_scalar_body.h"
+#define FN_ISA scalar
+
+#include "dtype_f32.h"
+#include "walk_portable.h"
 
 /* float64's backward accumulates in long double (80-bit on x86-64) */
-#define FN_T double
-#define FN_SFX f64
+#include "dtype_f64.h"
 #define FN_WIDE long double
 #define FN_WIDE_SQRT sqrtl
-#include "norm_scalar_body.h"
+#include "walk_portable.h"
 
 #include "dtype_f16.h"
-#include "norm_scalar_body.h"
+#include "walk_portable.h"
 
 #include "dtype_bf16.h"
-#include "norm_scalar_body.h"
+#include "walk_portable.h"
 
 const fn_kernel_table fn_kernels_scalar = {
     "scalar",

@@ -1,6 +1,6 @@
 /*
- * norm_scalar_body.h - body of the portable kernels, included once per dtype
- * by norm_scalar.c with FN_T and FN_SFX defined.
+ * walk_portable.h - the portable kernels, forward and backward, included
+ * once per dtype by kernels_scalar.c after a dtype_*.h (FN_ISA is scalar).
  *
  * ISA: none (plain C99), any strides.  This is the path for non-x86
  * machines, for layouts the SIMD kernels do not vectorize, and the
@@ -20,17 +20,15 @@
  */
 #include "norm_row_common.h"
 
-#define FN_KERNEL(base) FN_CAT(FN_NAME(base), scalar)
-
 /* FN_EXACT_MEAN (the half-precision stamps): the center is the plain double
- * sum of x - pivot over n, exact for half inputs (see norm_simd_body.h), so
+ * sum of x - pivot over n, exact for half inputs (see simd_contract.h), so
  * the portable and SIMD kernels agree next to zero; M2 stays Welford's. */
 #ifndef FN_EXACT_MEAN
 #define FN_EXACT_MEAN 0
 #endif
 
-static void FN_NAME(scalar_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
-                                          FN_T pivot, double *mean_d, double *m2)
+static void FN_NAME(portable_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs, FN_T pivot,
+                                            double *mean_d, double *m2)
 {
     double mean[4] = {0.0, 0.0, 0.0, 0.0}, m2c[4] = {0.0, 0.0, 0.0, 0.0};
     double k = 0.0, sum = 0.0;
@@ -65,7 +63,7 @@ static void FN_NAME(scalar_layer_moments)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
  * summed in plain chains was off by 2e-12. */
 #define FN_SCALAR_CHUNK 1024
 
-static double FN_NAME(scalar_sum_squares)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs)
+static double FN_NAME(portable_sum_squares)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs)
 {
     double total = 0.0, comp = 0.0;
     for (ptrdiff_t c0 = 0; c0 < n; c0 += FN_SCALAR_CHUNK) {
@@ -91,9 +89,9 @@ static double FN_NAME(scalar_sum_squares)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
  * a remainder folded into c (fn_norm_params), as in the SIMD kernels: no
  * precision is lost when |mean| >> std, and x - p2 stays finite for rows of
  * opposite-signed values near the type's limit, where x - pivot would not. */
-static void FN_NAME(scalar_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
-                                      ptrdiff_t n, double pivot, const fn_row_stats *st,
-                                      const FN_T *w, const FN_T *b)
+static void FN_NAME(portable_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
+                                        ptrdiff_t n, double pivot, const fn_row_stats *st,
+                                        const FN_T *w, const FN_T *b)
 {
     if (st->wide_normalize) {
         FN_NAME(fn_normalize_row_wide)(x, xs, y, ys, n, pivot, st, w, b);
@@ -112,7 +110,7 @@ static void FN_NAME(scalar_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrd
 /* The row to normalize: x itself, or with a fused residual add, h = x +
  * residual computed and stored first (then read back, so y is exactly the
  * norm of h as stored).  *xs_out is that row's element stride. */
-static const FN_S *FN_NAME(scalar_source_row)(const fn_rows *a, ptrdiff_t r, ptrdiff_t *xs_out)
+static const FN_S *FN_NAME(portable_source_row)(const fn_rows *a, ptrdiff_t r, ptrdiff_t *xs_out)
 {
     const FN_S *x = (const FN_S *)a->x + r * a->x_row_stride;
     if (!a->residual) {
@@ -128,38 +126,37 @@ static const FN_S *FN_NAME(scalar_source_row)(const fn_rows *a, ptrdiff_t r, ptr
     return h;
 }
 
-void FN_KERNEL(layer_norm_rows)(const fn_rows *a)
+/* One row of the forward: LayerNorm, or RMSNorm (rms: no center, no bias). */
+FN_ALWAYS_INLINE void FN_NAME(portable_forward_row)(const fn_rows *a, ptrdiff_t r, int rms)
 {
     const ptrdiff_t n = a->row_len, ys = a->y_elem_stride;
     ptrdiff_t xs;
-    for (ptrdiff_t r = 0; r < a->rows; r++) {
-        const FN_S *x = FN_NAME(scalar_source_row)(a, r, &xs);
-        FN_S *y = (FN_S *)a->y + r * a->y_row_stride;
-        FN_T pivot = FN_NAME(fn_row_pivot)(x, n, xs);
+    const FN_S *x = FN_NAME(portable_source_row)(a, r, &xs);
+    FN_S *y = (FN_S *)a->y + r * a->y_row_stride;
+    FN_T pivot = 0;
+    fn_row_stats st;
+    if (rms) {
+        FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(portable_sum_squares)(x, n, xs), a->eps, &st);
+    } else {
         double mean_d, m2;
-        fn_row_stats st;
-        FN_NAME(scalar_layer_moments)(x, n, xs, pivot, &mean_d, &m2);
+        pivot = FN_NAME(fn_row_pivot)(x, n, xs);
+        FN_NAME(portable_layer_moments)(x, n, xs, pivot, &mean_d, &m2);
         FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_d, m2, a->eps, &st);
-        FN_NAME(scalar_normalize)(x, xs, y, ys, n, (double)pivot, &st,
-                                  FN_NAME(fn_row_affine)(a->weight, a->w_row_stride, r),
-                                  FN_NAME(fn_row_affine)(a->bias, a->b_row_stride, r));
-        FN_NAME(fn_store_row_stats)(a, r, (double)pivot + st.mean_d, st.rstd);
     }
+    FN_NAME(portable_normalize)(x, xs, y, ys, n, (double)pivot, &st,
+                                FN_NAME(fn_row_affine)(a->weight, a->w_row_stride, r),
+                                rms ? NULL : FN_NAME(fn_row_affine)(a->bias, a->b_row_stride, r));
+    FN_NAME(fn_store_row_stats)(a, r, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
 }
 
-void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
+void FN_NAME(layer_norm_rows)(const fn_rows *a)
 {
-    const ptrdiff_t n = a->row_len, ys = a->y_elem_stride;
-    ptrdiff_t xs;
-    for (ptrdiff_t r = 0; r < a->rows; r++) {
-        const FN_S *x = FN_NAME(scalar_source_row)(a, r, &xs);
-        FN_S *y = (FN_S *)a->y + r * a->y_row_stride;
-        fn_row_stats st;
-        FN_NAME(fn_rms_finish)(x, n, xs, FN_NAME(scalar_sum_squares)(x, n, xs), a->eps, &st);
-        FN_NAME(scalar_normalize)(x, xs, y, ys, n, 0.0, &st,
-                                  FN_NAME(fn_row_affine)(a->weight, a->w_row_stride, r), NULL);
-        FN_NAME(fn_store_row_stats)(a, r, 0.0, st.rstd);
-    }
+    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(portable_forward_row)(a, r, 0);
+}
+
+void FN_NAME(rms_norm_rows)(const fn_rows *a)
+{
+    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(portable_forward_row)(a, r, 1);
 }
 
 /* ---- backward --------------------------------------------------------- */
@@ -179,7 +176,7 @@ void FN_KERNEL(rms_norm_rows)(const fn_rows *a)
  * sum(g * d); mean(g * xhat) = rstd * (sum(g*d) - mean_d * sum(g)) / n keeps
  * the large-mean case exact.  Pass 2, over the row now in cache, writes dx
  * and adds dy * xhat and dy into the block's partial sums. */
-static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
+static void FN_NAME(portable_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
 {
     typedef FN_WIDE wide;
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, gs = a->dy_elem_stride;
@@ -236,22 +233,14 @@ static void FN_NAME(scalar_backward_row)(const fn_rows_bwd *a, ptrdiff_t r, int 
     }
 }
 
-void FN_KERNEL(layer_norm_backward_rows)(const fn_rows_bwd *a)
+void FN_NAME(layer_norm_backward_rows)(const fn_rows_bwd *a)
 {
-    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(scalar_backward_row)(a, r, 0);
+    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(portable_backward_row)(a, r, 0);
 }
 
-void FN_KERNEL(rms_norm_backward_rows)(const fn_rows_bwd *a)
+void FN_NAME(rms_norm_backward_rows)(const fn_rows_bwd *a)
 {
-    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(scalar_backward_row)(a, r, 1);
+    for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(portable_backward_row)(a, r, 1);
 }
 
-#undef FN_WIDE
-#undef FN_WIDE_SQRT
-#undef FN_KERNEL
-#undef FN_T
-#undef FN_SFX
-#undef FN_S
-#undef FN_LD
-#undef FN_ST
-#undef FN_EXACT_MEAN
+#include "simd_vocab_undef.h"

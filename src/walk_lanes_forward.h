@@ -1,0 +1,267 @@
+/*
+ * walk_lanes_forward.h - the forward walk of rows that sit side by side in
+ * memory (row stride 1: channels-first `axis=1`, and Fortran order),
+ * LayerNorm and RMSNorm.  Part of a SIMD stamp (simd_stamp.h): SIMD across
+ * rows, VL rows a vector, each lane one row.
+ *
+ * Memory: a tile is up to FN_LANES_MAX neighbouring rows (4 KiB of each
+ * element row).  Both passes walk the tile element row by element row, each
+ * a long contiguous run, so the hardware prefetchers can follow even when
+ * the element stride is large (axis=1 of NCHW puts every element row in a
+ * page of its own); the next element rows are prefetched by hand.  The
+ * per-row state lives in a small array on the stack (L1).
+ *
+ * Algorithm: each lane runs one shifted Welford chain over its row (the
+ * pivot is the lane's median of first, middle, last element), in chunks of
+ * FN_LANES_CHUNK elements whose (mean, M2) are merged into double per-row
+ * totals with Chan's formula, so FN_T rounding never builds up over more
+ * than one chunk; the cut depends on the element index only.  RMSNorm sums
+ * x*x instead.  Half inputs (FN_EXACT_MEAN) sum d = x - pivot and d*d in
+ * double instead: a float32 chain is off by a few float32 ulps of M2, more
+ * than an ulp of a half output where a bias nearly cancels.  Each row is
+ * finished in double by norm_row_common.h, like the other walks, and a tile
+ * with a row whose scale does not fit FN_T goes to the portable kernel.
+ */
+#define FN_LANES_MAX ((ptrdiff_t)(4096 / sizeof(FN_T)))
+#define FN_LANES_AHEAD 2
+#define FN_LANES_CHUNK 256
+
+/* The state of one vector of rows: pass 1's pivots, Welford means and M2s
+ * (RMSNorm: sums of squares), then, row by row as each is finished, pass 2's
+ * normalize parameters.  The three arrays are interleaved per vector so they
+ * never sit 4 KiB apart (a load 4 KiB after a recent store is falsely held
+ * up behind it).  Row j of a tile is state[j / VL], lane j % VL. */
+typedef union {
+    struct {
+        FN_T pivot[VL], mean[VL], m2[VL];
+    } acc;
+    struct {
+        FN_T p2[VL], scale[VL], c[VL];
+    } norm;
+} FN_NAME(lanes_vec);
+
+/* Where a tile's elements are: nv vectors of rows, the last with `last`
+ * rows (masked when last < VL). */
+typedef struct {
+    const FN_S *x;
+    ptrdiff_t xs, nv, last;
+} FN_NAME(lanes_geom);
+
+/* The double per-row totals of the chunks folded so far. */
+typedef struct {
+    double mean[FN_LANES_MAX], m2[FN_LANES_MAX], n;
+    /* FN_EXACT_MEAN: sums of d = x - pivot and of d * d */
+    double sum[FN_EXACT_MEAN ? FN_LANES_MAX : 1], sq[FN_EXACT_MEAN ? FN_LANES_MAX : 1];
+} FN_NAME(lanes_totals);
+
+/* Vector v of rows at element i. */
+FN_ALWAYS_INLINE V FN_NAME(lanes_load)(FN_NAME(lanes_geom) g, ptrdiff_t v, ptrdiff_t i)
+{
+    const FN_S *p = g.x + v * VL + i * g.xs;
+    return v < g.nv - 1 || g.last == VL ? XLOAD(p) : XLOAD_PART(p, g.last);
+}
+
+/* Fold the tile's current chunk (k elements per row) into the totals, and
+ * start a new chunk. */
+static void FN_NAME(lanes_merge_chunk)(FN_NAME(lanes_vec) *state, ptrdiff_t rows, FN_T *k,
+                                       FN_NAME(lanes_totals) *tot, int rms)
+{
+    const double nb = (double)*k;
+    if (nb <= 0.0) return;
+    for (ptrdiff_t j = 0; j < rows; j++) {
+        FN_T *m = &state[j / VL].acc.mean[j % VL], *q = &state[j / VL].acc.m2[j % VL];
+        if (rms) {
+            tot->m2[j] += (double)*q;
+        } else {
+            double na = tot->n;
+            fn_chan_merge(&na, &tot->mean[j], &tot->m2[j], nb, (double)*m, (double)*q);
+        }
+        *m = *q = 0;
+    }
+    tot->n += nb;
+    *k = 0;
+}
+
+/* Pass 1 at element i, one step per kind of row statistics. */
+FN_ALWAYS_INLINE void FN_NAME(lanes_step_rms)(FN_NAME(lanes_geom) g, FN_NAME(lanes_vec) *state,
+                                              ptrdiff_t i, const FN_S *ahead)
+{
+    for (ptrdiff_t v = 0; v < g.nv; v++) {
+        if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
+        V e = FN_NAME(lanes_load)(g, v, i);
+        VSTORE(state[v].acc.m2, VFMA(e, e, VLOAD(state[v].acc.m2)));
+    }
+}
+
+/* FN_EXACT_MEAN: d is exact in float32, so d and d * d (with its FMA
+ * residual) sum in double with no error to speak of. */
+FN_ALWAYS_INLINE void FN_NAME(lanes_step_exact)(FN_NAME(lanes_geom) g, FN_NAME(lanes_vec) *state,
+                                                FN_NAME(lanes_totals) *tot, ptrdiff_t i,
+                                                const FN_S *ahead)
+{
+    for (ptrdiff_t v = 0; v < g.nv; v++) {
+        if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
+        const V d = VSUB(FN_NAME(lanes_load)(g, v, i), VLOAD(state[v].acc.pivot));
+        const V sq = VMUL(d, d);
+        VADD_TO_DOUBLE(tot->sum + v * VL, d);
+        VADD_TO_DOUBLE(tot->sq + v * VL, sq);
+        VADD_TO_DOUBLE(tot->sq + v * VL, VFMA(d, d, VSUB(VZERO, sq)));
+    }
+}
+
+/* Welford with k elements in the chunk (this one included). */
+FN_ALWAYS_INLINE void FN_NAME(lanes_step_welford)(FN_NAME(lanes_geom) g, FN_NAME(lanes_vec) *state,
+                                                  FN_T k, ptrdiff_t i, const FN_S *ahead)
+{
+    const V inv_k = VSET1((FN_T)1 / k), shrink = VSET1((k - 1) / k);
+    for (ptrdiff_t v = 0; v < g.nv; v++) {
+        if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
+        V m = VLOAD(state[v].acc.mean);
+        V d = VSUB(FN_NAME(lanes_load)(g, v, i), VLOAD(state[v].acc.pivot));
+        V delta = VSUB(d, m);
+        VSTORE(state[v].acc.mean, VFMA(delta, inv_k, m));
+        VSTORE(state[v].acc.m2, VFMA(VMUL(delta, shrink), delta, VLOAD(state[v].acc.m2)));
+    }
+}
+
+/* Finish row j of the tile at row r0: stats in double (eps stays a double:
+ * 1e39 or 1e-50 do not fit float32), stored, and its normalize parameters
+ * into the state.  Returns nonzero when the row's scale does not fit FN_T
+ * (see fn_row_stats.wide_normalize). */
+static int FN_NAME(lanes_finish_row)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t j, int rms,
+                                     const FN_NAME(lanes_totals) *tot, FN_NAME(lanes_vec) *state)
+{
+    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride;
+    const FN_S *x = (const FN_S *)a->x + r0 + j;
+    FN_NAME(lanes_vec) *sv = &state[j / VL];
+    const FN_T pivot = sv->acc.pivot[j % VL];
+    double mean_j = tot->mean[j], m2_j = tot->m2[j];
+    fn_row_stats st;
+    if (FN_EXACT_MEAN && !rms) {
+        mean_j = tot->sum[j] / (double)n;
+        m2_j = tot->sq[j] - tot->sum[j] * mean_j; /* no cancellation: the pivot is in the row */
+        if (m2_j < 0.0) m2_j = 0.0;
+    }
+    if (rms)
+        FN_NAME(fn_rms_finish)(x, n, xs, m2_j, a->eps, &st);
+    else
+        FN_NAME(fn_layer_finish)(x, n, xs, pivot, mean_j, m2_j, a->eps, &st);
+    const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
+    FN_NAME(fn_store_row_stats)(a, r0 + j, rms ? 0.0 : (double)pivot + st.mean_d, st.rstd);
+    sv->norm.p2[j % VL] = (FN_T)np.p2;
+    sv->norm.scale[j % VL] = (FN_T)np.scale;
+    sv->norm.c[j % VL] = (FN_T)np.c;
+    return st.wide_normalize;
+}
+
+/* The tile's rows that need it all go to the portable kernel. */
+static void FN_NAME(lanes_tile_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms)
+{
+    fn_rows sub = *a;
+    sub.x = (const FN_S *)a->x + r0;
+    sub.y = (FN_S *)a->y + r0;
+    sub.rows = rows;
+    if (sub.mean) sub.mean = (FN_T *)a->mean + r0 * a->stat_stride;
+    if (sub.rstd) sub.rstd = (FN_T *)a->rstd + r0 * a->stat_stride;
+    if (rms)
+        FN_PORTABLE(rms_norm_rows)(&sub);
+    else
+        FN_PORTABLE(layer_norm_rows)(&sub);
+}
+
+static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms, int stream)
+{
+    const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
+    const FN_S *x = (const FN_S *)a->x + r0;
+    FN_S *y = (FN_S *)a->y + r0;
+    const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
+    FN_NAME(lanes_vec) state[FN_LANES_MAX / VL];
+    FN_NAME(lanes_totals) tot;
+    const ptrdiff_t nv = (rows + VL - 1) / VL, last = rows - (nv - 1) * VL;
+    const FN_NAME(lanes_geom) g = {x, xs, nv, last};
+    ptrdiff_t i, v;
+
+    for (v = 0; v < nv; v++) {
+        V p = VZERO;
+        if (!rms) { /* per-lane median of first, middle, last element */
+            V e0 = FN_NAME(lanes_load)(g, v, 0), e1 = FN_NAME(lanes_load)(g, v, n - 1);
+            V mid = FN_NAME(lanes_load)(g, v, (n - 1) / 2);
+            p = VMAX(VMIN(e0, e1), VMIN(mid, VMAX(e0, e1)));
+        }
+        VSTORE(state[v].acc.pivot, p);
+        VSTORE(state[v].acc.mean, VZERO);
+        VSTORE(state[v].acc.m2, VZERO);
+    }
+    tot.n = 0.0;
+    for (ptrdiff_t j = 0; j < rows; j++) tot.mean[j] = tot.m2[j] = 0.0;
+    if (FN_EXACT_MEAN)
+        for (ptrdiff_t j = 0; j < nv * VL; j++) tot.sum[j] = tot.sq[j] = 0.0;
+    FN_T k = 0;
+    for (i = 0; i < n; i++) { /* pass 1 */
+        const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
+        if (i > 0 && i % FN_LANES_CHUNK == 0)
+            FN_NAME(lanes_merge_chunk)(state, rows, &k, &tot, rms);
+        k += 1;
+        if (rms)
+            FN_NAME(lanes_step_rms)(g, state, i, ahead);
+        else if (FN_EXACT_MEAN)
+            FN_NAME(lanes_step_exact)(g, state, &tot, i, ahead);
+        else
+            FN_NAME(lanes_step_welford)(g, state, k, i, ahead);
+    }
+    FN_NAME(lanes_merge_chunk)(state, rows, &k, &tot, rms);
+    /* Nothing of the tile has been written yet, so a row whose scale does
+     * not fit FN_T can send the whole tile to the portable kernel, in
+     * place too. */
+    int wide = 0;
+    for (ptrdiff_t j = 0; j < rows; j++)
+        wide |= FN_NAME(lanes_finish_row)(a, r0, j, rms, &tot, state);
+    if (wide) {
+        FN_NAME(lanes_tile_portable)(a, r0, rows, rms);
+        return;
+    }
+    for (i = 0; i < n; i++) { /* pass 2 */
+        const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
+        const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
+        for (v = 0; v < nv; v++) {
+            if (ahead) __builtin_prefetch(ahead + v * VL, 0, 3);
+            V t = VFMA(VSUB(FN_NAME(lanes_load)(g, v, i), VLOAD(state[v].norm.p2)),
+                       VLOAD(state[v].norm.scale), VLOAD(state[v].norm.c));
+            if (w && b)
+                t = VFMA(t, wi, bi);
+            else if (w)
+                t = VMUL(t, wi);
+            else if (b)
+                t = VADD(t, bi);
+            if (v < nv - 1 || last == VL) {
+                if (stream)
+                    XSTREAM(y + v * VL + i * ys, t);
+                else
+                    XSTORE(y + v * VL + i * ys, t);
+            } else {
+                XSTORE_PART(y + v * VL + i * ys, t, last);
+            }
+        }
+    }
+    if (stream) VSFENCE();
+}
+
+/* Tiles of up to FN_LANES_MAX rows.  With streaming stores, every full
+ * vector must be aligned: the element stride has to keep alignment, and the
+ * few rows before the first aligned one go as a small tile of their own. */
+FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
+{
+    const size_t vbytes = VL * sizeof(FN_S);
+    const int stream = a->stream_stores && ((size_t)a->y_elem_stride * sizeof(FN_S)) % vbytes == 0;
+    ptrdiff_t r0 = 0;
+    while (r0 < a->rows) {
+        ptrdiff_t len = a->rows - r0 < FN_LANES_MAX ? a->rows - r0 : FN_LANES_MAX;
+        const size_t mis = (uintptr_t)((FN_S *)a->y + r0) % vbytes;
+        if (stream && mis) {
+            ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_S));
+            len = head < len ? head : len;
+        }
+        FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis);
+        r0 += len;
+    }
+}
