@@ -83,9 +83,18 @@ void fn_stream_copy(void *dst, const void *src, size_t n)
     memcpy(d + body, s + body, n - body);
 }
 
-const char *fn_stream_copy_isa(void) { return have_avx2() ? "avx2" : "sse2"; }
+const char *fn_stream_copy_isa(void)
+{
+    return have_avx2() ? "avx2" : "sse2";
+}
 
 #else
-void fn_stream_copy(void *dst, const void *src, size_t n) { memcpy(dst, src, n); }
-const char *fn_stream_copy_isa(void) { return "portable"; }
+void fn_stream_copy(void *dst, const void *src, size_t n)
+{
+    memcpy(dst, src, n);
+}
+const char *fn_stream_copy_isa(void)
+{
+    return "portable";
+}
 #endif
