@@ -543,7 +543,10 @@ cdef cnp.ndarray _widened_vector(cnp.ndarray v):
     entry = g_widened_vectors.get(key)
     if entry is not None and entry[0]() is v:
         seen = <cnp.ndarray>entry[1]
+        # the same bytes read as the same dtype (a.dtype can be reassigned
+        # in place: float16 bytes read as bfloat16 widen differently)
         if cnp.PyArray_NBYTES(seen) == nbytes and \
+                cnp.PyArray_TYPE(seen) == cnp.PyArray_TYPE(v) and \
                 memcmp(cnp.PyArray_DATA(seen), cnp.PyArray_DATA(v), nbytes) == 0:
             return <cnp.ndarray>entry[2]
     wide = v.astype(np.float32)
