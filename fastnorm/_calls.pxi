@@ -723,7 +723,9 @@ def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis
     r = _same_dtype_as(residual, "residual", xa)
     if residual_out is not None:
         h = _checked_out(residual_out, xa, "residual_out")
-        if out is not None and _overlap(out, h):
+        # (out is not checked yet: anything but an ndarray is refused below,
+        # and reading one's memory span as an array's would be out of bounds)
+        if isinstance(out, np.ndarray) and _overlap(out, h):
             raise ValueError("out and residual_out overlap: y and h need separate arrays")
     else:
         h = _new_output(xa)
