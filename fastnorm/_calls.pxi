@@ -909,8 +909,10 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     """layer_norm_backward (bias: only its shape is used) and
     rms_norm_backward: (dx, dweight, dbias) or (dx, dweight)."""
     cdef bint is_norm[MAX_DIMS]
-    cdef cnp.ndarray xa = _input_array(x), dya, dx
+    # bias first, then x (as layer_norm_backward checked them before the
+    # call specification)
     bias_shape = None if bias is None else np.shape(_real_array(bias, "bias"))
+    cdef cnp.ndarray xa = _input_array(x), dya, dx
     cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
     norm_shape = _norm_shape(xa, axes)
     dya = _same_dtype_as(dy, "dy", xa)
