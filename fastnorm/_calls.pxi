@@ -543,7 +543,10 @@ cdef cnp.ndarray _widened_vector(cnp.ndarray v):
     entry = g_widened_vectors.get(key)
     if entry is not None and entry[0]() is v:
         seen = <cnp.ndarray>entry[1]
+        # the same bytes read as the same dtype (a.dtype can be reassigned
+        # in place: float16 bytes read as bfloat16 widen differently)
         if cnp.PyArray_NBYTES(seen) == nbytes and \
+                cnp.PyArray_TYPE(seen) == cnp.PyArray_TYPE(v) and \
                 memcmp(cnp.PyArray_DATA(seen), cnp.PyArray_DATA(v), nbytes) == 0:
             return <cnp.ndarray>entry[2]
     wide = v.astype(np.float32)
@@ -720,7 +723,9 @@ def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis
     r = _same_dtype_as(residual, "residual", xa)
     if residual_out is not None:
         h = _checked_out(residual_out, xa, "residual_out")
-        if out is not None and _overlap(out, h):
+        # (out is not checked yet: anything but an ndarray is refused below,
+        # and reading one's memory span as an array's would be out of bounds)
+        if isinstance(out, np.ndarray) and _overlap(out, h):
             raise ValueError("out and residual_out overlap: y and h need separate arrays")
     else:
         h = _new_output(xa)
@@ -904,8 +909,10 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     """layer_norm_backward (bias: only its shape is used) and
     rms_norm_backward: (dx, dweight, dbias) or (dx, dweight)."""
     cdef bint is_norm[MAX_DIMS]
-    cdef cnp.ndarray xa = _input_array(x), dya, dx
+    # bias first, then x (as layer_norm_backward checked them before the
+    # call specification)
     bias_shape = None if bias is None else np.shape(_real_array(bias, "bias"))
+    cdef cnp.ndarray xa = _input_array(x), dya, dx
     cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
     norm_shape = _norm_shape(xa, axes)
     dya = _same_dtype_as(dy, "dy", xa)

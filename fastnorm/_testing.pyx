@@ -20,7 +20,7 @@ def stream_copy_isa():
     return fn_stream_copy_isa().decode()
 
 
-def stream_copy(cnp.ndarray dst, cnp.ndarray src, int threads=1):
+def stream_copy(cnp.ndarray dst not None, cnp.ndarray src not None, int threads=1):
     """Copy src's bytes into dst with streaming stores, on `threads`
     OpenMP threads (each copies one contiguous share, split at 4 KiB
     boundaries of dst).  Both C-contiguous, the same number of bytes, dst

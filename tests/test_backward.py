@@ -224,6 +224,13 @@ def test_errors(op, kwargs, exc, match):
         BACKWARD[op](dy, X, **args)
 
 
+def test_bias_is_checked_before_x():
+    """layer_norm_backward checks bias before x, as it did before the call
+    specification: of a bad bias and a bad x, the bias is named."""
+    with pytest.raises(TypeError, match="bias must be a real numeric array"):
+        fastnorm.layer_norm_backward(X, np.ones((4, 8), np.longdouble), bias=np.ones(8, complex))
+
+
 def test_mean_without_rstd_is_an_error():
     with pytest.raises(ValueError, match="mean was given without rstd"):
         fastnorm.layer_norm_backward(X, X, mean=np.ones((4, 1), np.float32))

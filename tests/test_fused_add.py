@@ -129,6 +129,19 @@ def test_errors(op, kwargs, exc, match):
 
 
 @pytest.mark.any_isa
+@pytest.mark.parametrize("out", [[[0.0] * 8] * 4, (0.0,) * 8, 3.0, "out"], ids=type)
+def test_out_not_an_array_with_residual_out_is_a_type_error(out):
+    """out is refused as not an ndarray also when residual_out is given: the
+    overlap test of the two must not read a non-array as an array (it did,
+    and crashed)."""
+    h = np.empty_like(X)
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+        fastnorm.add_layer_norm(X, X, out=out, residual_out=h)
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray"):
+        fastnorm.add_rms_norm(X, X, out=out, residual_out=h)
+
+
+@pytest.mark.any_isa
 def test_out_and_residual_out_that_overlap_are_refused():
     x = np.ones((2, 4), np.float32)
     buf = np.empty((2, 4), np.float32)

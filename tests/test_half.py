@@ -240,6 +240,20 @@ def test_half_weight_changed_in_place_is_seen(dtype, rng):
 
 
 @pytest.mark.any_isa
+def test_half_weight_whose_dtype_is_reassigned_is_widened_again(rng):
+    """The widened-weight cache keys on the weight's bytes and dtype: the
+    same bytes relabelled in place (w.dtype = ...) from float16 to bfloat16
+    widen to other values."""
+    w = rng.normal(1, 0.5, 64).astype(np.float16)
+    fastnorm.rms_norm(_inputs((4, 64), np.float16, rng), weight=w)
+    w.dtype = BFLOAT16
+    x = _inputs((4, 64), BFLOAT16, rng)
+    got = fastnorm.rms_norm(x, weight=w)
+    expected = fastnorm.rms_norm(x, weight=w.astype(np.float32))
+    assert np.array_equal(got.view(np.uint16), expected.view(np.uint16))
+
+
+@pytest.mark.any_isa
 @pytest.mark.parametrize("dtype", HALF_DTYPES, ids=HALF_IDS)
 def test_default_eps_is_float32s_epsilon(dtype, rng):
     x = _inputs((3, 20), dtype, rng)

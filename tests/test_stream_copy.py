@@ -37,3 +37,13 @@ def test_refuses_what_it_cannot_copy():
     a.flags.writeable = False
     with pytest.raises(ValueError, match="read-only"):
         hooks.stream_copy(a, np.zeros(16, np.float32))
+
+
+@pytest.mark.any_isa
+def test_refuses_none_for_an_array():
+    """None is refused before its memory is read as an array's flags."""
+    a = np.zeros(16, np.float32)
+    with pytest.raises(TypeError):
+        hooks.stream_copy(None, a)
+    with pytest.raises(TypeError):
+        hooks.stream_copy(a, None)
