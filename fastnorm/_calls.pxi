@@ -826,7 +826,7 @@ cdef tuple _backward_arrays(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
     item order: dweight and dbias are bitwise the same for any thread count."""
     cdef operand_t ops[N_BWD_OPS]
     cdef int ndim = cnp.PyArray_NDIM(x)
-    perm = _walk_perm(x, axes) if weight is not None else None
+    perm = _walk_perm(x, axes)  # weight in, and the sums back out of, the walk order
     weight = _walk_order(weight, perm)
     _array_operand(&ops[BWD_X], x, ndim)
     _array_operand(&ops[BWD_DY], dy, ndim)
@@ -839,7 +839,6 @@ cdef tuple _backward_arrays(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
     if parts is None:
         return None
     norm_shape = _norm_shape(x, axes)
-    perm = _walk_perm(x, axes)
     sums = []
     for p in parts:
         total = _reduce_parts(p)
