@@ -4,9 +4,22 @@ the pytest-benchmark suite in ``benchmarks/`` and the project's speed targets
 
 A case is one normalization (op, shape, dtype, layout, out= or allocating);
 each competitor is a zero-argument callable doing that work its own way:
-fastnorm, plain NumPy, PyTorch's CPU kernel (when torch is installed), and the
-copy roof (the faster of ``np.copyto`` and ``np.multiply(x, 1, out=)``, which
-move the same bytes as a normalization and do nothing else)."""
+fastnorm, plain NumPy, PyTorch's CPU kernel (when torch is installed), and
+the memory roof.
+
+The roof ("roof") is the physical limit of a pass: a copy, with streaming
+(non-temporal) stores, of as many bytes as the pass must move, between
+64-byte-aligned buffers (src/stream_copy.c through fastnorm._testing).  A
+copy of n bytes reads n and writes n, so the roof of a pass that reads R
+bytes and writes W copies (R + W) / 2:
+
+- a forward reads x and writes y: one copy of x's bytes;
+- the fused add reads x and the residual and writes h and y: two;
+- a backward reads x and dy and writes dx: one and a half;
+- rms_norm forward plus backward: two and a half.
+
+``np.copyto`` ("copyto", the same bytes as x) stays as a second, labelled
+reference: it is what a NumPy user's copy costs, not the limit."""
 
 import contextlib
 import sys
@@ -87,6 +100,42 @@ def torch_module():
     return torch
 
 
+def aligned_empty(nbytes, align=64):
+    """A uint8 buffer of nbytes whose data starts on an `align`-byte boundary."""
+    raw = np.empty(nbytes + align, np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start : start + nbytes]
+
+
+def roof_fn(nbytes, elements):
+    """The roof of a pass that moves 2 * nbytes: a streaming copy of nbytes
+    between aligned buffers, on the threads a fastnorm call of `elements`
+    elements would use when it runs (one below fastnorm's parallel
+    threshold; else OMP_NUM_THREADS or threadpoolctl's limit)."""
+    from . import _core, _testing
+
+    src = aligned_empty(nbytes)
+    src[:] = 1  # touched: no zero-page reads
+    dst = aligned_empty(nbytes)
+    if elements < PARALLEL_MIN_ELEMENTS:
+        return lambda: _testing.stream_copy(dst, src, 1)
+    return lambda: _testing.stream_copy(dst, src, _core.max_threads())
+
+
+PARALLEL_MIN_ELEMENTS = 65536  # fastnorm/_run.pxi: smaller calls run on one thread
+
+# the roof's bytes, in copies of x: see the module docstring
+ROOF_COPIES = {"forward": 1.0, "fused": 2.0, "backward": 1.5, "forward+backward": 2.5}
+
+
+def roof_competitors(x, pass_="forward"):
+    """{"roof": the streaming copy, "copyto": np.copyto of x} for a pass
+    over x (a key of ROOF_COPIES)."""
+    nbytes = int(round(ROOF_COPIES[pass_] * x.nbytes))
+    out = np.empty_like(x)
+    return {"roof": roof_fn(nbytes, x.size), "copyto": lambda: np.copyto(out, x)}
+
+
 def competitors(case, include_torch=True):
     """{name: callable} for this case.  The callables close over their inputs."""
     x, w, b = make_inputs(case)
@@ -110,10 +159,7 @@ def competitors(case, include_torch=True):
     torch = torch_module() if include_torch else None
     if torch is not None:
         fns["torch"] = _torch_fn(torch, case, x, w, b)
-    roof_out = out
-    fns["copy"] = lambda: np.copyto(roof_out, x)
-    if case.dtype not in HALF_DTYPES:  # ml_dtypes' bfloat16 ufuncs are no roof
-        fns["multiply"] = lambda: np.multiply(x, 1, out=roof_out)
+    fns.update(roof_competitors(x))
     return fns
 
 
@@ -209,11 +255,17 @@ def time_interleaved(fns, repeats, min_time=0.0):
     return {name: float(np.median(v)) for name, v in samples.items()}
 
 
+def backward_pass(case):
+    """The roof key of case's backward competitor: layer_norm times the
+    backward alone, rms_norm forward plus backward."""
+    return "backward" if case.op == "layer_norm" else "forward+backward"
+
+
 def summarize(case, times, backward=False):
-    """Derived figures for one case: roof, GB/s, ratios.  The backward moves
-    1.5 times a forward's bytes (reads x and dy, writes dx)."""
-    traffic = 1.5 if backward else 1.0
-    roof = traffic * min(times[k] for k in ("copy", "multiply") if k in times)
+    """Derived figures for one case: GB/s, the roof's share, ratios.  GB/s
+    counts the bytes the pass moves (the roof's copy moves the same)."""
+    traffic = ROOF_COPIES[backward_pass(case) if backward else "forward"]
+    roof = times["roof"]
     t = times["fastnorm"]
     return {
         "case": case.label,
@@ -221,6 +273,7 @@ def summarize(case, times, backward=False):
         "gbps": traffic * case.bytes_moved() / t / 1e9,
         "roof_pct": 100.0 * roof / t,
         "vs_roof": t / roof,
+        "vs_copyto": times["copyto"] / t,
         "vs_numpy": times["numpy"] / t if "numpy" in times else None,
         "vs_torch": times["torch"] / t if "torch" in times else None,
         "times": times,
@@ -267,11 +320,9 @@ def backward_competitors(case, include_torch=True):
     layer_norm: fastnorm.layer_norm_backward with the forward's stats, against
     torch.ops.aten.native_layer_norm_backward with all three outputs.
     rms_norm: forward plus backward, against torch's forward plus autograd.
-    'copy' and 'multiply' give the copy roof (the backward reads x and dy
-    and writes dx: 1.5 times a copy's traffic)."""
+    "roof" and "copyto" as in the module docstring, for those bytes."""
     x, w, b = make_inputs(case)
     dy = np.random.default_rng(1).standard_normal(case.shape).astype(case.dtype)
-    out = np.empty_like(x)
     n = case.norm_size
     fns: dict[str, Callable[[], object]] = {}
     if case.op == "layer_norm":
@@ -302,8 +353,7 @@ def backward_competitors(case, include_torch=True):
                 torch.nn.functional.rms_norm(xg, (n,), wg, EPS).backward(dyt)
 
             fns["torch"] = torch_fwd_bwd
-    fns["copy"] = lambda: np.copyto(out, x)
-    fns["multiply"] = lambda: np.multiply(x, 1, out=out)
+    fns.update(roof_competitors(x, backward_pass(case)))
     return fns
 
 
@@ -312,7 +362,8 @@ def backward_competitors(case, include_torch=True):
 
 def fused_competitors(case):
     """{name: callable}: the fused add+norm against its two steps (np.add
-    then the norm), both with out= and residual_out= preallocated."""
+    then the norm), both with out= and residual_out= preallocated, and the
+    roof of its bytes (reads x and the residual, writes h and y)."""
     x, w, b = make_inputs(case)
     r = np.random.default_rng(2).standard_normal(case.shape).astype(case.dtype)
     y = np.empty_like(x)
@@ -330,4 +381,4 @@ def fused_competitors(case):
             np.add(x, r, out=h)
             fastnorm.rms_norm(h, None, w, EPS, out=y)
 
-    return {"fastnorm": fused, "two steps": two_steps}
+    return {"fastnorm": fused, "two steps": two_steps, **roof_competitors(x, "fused")}
