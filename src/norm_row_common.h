@@ -33,6 +33,11 @@
  * constant into such a function is folded away after inlining */
 #define FN_ALWAYS_INLINE static inline __attribute__((always_inline))
 
+/* The cache line: the unit that streaming stores must fill whole (the
+ * walks write each line of an output with streaming stores alone or with
+ * ordinary stores alone). */
+#define FN_LINE_BYTES 64
+
 /* Moments of a run of elements: count, mean and M2 (sum of squared
  * deviations from that mean) of x - pivot, or for RMSNorm M2 = sum of x*x. */
 typedef struct fn_moments {

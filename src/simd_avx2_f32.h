@@ -27,7 +27,7 @@ static inline double fn_avx2_hsum_ps(__m256 v)
     return _mm_cvtsd_f64(_mm_add_sd(a, _mm_unpackhi_pd(a, a)));
 }
 
-static inline void fn_avx2_add_to_double_ps(double *p, __m256 v)
+static inline __attribute__((always_inline)) void fn_avx2_add_to_double_ps(double *p, __m256 v)
 {
     _mm256_storeu_pd(p,
                      _mm256_add_pd(_mm256_loadu_pd(p), _mm256_cvtps_pd(_mm256_castps256_ps128(v))));
@@ -53,7 +53,7 @@ static inline void fn_avx2_store16_part(uint16_t *p, __m128i h, ptrdiff_t n)
 }
 
 /* float32 -> bfloat16, round to nearest even, NaN stays a quiet NaN */
-static inline __m128i fn_avx2_narrow_bf16(__m256 v)
+static inline __attribute__((always_inline)) __m128i fn_avx2_narrow_bf16(__m256 v)
 {
     const __m256i u = _mm256_castps_si256(v);
     const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
@@ -65,7 +65,7 @@ static inline __m128i fn_avx2_narrow_bf16(__m256 v)
 }
 
 /* bfloat16 is the upper half of a float32: widening is a shift */
-static inline __m256 fn_avx2_widen_bf16(__m128i h)
+static inline __attribute__((always_inline)) __m256 fn_avx2_widen_bf16(__m128i h)
 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }

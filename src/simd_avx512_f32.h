@@ -19,7 +19,7 @@ static inline double fn_avx512_hsum_ps(__m512 v)
     return _mm512_reduce_add_pd(_mm512_add_pd(lo, hi));
 }
 
-static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
+static inline __attribute__((always_inline)) void fn_avx512_add_to_double_ps(double *p, __m512 v)
 {
     _mm512_storeu_pd(p,
                      _mm512_add_pd(_mm512_loadu_pd(p), _mm512_cvtps_pd(_mm512_castps512_ps256(v))));
@@ -29,7 +29,7 @@ static inline void fn_avx512_add_to_double_ps(double *p, __m512 v)
 
 /* float32 -> bfloat16 in integer arithmetic: round to nearest even (adding
  * 0x7fff plus the lowest kept bit), NaN kept quiet, subnormals kept */
-static inline __m256i fn_avx512_narrow_bf16(__m512 v)
+static inline __attribute__((always_inline)) __m256i fn_avx512_narrow_bf16(__m512 v)
 {
     const __m512i u = _mm512_castps_si512(v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
@@ -40,7 +40,7 @@ static inline __m256i fn_avx512_narrow_bf16(__m512 v)
 }
 
 /* bfloat16 is the upper half of a float32: widening is a shift */
-static inline __m512 fn_avx512_widen_bf16(__m256i h)
+static inline __attribute__((always_inline)) __m512 fn_avx512_widen_bf16(__m256i h)
 {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }

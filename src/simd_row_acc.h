@@ -50,13 +50,13 @@ FN_ALWAYS_INLINE V FN_NAME(rows_load_h_part)(const FN_S *x, const FN_S *r, ptrdi
     return r ? XROUND(VADD(XLOAD_PART(x + i, n), XLOAD_PART(r + i, n))) : XLOAD_PART(x + i, n);
 }
 
-static inline void FN_NAME(rows_acc_clear_chains)(FN_NAME(rows_acc) *acc)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_clear_chains)(FN_NAME(rows_acc) *acc)
 {
     for (int c = 0; c < 4; c++) acc->m[c] = acc->q[c] = VZERO;
     acc->k = 0;
 }
 
-static inline void FN_NAME(rows_acc_init)(FN_NAME(rows_acc) *acc)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_init)(FN_NAME(rows_acc) *acc)
 {
     FN_NAME(rows_acc_clear_chains)(acc);
     acc->t_cnt = acc->t_mean = acc->t_m2 = acc->t_comp = 0.0;
@@ -106,7 +106,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush)(FN_NAME(rows_acc) *acc, int rms)
  * Welford: m += delta/k; M2 += delta * (d - m_new).  This form uses two FP
  * adds and two FMAs; with the normalize pass's one add and two FMAs (fused
  * into the same loop) the add and FMA ports stay balanced. */
-static inline void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) *acc, const FN_S *x,
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) *acc, const FN_S *x,
                                                 const FN_S *r, V p)
 {
     acc->k += 1;
@@ -121,7 +121,7 @@ static inline void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) *acc, const FN
     if (acc->k == FN_ACC_CHUNK) FN_NAME(rows_acc_flush_layer)(acc);
 }
 
-static inline void FN_NAME(rows_acc_step_rms)(FN_NAME(rows_acc) *acc, const FN_S *x, const FN_S *r)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_step_rms)(FN_NAME(rows_acc) *acc, const FN_S *x, const FN_S *r)
 {
     for (int c = 0; c < 4; c++) {
         V v = FN_NAME(rows_load_h)(x, r, c * VL);
@@ -141,7 +141,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_step)(FN_NAME(rows_acc) *acc, const FN_S 
 
 /* The row so far: (cnt, mean, m2) of the shifted values, or m2 = sum of
  * squares for RMSNorm. */
-static inline void FN_NAME(rows_acc_reduce)(FN_NAME(rows_acc) *acc, int rms, fn_moments *m)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_reduce)(FN_NAME(rows_acc) *acc, int rms, fn_moments *m)
 {
     FN_NAME(rows_acc_flush)(acc, rms);
     m->cnt = acc->t_cnt;

@@ -52,7 +52,7 @@ FN_ALWAYS_INLINE V FN_NAME(rows_load_affine)(const FN_T *p, ptrdiff_t i, ptrdiff
 
 /* One vector of fma(h - p2, s, c) [* w] [+ b] for the values hv at element
  * i; `part` lanes when 0 < part < VL, else a full vector. */
-static inline V FN_NAME(rows_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdiff_t i,
+FN_ALWAYS_INLINE V FN_NAME(rows_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdiff_t i,
                                        ptrdiff_t part, V p2, V s, V c)
 {
     V t = VFMA(VSUB(hv, p2), s, c);
@@ -120,14 +120,31 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) *cur, con
     XSTORE_PART(cur->y + i, FN_NAME(rows_norm_vec)(hv, w, b, i, part, p2, s, c), part);
 }
 
+/* Elements [lo, hi) of the row with ordinary stores: full vectors, then a
+ * masked part. */
+FN_ALWAYS_INLINE void FN_NAME(rows_write_span)(const FN_NAME(rows_cur) *cur, const FN_T *w,
+                                               const FN_T *b, ptrdiff_t lo, ptrdiff_t hi, V p2,
+                                               V s, V c)
+{
+    ptrdiff_t i = lo;
+    for (; i + VL <= hi; i += VL) FN_NAME(rows_write_vec)(cur, w, b, i, 0, 0, p2, s, c);
+    if (i < hi) FN_NAME(rows_write_part)(cur, w, b, i, hi - i, p2, s, c);
+}
+
 /* Write the current row and, when next->x is set, gather the next row's
  * moments into *next_m in the same loop.  has_w, has_b, stream and rms are
  * constants at every call: one specialized copy of the loop per case.
  * `stream`: non-temporal stores, which skip the read-for-ownership of each
  * output line (a third of the traffic); worth it only when the output is
- * larger than the caches.  They need aligned addresses, so the elements
- * before the first aligned one are written with a masked store; the
- * normalize blocks then start there, while the next row's statistics keep
+ * larger than the caches.  Every 64-byte line of y is written either by
+ * streaming stores alone or by ordinary stores alone: a line that gets
+ * both (a vector-aligned peel leaves the row's first and last partial
+ * lines so) is flushed half-written from the write-combining buffer and
+ * read back for the ordinary store, which made NumPy's 16-byte-aligned
+ * outputs up to 1.5x slower than aligned ones on the AVX2 kernels.  So
+ * the streamed body runs over the row's whole lines; the elements before
+ * and after them are written with ordinary stores.  The normalize blocks
+ * start at the first whole line, while the next row's statistics keep
  * their own blocks from element 0. */
 FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
                                           const FN_NAME(rows_next) *next, fn_moments *next_m,
@@ -137,24 +154,32 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
     const V p2 = VSET1((FN_T)cur->np.p2), s = VSET1((FN_T)cur->np.scale);
     const V c = VSET1((FN_T)cur->np.c), pn = VSET1(next->pivot);
     const FN_S *xn = next->x, *rn = next->r, *xnn = next->x2, *rnn = next->r2;
-    const size_t vbytes = VL * sizeof(FN_S);
     FN_NAME(rows_acc) acc;
-    ptrdiff_t head = 0, i;
-    /* h streams too when it shares y's alignment (both fresh arrays do) */
-    const int stream_h =
-        stream && cur->r && (uintptr_t)cur->h % vbytes == (uintptr_t)cur->y % vbytes;
+    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_S); /* elements a line */
+    ptrdiff_t head = 0, body_end = n, i;
+    /* h streams too when its lines fall like y's (both fresh arrays do) */
+    const int stream_h = stream && cur->r &&
+                         (uintptr_t)cur->h % FN_LINE_BYTES == (uintptr_t)cur->y % FN_LINE_BYTES;
     if (stream) {
-        head = (ptrdiff_t)(((vbytes - ((uintptr_t)cur->y % vbytes)) % vbytes) / sizeof(FN_S));
+        head = (ptrdiff_t)((FN_LINE_BYTES - (uintptr_t)cur->y % FN_LINE_BYTES) % FN_LINE_BYTES) /
+               (ptrdiff_t)sizeof(FN_S);
         if (head > n) head = n;
-        if (head) FN_NAME(rows_write_part)(cur, w, b, 0, head, p2, s, c);
+        body_end = head + (n - head) / line * line;
+        FN_NAME(rows_write_span)(cur, w, b, 0, head, p2, s, c);
     }
     /* The next row's statistics always group its elements the same way
      * (blocks of 4*VL from 0, then the rest), whatever this row's store
      * alignment: results must not depend on where the output lies. */
     const ptrdiff_t stats_end = n / (4 * VL) * (4 * VL);
-    const ptrdiff_t norm_end = head + (n - head) / (4 * VL) * (4 * VL);
+    const ptrdiff_t norm_end = head + (body_end - head) / (4 * VL) * (4 * VL);
+    /* The writes lag the next row's reads by one block: a store followed
+     * soon by a load from an address equal to it modulo 4 KiB waits for the
+     * store (4K aliasing), and the peel above puts this row's stores just
+     * ahead of the next row's loads when x and y fall alike in their pages
+     * (NumPy's large arrays all start 16 bytes into a page). */
+    const ptrdiff_t lag = 4 * VL;
     FN_NAME(rows_acc_init)(&acc);
-    for (ptrdiff_t k = 0; k < stats_end || head + k < norm_end; k += 4 * VL) {
+    for (ptrdiff_t k = 0; k < stats_end || head + k - lag < norm_end; k += 4 * VL) {
         if (xn && k < stats_end) {
             FN_NAME(rows_acc_step)(&acc, xn + k, rn ? rn + k : NULL, pn, rms);
             if (xnn)
@@ -163,13 +188,14 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
                     if (rnn) __builtin_prefetch((const char *)(rnn + k) + line, 0, 2);
                 }
         }
-        if (head + k < norm_end)
+        if (k >= lag && head + k - lag < norm_end)
             for (int u = 0; u < 4; u++)
-                FN_NAME(rows_write_vec)(cur, w, b, head + k + u * VL, stream, stream_h, p2, s, c);
+                FN_NAME(rows_write_vec)(cur, w, b, head + k - lag + u * VL, stream, stream_h, p2,
+                                        s, c);
     }
-    for (i = norm_end; i + VL <= n; i += VL)
+    for (i = norm_end; i + VL <= body_end; i += VL)
         FN_NAME(rows_write_vec)(cur, w, b, i, stream, stream_h, p2, s, c);
-    if (i < n) FN_NAME(rows_write_part)(cur, w, b, i, n - i, p2, s, c);
+    FN_NAME(rows_write_span)(cur, w, b, i, n, p2, s, c);
     if (xn) {
         FN_NAME(rows_acc_reduce)(&acc, rms, next_m);
         FN_NAME(rows_acc_rest)(xn, rn, stats_end, n, pn, rms, next_m);
