@@ -107,7 +107,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_flush)(FN_NAME(rows_acc) *acc, int rms)
  * adds and two FMAs; with the normalize pass's one add and two FMAs (fused
  * into the same loop) the add and FMA ports stay balanced. */
 FN_ALWAYS_INLINE void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) *acc, const FN_S *x,
-                                                const FN_S *r, V p)
+                                                   const FN_S *r, V p)
 {
     acc->k += 1;
     const V inv_k = VSET1((FN_T)1 / acc->k);
@@ -121,7 +121,8 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) *acc, const
     if (acc->k == FN_ACC_CHUNK) FN_NAME(rows_acc_flush_layer)(acc);
 }
 
-FN_ALWAYS_INLINE void FN_NAME(rows_acc_step_rms)(FN_NAME(rows_acc) *acc, const FN_S *x, const FN_S *r)
+FN_ALWAYS_INLINE void FN_NAME(rows_acc_step_rms)(FN_NAME(rows_acc) *acc, const FN_S *x,
+                                                 const FN_S *r)
 {
     for (int c = 0; c < 4; c++) {
         V v = FN_NAME(rows_load_h)(x, r, c * VL);

@@ -53,7 +53,7 @@ FN_ALWAYS_INLINE V FN_NAME(rows_load_affine)(const FN_T *p, ptrdiff_t i, ptrdiff
 /* One vector of fma(h - p2, s, c) [* w] [+ b] for the values hv at element
  * i; `part` lanes when 0 < part < VL, else a full vector. */
 FN_ALWAYS_INLINE V FN_NAME(rows_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdiff_t i,
-                                       ptrdiff_t part, V p2, V s, V c)
+                                          ptrdiff_t part, V p2, V s, V c)
 {
     V t = VFMA(VSUB(hv, p2), s, c);
     if (w && b)
@@ -123,8 +123,8 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) *cur, con
 /* Elements [lo, hi) of the row with ordinary stores: full vectors, then a
  * masked part. */
 FN_ALWAYS_INLINE void FN_NAME(rows_write_span)(const FN_NAME(rows_cur) *cur, const FN_T *w,
-                                               const FN_T *b, ptrdiff_t lo, ptrdiff_t hi, V p2,
-                                               V s, V c)
+                                               const FN_T *b, ptrdiff_t lo, ptrdiff_t hi, V p2, V s,
+                                               V c)
 {
     ptrdiff_t i = lo;
     for (; i + VL <= hi; i += VL) FN_NAME(rows_write_vec)(cur, w, b, i, 0, 0, p2, s, c);
@@ -158,8 +158,8 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
     const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_S); /* elements a line */
     ptrdiff_t head = 0, body_end = n, i;
     /* h streams too when its lines fall like y's (both fresh arrays do) */
-    const int stream_h = stream && cur->r &&
-                         (uintptr_t)cur->h % FN_LINE_BYTES == (uintptr_t)cur->y % FN_LINE_BYTES;
+    const int stream_h =
+        stream && cur->r && (uintptr_t)cur->h % FN_LINE_BYTES == (uintptr_t)cur->y % FN_LINE_BYTES;
     if (stream) {
         head = (ptrdiff_t)((FN_LINE_BYTES - (uintptr_t)cur->y % FN_LINE_BYTES) % FN_LINE_BYTES) /
                (ptrdiff_t)sizeof(FN_S);
@@ -190,8 +190,8 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
         }
         if (k >= lag && head + k - lag < norm_end)
             for (int u = 0; u < 4; u++)
-                FN_NAME(rows_write_vec)(cur, w, b, head + k - lag + u * VL, stream, stream_h, p2,
-                                        s, c);
+                FN_NAME(rows_write_vec)(cur, w, b, head + k - lag + u * VL, stream, stream_h, p2, s,
+                                        c);
     }
     for (i = norm_end; i + VL <= body_end; i += VL)
         FN_NAME(rows_write_vec)(cur, w, b, i, stream, stream_h, p2, s, c);
