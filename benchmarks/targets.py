@@ -99,6 +99,17 @@ def _plain_fastnorm(case):
     return {"plain": lambda: fn(x, out=out)}
 
 
+ALLOC = ["allocating"]
+
+
+def _with_alloc(case):
+    """The same call letting fastnorm allocate its output."""
+    x, w, b = make_inputs(case)
+    if case.op == "layer_norm":
+        return {"allocating": lambda: fastnorm.layer_norm(x, None, w, b, EPS)}
+    return {"allocating": lambda: fastnorm.rms_norm(x, None, w, EPS)}
+
+
 def _np_add_bias(case):
     x, _, b = make_inputs(case)
     out = np.empty_like(x)
@@ -178,6 +189,12 @@ def forward_targets():
             goal,
             lambda n, case=case: _vs(case, n, "plain", ROOF, extra=_plain_fastnorm),
         )
+    for op in ("layer_norm", "rms_norm"):
+        case = Case(op, BIG, "float32", "last", True)
+        name = f"{op} f32 {BIG} out= / allocating, {{threads}}"
+        targets += _on_each_thread_count(
+            name, 1.0, lambda n, case=case: _vs(case, n, "fastnorm", ALLOC, extra=_with_alloc)
+        )
     for op, goal in (("layer_norm", 0.3), ("rms_norm", 0.1)):
         case = Case(op, BIG, "float32", "last", False)
         name = f"{op} f32 {BIG} allocating {{threads}} / torch"
@@ -217,7 +234,7 @@ def forward_targets():
     return targets
 
 
-TARGET_COUNT = 27
+TARGET_COUNT = 31
 
 
 def roof_references():

@@ -52,6 +52,8 @@ def test_forward_targets_and_goals():
         *both("  the same without weight and bias, {t}", 1.15),
         *both("rms_norm f32 (4096, 4096) out= {t} / streaming-copy roof", 1.10),
         *both("  the same without weight and bias, {t}", 1.10),
+        *both("layer_norm f32 (4096, 4096) out= / allocating, {t}", 1.0),
+        *both("rms_norm f32 (4096, 4096) out= / allocating, {t}", 1.0),
         *both("layer_norm f32 (4096, 4096) allocating {t} / torch", 0.3),
         *both("rms_norm f32 (4096, 4096) allocating {t} / torch", 0.1),
         *both("numpy layer_norm / fastnorm, f32 (4096, 4096) {t}", 10.0, True),
@@ -145,7 +147,7 @@ def test_report_judges_each_goal_in_its_direction():
 
 def test_threads_selects_the_targets_that_fit():
     selected = targets.select(targets.forward_targets(), [1])
-    assert len(selected) == 11 and all(t.threads == (1,) for t in selected)
+    assert len(selected) == 13 and all(t.threads == (1,) for t in selected)
     assert len(targets.select(targets.forward_targets(), [1, 2])) == targets.TARGET_COUNT
 
 
