@@ -506,10 +506,11 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
                           bint want_dbias):
     """Plan and run a backward on operands (BWD_X ... BWD_RSTD; weight in
     the walk order).  Returns None when the normalized axes do not merge,
-    else the items' (dweight, dbias) partial sums (None where not wanted)."""
+    else the items' partial sums: those of dweight first when wanted, then
+    those of dbias when wanted."""
     cdef plan_t plan
     cdef int n_threads
-    cdef _Parts dw_parts = None, db_parts = None
+    cdef _Parts parts
     if _plan_layout(&plan, ndim, shape, N_BWD_OPS, N_BWD_ROW_OPS, ops, g_bwd_fields, is_norm):
         return None
     plan.backward = True
@@ -523,14 +524,10 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
         plan.bwd_kernel = g_kernels.rms_norm_backward[dtype_index]
     # items: fixed by the shapes alone (never by the thread count)
     _plan_items(&plan, max(1, min(BWD_ITEM_ROWS, BWD_ITEM_ELEMENTS // plan.row_len)))
-    plan.dw_parts = plan.db_parts = NULL
-    if want_dweight:
-        dw_parts = _zeroed_parts(plan.n_items, plan.row_len)
-        plan.dw_parts = dw_parts.data
-    if want_dbias:
-        db_parts = _zeroed_parts(plan.n_items, plan.row_len)
-        plan.db_parts = db_parts.data
+    parts = _zeroed_parts(plan.n_items, plan.row_len, <int>want_dweight + <int>want_dbias)
+    plan.dw_parts = _part(parts, 0) if want_dweight else NULL
+    plan.db_parts = _part(parts, <int>want_dweight) if want_dbias else NULL
     n_threads = min(_threads_for(&plan), plan.n_items)
     with nogil:
         run_plan(&plan, n_threads)
-    return dw_parts, db_parts
+    return parts
