@@ -198,6 +198,9 @@ cdef inline double *_part(_Parts parts, int k) noexcept:
 
 cdef enum:
     SUM_BLOCK = 512  # elements summed at a time (their double sums stay in L1)
+    # parts of fewer doubles are summed with the GIL held (a small call's:
+    # releasing and taking it back would cost more than the sum)
+    SUM_NOGIL_MIN = 65536
 
 
 cdef void _sum_parts(const double *src, Py_ssize_t n_items, Py_ssize_t n, void *dst,
@@ -206,6 +209,14 @@ cdef void _sum_parts(const double *src, Py_ssize_t n_items, Py_ssize_t n, void *
     double, stored as double or (to_float) rounded once to float."""
     cdef double acc[SUM_BLOCK]
     cdef Py_ssize_t i, j, j0 = 0, m
+    if n_items == 1:  # a small call's one item: in one pass
+        if to_float:
+            for j in range(n):
+                (<float *>dst)[j] = <float>(0.0 + src[j])
+        else:
+            for j in range(n):
+                (<double *>dst)[j] = 0.0 + src[j]
+        return
     while j0 < n:
         m = min(<Py_ssize_t>SUM_BLOCK, n - j0)
         for j in range(m):
@@ -229,6 +240,9 @@ cdef cnp.ndarray _reduce_parts(_Parts parts, int k, int typenum):
     cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, typenum, 0)
     cdef const double *src = _part(parts, k)
     cdef void *dst = cnp.PyArray_DATA(out)
-    with nogil:
+    if parts.n_items * parts.n < SUM_NOGIL_MIN:
         _sum_parts(src, parts.n_items, parts.n, dst, typenum != cnp.NPY_FLOAT64)
+    else:
+        with nogil:
+            _sum_parts(src, parts.n_items, parts.n, dst, typenum != cnp.NPY_FLOAT64)
     return out

@@ -23,7 +23,7 @@ cdef inline tuple _strides(object a):
 
 cdef inline bint _is_plain(object v, int typenum):
     """v is an aligned, native-order ndarray (not a subclass) of typenum."""
-    return (type(v) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>v) == typenum
+    return (type(v) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>v) == typenum
             and cnp.PyArray_ISALIGNED(<cnp.ndarray>v) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>v))
 
 
@@ -38,7 +38,7 @@ cdef cnp.ndarray _plain_array(object value, str name):
     """An array argument as a plain ndarray, as numpy.asarray makes it:
     subclasses such as numpy.matrix become the arrays they hold (a matrix is
     its 2-D array); masked arrays are refused."""
-    if type(value) is np.ndarray:
+    if type(value) is cnp.ndarray:
         return <cnp.ndarray>value
     _refuse_masked(value, name)
     return np.asarray(value)
@@ -51,7 +51,7 @@ cdef bint _is_real(object dt):
 cdef cnp.ndarray _real_array(object value, str name):
     """value as an ndarray of a real numeric dtype, else TypeError.  Early
     exit: an ndarray of a kernel dtype."""
-    if type(value) is np.ndarray and _is_kernel_typenum(cnp.PyArray_TYPE(<cnp.ndarray>value)):
+    if type(value) is cnp.ndarray and _is_kernel_typenum(cnp.PyArray_TYPE(<cnp.ndarray>value)):
         return <cnp.ndarray>value
     cdef cnp.ndarray arr = _plain_array(value, name)
     if not _is_real(arr.dtype):
@@ -62,7 +62,7 @@ cdef cnp.ndarray _real_array(object value, str name):
 cdef cnp.ndarray _input_array(object x):
     """x as an ndarray of a kernel dtype; integers and bools become float64."""
     cdef cnp.ndarray a
-    if type(x) is np.ndarray:
+    if type(x) is cnp.ndarray:
         a = <cnp.ndarray>x
         if _is_kernel_typenum(cnp.PyArray_TYPE(a)) and cnp.PyArray_ISNOTSWAPPED(a) \
                 and cnp.PyArray_NDIM(a) > 0:

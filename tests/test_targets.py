@@ -84,6 +84,19 @@ def test_half_backward_and_fused_targets_and_goals():
             (2,),
             False,
         ),
+        (
+            "layer_norm_backward f32 (8, 768) with saved stats 1 thread"
+            " / torch native_layer_norm_backward",
+            0.4,
+            (1,),
+            False,
+        ),
+        (
+            "rms_norm_backward f32 (8, 768) with saved rstd 1 thread / torch autograd of F.rms_norm",
+            0.2,
+            (1,),
+            False,
+        ),
     ]
     assert goals(targets.fused_targets()) == [
         ("add_layer_norm f32 (4096, 4096) 1 thread / (np.add + layer_norm)", 0.75, (1,), False),
