@@ -264,7 +264,8 @@ def backward_targets():
             functools.partial(_small_backward_ratio, "layer_norm"),
         ),
         Target(
-            "rms_norm_backward f32 (8, 768) with saved rstd 1 thread / torch autograd of F.rms_norm",
+            "rms_norm_backward f32 (8, 768) with saved rstd 1 thread"
+            " / torch autograd of F.rms_norm",
             0.2,
             (1,),
             functools.partial(_small_backward_ratio, "rms_norm"),

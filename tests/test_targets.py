@@ -92,7 +92,8 @@ def test_half_backward_and_fused_targets_and_goals():
             False,
         ),
         (
-            "rms_norm_backward f32 (8, 768) with saved rstd 1 thread / torch autograd of F.rms_norm",
+            "rms_norm_backward f32 (8, 768) with saved rstd 1 thread"
+            " / torch autograd of F.rms_norm",
             0.2,
             (1,),
             False,
