@@ -293,10 +293,23 @@ def _vs_torch(times):
     return times["fastnorm"] / times["torch"] if "torch" in times else None
 
 
+def _small_backward_ratio(op, repeats):
+    """A small call's backward against torch's, on one thread: at (8, 768)
+    torch's native_layer_norm_backward takes several times longer on two
+    threads than on one, so two would time torch's thread pool."""
+    with limit_threads(1):
+        fns = _bench.small_backward_competitors(op)
+        if "torch" not in fns:
+            return None
+        times = time_interleaved(fns, repeats * 20, 2e-4)  # many short rounds
+    return times["fastnorm"] / times["torch"]
+
+
 def backward_targets():
     """The layer_norm backward against torch's and against its memory roof
     (one interleaved run for both), and rms_norm forward plus backward
-    against torch's and against the roof of its bytes, on 1 and 2 threads."""
+    against torch's, on 1 and 2 threads; and the backward of a small call
+    alone (one thread: fastnorm runs calls this small on one anyway)."""
     targets = []
     for n in THREADS:
         ln = _once(functools.partial(_backward_times, "layer_norm", n))
@@ -322,6 +335,22 @@ def backward_targets():
                 lambda repeats, rms=rms: _vs_torch(rms(repeats)),
             ),
         ]
+    targets += [
+        Target(
+            "layer_norm_backward f32 (8, 768) with saved stats 1 thread"
+            " / torch native_layer_norm_backward",
+            0.4,
+            (1,),
+            functools.partial(_small_backward_ratio, "layer_norm"),
+        ),
+        Target(
+            "rms_norm_backward f32 (8, 768) with saved rstd 1 thread"
+            " / torch autograd of F.rms_norm",
+            0.2,
+            (1,),
+            functools.partial(_small_backward_ratio, "rms_norm"),
+        ),
+    ]
     return targets
 
 
@@ -329,7 +358,7 @@ def _vs_roof(times):
     return times["fastnorm"] / times["roof"]
 
 
-BACKWARD_TARGET_COUNT = 6
+BACKWARD_TARGET_COUNT = 8
 
 
 # ---- fused residual add + norm ----------------------------------------------

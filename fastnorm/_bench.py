@@ -357,6 +357,43 @@ def backward_competitors(case, include_torch=True):
     return fns
 
 
+def small_backward_competitors(op, shape=(8, 768), include_torch=True):
+    """{name: callable} for one small float32 backward with the forward's
+    saved statistics, each side's backward alone.
+
+    layer_norm: fastnorm.layer_norm_backward (dx, dweight, dbias) against
+    torch.ops.aten.native_layer_norm_backward with all three outputs.
+    rms_norm: fastnorm.rms_norm_backward (dx, dweight) against torch's
+    autograd backward of F.rms_norm (which has no backward op of its own):
+    torch.autograd.grad through a graph recorded once and retained, so that
+    torch's forward is not counted against it."""
+    case = Case(op, shape, "float32", "last", False)
+    x, w, b = make_inputs(case)
+    dy = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    n = case.norm_size
+    fns: dict[str, Callable[[], object]] = {}
+    if op == "layer_norm":
+        _, mean, rstd = fastnorm.layer_norm(x, None, w, b, EPS, return_stats=True)
+        fns["fastnorm"] = lambda: fastnorm.layer_norm_backward(dy, x, None, w, mean=mean, rstd=rstd)
+    else:
+        _, rstd = fastnorm.rms_norm(x, None, w, EPS, return_stats=True)
+        fns["fastnorm"] = lambda: fastnorm.rms_norm_backward(dy, x, None, w, rstd=rstd)
+    torch = torch_module() if include_torch else None
+    if torch is not None:
+        xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
+        if op == "layer_norm":
+            _, mt, rt = torch.ops.aten.native_layer_norm(xt, [n], wt, bt, EPS)
+            fns["torch"] = lambda: torch.ops.aten.native_layer_norm_backward(
+                dyt, xt, [n], mt, rt, wt, bt, [True, True, True]
+            )
+        else:
+            xg = xt.clone().requires_grad_(True)
+            wg = wt.clone().requires_grad_(True)
+            y = torch.nn.functional.rms_norm(xg, (n,), wg, EPS)
+            fns["torch"] = lambda: torch.autograd.grad(y, (xg, wg), dyt, retain_graph=True)
+    return fns
+
+
 # ---- fused residual add + norm ----------------------------------------------
 
 

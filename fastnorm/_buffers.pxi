@@ -6,8 +6,8 @@
 #
 # The API the rest of the core uses:
 #   _new_c_array(ndim, dims, typenum)   a C-order array, large ones cached
-#   _zeroed_parts(n_items, row_len)     zeroed float64 partial sums
-#   _reduce_parts(parts)                their sum over items, in item order
+#   _zeroed_parts(n_items, row_len, n_sums)  zeroed float64 partial sums
+#   _reduce_parts(parts, k, typenum)    sum k over items, in item order
 # and for Python: empty_output, buffer_cache_info, set_buffer_cache.
 
 cdef extern from "_fn_buffers.h" nogil:
@@ -141,21 +141,24 @@ def _read_cache_env():
 _read_cache_env()
 # ---- the backward's partial sums --------------------------------------------
 # Each backward item adds into partial sums of its own (items x row_len
-# doubles), which are summed in item order before the call returns.  They
-# never reach the caller, so they keep one buffer of their own (fresh pages
-# cost more than the sums) instead of taking the output cache's slots, which
-# are for large results.  The buffer is taken out while a call uses it: a
-# second thread's backward, running while the first has released the GIL,
-# allocates its own.
+# doubles for each of dweight and dbias), which are summed in item order
+# before the call returns.  They never reach the caller, so they keep one
+# buffer of their own (fresh pages cost more than the sums; a small call's
+# sums fit the buffer the last call left) instead of taking the output
+# cache's slots, which are for large results.  The buffer is taken out while
+# a call uses it: a second thread's backward, running while the first has
+# released the GIL, allocates its own.
 cdef void *g_parts_ptr = NULL
 cdef size_t g_parts_bytes = 0
 
 
 cdef class _Parts:
-    """Zeroed partial sums of one backward; the buffer goes back on death."""
+    """Zeroed partial sums of one backward: n_sums sums, each n_items x n
+    doubles, one after the other; the buffer goes back on death."""
     cdef double *data
     cdef size_t nbytes
     cdef Py_ssize_t n_items, n
+    cdef int n_sums
 
     def __dealloc__(self):
         global g_parts_ptr, g_parts_bytes
@@ -169,40 +172,77 @@ cdef class _Parts:
             fn_buffer_free(self.data)
 
 
-cdef _Parts _zeroed_parts(Py_ssize_t n_items, Py_ssize_t row_len):
+cdef _Parts _zeroed_parts(Py_ssize_t n_items, Py_ssize_t row_len, int n_sums):
     global g_parts_ptr, g_parts_bytes
     cdef _Parts parts = _Parts.__new__(_Parts)
-    cdef size_t nbytes = <size_t>n_items * <size_t>row_len * sizeof(double)
+    cdef size_t nbytes = <size_t>n_sums * <size_t>n_items * <size_t>row_len * sizeof(double)
+    parts.n_items, parts.n, parts.n_sums = n_items, row_len, n_sums
+    if nbytes == 0:
+        return parts  # no sums wanted
     if g_parts_ptr != NULL and g_parts_bytes >= nbytes:
         parts.data, parts.nbytes = <double *>g_parts_ptr, g_parts_bytes
         g_parts_ptr, g_parts_bytes = NULL, 0
     else:
-        parts.data = <double *>fn_buffer_alloc(max(nbytes, 1))
-        parts.nbytes = max(nbytes, 1)
+        parts.data = <double *>fn_buffer_alloc(nbytes)
+        parts.nbytes = nbytes
         if parts.data == NULL:
             raise MemoryError(f"cannot allocate {nbytes} bytes for the backward's partial sums")
     memset(parts.data, 0, nbytes)
-    parts.n_items, parts.n = n_items, row_len
     return parts
 
 
-cdef void _sum_parts(const double *src, Py_ssize_t n_items, Py_ssize_t n,
-                     double *dst) noexcept nogil:
-    """dst[j] = the items' partial sums of element j, added in item order."""
-    cdef Py_ssize_t i, j
-    for j in range(n):
-        dst[j] = 0.0
-    for i in range(n_items):
-        for j in range(n):
-            dst[j] += src[i * n + j]
+cdef inline double *_part(_Parts parts, int k) noexcept:
+    """The items' partial sums of sum k (n_items x n)."""
+    return parts.data + <Py_ssize_t>k * parts.n_items * parts.n
 
 
-cdef object _reduce_parts(object parts):
-    """The summed partial sums as a float64 array, or None."""
-    if parts is None:
-        return None
-    cdef _Parts p = <_Parts>parts
-    out = np.empty(p.n, np.float64)
-    with nogil:
-        _sum_parts(p.data, p.n_items, p.n, <double *>cnp.PyArray_DATA(<cnp.ndarray>out))
+cdef enum:
+    SUM_BLOCK = 512  # elements summed at a time (their double sums stay in L1)
+    # parts of fewer doubles are summed with the GIL held (a small call's:
+    # releasing and taking it back would cost more than the sum)
+    SUM_NOGIL_MIN = 65536
+
+
+cdef void _sum_parts(const double *src, Py_ssize_t n_items, Py_ssize_t n, void *dst,
+                     bint to_float) noexcept nogil:
+    """dst[j] = the items' partial sums of element j, added in item order in
+    double, stored as double or (to_float) rounded once to float."""
+    cdef double acc[SUM_BLOCK]
+    cdef Py_ssize_t i, j, j0 = 0, m
+    if n_items == 1:  # a small call's one item: in one pass
+        if to_float:
+            for j in range(n):
+                (<float *>dst)[j] = <float>(0.0 + src[j])
+        else:
+            for j in range(n):
+                (<double *>dst)[j] = 0.0 + src[j]
+        return
+    while j0 < n:
+        m = min(<Py_ssize_t>SUM_BLOCK, n - j0)
+        for j in range(m):
+            acc[j] = 0.0
+        for i in range(n_items):
+            for j in range(m):
+                acc[j] += src[i * n + j0 + j]
+        if to_float:
+            for j in range(m):
+                (<float *>dst)[j0 + j] = <float>acc[j]
+        else:
+            for j in range(m):
+                (<double *>dst)[j0 + j] = acc[j]
+        j0 += m
+
+
+cdef cnp.ndarray _reduce_parts(_Parts parts, int k, int typenum):
+    """Sum k of the parts as a new 1-D array of typenum (float64, or float32:
+    summed in float64 and rounded once)."""
+    cdef cnp.npy_intp n = parts.n
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &n, typenum, 0)
+    cdef const double *src = _part(parts, k)
+    cdef void *dst = cnp.PyArray_DATA(out)
+    if parts.n_items * parts.n < SUM_NOGIL_MIN:
+        _sum_parts(src, parts.n_items, parts.n, dst, typenum != cnp.NPY_FLOAT64)
+    else:
+        with nogil:
+            _sum_parts(src, parts.n_items, parts.n, dst, typenum != cnp.NPY_FLOAT64)
     return out

@@ -23,7 +23,7 @@ cdef inline tuple _strides(object a):
 
 cdef inline bint _is_plain(object v, int typenum):
     """v is an aligned, native-order ndarray (not a subclass) of typenum."""
-    return (type(v) is np.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>v) == typenum
+    return (type(v) is cnp.ndarray and cnp.PyArray_TYPE(<cnp.ndarray>v) == typenum
             and cnp.PyArray_ISALIGNED(<cnp.ndarray>v) and cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>v))
 
 
@@ -38,7 +38,7 @@ cdef cnp.ndarray _plain_array(object value, str name):
     """An array argument as a plain ndarray, as numpy.asarray makes it:
     subclasses such as numpy.matrix become the arrays they hold (a matrix is
     its 2-D array); masked arrays are refused."""
-    if type(value) is np.ndarray:
+    if type(value) is cnp.ndarray:
         return <cnp.ndarray>value
     _refuse_masked(value, name)
     return np.asarray(value)
@@ -49,7 +49,10 @@ cdef bint _is_real(object dt):
 
 
 cdef cnp.ndarray _real_array(object value, str name):
-    """value as an ndarray of a real numeric dtype, else TypeError."""
+    """value as an ndarray of a real numeric dtype, else TypeError.  Early
+    exit: an ndarray of a kernel dtype."""
+    if type(value) is cnp.ndarray and _is_kernel_typenum(cnp.PyArray_TYPE(<cnp.ndarray>value)):
+        return <cnp.ndarray>value
     cdef cnp.ndarray arr = _plain_array(value, name)
     if not _is_real(arr.dtype):
         raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
@@ -59,7 +62,7 @@ cdef cnp.ndarray _real_array(object value, str name):
 cdef cnp.ndarray _input_array(object x):
     """x as an ndarray of a kernel dtype; integers and bools become float64."""
     cdef cnp.ndarray a
-    if type(x) is np.ndarray:
+    if type(x) is cnp.ndarray:
         a = <cnp.ndarray>x
         if _is_kernel_typenum(cnp.PyArray_TYPE(a)) and cnp.PyArray_ISNOTSWAPPED(a) \
                 and cnp.PyArray_NDIM(a) > 0:
@@ -209,12 +212,28 @@ cdef tuple _norm_axes(cnp.ndarray x, object normalized_shape, object axis, bint 
 
 
 cdef tuple _norm_shape(cnp.ndarray x, tuple axes):
+    if len(axes) == 1:
+        return (cnp.PyArray_DIMS(x)[<int>axes[0]],)
     return tuple([_shape(x)[a] for a in axes])
 
 
 cdef tuple _stats_shape(cnp.ndarray x, tuple axes):
     """Keepdims shape of the statistics: 1 at each normalized axis."""
     return tuple([1 if a in axes else s for a, s in enumerate(_shape(x))])
+
+
+cdef bint _has_stats_shape(cnp.ndarray a, int ndim, const Py_ssize_t *shape,
+                           const bint *is_norm):
+    """a has the keepdims statistics shape of an x of that shape (1 at each
+    normalized axis of the is_norm mask): the test of _stats_input, and of
+    the torch path's stats."""
+    cdef int k
+    if cnp.PyArray_NDIM(a) != ndim:
+        return False
+    for k in range(ndim):
+        if cnp.PyArray_DIMS(a)[k] != (1 if is_norm[k] else shape[k]):
+            return False
+    return True
 
 
 # ---- eps -------------------------------------------------------------------
@@ -761,21 +780,23 @@ def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis
 
 # ---- the backward -------------------------------------------------------------------
 
-cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes):
+cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes,
+                         const bint *is_norm):
     """mean or rstd as the forward returned them: the keepdims stats shape,
     in the compute dtype, C-contiguous."""
     if value is None:
         return None
     cdef int ctype = _compute_typenum(cnp.PyArray_TYPE(x))
+    cdef int ndim = cnp.PyArray_NDIM(x)
+    cdef const Py_ssize_t *shape = <const Py_ssize_t *>cnp.PyArray_DIMS(x)
     if _is_plain(value, ctype) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>value) \
-            and value.shape == _stats_shape(x, axes):
+            and _has_stats_shape(<cnp.ndarray>value, ndim, shape, is_norm):
         return value
     arr = _real_array(value, name)
-    keep = _stats_shape(x, axes)
-    if _shape(arr) != keep:
+    if not _has_stats_shape(arr, ndim, shape, is_norm):
         raise ValueError(
             f"{name} has shape {_shape(arr)} but the statistics of x with shape {_shape(x)} "
-            f"over axes {axes} have shape {keep} (as the forward returns them)")
+            f"over axes {axes} have shape {_stats_shape(x, axes)} (as the forward returns them)")
     return _kernel_operand(arr, cnp.PyArray_TYPE(x), contiguous=True)
 
 
@@ -816,16 +837,18 @@ cdef object _param_grad(object g, tuple shape, cnp.ndarray x, tuple axes, object
 
 cdef tuple _backward_arrays(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx,
                             object weight, object rstd, bint want_dbias, double eps,
-                            tuple axes, const bint *is_norm):
-    """Plan and run a backward on checked arrays: (dweight, dbias) as
-    float64 arrays of the normalized shape in increasing axis order (None
-    where not wanted), or None when the normalized axes do not merge.
+                            tuple axes, const bint *is_norm, int sum_typenum):
+    """Plan and run a backward on checked arrays: (dweight, dbias) as new
+    arrays of the normalized shape in increasing axis order (None where not
+    wanted), or None when the normalized axes do not merge.  The sums are
+    taken in float64 and come back in sum_typenum (float64, or the compute
+    dtype: rounded once).
 
     Rows are cut into items of a size that depends only on the shapes, each
     item adds into partial sums of its own, and the partials are reduced in
     item order: dweight and dbias are bitwise the same for any thread count."""
     cdef operand_t ops[N_BWD_OPS]
-    cdef int ndim = cnp.PyArray_NDIM(x)
+    cdef int ndim = cnp.PyArray_NDIM(x), k = 0
     perm = _walk_perm(x, axes)  # weight in, and the sums back out of, the walk order
     weight = _walk_order(weight, perm)
     _array_operand(&ops[BWD_X], x, ndim)
@@ -839,21 +862,23 @@ cdef tuple _backward_arrays(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray d
     if parts is None:
         return None
     norm_shape = _norm_shape(x, axes)
-    sums = []
-    for p in parts:
-        total = _reduce_parts(p)
-        if total is not None:
-            if perm is None:
+    sums = [None, None]
+    for k in range((<_Parts>parts).n_sums):
+        if perm is None:
+            total = _reduce_parts(<_Parts>parts, k, sum_typenum)
+            if len(norm_shape) > 1:
                 total = total.reshape(norm_shape)
-            else:  # back from the walk order to increasing axis order
-                total = total.reshape([norm_shape[i] for i in perm]).transpose(np.argsort(perm))
-        sums.append(total)
+        else:  # back from the walk order to increasing axis order
+            total = _reduce_parts(<_Parts>parts, k, cnp.NPY_FLOAT64)
+            total = total.reshape([norm_shape[i] for i in perm]).transpose(np.argsort(perm))
+            total = total.astype(cnp.PyArray_DescrFromType(sum_typenum))
+        sums[k + (weight is None)] = total
     return tuple(sums)
 
 
 cdef tuple _backward_on_copies(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarray dx,
                                object weight, object rstd, bint want_dbias, double eps,
-                               tuple axes):
+                               tuple axes, int sum_typenum):
     """The backward for normalized axes that are not one strided run: on
     copies with them moved to the end."""
     cdef bint is_norm[MAX_DIMS]
@@ -863,7 +888,8 @@ cdef tuple _backward_on_copies(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarra
     dx_w = np.empty_like(x_w)
     rstd_w = None if rstd is None else np.ascontiguousarray(np.transpose(rstd, order))
     _norm_mask(x.ndim, tail, is_norm)
-    sums = _backward_arrays(op, x_w, dy_w, dx_w, weight, rstd_w, want_dbias, eps, tail, is_norm)
+    sums = _backward_arrays(op, x_w, dy_w, dx_w, weight, rstd_w, want_dbias, eps, tail, is_norm,
+                            sum_typenum)
     np.copyto(np.transpose(dx, order), dx_w)
     return sums
 
@@ -910,7 +936,7 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     cdef bint is_norm[MAX_DIMS]
     # bias first, then x (as layer_norm_backward checked them before the
     # call specification)
-    bias_shape = None if bias is None else np.shape(_real_array(bias, "bias"))
+    bias_shape = None if bias is None else _shape(_real_array(bias, "bias"))
     cdef cnp.ndarray xa = _input_array(x), dya, dx
     cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
     norm_shape = _norm_shape(xa, axes)
@@ -918,14 +944,22 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     if mean is not None and rstd is None:
         raise ValueError("mean was given without rstd: pass both statistics the forward "
                          "returned, or neither to recompute them")
-    _stats_input(mean, "mean", xa, axes)  # validated; the kernel recomputes the mean exactly
-    rstd = _stats_input(rstd, "rstd", xa, axes)
+    # mean is validated; the kernel recomputes the mean exactly
+    _stats_input(mean, "mean", xa, axes, is_norm)
+    rstd = _stats_input(rstd, "rstd", xa, axes, is_norm)
     cdef double eps_value = _eps_value(op, eps, cnp.PyArray_TYPE(xa))
+    cdef int ctype = _compute_typenum(cnp.PyArray_TYPE(xa))
     weight_shape = None
     if weight is not None:
         weight = _real_array(weight, "weight")
-        weight_shape = weight.shape
-    if bias_shape is not None or (weight is not None and weight.ndim > 1):
+        weight_shape = _shape(weight)
+    # The common case, parameters of the normalized shape: the kernels' sums
+    # are the gradients, summed straight into the compute dtype (float32
+    # for float16/bfloat16).  Other shapes are shared parameters the sums
+    # are reduced to, or per-sample ones (AdaLN).
+    cdef bint plain = ((weight_shape is None or weight_shape == norm_shape)
+                       and (bias_shape is None or bias_shape == norm_shape))
+    if not plain and (bias_shape is not None or weight.ndim > 1):
         bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
         if _affine_kind(weight, bias_probe, xa, axes):
             return _per_sample_backward(op, dya, xa, axes, weight, weight_shape, bias_shape,
@@ -936,17 +970,23 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     dx = _new_output(xa)
     want_db = op == OP_LAYER_NORM
     if cnp.PyArray_SIZE(xa) == 0:
+        plain = False
         sums = (np.zeros(norm_shape) if weight is not None else None,
                 np.zeros(norm_shape) if want_db else None)
     else:
+        sum_typenum = ctype if plain else cnp.NPY_FLOAT64
         sums = _backward_arrays(op, xa, dya, dx, weight, rstd, want_db, eps_value, axes,
-                                is_norm)
+                                is_norm, sum_typenum)
         if sums is None:
-            sums = _backward_on_copies(op, xa, dya, dx, weight, rstd, want_db, eps_value, axes)
-    dtype = compute_dtype(xa.dtype)  # float32 for float16/bfloat16
-    dweight = _param_grad(sums[0], weight_shape, xa, axes, dtype)
+            sums = _backward_on_copies(op, xa, dya, dx, weight, rstd, want_db, eps_value, axes,
+                                       sum_typenum)
+    if plain:
+        dweight, dbias = sums
+    else:
+        dtype = cnp.PyArray_DescrFromType(ctype)
+        dweight = _param_grad(sums[0], weight_shape, xa, axes, dtype)
+        dbias = None if not want_db else _param_grad(
+            sums[1], norm_shape if bias_shape is None else bias_shape, xa, axes, dtype)
     if op == OP_RMS_NORM:
         return dx, dweight
-    dbias = _param_grad(sums[1], norm_shape if bias_shape is None else bias_shape, xa, axes,
-                        dtype)
     return dx, dweight, dbias

@@ -39,7 +39,8 @@ cdef inline int _max_threads() noexcept nogil:
 
 cdef enum:
     # Work below this many elements runs on the calling thread: starting the
-    # OpenMP team costs more than it saves.
+    # OpenMP team costs more than it saves (and a small backward keeps the
+    # GIL: releasing and taking it back costs a tenth of such a call).
     PARALLEL_MIN_ELEMENTS = 65536
     # Rows handed to one thread at a time are grouped to about this many elements.
     ITEM_ELEMENTS = 16384
@@ -439,9 +440,12 @@ cdef void _plan_items(plan_t *plan, Py_ssize_t rpi) noexcept:
     plan.n_items = _n_outer(plan) * plan.items_per_outer
 
 
+cdef inline bint _is_small(const plan_t *plan) noexcept:
+    return _n_outer(plan) * plan.inner * plan.row_len < PARALLEL_MIN_ELEMENTS
+
+
 cdef int _threads_for(const plan_t *plan) noexcept:
-    cdef Py_ssize_t total = _n_outer(plan) * plan.inner * plan.row_len
-    return 1 if total < PARALLEL_MIN_ELEMENTS else _max_threads()
+    return 1 if _is_small(plan) else _max_threads()
 
 
 cdef void _norm_mask(int ndim, tuple norm_axes, bint *is_norm):
@@ -506,10 +510,11 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
                           bint want_dbias):
     """Plan and run a backward on operands (BWD_X ... BWD_RSTD; weight in
     the walk order).  Returns None when the normalized axes do not merge,
-    else the items' (dweight, dbias) partial sums (None where not wanted)."""
+    else the items' partial sums: those of dweight first when wanted, then
+    those of dbias when wanted."""
     cdef plan_t plan
     cdef int n_threads
-    cdef _Parts dw_parts = None, db_parts = None
+    cdef _Parts parts
     if _plan_layout(&plan, ndim, shape, N_BWD_OPS, N_BWD_ROW_OPS, ops, g_bwd_fields, is_norm):
         return None
     plan.backward = True
@@ -523,14 +528,13 @@ cdef object _run_backward(int op, int dtype_index, int ndim, const Py_ssize_t *s
         plan.bwd_kernel = g_kernels.rms_norm_backward[dtype_index]
     # items: fixed by the shapes alone (never by the thread count)
     _plan_items(&plan, max(1, min(BWD_ITEM_ROWS, BWD_ITEM_ELEMENTS // plan.row_len)))
-    plan.dw_parts = plan.db_parts = NULL
-    if want_dweight:
-        dw_parts = _zeroed_parts(plan.n_items, plan.row_len)
-        plan.dw_parts = dw_parts.data
-    if want_dbias:
-        db_parts = _zeroed_parts(plan.n_items, plan.row_len)
-        plan.db_parts = db_parts.data
+    parts = _zeroed_parts(plan.n_items, plan.row_len, <int>want_dweight + <int>want_dbias)
+    plan.dw_parts = _part(parts, 0) if want_dweight else NULL
+    plan.db_parts = _part(parts, <int>want_dweight) if want_dbias else NULL
     n_threads = min(_threads_for(&plan), plan.n_items)
-    with nogil:
+    if _is_small(&plan):  # releasing the GIL would cost more than the run
         run_plan(&plan, n_threads)
-    return dw_parts, db_parts
+    else:
+        with nogil:
+            run_plan(&plan, n_threads)
+    return parts

@@ -330,14 +330,8 @@ def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
 
 cdef bint _is_stats_of(object a, const tensor_t *x, const bint *is_norm):
     """Whether a is an ndarray of x's keepdims stats shape in the compute dtype."""
-    cdef int k
-    if not _is_plain(a, cnp.NPY_FLOAT64 if x.typenum == cnp.NPY_FLOAT64 else cnp.NPY_FLOAT32) \
-            or cnp.PyArray_NDIM(<cnp.ndarray>a) != x.ndim:
-        return False
-    for k in range(x.ndim):
-        if cnp.PyArray_DIMS(<cnp.ndarray>a)[k] != (1 if is_norm[k] else x.shape[k]):
-            return False
-    return True
+    return _is_plain(a, _compute_typenum(x.typenum)) \
+        and _has_stats_shape(<cnp.ndarray>a, x.ndim, x.shape, is_norm)
 
 
 def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
@@ -381,27 +375,19 @@ def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
     if parts is None:
         return None
     norm_shape = tuple([xd.shape[first + a] for a in range(n_norm)])
-    grads = [dx]
-    for p in parts:
-        grads.append(None if p is None else
-                     _sum_parts_into(p, norm_shape, g_float64 if xd.typenum == cnp.NPY_FLOAT64
-                                     else g_float32))
-    return tuple(grads)
+    dtype = g_float64 if xd.typenum == cnp.NPY_FLOAT64 else g_float32
+    return (dx,
+            _sum_parts_into(parts, 0, norm_shape, dtype) if want_dweight else None,
+            _sum_parts_into(parts, want_dweight, norm_shape, dtype) if want_dbias else None)
 
 
-cdef object _sum_parts_into(_Parts parts, tuple shape, object dtype):
-    """The summed partial sums in a new tensor of the given shape (float32 or
-    float64: rounded once)."""
-    cdef Py_ssize_t j
+cdef object _sum_parts_into(_Parts parts, int k, tuple shape, object dtype):
+    """Sum k of the parts in a new tensor of the given shape (float32 or
+    float64: summed in float64, rounded once)."""
     out = g_empty(shape, dtype=dtype)
-    cdef char *dst = <char *><Py_ssize_t>out.data_ptr()
-    if dtype is g_float64:
-        with nogil:
-            _sum_parts(parts.data, parts.n_items, parts.n, <double *>dst)
-        return out
-    total = _reduce_parts(parts)
-    cdef double *src = <double *>cnp.PyArray_DATA(<cnp.ndarray>total)
+    cdef void *dst = <void *><Py_ssize_t>out.data_ptr()
+    cdef bint to_float = dtype is not g_float64
+    cdef const double *src = _part(parts, k)
     with nogil:
-        for j in range(parts.n):
-            (<float *>dst)[j] = <float>src[j]
+        _sum_parts(src, parts.n_items, parts.n, dst, to_float)
     return out

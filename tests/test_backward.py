@@ -164,6 +164,30 @@ def test_bitwise_identical_across_thread_counts(op, axis, rng):
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("shape", [(8, 768), (600, 1000), (40, 20000)])
+def test_normalized_shape_parameters_sum_as_the_general_rule(op, dtype, shape, rng):
+    """Parameters of the normalized shape take the short path (their sums
+    rounded straight into the compute dtype, one item or many); the same
+    weight and bias with x's rank, 1 on the batch axes, take the general
+    one (float64 sums reduced to the parameter's shape, then rounded).
+    Both give the same bits, as new C-contiguous arrays."""
+    x = rng.normal(size=shape).astype(dtype)
+    dy = rng.normal(size=shape).astype(dtype)
+    ctype = np.float64 if dtype == np.float64 else np.float32
+    w = rng.normal(1, 0.5, shape[-1]).astype(ctype)
+    extra = {"bias": np.zeros(shape[-1], ctype)} if op == "layer_norm" else {}
+    short = BACKWARD[op](dy, x, weight=w, **extra)
+    extra = {"bias": np.zeros((1, shape[-1]), ctype)} if op == "layer_norm" else {}
+    general = BACKWARD[op](dy, x, weight=w.reshape(1, -1), **extra)
+    assert np.array_equal(short[0], general[0])
+    for a, b in zip(short[1:], general[1:]):
+        assert a.dtype == ctype and a.shape == (shape[-1],) and a.flags.c_contiguous
+        assert a.flags.owndata
+        assert np.array_equal(a, b.reshape(-1))
+
+
 @pytest.mark.any_isa
 def test_float32_parameter_sums_at_65536_rows():
     """dweight and dbias stay within 1e-4 relative of float64 at (65536, 1024)."""
