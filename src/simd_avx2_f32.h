@@ -52,6 +52,20 @@ static inline void fn_avx2_store16_part(uint16_t *p, __m128i h, ptrdiff_t n)
     memcpy(p, buf, (size_t)n * sizeof(uint16_t));
 }
 
+/* VL float32 lanes summed in double, held in registers across a row (the
+ * half-precision stamps' exact centers): a sum kept in memory would make
+ * every step wait for the store of the one before */
+typedef struct {
+    __m256d lo, hi;
+} fn_avx2_dacc;
+
+static inline __attribute__((always_inline)) fn_avx2_dacc fn_avx2_dacc_add(fn_avx2_dacc a, __m256 v)
+{
+    a.lo = _mm256_add_pd(a.lo, _mm256_cvtps_pd(_mm256_castps256_ps128(v)));
+    a.hi = _mm256_add_pd(a.hi, _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)));
+    return a;
+}
+
 /* float32 -> bfloat16, round to nearest even, NaN stays a quiet NaN */
 static inline __attribute__((always_inline)) __m128i fn_avx2_narrow_bf16(__m256 v)
 {
@@ -92,6 +106,10 @@ static inline __attribute__((always_inline)) __m256 fn_avx2_widen_bf16(__m128i h
 #define VSFENCE() _mm_sfence()
 #define VHSUM_D fn_avx2_hsum_ps
 #define VADD_TO_DOUBLE fn_avx2_add_to_double_ps
+#define VDACC fn_avx2_dacc
+#define VDACC_ZERO ((fn_avx2_dacc){_mm256_setzero_pd(), _mm256_setzero_pd()})
+#define VDACC_ADD fn_avx2_dacc_add
+#define VDACC_STORE(p, a) (_mm256_storeu_pd((p), (a).lo), _mm256_storeu_pd((p) + 4, (a).hi))
 
 /* VL stored 16-bit elements: one 128-bit load or store, tails buffered */
 #define FN_LOAD16(p) _mm_loadu_si128((const __m128i *)(p))

@@ -27,6 +27,21 @@ static inline __attribute__((always_inline)) void fn_avx512_add_to_double_ps(dou
                                           _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1))));
 }
 
+/* VL float32 lanes summed in double, held in registers across a row (the
+ * half-precision stamps' exact centers): a sum kept in memory would make
+ * every step wait for the store of the one before */
+typedef struct {
+    __m512d lo, hi;
+} fn_avx512_dacc;
+
+static inline __attribute__((always_inline)) fn_avx512_dacc fn_avx512_dacc_add(fn_avx512_dacc a,
+                                                                               __m512 v)
+{
+    a.lo = _mm512_add_pd(a.lo, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+    a.hi = _mm512_add_pd(a.hi, _mm512_cvtps_pd(_mm512_extractf32x8_ps(v, 1)));
+    return a;
+}
+
 /* float32 -> bfloat16 in integer arithmetic: round to nearest even (adding
  * 0x7fff plus the lowest kept bit), NaN kept quiet, subnormals kept */
 static inline __attribute__((always_inline)) __m256i fn_avx512_narrow_bf16(__m512 v)
@@ -67,6 +82,10 @@ static inline __attribute__((always_inline)) __m512 fn_avx512_widen_bf16(__m256i
 #define VSFENCE() _mm_sfence()
 #define VHSUM_D fn_avx512_hsum_ps
 #define VADD_TO_DOUBLE fn_avx512_add_to_double_ps
+#define VDACC fn_avx512_dacc
+#define VDACC_ZERO ((fn_avx512_dacc){_mm512_setzero_pd(), _mm512_setzero_pd()})
+#define VDACC_ADD fn_avx512_dacc_add
+#define VDACC_STORE(p, a) (_mm512_storeu_pd((p), (a).lo), _mm512_storeu_pd((p) + 8, (a).hi))
 
 /* VL stored 16-bit elements: one 256-bit load or store, masked for tails */
 #define FN_LOAD16(p) _mm256_loadu_si256((const __m256i *)(p))

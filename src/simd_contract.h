@@ -26,6 +26,9 @@
  *   VSET1 VZERO VADD VSUB VMUL VFMA(a,b,c)=a*b+c VMIN VMAX
  *   VHSUM_D(v)                        sum of the lanes, in double
  *   VADD_TO_DOUBLE(p, v)              double p[0..VL) += lanes of v
+ *   VDACC VDACC_ZERO VDACC_ADD(a, v)  (float32 vocabularies) VL double sums
+ *   VDACC_STORE(p, a)                 in registers, a = a + lanes of v, and
+ *                                     stored to double p[0..VL)
  *   VSTREAM(p,v)                      non-temporal store, p vector-aligned
  *   VSFENCE()                         orders streaming stores before return
  *   FN_MASK(n)                        the vocabulary's own lane mask

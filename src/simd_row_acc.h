@@ -35,7 +35,9 @@ typedef struct {
     FN_T k;                     /* steps in the current chunk */
     double t_cnt, t_mean, t_m2; /* the folded chunks (t_m2: sum of squares for RMSNorm) */
     double t_comp;              /* RMSNorm: compensation of t_m2 (fn_add_compensated) */
-    double dsum[2][VL];         /* sums of x - pivot (FN_EXACT_MEAN) */
+#if FN_EXACT_MEAN
+    VDACC dsum[2]; /* sums of x - pivot */
+#endif
 } FN_NAME(rows_acc);
 
 /* x, or x + r with a fused residual add (r not NULL): the value of h, as
@@ -60,8 +62,9 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_init)(FN_NAME(rows_acc) *acc)
 {
     FN_NAME(rows_acc_clear_chains)(acc);
     acc->t_cnt = acc->t_mean = acc->t_m2 = acc->t_comp = 0.0;
-    if (FN_EXACT_MEAN)
-        for (int j = 0; j < VL; j++) acc->dsum[0][j] = acc->dsum[1][j] = 0.0;
+#if FN_EXACT_MEAN
+    acc->dsum[0] = acc->dsum[1] = VDACC_ZERO;
+#endif
 }
 
 /* Fold the chains into the totals and clear them: the 4*VL partials merge
@@ -116,7 +119,9 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_step_layer)(FN_NAME(rows_acc) *acc, const
         V delta = VSUB(d, acc->m[c]);
         acc->m[c] = VFMA(delta, inv_k, acc->m[c]);
         acc->q[c] = VFMA(delta, VSUB(d, acc->m[c]), acc->q[c]);
-        if (FN_EXACT_MEAN) VADD_TO_DOUBLE(acc->dsum[c >> 1], d);
+#if FN_EXACT_MEAN
+        acc->dsum[c >> 1] = VDACC_ADD(acc->dsum[c >> 1], d);
+#endif
     }
     if (acc->k == FN_ACC_CHUNK) FN_NAME(rows_acc_flush_layer)(acc);
 }
@@ -148,13 +153,17 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_reduce)(FN_NAME(rows_acc) *acc, int rms, 
     m->cnt = acc->t_cnt;
     m->mean = acc->t_mean;
     m->m2 = acc->t_m2 + acc->t_comp;
-    if (FN_EXACT_MEAN && !rms && m->cnt > 0) {
+#if FN_EXACT_MEAN
+    if (!rms && m->cnt > 0) {
         /* M2 above is about the Welford mean: the shift is second order;
          * the center comes from the sums */
-        double total = 0.0;
-        for (int j = 0; j < VL; j++) total += acc->dsum[0][j] + acc->dsum[1][j];
+        double sums[2][VL], total = 0.0;
+        VDACC_STORE(sums[0], acc->dsum[0]);
+        VDACC_STORE(sums[1], acc->dsum[1]);
+        for (int j = 0; j < VL; j++) total += sums[0][j] + sums[1][j];
         m->mean = total / m->cnt;
     }
+#endif
 }
 
 /* Fold in x[lo, hi), a few vectors at most, as a two-pass (masked) block

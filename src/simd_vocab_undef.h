@@ -34,6 +34,10 @@
 #undef VSFENCE
 #undef VHSUM_D
 #undef VADD_TO_DOUBLE
+#undef VDACC
+#undef VDACC_ZERO
+#undef VDACC_ADD
+#undef VDACC_STORE
 /* 16-bit element moves and conversions (float32 vocabularies) */
 #undef FN_LOAD16
 #undef FN_LOAD16_PART
