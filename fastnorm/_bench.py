@@ -107,16 +107,20 @@ def aligned_empty(nbytes, align=64):
     return raw[start : start + nbytes]
 
 
-def roof_fn(nbytes, elements):
+def roof_fn(nbytes, elements, threads=None):
     """The roof of a pass that moves 2 * nbytes: a streaming copy of nbytes
     between aligned buffers, on the threads a fastnorm call of `elements`
     elements would use when it runs (one below fastnorm's parallel
-    threshold; else OMP_NUM_THREADS or threadpoolctl's limit)."""
+    threshold; else OMP_NUM_THREADS or threadpoolctl's limit, read at each
+    call).  `threads` fixes the count instead: a caller timing copies on
+    different thread counts side by side, under one limit, must."""
     from . import _core, _testing
 
     src = aligned_empty(nbytes)
     src[:] = 1  # touched: no zero-page reads
     dst = aligned_empty(nbytes)
+    if threads is not None:
+        return lambda: _testing.stream_copy(dst, src, threads)
     if elements < PARALLEL_MIN_ELEMENTS:
         return lambda: _testing.stream_copy(dst, src, 1)
     return lambda: _testing.stream_copy(dst, src, _core.max_threads())

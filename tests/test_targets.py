@@ -137,6 +137,28 @@ def test_roof_is_a_streaming_copy_of_the_bytes_each_pass_moves(monkeypatch):
     assert copied.pop()[2] == 1  # below fastnorm's parallel threshold: one thread
 
 
+def test_roof_scaling_reference_copies_on_one_and_on_two_threads(monkeypatch):
+    """The reference "streaming copy 2 threads / 1 thread" times its two
+    copies under one limit of 2 threads: each must still run on its own
+    count (a roof that reads the limit at each call ran both on 2, and the
+    reference was always about 1)."""
+    from fastnorm import _testing
+
+    used = []
+    monkeypatch.setattr(_testing, "stream_copy", lambda d, s, t: used.append(t))
+
+    def time_interleaved(fns, repeats, min_time=0.0):
+        times = {}
+        for name, fn in fns.items():
+            fn()
+            times[name] = float(used.pop())  # the "time": its thread count
+        return times
+
+    monkeypatch.setattr(targets, "time_interleaved", time_interleaved)
+    (reference,) = targets.roof_references()
+    assert reference.measure(repeats=1) == 2.0
+
+
 def test_spelling_targets_cover_every_spelling_with_one_goal():
     """Issue 11: every spelling of an (8, 768) call, half weights included,
     at most 1.2x the int form; each spelling computes the same result."""
