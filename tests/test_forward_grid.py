@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from _reference import OPS, assert_close, axes_of, reference, result_dtype
+from _reference import BFLOAT16, OPS, assert_close, axes_of, reference, result_dtype
 
 import fastnorm
 
@@ -272,3 +272,50 @@ def test_result_does_not_depend_on_output_alignment(op, dtype, always_stream, rn
     for other in results[1:]:
         for a, b in zip(results[0], other):
             assert np.array_equal(a, b)
+
+
+def _line_placed(shape, dtype, offset, fill):
+    """An array of shape whose data starts `offset` items past a 64-byte
+    line, inside a buffer whose other bytes hold `fill`; (array, buffer)."""
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape)) * dtype.itemsize
+    raw = np.full(size + 128 + offset * dtype.itemsize, fill, np.uint8)
+    start = -raw.ctypes.data % 64 + offset * dtype.itemsize
+    return raw[start : start + size].view(dtype).reshape(shape), raw, start, size
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16, "bfloat16"])
+@pytest.mark.parametrize("fused", [False, True])
+def test_streamed_rows_any_offset_in_a_line(dtype, fused, always_stream, rng):
+    """Streaming stores cover only a row's whole 64-byte lines (the head up
+    to the first line and the tail after the last are ordinary stores): y
+    (and h, streamed when it lies like y in its lines, else not) at every
+    element offset within a line, rows shorter and longer than the head,
+    give the bits of the non-streaming call and write no byte outside."""
+    dt = BFLOAT16 if dtype == "bfloat16" else np.dtype(dtype)
+    per_line = 64 // dt.itemsize
+    ct = np.float64 if dt == np.float64 else np.float32
+    for n in (1, 2, per_line - 1, per_line + 1, 3 * per_line + 5, 300):
+        x = rng.normal(2, 3, (3, n)).astype(dt)
+        r = rng.normal(0, 1, (3, n)).astype(dt)
+        w = rng.normal(1, 0.3, n).astype(ct)
+        b = rng.normal(0, 0.3, n).astype(ct)
+        previous = fastnorm._core.set_stream_min_bytes(1 << 40)
+        if fused:
+            want = fastnorm.add_layer_norm(x, r, None, w, b)
+        else:
+            want = (fastnorm.layer_norm(x, None, w, b),)
+        fastnorm._core.set_stream_min_bytes(previous)
+        for offset in range(per_line):
+            y, y_raw, y0, y_size = _line_placed(x.shape, dt, offset, 0xAB)
+            if fused:
+                # h like y in its lines (streamed), then off by one item (not)
+                for h_offset in (offset, (offset + 1) % per_line):
+                    h, h_raw, h0, h_size = _line_placed(x.shape, dt, h_offset, 0xAB)
+                    fastnorm.add_layer_norm(x, r, None, w, b, out=y, residual_out=h)
+                    assert y.tobytes() == want[0].tobytes() and h.tobytes() == want[1].tobytes()
+                    assert (h_raw[:h0] == 0xAB).all() and (h_raw[h0 + h_size :] == 0xAB).all()
+            else:
+                fastnorm.layer_norm(x, None, w, b, out=y)
+                assert y.tobytes() == want[0].tobytes(), (n, offset)
+            assert (y_raw[:y0] == 0xAB).all() and (y_raw[y0 + y_size :] == 0xAB).all()
