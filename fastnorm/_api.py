@@ -3,7 +3,9 @@ documentation.  Each is one call into the compiled core's call specification
 (fastnorm/_calls.pxi), which checks every argument once, with messages that
 name the values and shapes involved, and runs the kernels."""
 
-from . import _core
+from numpy import ndarray as _ndarray
+
+from . import _core, _dask
 
 __all__ = [
     "layer_norm",
@@ -15,6 +17,15 @@ __all__ = [
 ]
 
 _LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
+
+
+def _engine(a, b=None):
+    """What runs a call: the compiled core, or fastnorm._dask (the same core
+    on each block, lazily) when a or b is a Dask array.  Duck-typed: dask is
+    never imported here."""
+    if type(a) is _ndarray and (b is None or type(b) is _ndarray):
+        return _core
+    return _dask if _dask.is_dask(a, b) else _core
 
 
 def layer_norm(
@@ -96,7 +107,7 @@ def layer_norm(
     array([[-1.342, -0.447,  0.447,  1.342],
            [-1.342, -0.447,  0.447,  1.342]], dtype=float32)
     """
-    return _core.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
+    return _engine(x).normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
 
 
 def rms_norm(
@@ -141,7 +152,7 @@ def rms_norm(
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0)
     array([0.84852814, 1.13137085])
     """
-    return _core.normalize(_RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats)
+    return _engine(x).normalize(_RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats)
 
 
 def layer_norm_backward(
@@ -205,7 +216,7 @@ def layer_norm_backward(
     bias, dx still comes from the fused kernel and the parameter sums from
     float64 NumPy reductions.
     """
-    return _core.normalize_backward(
+    return _engine(dy, x).normalize_backward(
         _LN, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias
     )
 
@@ -229,7 +240,7 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
     dx : ndarray
     dweight : ndarray or None
     """
-    return _core.normalize_backward(
+    return _engine(dy, x).normalize_backward(
         _RMS, dy, x, normalized_shape, weight, None, rstd, eps, axis, None
     )
 
@@ -271,7 +282,7 @@ def add_layer_norm(
     mean, rstd : ndarray
         Only when `return_stats` is true.
     """
-    return _core.add_normalize(
+    return _engine(x, residual).add_normalize(
         _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats
     )
 
@@ -293,7 +304,7 @@ def add_rms_norm(
     See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps
     defaults as in `rms_norm`.
     """
-    return _core.add_normalize(
+    return _engine(x, residual).add_normalize(
         _RMS,
         x,
         residual,
