@@ -3,7 +3,7 @@ documentation.  Each is one call into the compiled core's call specification
 (fastnorm/_calls.pxi), which checks every argument once, with messages that
 name the values and shapes involved, and runs the kernels."""
 
-from numpy import ndarray as _ndarray
+from numpy import ndarray as _ND
 
 from . import _core, _dask
 
@@ -20,11 +20,11 @@ _LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
 
 
 def _engine(a, b=None):
-    """What runs a call: the compiled core, or fastnorm._dask (the same core
-    on each block, lazily) when a or b is a Dask array.  Duck-typed: dask is
+    """What runs a call whose array arguments a and b are not both ndarrays
+    (the callers test that inline, so that a NumPy call pays no function
+    call for it): fastnorm._dask (the same core on each block, lazily) when
+    a or b is a Dask array, else the compiled core.  Duck-typed: dask is
     never imported here."""
-    if type(a) is _ndarray and (b is None or type(b) is _ndarray):
-        return _core
     return _dask if _dask.is_dask(a, b) else _core
 
 
@@ -107,7 +107,9 @@ def layer_norm(
     array([[-1.342, -0.447,  0.447,  1.342],
            [-1.342, -0.447,  0.447,  1.342]], dtype=float32)
     """
-    return _engine(x).normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
+    return (_core if type(x) is _ND else _engine(x)).normalize(
+        _LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats
+    )
 
 
 def rms_norm(
@@ -152,7 +154,9 @@ def rms_norm(
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0)
     array([0.84852814, 1.13137085])
     """
-    return _engine(x).normalize(_RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats)
+    return (_core if type(x) is _ND else _engine(x)).normalize(
+        _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats
+    )
 
 
 def layer_norm_backward(
@@ -216,7 +220,7 @@ def layer_norm_backward(
     bias, dx still comes from the fused kernel and the parameter sums from
     float64 NumPy reductions.
     """
-    return _engine(dy, x).normalize_backward(
+    return (_core if type(x) is _ND is type(dy) else _engine(dy, x)).normalize_backward(
         _LN, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias
     )
 
@@ -240,7 +244,7 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
     dx : ndarray
     dweight : ndarray or None
     """
-    return _engine(dy, x).normalize_backward(
+    return (_core if type(x) is _ND is type(dy) else _engine(dy, x)).normalize_backward(
         _RMS, dy, x, normalized_shape, weight, None, rstd, eps, axis, None
     )
 
@@ -282,7 +286,7 @@ def add_layer_norm(
     mean, rstd : ndarray
         Only when `return_stats` is true.
     """
-    return _engine(x, residual).add_normalize(
+    return (_core if type(x) is _ND is type(residual) else _engine(x, residual)).add_normalize(
         _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats
     )
 
@@ -304,7 +308,7 @@ def add_rms_norm(
     See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps
     defaults as in `rms_norm`.
     """
-    return _engine(x, residual).add_normalize(
+    return (_core if type(x) is _ND is type(residual) else _engine(x, residual)).add_normalize(
         _RMS,
         x,
         residual,

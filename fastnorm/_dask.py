@@ -281,9 +281,7 @@ def _param_operand(value, name, x, axes, chunks, ind, letters):
         return None, None
     arr = _dask_array(value, name)
     shape = np.shape(value) if arr is None else arr.shape
-    per_sample = len(shape) == x.ndim and any(
-        shape[a] != 1 for a in range(x.ndim) if a not in axes
-    )
+    per_sample = len(shape) == x.ndim and any(shape[a] != 1 for a in range(x.ndim) if a not in axes)
     if per_sample:
         target = _param_chunks(shape, chunks)
         if arr is None:
@@ -456,13 +454,13 @@ def _param_grad_sum(result, k, shape, x, ind, letters, dtype, what):
         extra = "".join(next(letters) for _ in shape)
         parts = da.blockwise(
             _pick_lifted, ind + extra, result, ind, k=k, ndim=ndim, token=f"{what}-part{k}",
-            new_axes=dict(zip(extra, shape)), adjust_chunks={c: 1 for c in ind},
+            new_axes=dict(zip(extra, shape)), adjust_chunks=dict.fromkeys(ind, 1),
             dtype=np.float64, meta=_meta(ndim + len(shape), np.float64),
         )  # fmt: skip
         grid = tuple(range(ndim))
         keepdims = False
     total = parts.sum(
-        axis=grid, split_every={a: SPLIT_EVERY for a in grid}, keepdims=keepdims, dtype=np.float64
+        axis=grid, split_every=dict.fromkeys(grid, SPLIT_EVERY), keepdims=keepdims, dtype=np.float64
     )
     return total.astype(dtype)
 
