@@ -456,7 +456,7 @@ def test_bad_arguments_raise_at_call_time_as_in_memory(rng):
         (lambda a, d: fastnorm.layer_norm(a, bias=np.ma.masked_array(np.ones(40))), TypeError),
     ]
     for fn, kind in cases:
-        same_error(lambda: fn(dx, ddy), lambda: fn(x, dy), kind)
+        same_error(lambda fn=fn: fn(dx, ddy), lambda fn=fn: fn(x, dy), kind)
 
 
 @pytest.mark.any_isa
