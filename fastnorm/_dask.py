@@ -58,7 +58,7 @@ def is_dask(*values):
 
 # ---- the threads of a task ---------------------------------------------------------
 
-_openmp = []  # threadpoolctl's controllers of the OpenMP runtimes, once per process
+_openmp: list = []  # threadpoolctl's controllers of the OpenMP runtimes, once per process
 
 
 def _openmp_controllers():
