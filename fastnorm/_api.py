@@ -53,7 +53,10 @@ def layer_norm(
         float32 and rounded once to the input's dtype; integer and bool
         inputs are converted to float64.  Every array argument is taken as
         ``numpy.asarray`` takes it (a ``numpy.matrix`` is its 2-D array);
-        masked arrays are refused with a TypeError.
+        masked arrays are refused with a TypeError.  A Dask array gives
+        lazy Dask arrays back, of x's chunks, one fastnorm call per block
+        and bit for bit the in-memory result (README, "Dask": dispatch,
+        chunking, determinism); weight and bias may then be Dask arrays too.
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over, as in
         ``torch.nn.functional.layer_norm``.
@@ -77,6 +80,8 @@ def layer_norm(
         Where to write the result: x's shape and the result dtype, any
         strides whose elements do not overlap each other (ValueError for a
         broadcast or sliding-window view); it may be x itself (in place).
+        Not with a Dask input (a TypeError): write a lazy result with
+        ``dask.array.store`` or ``to_zarr`` instead.
     return_stats : bool, default False
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped like x
         with 1 at each normalized axis (float64 for float64 results, else
@@ -84,8 +89,8 @@ def layer_norm(
 
     Returns
     -------
-    y : ndarray
-        The normalized array (``out`` when given).
+    y : ndarray or dask.array.Array
+        The normalized array (``out`` when given; a Dask array for a Dask x).
     mean, rstd : ndarray
         Only when `return_stats` is true.
 
@@ -120,7 +125,8 @@ def rms_norm(
     Parameters
     ----------
     x : array_like
-        Input, as in `layer_norm` (float16 and bfloat16 compute in float32).
+        Input, as in `layer_norm` (float16 and bfloat16 compute in float32;
+        a Dask array gives lazy Dask arrays back).
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over.
     weight : array_like, optional
@@ -178,7 +184,11 @@ def layer_norm_backward(
     dy : array_like
         Gradient of the loss with respect to the forward's output; x's shape.
     x : array_like
-        The forward's input.
+        The forward's input.  When dy or x is a Dask array, every result is
+        a lazy Dask array: dx block by block, bit for bit the in-memory dx;
+        dweight and dbias the sum of each block's float64 partial sums in a
+        fixed tree, rounded once: the same bits for a given chunking on any
+        scheduler and any number of workers.
     normalized_shape, axis : optional
         The normalized axes, as in `layer_norm`.
     weight : array_like, optional
@@ -271,7 +281,8 @@ def add_layer_norm(
     Parameters
     ----------
     x, residual : array_like
-        Same shape; residual is converted to x's dtype.
+        Same shape; residual is converted to x's dtype.  When either is a
+        Dask array, y and h (and the stats) are lazy Dask arrays.
     normalized_shape, weight, bias, eps, axis, out, return_stats
         As in `layer_norm`.
     residual_out : ndarray, optional
