@@ -357,7 +357,7 @@ def dask_targets():
             t = times(repeats)
             return t["fastnorm"] / t[den]
 
-        name = f"{op} f32 {shape} chunks {chunks} Dask 2 threads / Dask-native expression"
+        name = f"{op} f32 {shape} Dask chunks {chunks} / Dask ops"
         targets.append(Target(name, goal, (2,), functools.partial(vs, "dask")))
         name = "  the same / identity pass x.map_blocks(np.copy)"
         targets.append(Target(name, 1.1, (2,), functools.partial(vs, "identity")))

@@ -220,9 +220,10 @@ def _in_memory(value, name):
 # ---- chunks ------------------------------------------------------------------------------
 
 
-def _block_chunks(x, axes, what):
+def _block_chunks(x, axes, what, name="x"):
     """x's chunks, or the chunks it is rechunked to (with a PerformanceWarning)
-    when an axis from the first normalized axis on is split."""
+    when an axis from the first normalized axis on is split (x: the Dask
+    operand whose chunks the blocks follow, called `name`)."""
     whole = range(axes[0], x.ndim)
     split = [a for a in whole if len(x.chunks[a]) > 1]
     if not split:
@@ -240,10 +241,10 @@ def _block_chunks(x, axes, what):
         else "the normalized axes and the batch axes after the first of them"
     )
     warnings.warn(
-        f"fastnorm.{what}: x with shape {x.shape} in chunks {x.chunksize} is split along "
+        f"fastnorm.{what}: {name} with shape {x.shape} in chunks {x.chunksize} is split along "
         f"axes {tuple(split)}, but {reason} (axes {tuple(whole)}) must be one chunk each, so "
         f"that every block's rows are normalized as in the whole array; rechunking to "
-        f"{tuple(max(c) for c in chunks)}. Chunk x along axes before axis {axes[0]} only "
+        f"{tuple(max(c) for c in chunks)}. Chunk {name} along axes before axis {axes[0]} only "
         "to avoid this.",
         da.PerformanceWarning,
         stacklevel=4,
@@ -389,9 +390,9 @@ def add_normalize(
     what = _NAMES["add", op]
     _refuse_out("out", out)
     _refuse_out("residual_out", residual_out)
-    template = _dask_array(x, "x")
+    template, name = _dask_array(x, "x"), "x"
     if template is None:
-        template = _dask_array(residual, "residual")
+        template, name = _dask_array(residual, "residual"), "residual"
         x_probe = _in_memory(x, "x")
         x_dtype, x_shape = x_probe.dtype, x_probe.shape
     else:
@@ -413,7 +414,7 @@ def add_normalize(
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(template, axes, what)
+    chunks = _block_chunks(template, axes, what, name)
     x = _aligned(x, "x", chunks)
     residual = _aligned(residual, "residual", chunks)
     ind, letters = _indices(x.ndim)
@@ -470,9 +471,9 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     import dask.array as da
 
     what = _NAMES["backward", op]
-    template = _dask_array(x, "x")
+    template, name = _dask_array(x, "x"), "x"
     if template is None:
-        template = _dask_array(dy, "dy")
+        template, name = _dask_array(dy, "dy"), "dy"
         x_probe = _in_memory(x, "x")
         x_dtype, x_shape = x_probe.dtype, x_probe.shape
     else:
@@ -495,7 +496,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(template, axes, what)
+    chunks = _block_chunks(template, axes, what, name)
     x = _aligned(x, "x", chunks)
     dy = _aligned(dy, "dy", chunks)
     ind, letters = _indices(x.ndim)
