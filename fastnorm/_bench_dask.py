@@ -80,7 +80,7 @@ def dask_competitors(op="layer_norm", shape=SHAPE, chunks=CHUNKS, threads_varian
 def time_warm_interleaved(fns, repeats):
     """Median seconds of each callable over `repeats` interleaved rounds;
     in each round every competitor runs once untimed, then once timed."""
-    samples = {name: [] for name in fns}
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             fn()  # untimed: touches fresh memory, fills caches and pools
