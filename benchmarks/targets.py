@@ -6,6 +6,7 @@
     python benchmarks/targets.py --spellings          # every spelling of a small call
     python benchmarks/targets.py --dtype bfloat16     # the half-precision targets
     python benchmarks/targets.py --torch              # fastnorm.torch against torch
+    python benchmarks/targets.py --dask --repeats 5   # fastnorm on Dask arrays
     python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
 
 Each target is a ratio of medians measured in one process, its competitors
@@ -457,6 +458,42 @@ def spelling_targets():
 SPELLING_TARGET_COUNT = 24
 
 
+# ---- Dask arrays (issue 13) ----------------------------------------------------
+
+
+def _dask_times(op, repeats):
+    from fastnorm import _bench_dask
+
+    return _bench_dask.measure(op, repeats, names=["fastnorm", "dask", "identity"])
+
+
+def dask_targets():
+    """fastnorm on a (32768, 4096) float32 Dask array in (2048, 4096) chunks,
+    computed on the threaded scheduler with 2 workers, against the same
+    normalization in Dask array operations and against an identity pass of
+    the blocks (x.map_blocks(np.copy)); each timed run follows an untimed
+    one of the same competitor (fastnorm/_bench_dask.py says why)."""
+    from fastnorm import _bench_dask
+
+    shape, chunks = _bench_dask.SHAPE, _bench_dask.CHUNKS
+    targets = []
+    for op, goal in (("layer_norm", 0.2), ("rms_norm", 0.5)):
+        times = _once(functools.partial(_dask_times, op))
+
+        def vs(den, repeats, times=times):
+            t = times(repeats)
+            return t["fastnorm"] / t[den]
+
+        name = f"{op} f32 {shape} Dask chunks {chunks} / Dask ops"
+        targets.append(Target(name, goal, (2,), functools.partial(vs, "dask")))
+        name = "  the same / identity pass x.map_blocks(np.copy)"
+        targets.append(Target(name, 1.1, (2,), functools.partial(vs, "identity")))
+    return targets
+
+
+DASK_TARGET_COUNT = 4
+
+
 # ---- the report -------------------------------------------------------------
 
 
@@ -529,6 +566,11 @@ def parse_args(argv):
         action="store_true",
         help="fastnorm.torch against PyTorch (benchmarks/targets_torch.py)",
     )
+    which.add_argument(
+        "--dask",
+        action="store_true",
+        help="fastnorm on Dask arrays against Dask-native expressions (needs dask)",
+    )
     parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per target")
     parser.add_argument(
         "--threads",
@@ -545,6 +587,11 @@ def parse_args(argv):
         parser.error("--repeats must be at least 1")
     if args.torch and _bench.torch_module() is None:
         parser.error("--torch needs PyTorch, which is not installed")
+    if args.dask:
+        try:
+            import dask.array  # noqa: F401
+        except ImportError:
+            parser.error("--dask needs dask: pip install '.[dask]'")
     return args
 
 
@@ -562,6 +609,8 @@ def main(argv=None):
         targets = spelling_targets()
     elif args.backward:
         targets = backward_targets()
+    elif args.dask:
+        targets = dask_targets()
     else:
         targets = forward_targets()
     if not args.spellings:

@@ -143,7 +143,12 @@ def bench_main(argv):
         action="store_true",
         help="let each call allocate its output (default: out= preallocated)",
     )
-    parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds per case")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="interleaved rounds per case (default 21; 5 with --dask)",
+    )
     parser.add_argument(
         "--plot",
         metavar="FILE.png",
@@ -168,6 +173,13 @@ def bench_main(argv):
         "(ratios of medians, side by side; needs torch)",
     )
     parser.add_argument(
+        "--dask",
+        action="store_true",
+        help="time fastnorm on a (32768, 4096) float32 Dask array in (2048, 4096) chunks "
+        "against the Dask-native expression and an identity pass (threaded scheduler, "
+        "2 workers; needs dask: pip install 'fastnorm[dask]')",
+    )
+    parser.add_argument(
         "--isa",
         choices=_core.available_isas(),
         help="force fastnorm's kernel set for the run (default: the best "
@@ -179,10 +191,19 @@ def bench_main(argv):
             "the project's speed targets moved out of the package: run "
             "python benchmarks/targets.py in a source checkout"
         )
+    if args.repeats is None:
+        args.repeats = 5 if args.dask else 21
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     if args.torch and _bench.torch_module() is None:
         parser.error("--torch needs PyTorch, which is not installed")
+    if args.dask:
+        try:
+            import dask.array  # noqa: F401
+        except ImportError:
+            parser.error("--dask needs dask: pip install 'fastnorm[dask]'")
+        if args.torch or args.fused or args.backward or args.plot:
+            parser.error("--dask takes --op, --repeats and --isa")
     with _bench.forced_isa(args.isa):
         return _bench_dispatch(parser, args)
 
@@ -194,6 +215,10 @@ def _bench_dispatch(parser, args):
     for op in ops:
         if op not in ("layer_norm", "rms_norm"):
             parser.error(f"--op takes layer_norm and/or rms_norm, got {op!r}")
+    if args.dask:
+        from . import _bench_dask
+
+        return _bench_dask.bench_dask(args.repeats, ops)
     if args.torch:
         if args.layout != "last" or args.fused or args.alloc or args.plot:
             parser.error(

@@ -3,7 +3,9 @@ documentation.  Each is one call into the compiled core's call specification
 (fastnorm/_calls.pxi), which checks every argument once, with messages that
 name the values and shapes involved, and runs the kernels."""
 
-from . import _core
+from numpy import ndarray as _ND
+
+from . import _core, _dask
 
 __all__ = [
     "layer_norm",
@@ -15,6 +17,15 @@ __all__ = [
 ]
 
 _LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
+
+
+def _engine(a, b=None):
+    """What runs a call whose array arguments a and b are not both ndarrays
+    (the callers test that inline, so that a NumPy call pays no function
+    call for it): fastnorm._dask (the same core on each block, lazily) when
+    a or b is a Dask array, else the compiled core.  Duck-typed: dask is
+    never imported here."""
+    return _dask if _dask.is_dask(a, b) else _core
 
 
 def layer_norm(
@@ -42,7 +53,10 @@ def layer_norm(
         float32 and rounded once to the input's dtype; integer and bool
         inputs are converted to float64.  Every array argument is taken as
         ``numpy.asarray`` takes it (a ``numpy.matrix`` is its 2-D array);
-        masked arrays are refused with a TypeError.
+        masked arrays are refused with a TypeError.  A Dask array gives
+        lazy Dask arrays back, of x's chunks, one fastnorm call per block
+        and bit for bit the in-memory result (README, "Dask": dispatch,
+        chunking, determinism); weight and bias may then be Dask arrays too.
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over, as in
         ``torch.nn.functional.layer_norm``.
@@ -66,6 +80,8 @@ def layer_norm(
         Where to write the result: x's shape and the result dtype, any
         strides whose elements do not overlap each other (ValueError for a
         broadcast or sliding-window view); it may be x itself (in place).
+        Not with a Dask input (a TypeError): write a lazy result with
+        ``dask.array.store`` or ``to_zarr`` instead.
     return_stats : bool, default False
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped like x
         with 1 at each normalized axis (float64 for float64 results, else
@@ -73,8 +89,8 @@ def layer_norm(
 
     Returns
     -------
-    y : ndarray
-        The normalized array (``out`` when given).
+    y : ndarray or dask.array.Array
+        The normalized array (``out`` when given; a Dask array for a Dask x).
     mean, rstd : ndarray
         Only when `return_stats` is true.
 
@@ -96,7 +112,9 @@ def layer_norm(
     array([[-1.342, -0.447,  0.447,  1.342],
            [-1.342, -0.447,  0.447,  1.342]], dtype=float32)
     """
-    return _core.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
+    return (_core if type(x) is _ND else _engine(x)).normalize(
+        _LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats
+    )
 
 
 def rms_norm(
@@ -107,7 +125,8 @@ def rms_norm(
     Parameters
     ----------
     x : array_like
-        Input, as in `layer_norm` (float16 and bfloat16 compute in float32).
+        Input, as in `layer_norm` (float16 and bfloat16 compute in float32;
+        a Dask array gives lazy Dask arrays back).
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over.
     weight : array_like, optional
@@ -141,7 +160,9 @@ def rms_norm(
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0)
     array([0.84852814, 1.13137085])
     """
-    return _core.normalize(_RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats)
+    return (_core if type(x) is _ND else _engine(x)).normalize(
+        _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats
+    )
 
 
 def layer_norm_backward(
@@ -163,7 +184,11 @@ def layer_norm_backward(
     dy : array_like
         Gradient of the loss with respect to the forward's output; x's shape.
     x : array_like
-        The forward's input.
+        The forward's input.  When dy or x is a Dask array, every result is
+        a lazy Dask array: dx block by block, bit for bit the in-memory dx;
+        dweight and dbias the sum of each block's float64 partial sums in a
+        fixed tree, rounded once: the same bits for a given chunking on any
+        scheduler and any number of workers.
     normalized_shape, axis : optional
         The normalized axes, as in `layer_norm`.
     weight : array_like, optional
@@ -205,7 +230,7 @@ def layer_norm_backward(
     bias, dx still comes from the fused kernel and the parameter sums from
     float64 NumPy reductions.
     """
-    return _core.normalize_backward(
+    return (_core if type(x) is _ND is type(dy) else _engine(dy, x)).normalize_backward(
         _LN, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias
     )
 
@@ -229,7 +254,7 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
     dx : ndarray
     dweight : ndarray or None
     """
-    return _core.normalize_backward(
+    return (_core if type(x) is _ND is type(dy) else _engine(dy, x)).normalize_backward(
         _RMS, dy, x, normalized_shape, weight, None, rstd, eps, axis, None
     )
 
@@ -256,7 +281,8 @@ def add_layer_norm(
     Parameters
     ----------
     x, residual : array_like
-        Same shape; residual is converted to x's dtype.
+        Same shape; residual is converted to x's dtype.  When either is a
+        Dask array, y and h (and the stats) are lazy Dask arrays.
     normalized_shape, weight, bias, eps, axis, out, return_stats
         As in `layer_norm`.
     residual_out : ndarray, optional
@@ -271,7 +297,7 @@ def add_layer_norm(
     mean, rstd : ndarray
         Only when `return_stats` is true.
     """
-    return _core.add_normalize(
+    return (_core if type(x) is _ND is type(residual) else _engine(x, residual)).add_normalize(
         _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats
     )
 
@@ -293,7 +319,7 @@ def add_rms_norm(
     See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps
     defaults as in `rms_norm`.
     """
-    return _core.add_normalize(
+    return (_core if type(x) is _ND is type(residual) else _engine(x, residual)).add_normalize(
         _RMS,
         x,
         residual,

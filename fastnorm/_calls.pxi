@@ -703,13 +703,21 @@ cdef _forward_on_copies(int op, cnp.ndarray x, cnp.ndarray y, object weight, obj
 
 # ---- the forward --------------------------------------------------------------------
 
-def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint return_stats):
-    """layer_norm (op OP_LAYER_NORM, with bias) and rms_norm (bias None)."""
+def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint return_stats,
+              bint check_only=False):
+    """layer_norm (op OP_LAYER_NORM, with bias) and rms_norm (bias None).
+
+    check_only: check the arguments and return (axes, per_sample), the
+    sorted normalized axes and whether weight or bias is per-sample, without
+    allocating or computing anything (the Dask layer checks a call on
+    zero-strided stand-ins of x's shape with it)."""
     cdef bint is_norm[MAX_DIMS]
     cdef cnp.ndarray xa = _input_array(x), y, y_work
     cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
     weight, bias, per_sample = _affine_args(weight, bias, xa, axes)
     cdef double eps_value = _eps_value(op, eps, cnp.PyArray_TYPE(xa))
+    if check_only:
+        return axes, per_sample
     y = _new_output(xa) if out is None else _checked_out(out, xa, "out")
     mean, rstd = _new_stats(op, xa, is_norm, return_stats)
     if cnp.PyArray_SIZE(xa) == 0:
@@ -734,11 +742,11 @@ def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint re
 # ---- the fused residual add ---------------------------------------------------------
 
 def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis, out,
-                  residual_out, bint return_stats):
+                  residual_out, bint return_stats, bint check_only=False):
     """h = x + residual, then y = normalize(h), in one pass where the layout
-    allows: add_layer_norm and add_rms_norm."""
+    allows: add_layer_norm and add_rms_norm.  check_only: as for normalize."""
     cdef bint is_norm[MAX_DIMS]
-    cdef cnp.ndarray xa = _input_array(x), r, y, h
+    cdef cnp.ndarray xa = _input_array(x), r, y = None, h = None
     r = _same_dtype_as(residual, "residual", xa)
     if residual_out is not None:
         h = _checked_out(residual_out, xa, "residual_out")
@@ -746,12 +754,17 @@ def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis
         # and reading one's memory span as an array's would be out of bounds)
         if isinstance(out, np.ndarray) and _overlap(out, h):
             raise ValueError("out and residual_out overlap: y and h need separate arrays")
-    else:
+    elif not check_only:
         h = _new_output(xa)
-    y = _new_output(xa) if out is None else _checked_out(out, xa, "out")
+    if out is not None:
+        y = _checked_out(out, xa, "out")
+    elif not check_only:
+        y = _new_output(xa)
     cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
     weight, bias, per_sample = _affine_args(weight, bias, xa, axes)
     cdef double eps_value = _eps_value(op, eps, cnp.PyArray_TYPE(xa))
+    if check_only:
+        return axes, per_sample
     weight = _private_if_overlapping(weight, y, h)
     bias = _private_if_overlapping(bias, y, h)
     mean, rstd = _new_stats(op, xa, is_norm, return_stats)
@@ -781,9 +794,9 @@ def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis
 # ---- the backward -------------------------------------------------------------------
 
 cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes,
-                         const bint *is_norm):
+                         const bint *is_norm, bint check_only=False):
     """mean or rstd as the forward returned them: the keepdims stats shape,
-    in the compute dtype, C-contiguous."""
+    in the compute dtype, C-contiguous (check_only: checked, not converted)."""
     if value is None:
         return None
     cdef int ctype = _compute_typenum(cnp.PyArray_TYPE(x))
@@ -797,6 +810,8 @@ cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes,
         raise ValueError(
             f"{name} has shape {_shape(arr)} but the statistics of x with shape {_shape(x)} "
             f"over axes {axes} have shape {_stats_shape(x, axes)} (as the forward returns them)")
+    if check_only:
+        return arr
     return _kernel_operand(arr, cnp.PyArray_TYPE(x), contiguous=True)
 
 
@@ -896,7 +911,7 @@ cdef tuple _backward_on_copies(int op, cnp.ndarray x, cnp.ndarray dy, cnp.ndarra
 
 cdef tuple _per_sample_backward(int op, cnp.ndarray dy, cnp.ndarray x, tuple axes,
                                 object weight, object weight_shape, object bias_shape,
-                                object rstd, double eps):
+                                object rstd, double eps, object param_dtype):
     """Backward with a per-sample weight or bias (AdaLN).  With g = dy * w,
     dx is the backward of an unweighted norm at g, so the fused kernel
     computes it; dweight = sum(dy * xhat) and dbias = sum(dy) are summed in
@@ -914,25 +929,32 @@ cdef tuple _per_sample_backward(int op, cnp.ndarray dy, cnp.ndarray x, tuple axe
     g = dy_c if w is None else dy_c * w
     dx = normalize_backward(op, g, x_c, None, None, None, rstd, eps, axes, None)[0]
     result = [dx.astype(x.dtype, copy=False)]
+    if param_dtype is None:
+        param_dtype = dtype
     if weight is not None:
         fwd = normalize(op, x_c, None, None, None, eps, axes, None, True)
         xhat, rstd_fwd = fwd[0], fwd[len(fwd) - 1]
         if rstd is not None:  # the caller's rstd, where it differs from eps's
             xhat = xhat * np.where(rstd == rstd_fwd, 1, rstd / rstd_fwd)
         full = np.multiply(dy_c, xhat, dtype=np.float64)
-        result.append(_sum_over_broadcast(full, weight_shape, x, axes).astype(dtype))
+        result.append(_sum_over_broadcast(full, weight_shape, x, axes).astype(param_dtype))
     else:
         result.append(None)
     if op == OP_LAYER_NORM:
         dbias = np.asarray(dy_c, dtype=np.float64)
         shape = bias_shape if bias_shape is not None else _norm_shape(x, axes)
-        result.append(_sum_over_broadcast(dbias, shape, x, axes).astype(dtype))
+        result.append(_sum_over_broadcast(dbias, shape, x, axes).astype(param_dtype))
     return tuple(result)
 
 
-def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias):
+def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias,
+                       param_dtype=None, bint check_only=False):
     """layer_norm_backward (bias: only its shape is used) and
-    rms_norm_backward: (dx, dweight, dbias) or (dx, dweight)."""
+    rms_norm_backward: (dx, dweight, dbias) or (dx, dweight).
+
+    param_dtype: the dtype of dweight and dbias, instead of the compute
+    dtype (the Dask layer takes each block's float64 sums before they are
+    rounded, to add them up across blocks).  check_only: as for normalize."""
     cdef bint is_norm[MAX_DIMS]
     # bias first, then x (as layer_norm_backward checked them before the
     # call specification)
@@ -944,9 +966,9 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     if mean is not None and rstd is None:
         raise ValueError("mean was given without rstd: pass both statistics the forward "
                          "returned, or neither to recompute them")
-    # mean is validated; the kernel recomputes the mean exactly
-    _stats_input(mean, "mean", xa, axes, is_norm)
-    rstd = _stats_input(rstd, "rstd", xa, axes, is_norm)
+    # mean is validated only: the kernel recomputes the mean exactly
+    _stats_input(mean, "mean", xa, axes, is_norm, True)
+    rstd = _stats_input(rstd, "rstd", xa, axes, is_norm, check_only)
     cdef double eps_value = _eps_value(op, eps, cnp.PyArray_TYPE(xa))
     cdef int ctype = _compute_typenum(cnp.PyArray_TYPE(xa))
     weight_shape = None
@@ -957,14 +979,19 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     # are the gradients, summed straight into the compute dtype (float32
     # for float16/bfloat16).  Other shapes are shared parameters the sums
     # are reduced to, or per-sample ones (AdaLN).
-    cdef bint plain = ((weight_shape is None or weight_shape == norm_shape)
+    cdef bint plain = (param_dtype is None
+                       and (weight_shape is None or weight_shape == norm_shape)
                        and (bias_shape is None or bias_shape == norm_shape))
-    if not plain and (bias_shape is not None or weight.ndim > 1):
+    if not plain and (bias_shape is not None or (weight is not None and weight.ndim > 1)):
         bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
         if _affine_kind(weight, bias_probe, xa, axes):
+            if check_only:
+                return axes, True
             return _per_sample_backward(op, dya, xa, axes, weight, weight_shape, bias_shape,
-                                        rstd, eps_value)
+                                        rstd, eps_value, param_dtype)
     weight = _affine_args(weight, None, xa, axes)[0]
+    if check_only:
+        return axes, False
     if not cnp.PyArray_ISALIGNED(xa):
         xa = xa.copy()
     dx = _new_output(xa)
@@ -983,7 +1010,8 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
     if plain:
         dweight, dbias = sums
     else:
-        dtype = cnp.PyArray_DescrFromType(ctype)
+        # float32 for float16/bfloat16; float64 sums unrounded with param_dtype
+        dtype = cnp.PyArray_DescrFromType(ctype) if param_dtype is None else param_dtype
         dweight = _param_grad(sums[0], weight_shape, xa, axes, dtype)
         dbias = None if not want_db else _param_grad(
             sums[1], norm_shape if bias_shape is None else bias_shape, xa, axes, dtype)

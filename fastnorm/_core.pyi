@@ -52,6 +52,7 @@ def normalize(
     axis: object,
     out: object,
     return_stats: bool,
+    check_only: bool = False,
 ) -> Any: ...
 def add_normalize(
     op: int,
@@ -65,6 +66,7 @@ def add_normalize(
     out: object,
     residual_out: object,
     return_stats: bool,
+    check_only: bool = False,
 ) -> Any: ...
 def normalize_backward(
     op: int,
@@ -77,6 +79,8 @@ def normalize_backward(
     eps: object,
     axis: object,
     bias: object,
+    param_dtype: npt.DTypeLike = None,
+    check_only: bool = False,
 ) -> Any: ...
 
 # the torch bridge: tensors are typed Any so that the stubs need no torch

@@ -226,6 +226,32 @@ def test_package_cli_points_at_the_script():
     assert out.returncode == 2 and "benchmarks/targets.py" in out.stderr, out.stderr
 
 
+# ---- the Dask targets (issue 13) ---------------------------------------------
+
+
+def test_dask_targets_and_goals():
+    pytest.importorskip("dask.array")
+    chunked = "f32 (32768, 4096) Dask chunks (2048, 4096)"
+    assert goals(targets.dask_targets()) == [
+        (f"layer_norm {chunked} / Dask ops", 0.2, (2,), False),
+        ("  the same / identity pass x.map_blocks(np.copy)", 1.1, (2,), False),
+        (f"rms_norm {chunked} / Dask ops", 0.5, (2,), False),
+        ("  the same / identity pass x.map_blocks(np.copy)", 1.1, (2,), False),
+    ]
+    assert len(targets.dask_targets()) == targets.DASK_TARGET_COUNT
+
+
+def test_package_cli_bench_dask_rejects_other_sets():
+    pytest.importorskip("dask.array")
+    out = subprocess.run(
+        [sys.executable, "-m", "fastnorm", "bench", "--dask", "--fused"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "--dask takes" in out.stderr, out.stderr
+
+
 # ---- the torch targets ------------------------------------------------------
 
 

@@ -1,0 +1,522 @@
+"""fastnorm on Dask arrays: lazy, blockwise, on the in-memory core.
+
+fastnorm/_api.py routes a call here when x (or dy, or residual) is a Dask
+array.  This module holds no arithmetic of its own: every argument is checked
+at call time by the core's own rules (fastnorm/_calls.pxi), run in
+``check_only`` mode on zero-strided stand-ins of the arrays' shapes and
+dtypes (no memory, nothing computed), and each block of the result is one
+call of the same core function on the blocks of the inputs.
+
+Importing this module does not import dask: dask is imported only once a
+Dask array has been passed in (so it is already imported).
+
+The chunking rule: a row must lie in one block, and every block must be
+walked by the kernels as the whole array is, so that a block's rows get the
+bits the whole array's rows get.  So every axis from the first normalized
+axis on is one chunk (the normalized axes, and for channels-first layouts
+such as axis=1 of NCHW the batch axes after them: a block 1 wide on the
+trailing batch axes would take another kernel, the strided row walk instead
+of the side-by-side lanes, whose last bits differ); only the batch axes
+before the first normalized axis are split.  When x's chunks break the rule
+it is rechunked, those axes to one chunk and the leading batch axes to
+blocks near dask's ``array.chunk-size``, with a PerformanceWarning.
+"""
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["is_dask", "normalize", "add_normalize", "normalize_backward"]
+
+# The fan-in of the tree that adds up the backward's per-block float64
+# dweight/dbias partial sums (dask.array.reduction's split_every, per axis).
+# Fixed, so that the order of the additions is set by the chunks alone.
+SPLIT_EVERY = 4
+
+# dask.config key: fastnorm's OpenMP threads inside a Dask task (None: no limit)
+THREADS_KEY = "fastnorm.task-threads"
+DEFAULT_TASK_THREADS = 1
+
+_NAMES = {
+    ("forward", _core.OP_LAYER_NORM): "layer_norm",
+    ("forward", _core.OP_RMS_NORM): "rms_norm",
+    ("add", _core.OP_LAYER_NORM): "add_layer_norm",
+    ("add", _core.OP_RMS_NORM): "add_rms_norm",
+    ("backward", _core.OP_LAYER_NORM): "layer_norm_backward",
+    ("backward", _core.OP_RMS_NORM): "rms_norm_backward",
+}
+
+
+def is_dask(*values):
+    """Whether any of values is a Dask collection (duck-typed: dask is not
+    imported)."""
+    for v in values:
+        if v is not None and hasattr(type(v), "__dask_graph__"):
+            return True
+    return False
+
+
+# ---- the threads of a task ---------------------------------------------------------
+
+_openmp: list = []  # threadpoolctl's controllers of the OpenMP runtimes, once per process
+
+
+def _openmp_controllers():
+    if not _openmp:
+        from threadpoolctl import ThreadpoolController
+
+        _openmp.append(ThreadpoolController().select(user_api="openmp").lib_controllers)
+    return _openmp[0]
+
+
+class _TaskThreads:
+    """Limit OpenMP to `n` threads on the calling thread (OpenMP's thread
+    count is per calling thread, so other Dask worker threads are not
+    affected) for the duration of a block, then restore it."""
+
+    def __init__(self, n):
+        self.n = n
+        self.previous = None
+
+    def __enter__(self):
+        if self.n is not None:
+            controllers = _openmp_controllers()
+            self.previous = [c.get_num_threads() for c in controllers]
+            for c in controllers:
+                c.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            for c, n in zip(_openmp_controllers(), self.previous):
+                c.set_num_threads(n)
+
+
+def _task_threads():
+    """The thread limit baked into the graph at call time (the client's
+    dask config, not the worker's)."""
+    import dask
+
+    n = dask.config.get(THREADS_KEY, DEFAULT_TASK_THREADS)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"dask config {THREADS_KEY!r} must be a positive int or None, got {n!r}")
+    return n
+
+
+# ---- the tasks: one core call per block (module level: pickled by reference) ----------
+
+
+def _forward_block(x, weight, bias, *, op, eps, axes, return_stats, threads):
+    with _TaskThreads(threads):
+        return _core.normalize(op, x, None, weight, bias, eps, axes, None, return_stats)
+
+
+def _add_block(x, residual, weight, bias, *, op, eps, axes, return_stats, threads):
+    with _TaskThreads(threads):
+        return _core.add_normalize(
+            op, x, residual, None, weight, bias, eps, axes, None, None, return_stats
+        )
+
+
+def _backward_block(dy, x, weight, rstd, *, op, eps, axes, bias_shape, x_shape, threads):
+    bias = None
+    if bias_shape is not None:  # only its shape is used: this block's part of it
+        if len(bias_shape) == x.ndim:
+            bias_shape = tuple(
+                n if b == full else 1 for n, b, full in zip(x.shape, bias_shape, x_shape)
+            )
+        bias = np.broadcast_to(np.float32(0), bias_shape)
+    with _TaskThreads(threads):
+        return _core.normalize_backward(
+            op, dy, x, None, weight, None, rstd, eps, axes, bias, np.float64
+        )
+
+
+def _pick(result, k):
+    return result[k]
+
+
+def _pick_lifted(result, k, ndim):
+    """A shared parameter's partial sum with ndim leading axes of size 1
+    (the position of its block)."""
+    part = result[k]
+    return part.reshape((1,) * ndim + part.shape)
+
+
+# ---- arguments -------------------------------------------------------------------------
+
+
+def _refuse_out(name, value):
+    if value is not None:
+        raise TypeError(
+            f"{name}= cannot be used with a Dask input: the result is a lazy Dask array. "
+            f"Write it where it should go with dask.array.store(result, target) or "
+            f"result.to_zarr(url)"
+        )
+
+
+def _dask_array(value, name):
+    """value as a Dask array when it is a Dask collection, else None."""
+    import dask.array as da
+
+    if not is_dask(value):
+        return None
+    if not isinstance(value, da.Array):
+        raise TypeError(
+            f"{name} is a Dask collection of type {type(value).__module__}."
+            f"{type(value).__name__}, not a Dask array; convert it with .to_dask_array() "
+            "(dask.dataframe) or dask.array.from_delayed"
+        )
+    _core.refuse_masked(value._meta, name)
+    if not isinstance(value._meta, np.ndarray):
+        raise TypeError(
+            f"{name} is a Dask array of {type(value._meta).__module__}."
+            f"{type(value._meta).__name__} blocks; fastnorm runs on NumPy blocks"
+        )
+    if any(np.isnan(c) for chunks in value.chunks for c in chunks):
+        raise ValueError(
+            f"{name} has unknown chunk sizes (shape {value.shape}); call "
+            f"{name}.compute_chunk_sizes() first"
+        )
+    return value
+
+
+def _stand_in(shape, dtype):
+    """A read-only array of shape and dtype on one element of memory: the
+    core checks its shape and dtype without anything being computed."""
+    return np.broadcast_to(np.zeros((), dtype), shape)
+
+
+def _operand_stand_in(value, name, dtype, in_memory_too=False):
+    """What the core checks in place of an operand (dy, residual, weight,
+    bias, mean, rstd): a stand-in of its shape in `dtype`, once the core's
+    dtype rule has seen its own dtype, for a Dask array (and, with
+    in_memory_too, for any other value: the core would convert an operand of
+    x's size to x's dtype to check it); None and other values themselves."""
+    if value is None:
+        return None
+    arr = _dask_array(value, name)
+    if arr is None:
+        if not in_memory_too:
+            return value
+        return _stand_in(np.shape(_core.real_array(value, name)), dtype)
+    _core.real_array(np.zeros(0, arr.dtype), name)
+    return _stand_in(arr.shape, dtype)
+
+
+def _kernel_dtype(op, dtype):
+    """The result dtype the core gives an input of dtype (float64 for
+    integers), with its TypeErrors for the others."""
+    one = np.zeros(1, dtype)
+    return _core.normalize(op, one, None, None, None, None, None, None, False).dtype
+
+
+def _in_memory(value, name):
+    """A NumPy operand for da.from_array: refused when masked (as the core
+    refuses it), else as numpy.asarray makes it."""
+    _core.refuse_masked(value, name)
+    return np.asarray(value)
+
+
+# ---- chunks ------------------------------------------------------------------------------
+
+
+def _block_chunks(x, axes, what, name="x"):
+    """x's chunks, or the chunks it is rechunked to (with a PerformanceWarning)
+    when an axis from the first normalized axis on is split (x: the Dask
+    operand whose chunks the blocks follow, called `name`)."""
+    whole = range(axes[0], x.ndim)
+    split = [a for a in whole if len(x.chunks[a]) > 1]
+    if not split:
+        return x.chunks
+    import warnings
+
+    import dask.array as da
+    from dask.array.core import normalize_chunks
+
+    spec = tuple(-1 if a >= axes[0] else "auto" for a in range(x.ndim))
+    chunks = normalize_chunks(spec, x.shape, dtype=x.dtype, previous_chunks=x.chunks)
+    reason = (
+        "the normalized axes"
+        if axes == tuple(whole)
+        else "the normalized axes and the batch axes after the first of them"
+    )
+    warnings.warn(
+        f"fastnorm.{what}: {name} with shape {x.shape} in chunks {x.chunksize} is split along "
+        f"axes {tuple(split)}, but {reason} (axes {tuple(whole)}) must be one chunk each, so "
+        f"that every block's rows are normalized as in the whole array; rechunking to "
+        f"{tuple(max(c) for c in chunks)}. Chunk {name} along axes before axis {axes[0]} only "
+        "to avoid this.",
+        da.PerformanceWarning,
+        stacklevel=4,
+    )
+    return chunks
+
+
+def _aligned(value, name, chunks):
+    """An operand of x's shape (Dask or NumPy) as a Dask array in chunks."""
+    import dask.array as da
+
+    arr = _dask_array(value, name)
+    if arr is None:
+        return da.from_array(_in_memory(value, name), chunks=chunks)
+    return arr if arr.chunks == chunks else arr.rechunk(chunks)
+
+
+def _stats_chunks(chunks, axes):
+    return tuple((1,) if a in axes else c for a, c in enumerate(chunks))
+
+
+def _param_chunks(shape, chunks):
+    """A per-sample parameter's (x's number of dimensions) chunks: x's along
+    the axes where it has x's size, one chunk of 1 where it broadcasts."""
+    return tuple(c if s == sum(c) and s != 1 else (s,) for s, c in zip(shape, chunks))
+
+
+def _param_operand(value, name, x, axes, chunks, ind, letters):
+    """A weight/bias as a blockwise operand: (array or literal, index).
+    Per-sample parameters (x's number of dimensions, not 1 on every batch
+    axis) follow x's chunks; shared ones reach every block whole."""
+    import dask.array as da
+
+    if value is None:
+        return None, None
+    arr = _dask_array(value, name)
+    shape = np.shape(value) if arr is None else arr.shape
+    per_sample = len(shape) == x.ndim and any(shape[a] != 1 for a in range(x.ndim) if a not in axes)
+    if per_sample:
+        target = _param_chunks(shape, chunks)
+        if arr is None:
+            return da.from_array(_in_memory(value, name), chunks=target), ind
+        return (arr if arr.chunks == target else arr.rechunk(target)), ind
+    if arr is None:
+        return _in_memory(value, name), None
+    whole = arr if arr.numblocks == (1,) * arr.ndim else arr.rechunk(arr.shape)
+    return whole, "".join(next(letters) for _ in range(arr.ndim))
+
+
+def _indices(ndim):
+    """blockwise index letters: x's, then a supply of fresh ones."""
+    import itertools
+    import string
+
+    pool = iter(string.ascii_letters)
+    ind = "".join(next(pool) for _ in range(ndim))
+    return ind, itertools.chain(pool, (chr(c) for c in itertools.count(0x100)))
+
+
+def _meta(ndim, dtype):
+    return np.empty((0,) * ndim, dtype)
+
+
+def _outputs(result, name, ind, specs):
+    """The arrays of a multi-output blockwise result: specs are (dtype,
+    stats) pairs, stats outputs 1 wide on the normalized axes' indices."""
+    import dask.array as da
+
+    ndim = len(ind)
+    arrays = []
+    for k, (dtype, one_at) in enumerate(specs):
+        adjust = {ind[a]: 1 for a in one_at}
+        arrays.append(
+            da.blockwise(
+                _pick,
+                ind,
+                result,
+                ind,
+                k=k,
+                token=f"{name}-{k}",
+                adjust_chunks=adjust or None,
+                dtype=dtype,
+                meta=_meta(ndim, dtype),
+            )
+        )
+    return tuple(arrays)
+
+
+def _stats_specs(op, cdt, axes):
+    return [(cdt, axes), (cdt, axes)] if op == _core.OP_LAYER_NORM else [(cdt, axes)]
+
+
+# ---- the forward ---------------------------------------------------------------------------
+
+
+def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats):
+    """layer_norm and rms_norm of a Dask array (the core's normalize)."""
+    import dask.array as da
+
+    what = _NAMES["forward", op]
+    _refuse_out("out", out)
+    x = _dask_array(x, "x")
+    kdt = _kernel_dtype(op, x.dtype)
+    cdt = _core.compute_dtype(kdt)
+    axes, _ = _core.normalize(
+        op,
+        _stand_in(x.shape, kdt),
+        normalized_shape,
+        _operand_stand_in(weight, "weight", cdt),
+        _operand_stand_in(bias, "bias", cdt),
+        eps,
+        axis,
+        None,
+        bool(return_stats),
+        True,
+    )
+    eps = _core.resolve_eps(eps, op, kdt)
+    chunks = _block_chunks(x, axes, what)
+    x = _aligned(x, "x", chunks)
+    ind, letters = _indices(x.ndim)
+    w, w_ind = _param_operand(weight, "weight", x, axes, chunks, ind, letters)
+    b, b_ind = _param_operand(bias, "bias", x, axes, chunks, ind, letters)
+    kwargs = dict(op=op, eps=eps, axes=axes, threads=_task_threads())
+    if not return_stats:
+        return da.blockwise(
+            _forward_block, ind, x, ind, w, w_ind, b, b_ind, return_stats=False,
+            token=what, dtype=kdt, meta=_meta(x.ndim, kdt), concatenate=True, **kwargs,
+        )  # fmt: skip
+    result = da.blockwise(
+        _forward_block, ind, x, ind, w, w_ind, b, b_ind, return_stats=True,
+        token=f"{what}-blocks", dtype=object, meta=_meta(x.ndim, object), concatenate=True,
+        **kwargs,
+    )  # fmt: skip
+    return _outputs(result, what, ind, [(kdt, ())] + _stats_specs(op, cdt, axes))
+
+
+def add_normalize(
+    op, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats
+):
+    """add_layer_norm and add_rms_norm with a Dask x or residual."""
+    import dask.array as da
+
+    what = _NAMES["add", op]
+    _refuse_out("out", out)
+    _refuse_out("residual_out", residual_out)
+    template, name = _dask_array(x, "x"), "x"
+    if template is None:
+        template, name = _dask_array(residual, "residual"), "residual"
+        x_probe = _in_memory(x, "x")
+        x_dtype, x_shape = x_probe.dtype, x_probe.shape
+    else:
+        x_dtype, x_shape = template.dtype, template.shape
+    kdt = _kernel_dtype(op, x_dtype)
+    cdt = _core.compute_dtype(kdt)
+    axes, _ = _core.add_normalize(
+        op,
+        _stand_in(x_shape, kdt),
+        _operand_stand_in(residual, "residual", kdt, True),
+        normalized_shape,
+        _operand_stand_in(weight, "weight", cdt),
+        _operand_stand_in(bias, "bias", cdt),
+        eps,
+        axis,
+        None,
+        None,
+        bool(return_stats),
+        True,
+    )
+    eps = _core.resolve_eps(eps, op, kdt)
+    chunks = _block_chunks(template, axes, what, name)
+    x = _aligned(x, "x", chunks)
+    residual = _aligned(residual, "residual", chunks)
+    ind, letters = _indices(x.ndim)
+    w, w_ind = _param_operand(weight, "weight", x, axes, chunks, ind, letters)
+    b, b_ind = _param_operand(bias, "bias", x, axes, chunks, ind, letters)
+    result = da.blockwise(
+        _add_block, ind, x, ind, residual, ind, w, w_ind, b, b_ind, op=op, eps=eps, axes=axes,
+        return_stats=bool(return_stats), threads=_task_threads(), token=f"{what}-blocks",
+        dtype=object, meta=_meta(x.ndim, object), concatenate=True,
+    )  # fmt: skip
+    specs = [(kdt, ()), (kdt, ())]
+    if return_stats:
+        specs += _stats_specs(op, cdt, axes)
+    return _outputs(result, what, ind, specs)
+
+
+# ---- the backward --------------------------------------------------------------------------
+
+
+def _param_grad_sum(result, k, shape, x, ind, letters, dtype, what):
+    """A parameter's gradient: each block's float64 partial sum (the core's,
+    of the block's part of the parameter), added up over the blocks in a
+    fixed tree (dask.array.reduction, SPLIT_EVERY per axis), then rounded to
+    dtype.  Per-sample parameters keep x's chunks along the axes where they
+    have x's size."""
+    import dask.array as da
+
+    ndim = x.ndim
+    if len(shape) == ndim:
+        grid = tuple(a for a in range(ndim) if shape[a] == 1)
+        parts = da.blockwise(
+            _pick, ind, result, ind, k=k, token=f"{what}-part{k}",
+            adjust_chunks={ind[a]: 1 for a in grid} or None,
+            dtype=np.float64, meta=_meta(ndim, np.float64),
+        )  # fmt: skip
+        keepdims = True
+    else:
+        extra = "".join(next(letters) for _ in shape)
+        parts = da.blockwise(
+            _pick_lifted, ind + extra, result, ind, k=k, ndim=ndim, token=f"{what}-part{k}",
+            new_axes=dict(zip(extra, shape)), adjust_chunks=dict.fromkeys(ind, 1),
+            dtype=np.float64, meta=_meta(ndim + len(shape), np.float64),
+        )  # fmt: skip
+        grid = tuple(range(ndim))
+        keepdims = False
+    total = parts.sum(
+        axis=grid, split_every=dict.fromkeys(grid, SPLIT_EVERY), keepdims=keepdims, dtype=np.float64
+    )
+    return total.astype(dtype)
+
+
+def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias):
+    """layer_norm_backward and rms_norm_backward with a Dask dy or x."""
+    import dask.array as da
+
+    what = _NAMES["backward", op]
+    template, name = _dask_array(x, "x"), "x"
+    if template is None:
+        template, name = _dask_array(dy, "dy"), "dy"
+        x_probe = _in_memory(x, "x")
+        x_dtype, x_shape = x_probe.dtype, x_probe.shape
+    else:
+        x_dtype, x_shape = template.dtype, template.shape
+    kdt = _kernel_dtype(op, x_dtype)
+    cdt = _core.compute_dtype(kdt)
+    bias_stand_in = _operand_stand_in(bias, "bias", cdt)
+    axes, _ = _core.normalize_backward(
+        op,
+        _operand_stand_in(dy, "dy", kdt, True),
+        _stand_in(x_shape, kdt),
+        normalized_shape,
+        _operand_stand_in(weight, "weight", cdt),
+        _operand_stand_in(mean, "mean", cdt, True),
+        _operand_stand_in(rstd, "rstd", cdt, True),
+        eps,
+        axis,
+        bias_stand_in,
+        None,
+        True,
+    )
+    eps = _core.resolve_eps(eps, op, kdt)
+    chunks = _block_chunks(template, axes, what, name)
+    x = _aligned(x, "x", chunks)
+    dy = _aligned(dy, "dy", chunks)
+    ind, letters = _indices(x.ndim)
+    w, w_ind = _param_operand(weight, "weight", x, axes, chunks, ind, letters)
+    stats_chunks = _stats_chunks(chunks, axes)
+    r = None if rstd is None else _aligned(rstd, "rstd", stats_chunks)
+    bias_shape = None if bias is None else tuple(np.shape(bias_stand_in))
+    result = da.blockwise(
+        _backward_block, ind, dy, ind, x, ind, w, w_ind, r, None if r is None else ind,
+        op=op, eps=eps, axes=axes, bias_shape=bias_shape, x_shape=x.shape,
+        threads=_task_threads(), token=f"{what}-blocks", dtype=object,
+        meta=_meta(x.ndim, object), concatenate=True,
+    )  # fmt: skip
+    (dx,) = _outputs(result, what, ind, [(kdt, ())])
+    dweight = None
+    if weight is not None:
+        dweight = _param_grad_sum(result, 1, w.shape, x, ind, letters, cdt, what)
+    if op == _core.OP_RMS_NORM:
+        return dx, dweight
+    norm_shape = tuple(x.shape[a] for a in axes)
+    db_shape = norm_shape if bias_shape is None else bias_shape
+    dbias = _param_grad_sum(result, 2, db_shape, x, ind, letters, cdt, what)
+    return dx, dweight, dbias
