@@ -186,7 +186,7 @@ def forward_targets():
             name, goal, lambda n, case=case: _vs(case, n, "fastnorm", ROOF)
         )
         targets += _on_each_thread_count(
-            "  the same without weight and bias, {threads}",
+            f"{op} f32 {BIG} out= without weight and bias, {{threads}} / streaming-copy roof",
             goal,
             lambda n, case=case: _vs(case, n, "plain", ROOF, extra=_plain_fastnorm),
         )

@@ -49,9 +49,15 @@ def test_forward_targets_and_goals():
     and 2 threads."""
     assert goals(targets.forward_targets()) == [
         *both("layer_norm f32 (4096, 4096) out= {t} / streaming-copy roof", 1.15),
-        *both("  the same without weight and bias, {t}", 1.15),
+        *both(
+            "layer_norm f32 (4096, 4096) out= without weight and bias, {t} / streaming-copy roof",
+            1.15,
+        ),
         *both("rms_norm f32 (4096, 4096) out= {t} / streaming-copy roof", 1.10),
-        *both("  the same without weight and bias, {t}", 1.10),
+        *both(
+            "rms_norm f32 (4096, 4096) out= without weight and bias, {t} / streaming-copy roof",
+            1.10,
+        ),
         *both("layer_norm f32 (4096, 4096) out= / allocating, {t}", 1.0),
         *both("rms_norm f32 (4096, 4096) out= / allocating, {t}", 1.0),
         *both("layer_norm f32 (4096, 4096) allocating {t} / torch", 0.3),
