@@ -318,6 +318,16 @@ class Progress:
 # ---- backward ---------------------------------------------------------------
 
 
+def _torch_layer_norm_backward(torch, xt, wt, bt, dyt):
+    """torch's layer_norm backward op with its forward's saved statistics,
+    all three outputs (the last axis normalized)."""
+    n = xt.shape[-1]
+    _, mt, rt = torch.ops.aten.native_layer_norm(xt, [n], wt, bt, EPS)
+    return lambda: torch.ops.aten.native_layer_norm_backward(
+        dyt, xt, [n], mt, rt, wt, bt, [True, True, True]
+    )
+
+
 def backward_competitors(case, include_torch=True):
     """{name: callable} for the backward of `case` (last axis).
 
@@ -343,10 +353,7 @@ def backward_competitors(case, include_torch=True):
     if torch is not None:
         xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
         if case.op == "layer_norm":
-            _, mt, rt = torch.ops.aten.native_layer_norm(xt, [n], wt, bt, EPS)
-            fns["torch"] = lambda: torch.ops.aten.native_layer_norm_backward(
-                dyt, xt, [n], mt, rt, wt, bt, [True, True, True]
-            )
+            fns["torch"] = _torch_layer_norm_backward(torch, xt, wt, bt, dyt)
         else:
             xg = xt.clone().requires_grad_(True)
             wg = wt.clone().requires_grad_(True)
@@ -386,10 +393,7 @@ def small_backward_competitors(op, shape=(8, 768), include_torch=True):
     if torch is not None:
         xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
         if op == "layer_norm":
-            _, mt, rt = torch.ops.aten.native_layer_norm(xt, [n], wt, bt, EPS)
-            fns["torch"] = lambda: torch.ops.aten.native_layer_norm_backward(
-                dyt, xt, [n], mt, rt, wt, bt, [True, True, True]
-            )
+            fns["torch"] = _torch_layer_norm_backward(torch, xt, wt, bt, dyt)
         else:
             xg = xt.clone().requires_grad_(True)
             wg = wt.clone().requires_grad_(True)

@@ -217,6 +217,17 @@ def _in_memory(value, name):
     return np.asarray(value)
 
 
+def _template(x, other, other_name):
+    """(the Dask operand whose chunks the blocks follow, its name, x's dtype,
+    x's shape) for a call whose Dask input is x or, when x is in memory,
+    `other` (the fused add's residual or the backward's dy)."""
+    template = _dask_array(x, "x")
+    if template is not None:
+        return template, "x", template.dtype, template.shape
+    x_probe = _in_memory(x, "x")
+    return _dask_array(other, other_name), other_name, x_probe.dtype, x_probe.shape
+
+
 # ---- chunks ------------------------------------------------------------------------------
 
 
@@ -390,13 +401,7 @@ def add_normalize(
     what = _NAMES["add", op]
     _refuse_out("out", out)
     _refuse_out("residual_out", residual_out)
-    template, name = _dask_array(x, "x"), "x"
-    if template is None:
-        template, name = _dask_array(residual, "residual"), "residual"
-        x_probe = _in_memory(x, "x")
-        x_dtype, x_shape = x_probe.dtype, x_probe.shape
-    else:
-        x_dtype, x_shape = template.dtype, template.shape
+    template, name, x_dtype, x_shape = _template(x, residual, "residual")
     kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
     axes, _ = _core.add_normalize(
@@ -471,13 +476,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     import dask.array as da
 
     what = _NAMES["backward", op]
-    template, name = _dask_array(x, "x"), "x"
-    if template is None:
-        template, name = _dask_array(dy, "dy"), "dy"
-        x_probe = _in_memory(x, "x")
-        x_dtype, x_shape = x_probe.dtype, x_probe.shape
-    else:
-        x_dtype, x_shape = template.dtype, template.shape
+    template, name, x_dtype, x_shape = _template(x, dy, "dy")
     kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
     bias_stand_in = _operand_stand_in(bias, "bias", cdt)

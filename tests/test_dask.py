@@ -23,14 +23,7 @@ from fastnorm import _core  # noqa: E402
 from fastnorm import _dask as fd  # noqa: E402
 
 SCHEDULERS = ["synchronous", "threads"]
-FUNCTIONS = [
-    "layer_norm",
-    "rms_norm",
-    "layer_norm_backward",
-    "rms_norm_backward",
-    "add_layer_norm",
-    "add_rms_norm",
-]
+FUNCTIONS = list(fastnorm._api.__all__)  # every public function
 
 
 def compute(*arrays, scheduler="synchronous"):
