@@ -19,7 +19,6 @@
 
 import numbers
 import operator
-import weakref
 
 import ml_dtypes
 import numpy as np

@@ -20,19 +20,23 @@ cdef object g_float64 = None
 cdef object g_from_numpy = None
 cdef object g_bfloat16 = None
 cdef dict g_torch_typenum = {}
-cdef dict g_widened = {}
+cdef object g_is_tracing = None
+cdef object g_forward_ad = None
 
 
 def torch_setup(torch):
     """Called once by fastnorm.torch with the torch module."""
     global g_Tensor, g_Parameter, g_empty_like, g_empty, g_is_grad_enabled
     global g_contiguous_format, g_float32, g_float64, g_torch_typenum, g_from_numpy, g_bfloat16
+    global g_is_tracing, g_forward_ad
     g_Tensor, g_Parameter = torch.Tensor, torch.nn.Parameter
     g_from_numpy, g_bfloat16 = torch.from_numpy, torch.bfloat16
     g_empty_like, g_empty = torch.empty_like, torch.empty
     g_is_grad_enabled = torch.is_grad_enabled
     g_contiguous_format = torch.contiguous_format
     g_float32, g_float64 = torch.float32, torch.float64
+    g_is_tracing = torch._C._is_tracing
+    g_forward_ad = torch.autograd.forward_ad
     g_torch_typenum = {torch.float32: cnp.NPY_FLOAT32, torch.float64: cnp.NPY_FLOAT64,
                        torch.float16: g_f16_typenum, torch.bfloat16: g_bf16_typenum}
 
@@ -134,20 +138,28 @@ cdef inline void _tensor_operand(operand_t *o, const tensor_t *d) noexcept:
         o.strides[a] = d.strides[a]
 
 
-cdef object _widened_weight(object w):
-    """A half-precision weight as a float32 tensor, widened once per version
-    of the weight: the widening costs more than the kernel at small sizes,
-    and a module's weight rarely changes.  Entries die with their tensor."""
-    key = id(w)
-    version = w._version
-    ptr = w.data_ptr()
-    entry = g_widened.get(key)
-    if entry is not None and entry[0]() is w and entry[1] == version and entry[2] == ptr:
-        return entry[3]
-    ref = weakref.ref(w, lambda _, key=key: g_widened.pop(key, None))
-    wide = w.detach().float()
-    g_widened[key] = (ref, version, ptr, wide)
-    return wide
+cdef bint _context_declines() except -1:
+    """Whether torch's own ops must run whatever the tensors: torch.jit.trace
+    (and the TorchScript-based ONNX export) records only the ops it sees, and
+    the pointer path's kernels are invisible to it; inside a forward-mode AD
+    level (torch.autograd.forward_ad.dual_level) tangents flow only through
+    torch's ops."""
+    return g_is_tracing() or g_forward_ad._current_level >= 0
+
+
+def torch_context_declines():
+    """_context_declines, for fastnorm.torch's general path."""
+    return _context_declines()
+
+
+def torch_derived(w, tag, make):
+    """make(a NumPy copy of w), cached under (id(w), tag) while w's bytes stay
+    the same (see _derived_from_bytes); None when w is not a plain, C-order
+    CPU tensor of a kernel dtype, which the caller then handles uncached."""
+    cdef tensor_t d
+    if not _is_tensor(w) or _read_tensor(w, &d) or not d.c_contiguous:
+        return None
+    return _derived_from_bytes((id(w), tag), d.data, d.numel, d.typenum, make)
 
 
 cdef object _DECLINE = object()
@@ -177,8 +189,8 @@ cdef object _affine_data(object w, const tensor_t *x, int first, int n_norm,
     if d.typenum != ctype:
         if d.typenum != typenum:
             return _DECLINE
-        w = _widened_weight(w)
-        d.data = <char *><Py_ssize_t>w.data_ptr()
+        w = _derived_from_bytes(id(w), d.data, d.numel, d.typenum, _as_float32)
+        d.data = cnp.PyArray_BYTES(<cnp.ndarray>w)
     data[0] = d.data
     return w
 
@@ -279,12 +291,16 @@ def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
         return None
     if not _plain_eps(op, eps, xd.typenum, &eps_value):
         return None
+    if residual is not None and not _is_tensor(residual):
+        return None
     if check_grad and g_is_grad_enabled() and _any_requires_grad(x, weight, bias, residual):
+        return None
+    if _context_declines():
         return None
     if residual is not None:
         # the kernels fuse the add for C-order rows over trailing dims only
         # (as _api's fused path); other layouts take the general path's two steps
-        if not _is_tensor(residual) or _read_tensor(residual, &rd) or rd.typenum != xd.typenum \
+        if _read_tensor(residual, &rd) or rd.typenum != xd.typenum \
                 or rd.ndim != xd.ndim or first + n_norm != xd.ndim or not xd.c_contiguous \
                 or not rd.c_contiguous:
             return None

@@ -475,12 +475,18 @@ def use_ops(*tensors):
     torch's: while torch.compile/torch.export trace (on CPU, where the ops run
     fastnorm's kernels; elsewhere torch's own ops compile better), and for
     meta and fake tensors (which the fake implementations handle).  Plain
-    eager calls on other devices, and tensor subclasses, keep torch's ops."""
+    eager calls on other devices, and tensor subclasses, keep torch's ops.
+    So does an ONNX export (torch.onnx.export's exporters trace with
+    torch.export): ONNX has no fastnorm ops, and torch's norms become its
+    LayerNormalization and RMSNormalization."""
     input = tensors[0]
-    if not (
-        torch.compiler.is_compiling()
-        or input.device.type == "meta"
-        or isinstance(input, torch._subclasses.FakeTensor)
+    if (
+        not (
+            torch.compiler.is_compiling()
+            or input.device.type == "meta"
+            or isinstance(input, torch._subclasses.FakeTensor)
+        )
+        or torch.onnx.is_in_onnx_export()
     ):
         return False
     return all(

@@ -35,6 +35,7 @@ import warnings
 import ml_dtypes
 import numpy as np
 from torch.autograd.function import once_differentiable
+from torch.nn.utils import parametrize
 
 from . import _api, _core, _torch_ops
 
@@ -132,7 +133,7 @@ def _route(*tensors):
     """_DIRECT when every tensor given (None skipped) can go to fastnorm's
     kernels and none needs a gradient, _AUTOGRAD when one does, else _TORCH.
     (Types were checked by the caller.)"""
-    if _is_compiling():  # first: the checks below are not traceable
+    if _is_compiling() or _core.torch_context_declines():  # first: not traceable
         return _TORCH
     grad = False
     for t in tensors:
@@ -142,6 +143,7 @@ def _route(*tensors):
             type(t) not in _PLAIN_TYPES
             or not t.is_cpu
             or t.dtype not in _KERNEL_DTYPES
+            or t.is_nested
             or not _has_data(t)
         ):
             return _TORCH
@@ -152,8 +154,9 @@ def _route(*tensors):
 
 def _has_data(t):
     """Whether t's memory can be read: not so for torch.func's wrappers
-    (vmap, grad: data_ptr raises), functionalized tensors and freed storages
-    (data_ptr is 0).  Those run torch's own op, which knows them."""
+    (vmap, grad: data_ptr raises), functionalized tensors, freed storages and
+    efficient zero tensors (data_ptr is 0).  Those run torch's own op, which
+    knows them."""
     try:
         return t.data_ptr() != 0 or t.numel() == 0
     except RuntimeError:
@@ -337,6 +340,8 @@ def _kernel_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim, want_d
     )
     if grads is not None:
         return grads
+    if dy._is_zerotensor():  # autograd's efficient zeros have no memory: materialize them
+        dy = torch.zeros(dy.shape, dtype=dy.dtype)
     ns, axis, _ = _resolve(x, normalized_shape, dim)
     kw = {} if axis is None else {"axis": axis}
     if op == _LN:
@@ -502,7 +507,11 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
     """Every call the pointer path did not take: argument errors, autograd,
     layouts it does not plan (NumPy views then), and torch's own ops for
     other devices, dtypes and tracing."""
+    if any(isinstance(t, _Proxy) for t in (input, residual, weight, bias)):
+        return _fx_call(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
     _check_types(input=input, weight=weight, bias=bias)
+    if isinstance(eps, torch.Tensor):
+        eps = _eps_number(eps)
     if add:
         _check_residual(input, residual)
     route = _route(input, residual, weight, bias)
@@ -539,6 +548,38 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
         return y if residual is None else (y, h)
     out = _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, dim, False)
     return out[0] if residual is None else out
+
+
+_PUBLIC = {
+    (_LN, False): layer_norm,
+    (_RMS, False): rms_norm,
+    (_LN, True): add_layer_norm,
+    (_RMS, True): add_rms_norm,
+}
+_Proxy = torch.fx.Proxy
+
+
+def _fx_call(op, add, input, residual, normalized_shape, weight, bias, eps, dim):
+    """Under torch.fx symbolic tracing: the call recorded as one node that
+    calls this function again when the graph runs (as torch.fx.wrap
+    records a function), so the graph runs fastnorm's kernels.  The fused
+    add's node gives (y, h): it is returned as a pair of proxies, so that
+    ``y, h = add_layer_norm(...)`` unpacks while tracing."""
+    args = (input,) + ((residual,) if add else ()) + (normalized_shape, weight)
+    args += ((bias,) if op == _LN else ()) + (eps,)
+    tracer = next(t.tracer for t in (input, residual, weight, bias) if isinstance(t, _Proxy))
+    node = tracer.create_proxy("call_function", _PUBLIC[op, add], args, {"dim": dim})
+    return (node[0], node[1]) if add else node
+
+
+def _eps_number(eps):
+    """A 0-d real tensor eps as the number it holds (torch's functions take it)."""
+    if eps.dim() != 0 or eps.dtype.is_complex or eps.dtype == torch.bool:
+        raise TypeError(
+            f"eps must be a real number or a 0-d real tensor, "
+            f"got a {eps.dtype} tensor of shape {tuple(eps.shape)}"
+        )
+    return eps.item()
 
 
 # ---- modules ----------------------------------------------------------------------
@@ -584,11 +625,34 @@ class RMSNorm(torch.nn.RMSNorm):
 _HF_FAST_DTYPES = frozenset((torch.float32, torch.float16, torch.bfloat16))
 
 
-class _HFRMSNormForward:
+def _hf_runs_original(x):
+    """Whether a Hugging Face replacement runs the original forward: for
+    dtypes whose rounding only it gives (float64 etc.), and under graph
+    capture and forward-mode AD (fx, jit.trace), which record its ops."""
+    return isinstance(x, _Proxy) or x.dtype not in _HF_FAST_DTYPES or _core.torch_context_declines()
+
+
+class _HFPatched:
+    """What the Hugging Face replacements share: they pickle (torch.save of a
+    model, copy.deepcopy) as a reference to the original class, rebuilt as
+    its replacement on load (the dynamic class itself has no importable name)."""
+
+    def __reduce_ex__(self, protocol):
+        rv = object.__reduce_ex__(self, max(protocol, 2))  # (copyreg.__newobj__, (cls,), state...)
+        return (_new_hf_replacement, (self._fastnorm_base,)) + tuple(rv[2:])
+
+
+def _new_hf_replacement(base):
+    """An empty instance of base's replacement class, for unpickling."""
+    cls = _hf_replacement(base)
+    return cls.__new__(cls)
+
+
+class _HFRMSNormForward(_HFPatched):
     """Mixed into a dynamic subclass of a Hugging Face Llama-style RMSNorm class."""
 
     def forward(self, hidden_states):
-        if hidden_states.dtype not in _HF_FAST_DTYPES:  # float64 etc.: the original's rounding
+        if _hf_runs_original(hidden_states):
             return self._fastnorm_base.forward(self, hidden_states)
         hidden = rms_norm(
             hidden_states, hidden_states.shape[-1], None, float(self.variance_epsilon)
@@ -600,28 +664,37 @@ class _HFRMSNormForward:
 #     output = normalized(x.float()) * (1.0 + weight.float()); return output.type_as(x)
 # that is, everything in float32 and one rounding at the end: fastnorm's
 # rms_norm with the float32 scale (1 + weight) does the same.  The scale is
-# computed once per version of the weight when no gradient flows through it.
-class _GemmaRMSNormForward:
+# computed once while the weight's bytes stay the same, when no gradient
+# flows through it.
+class _GemmaRMSNormForward(_HFPatched):
     """Mixed into a dynamic subclass of a Hugging Face Gemma-style RMSNorm class."""
 
     def forward(self, x):
-        if x.dtype not in _HF_FAST_DTYPES:
+        if _hf_runs_original(x):
             return self._fastnorm_base.forward(self, x)
         return rms_norm(x, x.shape[-1], _gemma_scale(self), float(self.eps))
 
 
 def _gemma_scale(module):
-    """1 + weight in float32, cached per version of the weight when no
-    gradient flows through it (verify calls this on the unswitched module)."""
+    """1 + weight in float32 (verify calls this on the unswitched module).
+    Cached while the weight's bytes stay the same (the core compares them in
+    full on every call, so no in-place update can leave it stale), except
+    when a gradient flows through it or a tracer must record it."""
     w = _param(module, module._parameters, "weight")
-    if w.requires_grad and torch.is_grad_enabled():
+    if (
+        (w.requires_grad and torch.is_grad_enabled())
+        or _is_compiling()
+        or _core.torch_context_declines()
+    ):
         return 1.0 + w.float()
-    key = (w._version, w.data_ptr(), w.dtype, w.shape)
-    cached = module.__dict__.get("_fastnorm_scale_cache")
-    if cached is None or cached[0] != key:
-        cached = (key, 1.0 + w.detach().float())
-        module.__dict__["_fastnorm_scale_cache"] = cached
-    return cached[1]
+    scale = _core.torch_derived(w, "gemma scale", _one_plus)
+    return 1.0 + w.float() if scale is None else scale
+
+
+def _one_plus(w):
+    """1 + w in float32 as a tensor, from w's values as a NumPy array: the
+    same rounding as torch's 1.0 + w.float()."""
+    return torch.from_numpy(1.0 + w.astype(np.float32))
 
 
 # class name -> (forward mixin, the module's eps attribute)
@@ -648,8 +721,7 @@ def _hf_replacement(cls):
     return new
 
 
-def _is_hf_rms_norm(module):
-    cls = type(module)
+def _is_hf_rms_norm(module, cls):
     kind = _HF_RMS_KINDS.get(cls.__name__)
     if kind is None or "_fastnorm_base" in cls.__dict__:
         return False
@@ -661,13 +733,20 @@ def _is_hf_rms_norm(module):
     )
 
 
-def _replacement_class(module):
+def _own_class(module):
+    """module's class, or for a parametrized module (torch.nn.utils.parametrize
+    puts it in a dynamic subclass of its class) the class below that."""
     cls = type(module)
+    return cls.__bases__[0] if parametrize.is_parametrized(module) else cls
+
+
+def _replacement_class(module):
+    cls = _own_class(module)
     if cls is torch.nn.LayerNorm:
         return LayerNorm
     if cls is torch.nn.RMSNorm:
         return RMSNorm
-    if _is_hf_rms_norm(module):
+    if _is_hf_rms_norm(module, cls):
         return _hf_replacement(cls)
     return None
 
@@ -678,6 +757,16 @@ def _original_class(cls):
     if cls is RMSNorm:
         return torch.nn.RMSNorm
     return cls.__dict__.get("_fastnorm_base")
+
+
+def _switch_class(module, own_cls):
+    """Make own_cls module's class; a parametrized module keeps its
+    parametrizations, in a dynamic subclass of own_cls like the one it had."""
+    cls = type(module)
+    if parametrize.is_parametrized(module):
+        attrs = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+        own_cls = type(cls.__name__, (own_cls,), attrs)
+    module.__class__ = own_cls
 
 
 def _probe_shape(module):
@@ -740,7 +829,7 @@ def patch(model, *, verify=True):
         new_cls = _replacement_class(module)
         if new_cls is None:
             continue
-        orig_cls = type(module)
+        orig_cls = _own_class(module)
         if verify:
             problem = _verify(module, orig_cls, new_cls)
             if problem is not None:
@@ -751,7 +840,7 @@ def patch(model, *, verify=True):
                     stacklevel=2,
                 )
                 continue
-        module.__class__ = new_cls
+        _switch_class(module, new_cls)
         switched.append(name)
     return switched
 
@@ -760,8 +849,8 @@ def unpatch(model):
     """Undo `patch`: restore the original classes.  Returns the names restored."""
     restored = []
     for name, module in model.named_modules():
-        orig = _original_class(type(module))
+        orig = _original_class(_own_class(module))
         if orig is not None:
-            module.__class__ = orig
+            _switch_class(module, orig)
             restored.append(name)
     return restored
