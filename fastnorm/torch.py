@@ -629,7 +629,9 @@ def _hf_runs_original(x):
     """Whether a Hugging Face replacement runs the original forward: for
     dtypes whose rounding only it gives (float64 etc.), and under graph
     capture and forward-mode AD (fx, jit.trace), which record its ops."""
-    return isinstance(x, _Proxy) or x.dtype not in _HF_FAST_DTYPES or _core.torch_context_declines()
+    if isinstance(x, _Proxy) or x.dtype not in _HF_FAST_DTYPES:
+        return True
+    return not _is_compiling() and _core.torch_context_declines()  # (dynamo: rms_norm decides)
 
 
 class _HFPatched:

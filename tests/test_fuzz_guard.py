@@ -417,6 +417,19 @@ def test_forward_guarded(op, data):
     mean_ref, rstd_ref = _check_forward(op, case, y, x_values, w, b, eps)
     if return_stats:
         _check_stats(op, case, res[1:], mean_ref, rstd_ref)
+    if (wg is not None or bg is not None) and not written and draw(st.booleans()):
+        # the parameters updated in place (an optimizer step), then the same
+        # call: no cached copy of the old values may serve it
+        w, b = (None if g is None else _updated_in_place(g.array) for g in (wg, bg))
+        note("weight and bias updated in place, called again")
+        res = _call(FORWARD[op], stream, xg.array, **kwargs)
+        _check_forward(op, case, res[0] if return_stats else res, x_values, w, b, eps)
+
+
+def _updated_in_place(a):
+    """Write new values into a's elements; returns a copy of them."""
+    a[...] = (a.astype(np.float64) * 1.5 + 0.125).astype(a.dtype)
+    return a.copy()
 
 
 # ---- fused residual add ---------------------------------------------------------

@@ -547,6 +547,104 @@ def test_no_grad_matches_grad_mode():
         )
 
 
+# ---- parameter updates and torch's modes --------------------------------------------
+
+
+def _update_in_place(r, params):
+    """One in-place update of the parameters, of a kind torch's version
+    counter may not see: a fused optimizer step (no version bump, same
+    address), a write through .data, or a write through a NumPy view."""
+    kind = r.choice(["Adam", "AdamW", "Adagrad", "data", "numpy"])
+    if kind in ("Adam", "AdamW", "Adagrad"):
+        for p in params:
+            p.grad = torch.randn(p.shape, dtype=torch.float64).to(p.dtype)
+        getattr(torch.optim, kind)(params, lr=r.choice([0.01, 0.1, 0.5]), fused=True).step()
+    elif kind == "data":
+        for p in params:
+            p.data.mul_(1.5).add_(0.125)
+    else:
+        for p in params:
+            if p.numel():
+                flat = p.detach().view(-1)
+                view = flat.view(torch.int16) if p.element_size() == 2 else flat
+                view.numpy()[r.randrange(p.numel())] += 1 << 9 if p.element_size() == 2 else 1
+    return kind
+
+
+def _dual_check(op, add, c, gen):
+    """In a forward-mode AD level, a dual x: fastnorm's primal and tangent
+    against torch's ops (float64 cases)."""
+    import torch.autograd.forward_ad as fwAD
+
+    x = c["x"].detach()
+    if 0 in x.stride():  # make_dual refuses an expanded primal
+        x = x.contiguous()
+    t = torch.randn(x.shape, generator=gen, dtype=x.dtype)
+    res, w, b = (None if c[k] is None else c[k].detach() for k in ("residual", "weight", "bias"))
+    with fwAD.dual_level():
+        got = _call(op, add, c, x=fwAD.make_dual(x, t))
+        got = got[0] if add else got
+        got_p, got_t = fwAD.unpack_dual(got)
+    assert got_t is not None, "forward-mode AD: the tangent was dropped"
+    want_p, want_t = torch.func.jvp(
+        lambda xx: _ref_forward(op, add, c, xx, res, w, b)[0], (x.double(),), (t.double(),)
+    )
+    _close(got_p, want_p, x.dtype, "primal")
+    _close(got_t, want_t, x.dtype, "tangent")
+
+
+@pytest.mark.parametrize("op", ["ln", "rms"])
+@pytest.mark.parametrize("add", [False, True])
+def test_fuzz_parameter_updates_and_modes(op, add, isa):
+    """Cases as above with weight and bias as Parameters, called once (which
+    fills the widened-weight cache), updated in place (fused optimizers,
+    .data, NumPy views), and called again in grad mode, no_grad, inference
+    mode (on inference tensors too) or, for float64 cases, with a dual x
+    inside a forward-mode AD level.  Every result is checked against the
+    float64 reference with the parameters as they are then."""
+    r = random.Random(f"upd-{op}-{add}-{isa}")
+    gen = torch.Generator().manual_seed(4321 + add + 2 * (op == "ln"))
+    done = 0
+    while done < max(1, N_CASES // 8):
+        c = _draw_case(r, gen, add, op)
+        if c["x"].numel() == 0 or _expected_error(c) or _mixed_dtypes(c) or c["eps"] == 0:
+            continue
+        for k in ("weight", "bias"):
+            if c[k] is not None:
+                c[k] = torch.nn.Parameter(c[k].detach().clone())
+        params = [c[k] for k in ("weight", "bias") if c[k] is not None]
+        if not params:
+            continue
+        with torch.no_grad():
+            _, err = _run(op, add, c)
+        if err is not None:
+            continue
+        kind = _update_in_place(r, params)
+        mode = r.choice(["grad", "no_grad", "inference", "inference tensors", "dual"])
+        if mode == "dual" and c["dtype"] != torch.float64:
+            mode = "no_grad"
+        try:
+            if mode == "dual":
+                _dual_check(op, add, c, gen)
+            else:
+                cc = c
+                if mode == "inference tensors":
+                    with torch.inference_mode():
+                        cc = {
+                            k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in c.items()
+                        }
+                ctx = {"grad": torch.enable_grad, "no_grad": torch.no_grad}.get(
+                    mode, torch.inference_mode
+                )
+                with ctx():
+                    got = _call(op, add, cc)
+                want_y, _ = _reference(op, c)
+                _close(got[0] if add else got, want_y, c["dtype"], "y")
+        except AssertionError as exc:
+            raise AssertionError(f"{kind} update, {mode}: {_describe(c)}: {exc}") from exc
+        done += 1
+
+
 # ---- large outputs (the buffer cache) ---------------------------------------------
 
 
