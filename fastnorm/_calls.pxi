@@ -581,19 +581,25 @@ cdef object _derived_from_bytes(object key, const char *data, Py_ssize_t n, int 
         if cnp.PyArray_TYPE(seen) == typenum and cnp.PyArray_DIMS(seen)[0] == n and \
                 memcmp(cnp.PyArray_DATA(seen), data, nbytes) == 0:
             return entry[1]
-        del g_derived[key]
-        g_derived_bytes -= entry[2]
     dims[0] = n
     seen = cnp.PyArray_EMPTY(1, dims, typenum, 0)
     nbytes = cnp.PyArray_NBYTES(seen)
     memcpy(cnp.PyArray_DATA(seen), data, nbytes)
-    value = make(seen)
+    value = make(seen)  # (may release the GIL: the dict is updated only below)
+    entry = g_derived.pop(key, None)
+    if entry is not None:
+        g_derived_bytes -= entry[2]
     while g_derived and (len(g_derived) >= DERIVED_MAX_ENTRIES
                          or g_derived_bytes + 3 * nbytes > DERIVED_MAX_BYTES):
         g_derived_bytes -= g_derived.pop(next(iter(g_derived)))[2]
     g_derived[key] = (seen, value, 3 * nbytes)  # about the copy and a float32 value
     g_derived_bytes += 3 * nbytes
     return value
+
+
+def derived_cache_info():
+    """(entries, bytes counted) of the derived-value cache, for the tests."""
+    return len(g_derived), g_derived_bytes
 
 
 def _as_float32(a):

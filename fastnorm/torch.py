@@ -13,6 +13,9 @@ them.  Anything else (another device, another dtype, tensor subclasses) runs
 torch's own op, so a patched model keeps working after ``.to("cuda")``.  Code
 traced by ``torch.compile`` or ``torch.export``, and meta and fake tensors, go
 through the custom ops ``torch.ops.fastnorm.*`` (see ``fastnorm/_torch_ops.py``).
+Where those are invisible or unknown (``torch.jit.trace``, ONNX export), and
+for forward-mode AD and nested tensors, torch's own op runs; ``torch.fx``
+symbolic tracing records the call itself.
 
 Gradients come from fastnorm's fused backward passes
 (`fastnorm.layer_norm_backward`, `fastnorm.rms_norm_backward`), once: double

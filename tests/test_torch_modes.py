@@ -301,3 +301,31 @@ def test_zero_dim_tensor_eps_is_taken_as_its_value(op):
         r"torch.float32 tensor of shape \(2,\)",
     ):
         getattr(fnt, op)(x, (8,), eps=torch.ones(2))
+
+
+# ---- the derived-value cache's bound ----------------------------------------------------
+
+
+@pytest.mark.any_isa
+def test_widened_weight_cache_stays_bounded():
+    """The cache holds no reference to the weights, so it is bounded instead:
+    at most 4096 entries and 64 MiB, the oldest dropped first; results stay
+    right for weights that were dropped and come back."""
+    from fastnorm import _core
+
+    x = torch.randn(2, 16, dtype=torch.bfloat16)
+    weights = [torch.full((16,), 1 + i / 4096, dtype=torch.bfloat16) for i in range(4200)]
+    with torch.no_grad():
+        for w in weights:
+            fnt.rms_norm(x, 16, w)
+        entries, nbytes = _core.derived_cache_info()
+        assert entries <= 4096 and nbytes <= 64 << 20
+        assert torch.equal(fnt.rms_norm(x, 16, weights[0]), F.rms_norm(x, (16,), weights[0]))
+        big = torch.rand(1 << 23, dtype=torch.bfloat16) + 0.5  # 16 MiB, 48 MiB counted
+        xb = torch.randn(1, 1 << 23, dtype=torch.bfloat16)
+        for _ in range(2):
+            fnt.rms_norm(xb, 1 << 23, big)
+            assert _core.derived_cache_info()[1] <= 64 << 20
+        big2 = torch.rand(1 << 23, dtype=torch.bfloat16) + 0.5
+        fnt.rms_norm(xb, 1 << 23, big2)
+        assert _core.derived_cache_info()[1] <= 64 << 20
