@@ -510,13 +510,16 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
     """Every call the pointer path did not take: argument errors, autograd,
     layouts it does not plan (NumPy views then), and torch's own ops for
     other devices, dtypes and tracing."""
-    if any(isinstance(t, _Proxy) for t in (input, residual, weight, bias)):
-        return _fx_call(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
-    _check_types(input=input, weight=weight, bias=bias)
+    try:
+        _check_types(input=input, weight=weight, bias=bias)
+        if add:
+            _check_residual(input, residual)
+    except TypeError:  # (checked here, off the hot path) torch.fx's stand-ins for tensors
+        if any(isinstance(t, _Proxy) for t in (input, residual, weight, bias)):
+            return _fx_call(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
+        raise
     if isinstance(eps, torch.Tensor):
         eps = _eps_number(eps)
-    if add:
-        _check_residual(input, residual)
     route = _route(input, residual, weight, bias)
     if residual is not None and residual.dtype != input.dtype:
         route = _TORCH  # torch's type promotion decides h's dtype
