@@ -14,6 +14,8 @@ from _hf_norms import GemmaRMSNorm, LlamaRMSNorm  # noqa: E402
 from _reference import max_ulp_error  # noqa: E402
 
 import fastnorm.torch as fnt  # noqa: E402
+from fastnorm.torch import _functions, _tensors  # noqa: E402
+from fastnorm.torch._tensors import _BF16  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HALF = (torch.float16, torch.bfloat16)
@@ -54,6 +56,12 @@ def ours(op, x, ns, w, b, eps, residual=None, **kw):
     if op == "add_layer_norm":
         return fnt.add_layer_norm(x, residual, ns, w, b, 1e-5 if eps is None else eps, **kw)
     return fnt.add_rms_norm(x, residual, ns, w, eps, **kw)
+
+
+def no_pointer_path(monkeypatch):
+    """Every call through the NumPy-view path (the core's pointer path declines)."""
+    for module in (_functions, _tensors):
+        monkeypatch.setattr(module, "_direct", lambda *a: None)
 
 
 def assert_few_eps(actual, expected, dtype, k=8):
@@ -148,7 +156,7 @@ def test_half_within_one_ulp(op, dtype, affine, gen):
         max_ulp_error(
             got.float().numpy(),
             want.double().numpy(),
-            fnt._BF16 if dtype is torch.bfloat16 else np.float16,
+            _BF16 if dtype is torch.bfloat16 else np.float16,
             slack=1e-6,
         )
         <= 1.0
@@ -600,7 +608,7 @@ def test_patch_root_module_and_unknown_subclasses():
 @pytest.mark.any_isa
 def test_patch_verify_leaves_disagreeing_modules(monkeypatch):
     model = torch.nn.Sequential(torch.nn.LayerNorm(8), torch.nn.RMSNorm(8))
-    monkeypatch.setattr(fnt, "layer_norm", lambda *a, **k: torch.zeros(2, 8))
+    monkeypatch.setattr(_functions, "layer_norm", lambda *a, **k: torch.zeros(2, 8))
     with pytest.warns(RuntimeWarning, match="0 .*left unpatched"):
         names = fnt.patch(model)
     assert names == ["1"] and type(model[0]) is torch.nn.LayerNorm
@@ -780,8 +788,8 @@ def test_fallback_matches_fast_path(op, monkeypatch, gen):
     w, b = params(6, gen, torch.float32)
     b = b if "layer" in op else None
     fast = ours(op, x, (6,), w, b, None, r, dim=1)
-    monkeypatch.setattr(fnt, "_route", lambda *t: fnt._TORCH)
-    monkeypatch.setattr(fnt, "_direct", lambda *a: None)
+    monkeypatch.setattr(_functions, "_route", lambda *t: _tensors._TORCH)
+    no_pointer_path(monkeypatch)
     slow = ours(op, x, (6,), w, b, None, r, dim=1)
     if isinstance(fast, tuple):
         assert torch.equal(fast[1], slow[1])
@@ -929,7 +937,7 @@ def test_fused_add_equals_two_steps(op, dtype, dim, path, monkeypatch, gen):
     h = x + r
     two_step = ours(op[4:], h, (n,), w, b, None, dim=dim)
     if path == "numpy views":
-        monkeypatch.setattr(fnt, "_direct", lambda *a: None)
+        no_pointer_path(monkeypatch)
     fused = ours(op, x, (n,), w, b, None, r, dim=dim)
     assert torch.equal(fused[1], h)
     assert torch.equal(fused[0], two_step)

@@ -13,7 +13,7 @@ import torch.nn.functional as F  # noqa: E402
 from _hf_norms import LlamaRMSNorm  # noqa: E402
 
 import fastnorm.torch as fnt  # noqa: E402
-from fastnorm import _torch_ops  # noqa: E402
+from fastnorm.torch import _ops as _torch_ops  # noqa: E402
 
 # The graph-level behaviour tested here does not depend on the kernel set
 # (the kernels' numerics are tested per ISA elsewhere).

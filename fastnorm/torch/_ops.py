@@ -42,28 +42,19 @@ This module imports torch and is imported by ``fastnorm.torch`` only.
 """
 
 import torch
-import torch.nn.functional as F
 
-KERNEL_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
-# shared with fastnorm.torch, which imports this module first
-_F32_EPS = float(torch.finfo(torch.float32).eps)
-_F64_EPS = float(torch.finfo(torch.float64).eps)
+from ._fallback import _c_order, _torch_backward, torch_norm
+from ._tensors import (
+    _LN,
+    _RMS,
+    KERNEL_DTYPES,
+    _kernel_backward,
+    _kernel_forward,
+    _param_grad,
+    rms_eps,
+)
 
 _DOUBLE_BACKWARD = "fastnorm.torch: double backward is not supported"
-
-
-_fnt = None
-
-
-def _conv():
-    """fastnorm.torch, whose kernel calls the ops share.  It imports this module
-    at its top, so it is looked up on first use rather than imported here."""
-    global _fnt
-    if _fnt is None:
-        from . import torch as fnt
-
-        _fnt = fnt
-    return _fnt
 
 
 def _kernel_ok(*tensors):
@@ -72,13 +63,6 @@ def _kernel_ok(*tensors):
         if t is not None and (t.device.type != "cpu" or t.dtype not in KERNEL_DTYPES):
             return False
     return True
-
-
-def rms_eps(dtype, eps):
-    """rms_norm's eps=None: the compute dtype's epsilon, as in torch."""
-    if eps is not None:
-        return eps
-    return _F64_EPS if dtype == torch.float64 else _F32_EPS
 
 
 def _check_shape(input, normalized_shape, dim):
@@ -108,80 +92,6 @@ def _new_output(input, dtype=None):
     )
 
 
-def _c_order(t):
-    return t if t.is_contiguous() else t.contiguous()
-
-
-# ---- torch's own ops: the fallback for what fastnorm's kernels do not take -------
-
-
-def _moved(input, dim):
-    """input with the dims in dim moved to the end (a view), and the moved-to dims."""
-    tail = tuple(range(input.dim() - len(dim), input.dim()))
-    return input.movedim(tuple(dim), tail), tail
-
-
-def _torch_forward(kind, input, normalized_shape, weight, bias, eps):
-    """torch's norm over input's trailing dims."""
-    ns = tuple(normalized_shape)
-    if kind == "ln":
-        y = F.layer_norm(input, ns, weight, bias, eps)
-    else:
-        y = F.rms_norm(input, ns, weight, eps)
-    return y
-
-
-def torch_norm(kind, input, normalized_shape, weight, bias, eps, dim):
-    """torch's norm over the trailing dims or dim, in input's dtype and C order
-    (what the fake implementations promise)."""
-    if dim is not None:
-        moved, tail = _moved(input, dim)
-        y = _torch_forward(kind, moved, normalized_shape, weight, bias, eps).movedim(tail, dim)
-    else:
-        y = _torch_forward(kind, input, normalized_shape, weight, bias, eps)
-    return _c_order(y.to(input.dtype))
-
-
-def _torch_backward(kind, grad, input, normalized_shape, weight, bias, eps, dim):
-    """The gradients of `torch_norm` written out with torch's ops (the backward
-    op's fallback; autograd is not available below the op's autograd key).
-    Computed in float32 for half inputs, float64 for float64; parameter sums
-    in float64."""
-    if dim is not None:
-        grad, _ = _moved(grad, dim)
-        x, tail = _moved(input, dim)
-    else:
-        x, tail = input, None
-    compute = torch.float64 if input.dtype == torch.float64 else torch.float32
-    n = len(tuple(normalized_shape))
-    red = tuple(range(x.dim() - n, x.dim()))
-    xc, gc = x.to(compute), grad.to(compute)
-    if kind == "ln":
-        mean = xc.mean(red, keepdim=True)
-        xc = xc - mean
-        rstd = torch.rsqrt((xc * xc).mean(red, keepdim=True) + eps)
-    else:
-        rstd = torch.rsqrt((xc * xc).mean(red, keepdim=True) + eps)
-    xhat = xc * rstd
-    dxhat = gc if weight is None else gc * weight.to(compute)
-    proj = (dxhat * xhat).mean(red, keepdim=True)
-    if kind == "ln":
-        dx = rstd * (dxhat - dxhat.mean(red, keepdim=True) - xhat * proj)
-    else:
-        dx = rstd * (dxhat - xhat * proj)
-    if tail is not None:
-        dx = dx.movedim(tail, dim)
-    grads = [_c_order(dx.to(input.dtype))]
-    batch = tuple(range(x.dim() - n))
-    if weight is not None:
-        dw = (gc.double() * xhat.double()).sum(batch) if batch else gc.double() * xhat.double()
-        grads.append(dw.reshape(weight.shape).to(weight.dtype).contiguous())
-    if bias is not None:
-        db = gc.double().sum(batch) if batch else gc.double()
-        grads.append(db.reshape(bias.shape).to(bias.dtype).contiguous())
-    return grads
-
-
 # ---- the ops ------------------------------------------------------------------------
 
 
@@ -198,9 +108,8 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5, dim=No
     _check_shape(input, normalized_shape, dim)
     if not _kernel_ok(input, weight, bias):
         return torch_norm("ln", input, normalized_shape, weight, bias, eps, dim)
-    fnt = _conv()
     ns, d = _eager_args(normalized_shape, dim)
-    return fnt._kernel_forward(fnt._LN, input, None, ns, weight, bias, eps, d, False)[0]
+    return _kernel_forward(_LN, input, None, ns, weight, bias, eps, d, False)[0]
 
 
 def rms_norm(input, normalized_shape, weight=None, eps=None, dim=None):
@@ -209,9 +118,8 @@ def rms_norm(input, normalized_shape, weight=None, eps=None, dim=None):
     eps = rms_eps(input.dtype, eps)
     if not _kernel_ok(input, weight):
         return torch_norm("rms", input, normalized_shape, weight, None, eps, dim)
-    fnt = _conv()
     ns, d = _eager_args(normalized_shape, dim)
-    return fnt._kernel_forward(fnt._RMS, input, None, ns, weight, None, eps, d, False)[0]
+    return _kernel_forward(_RMS, input, None, ns, weight, None, eps, d, False)[0]
 
 
 def _add_norm(kind, input, residual, normalized_shape, weight, bias, eps, dim):
@@ -225,10 +133,9 @@ def _add_norm(kind, input, residual, normalized_shape, weight, bias, eps, dim):
     if residual.dtype != input.dtype or not _kernel_ok(input, residual, weight, bias):
         h = _c_order(input + residual)  # torch's type promotion, as the eager bridge
         return torch_norm(kind, h, normalized_shape, weight, bias, eps, dim), h
-    fnt = _conv()
     ns, d = _eager_args(normalized_shape, dim)
-    op = fnt._LN if kind == "ln" else fnt._RMS
-    return fnt._kernel_forward(op, input, residual, ns, weight, bias, eps, d, False)
+    op = _LN if kind == "ln" else _RMS
+    return _kernel_forward(op, input, residual, ns, weight, bias, eps, d, False)
 
 
 def add_layer_norm(input, residual, normalized_shape, weight=None, bias=None, eps=1e-5, dim=None):
@@ -248,10 +155,9 @@ def _backward_impl(kind, grad, input, normalized_shape, weight, bias, eps, dim):
     _check_shape(input, normalized_shape, dim)
     if grad.dtype != input.dtype or not _kernel_ok(grad, input, weight, bias):
         return _torch_backward(kind, grad, input, normalized_shape, weight, bias, eps, dim)
-    fnt = _conv()
     ns, d = _eager_args(normalized_shape, dim)
-    dx, dw, db = fnt._kernel_backward(
-        fnt._LN if kind == "ln" else fnt._RMS,
+    dx, dw, db = _kernel_backward(
+        _LN if kind == "ln" else _RMS,
         grad,
         input,
         weight,
@@ -265,7 +171,7 @@ def _backward_impl(kind, grad, input, normalized_shape, weight, bias, eps, dim):
     grads = [_c_order(dx)]
     for g, param in ((dw, weight), (db, bias)):
         if param is not None:
-            grads.append(fnt._param_grad(g, param.dtype, True))
+            grads.append(_param_grad(g, param.dtype, True))
     return grads
 
 

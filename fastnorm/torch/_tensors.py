@@ -1,0 +1,318 @@
+"""fastnorm.torch's tensor calls: the one place that reads tensors' memory.
+
+CPU tensors of fastnorm's dtypes go to the core's pointer path
+(``_core.torch_forward`` / ``torch_backward``: pointers, sizes and strides,
+no copy), or else as NumPy views through ``fastnorm._api``.  Here too: which
+route a call takes (fastnorm's kernels, with or without autograd, or torch's
+own op), the normalized dims of the ``dim=`` spelling, and the conversions.
+Every other module of the package builds on this one; it imports none of them.
+"""
+
+import numbers
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import torch
+
+from .. import _api, _core
+
+_core.torch_setup(torch)
+_direct = _core.torch_forward  # the pointer path: None when it does not take a call
+_LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+KERNEL_DTYPES = frozenset((torch.float32, torch.float64, torch.float16, torch.bfloat16))
+_F32_EPS = float(torch.finfo(torch.float32).eps)
+_F64_EPS = float(torch.finfo(torch.float64).eps)
+_PLAIN_TYPES = (torch.Tensor, torch.nn.Parameter)
+_is_compiling = torch.compiler.is_compiling
+
+
+# ---- conversions -------------------------------------------------------------
+
+
+class _ArrayView:
+    """Carries an __array_interface__ for np.asarray, and the tensor: the
+    array's base is this object, so the array keeps the tensor alive."""
+
+    __slots__ = ("__array_interface__", "tensor")
+    __array_interface__: dict
+    tensor: Any
+
+
+# typestr, itemsize, the NumPy dtype to view the result as (bfloat16 travels as int16)
+_INTERFACE = {
+    torch.float32: (np.dtype(np.float32).str, 4, None),
+    torch.float64: (np.dtype(np.float64).str, 8, None),
+    torch.float16: (np.dtype(np.float16).str, 2, None),
+    torch.bfloat16: (np.dtype(np.int16).str, 2, _BF16),
+}
+
+
+def _np(t):
+    """The NumPy view of a CPU tensor of a kernel dtype: same memory, same strides.
+
+    Built from the tensor's pointer rather than with ``Tensor.numpy()``, which
+    would mark the tensor's storage as never resizable again (a lasting side
+    effect on the caller's tensors and parameters: FSDP, for one, frees
+    parameters with ``storage.resize_(0)``).  The array keeps the tensor alive."""
+    typestr, size, view = _INTERFACE[t.dtype]
+    if t.is_neg():  # a lazily negated view (e.g. complex.conj().imag): materialize it
+        t = t.resolve_neg()
+    ptr = t.data_ptr()
+    if t.numel() == 0:
+        arr = np.empty(tuple(t.shape), typestr)
+    else:
+        v = _ArrayView()
+        v.tensor = t
+        if t.is_contiguous():
+            v.__array_interface__ = {"data": (ptr, False), "shape": t.shape, "typestr": typestr}
+        else:
+            v.__array_interface__ = {
+                "data": (ptr, False),
+                "shape": t.shape,
+                "typestr": typestr,
+                "strides": tuple([st * size for st in t.stride()]),
+            }
+        arr = np.asarray(v)
+    return arr if view is None else arr.view(view)
+
+
+def _np_opt(t):
+    return None if t is None else _np(t)
+
+
+def _from_np(arr):
+    """A tensor sharing arr's memory (arr stays alive as long as the tensor)."""
+    if arr.dtype == _BF16:
+        return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(arr)
+
+
+def _new_output(input):
+    """A fresh, torch-owned C-order tensor like input (torch's ops return C order too)."""
+    if input.is_contiguous():
+        return torch.empty_like(input)  # the cheapest allocation torch has
+    return torch.empty_like(input, memory_format=torch.contiguous_format)
+
+
+# routes
+_TORCH, _DIRECT, _AUTOGRAD = 0, 1, 2
+
+
+def _route(*tensors):
+    """_DIRECT when every tensor given (None skipped) can go to fastnorm's
+    kernels and none needs a gradient, _AUTOGRAD when one does, else _TORCH.
+    (Types were checked by the caller.)"""
+    if _is_compiling() or _core.torch_context_declines():  # first: not traceable
+        return _TORCH
+    grad = False
+    for t in tensors:
+        if t is None:
+            continue
+        if (
+            type(t) not in _PLAIN_TYPES
+            or not t.is_cpu
+            or t.dtype not in KERNEL_DTYPES
+            or t.is_nested
+            or not _has_data(t)
+        ):
+            return _TORCH
+        if t.requires_grad:
+            grad = True
+    return _AUTOGRAD if grad and torch.is_grad_enabled() else _DIRECT
+
+
+def _has_data(t):
+    """Whether t's memory can be read: not so for torch.func's wrappers
+    (vmap, grad: data_ptr raises), functionalized tensors, freed storages and
+    efficient zero tensors (data_ptr is 0).  Those run torch's own op, which
+    knows them."""
+    try:
+        return t.data_ptr() != 0 or t.numel() == 0
+    except RuntimeError:
+        return False
+
+
+def _check_tensor(value, name, optional=True):
+    if value is None and optional:
+        return
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor{' or None' if optional else ''}, "
+            f"got {type(value).__name__}"
+        )
+
+
+def rms_eps(dtype, eps):
+    """rms_norm's eps=None: the compute dtype's epsilon, as in torch."""
+    if eps is not None:
+        return eps
+    return _F64_EPS if dtype == torch.float64 else _F32_EPS
+
+
+# ---- the normalized dimensions -------------------------------------------------
+
+
+def _shape_tuple(normalized_shape):
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+        return (int(normalized_shape),)
+    try:
+        items = tuple(normalized_shape)
+    except TypeError:
+        raise TypeError(
+            f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
+            f"got {normalized_shape!r}"
+        ) from None
+    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in items):
+        raise TypeError(
+            f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
+            f"got {normalized_shape!r}"
+        )
+    return tuple(int(s) for s in items)
+
+
+@torch.compiler.assume_constant_result
+def _as_dim_tuple(dim):
+    """dim by the functional API's axis rule (compiled code, which dynamo
+    cannot trace: under torch.compile it runs once, at trace time, on the
+    constant dim)."""
+    return _core.as_axis_tuple(dim, "dim")
+
+
+def _dims_tuple(ndim, dim):
+    """dim as a sorted tuple of non-negative dimensions (errors as fastnorm's axis=)."""
+    raw = _as_dim_tuple(dim)
+    if not raw:
+        raise ValueError("dim must name at least one dimension, got ()")
+    dims = []
+    for d in raw:
+        if not -ndim <= d < ndim:
+            raise _core.AxisError(d, ndim)
+        d %= ndim
+        if d in dims:
+            raise ValueError(f"dim {raw} names dimension {d} twice")
+        dims.append(d)
+    return tuple(sorted(dims))
+
+
+def _resolve(input, normalized_shape, dim):
+    """(normalized_shape, axis) for fastnorm, and the sorted dims (None when the
+    normalized dims are trailing).  A one-element shape is passed as an int,
+    which fastnorm's fast path takes."""
+    if dim is None:  # the hot paths
+        t = type(normalized_shape)
+        if t is int:
+            return normalized_shape, None, None
+        if (
+            (t is torch.Size or t is tuple)
+            and len(normalized_shape) == 1
+            and type(normalized_shape[0]) is int
+        ):
+            return normalized_shape[0], None, None
+    if dim is None:
+        if normalized_shape is None:
+            return None, None, None
+        ns = _shape_tuple(normalized_shape)
+        return (ns[0] if len(ns) == 1 else ns), None, None
+    if input.dim() == 0:
+        raise TypeError("input must have at least one dimension, got a 0-d tensor")
+    dims = _dims_tuple(input.dim(), dim)
+    if normalized_shape is not None:
+        ns = _shape_tuple(normalized_shape)
+        sizes = tuple(input.shape[d] for d in dims)
+        if ns != sizes:
+            raise ValueError(
+                f"normalized_shape {ns} does not match the sizes {sizes} of dims "
+                f"{dims} of input with shape {tuple(input.shape)}"
+            )
+    trailing = tuple(range(input.dim() - len(dims), input.dim()))
+    if dims == trailing:  # trailing dims: the plain path
+        return tuple(input.shape[d] for d in dims) if len(dims) > 1 else input.shape[-1], None, None
+    return None, dims, dims
+
+
+def _check_residual(input, residual):
+    _check_tensor(residual, "residual", optional=False)
+    if residual.shape != input.shape:
+        raise ValueError(
+            f"residual has shape {tuple(residual.shape)} but input has shape {tuple(input.shape)}"
+        )
+
+
+# ---- fastnorm's kernels on tensors ------------------------------------------------
+# The eager autograd Functions and the torch.library ops both run through
+# these.  Stats come back as NumPy arrays (the backward takes them so).
+
+
+def _param_grad(g, dtype, needed):
+    """A parameter's gradient (fastnorm's, summed in float64) in the parameter's dtype."""
+    if not needed or g is None:
+        return None
+    if not isinstance(g, torch.Tensor):
+        g = _from_np(np.ascontiguousarray(g))
+    return g if g.dtype == dtype else g.to(dtype)
+
+
+def _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, dim, want_stats):
+    """fastnorm's forward kernels on CPU tensors of the kernel dtypes, with no
+    autograd: the pointer path, else NumPy views through _api (which also
+    raises the argument errors).  Returns (y,) or (y, h), then (mean, rstd)
+    or (rstd,) as NumPy arrays when want_stats.  The eager autograd
+    Functions and the torch.library ops both run forwards through here."""
+    out = _direct(op, input, normalized_shape, weight, bias, eps, dim, residual, False, want_stats)
+    if out is not None:
+        return out if isinstance(out, tuple) else (out,)
+    ns, axis, _ = _resolve(input, normalized_shape, dim)
+    kw = {} if axis is None else {"axis": axis}
+    kw["weight"] = _np_opt(weight)
+    if op == _LN:
+        kw["bias"] = _np_opt(bias)
+    y = _new_output(input)
+    if residual is None:
+        fn = _api.layer_norm if op == _LN else _api.rms_norm
+        res = fn(_np(input), ns, eps=eps, out=_np(y), return_stats=want_stats, **kw)
+        outs: tuple[Any, ...] = (y,)
+    else:
+        h = _new_output(input)
+        add_fn = _api.add_layer_norm if op == _LN else _api.add_rms_norm
+        res = add_fn(
+            _np(input),
+            _np(residual),
+            ns,
+            eps=eps,
+            out=_np(y),
+            residual_out=_np(h),
+            return_stats=want_stats,
+            **kw,
+        )
+        outs = (y, h)
+    return outs + (tuple(res[len(outs) :]) if want_stats else ())
+
+
+def _kernel_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim, want_dweight, bias_shape):
+    """fastnorm's backward kernels: (dx, dweight, dbias), the parameter
+    gradients summed in float64 in the compute dtype (None where not wanted;
+    dbias when bias_shape is given).  rstd: the forward's, or None to
+    recompute it.  The pointer path, else NumPy views through _api."""
+    want_dbias = op == _LN and bias_shape is not None
+    grads = _core.torch_backward(
+        op, dy, x, weight, rstd, eps, normalized_shape, dim, want_dweight, want_dbias
+    )
+    if grads is not None:
+        return grads
+    if dy._is_zerotensor():  # autograd's efficient zeros have no memory: materialize them
+        dy = torch.zeros(dy.shape, dtype=dy.dtype)
+    ns, axis, _ = _resolve(x, normalized_shape, dim)
+    kw = {} if axis is None else {"axis": axis}
+    if op == _LN:
+        bias = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
+        dx, dw, db = _api.layer_norm_backward(
+            _np(dy), _np(x), ns, _np_opt(weight), rstd=rstd, eps=eps, bias=bias, **kw
+        )
+    else:
+        dx, dw = _api.rms_norm_backward(
+            _np(dy), _np(x), ns, _np_opt(weight), rstd=rstd, eps=eps, **kw
+        )
+        db = None
+    return (_from_np(dx), dw if want_dweight else None, db if want_dbias else None)
