@@ -10,7 +10,7 @@
     python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
 
 Each target is a ratio of medians measured in one process, its competitors
-interleaved round by round (fastnorm._bench.time_interleaved), and a goal
+interleaved round by round (fastnorm.bench.harness.time_interleaved), and a goal
 that the ratio should meet.  The goals are the project's, not a user's, so
 they live here, outside the installed package; the package keeps the timing
 machinery and ``python -m fastnorm bench``.  --threads 1 runs only the
@@ -31,11 +31,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
 
 import fastnorm
-from fastnorm import _bench
-from fastnorm.__main__ import parse_ints
-from fastnorm._bench import Case, limit_threads, make_inputs, time_interleaved
+from fastnorm.bench import harness
+from fastnorm.bench.cli import parse_ints
+from fastnorm.bench.harness import Case, limit_threads, make_inputs, time_interleaved
 
-EPS = _bench.EPS
+EPS = harness.EPS
 BIG = (4096, 4096)
 
 
@@ -60,7 +60,7 @@ class Target:
 def _ratio(case, threads, num, den, repeats, min_time=2e-3, extra=None):
     """Median time of competitor `num` over the faster of `den` (names)."""
     with limit_threads(threads):
-        fns = _bench.competitors(case)
+        fns = harness.competitors(case)
         if extra:
             fns.update(extra(case))
         needed = {num, *den}
@@ -147,7 +147,7 @@ def _two_over_one_thread(case, repeats):
 
 # ---- the forward targets ----------------------------------------------------
 
-ROOF = ["roof"]  # the streaming copy of the bytes the pass moves (fastnorm._bench)
+ROOF = ["roof"]  # the streaming copy of the bytes the pass moves (fastnorm.bench.harness)
 THREADS = (1, 2)  # every target that is not about one thread count runs on both
 
 
@@ -170,7 +170,7 @@ def _roof_scaling(case, repeats):
     x = make_inputs(case)[0]
     # each copy on its own thread count: a roof_fn left to read the limit
     # at each call would run both on the 2 threads of the timing block
-    fns = {n: _bench.roof_fn(x.nbytes, x.size, threads=n) for n in THREADS}
+    fns = {n: harness.roof_fn(x.nbytes, x.size, threads=n) for n in THREADS}
     with limit_threads(2):
         times = time_interleaved(fns, repeats, 2e-3)
     return times[2] / times[1]
@@ -285,7 +285,7 @@ HALF_TARGET_COUNT = 8
 def _backward_times(op, threads, repeats):
     case = Case(op, BIG, "float32", "last", False)
     with limit_threads(threads):
-        fns = _bench.backward_competitors(case)
+        fns = harness.backward_competitors(case)
         fns.pop("copyto")
         return time_interleaved(fns, repeats, 2e-3)
 
@@ -299,7 +299,7 @@ def _small_backward_ratio(op, repeats):
     torch's native_layer_norm_backward takes several times longer on two
     threads than on one, so two would time torch's thread pool."""
     with limit_threads(1):
-        fns = _bench.small_backward_competitors(op)
+        fns = harness.small_backward_competitors(op)
         if "torch" not in fns:
             return None
         times = time_interleaved(fns, repeats * 20, 2e-4)  # many short rounds
@@ -368,7 +368,7 @@ BACKWARD_TARGET_COUNT = 8
 def _fused_times(op, threads, repeats):
     case = Case(op, BIG, "float32", "last", True)
     with limit_threads(threads):
-        fns = _bench.fused_competitors(case)
+        fns = harness.fused_competitors(case)
         fns.pop("copyto")
         return time_interleaved(fns, repeats, 2e-3)
 
@@ -462,9 +462,9 @@ SPELLING_TARGET_COUNT = 24
 
 
 def _dask_times(op, repeats):
-    from fastnorm import _bench_dask
+    from fastnorm.bench import dask_cases
 
-    return _bench_dask.measure(op, repeats, names=["fastnorm", "dask", "identity"])
+    return dask_cases.measure(op, repeats, names=["fastnorm", "dask", "identity"])
 
 
 def dask_targets():
@@ -472,10 +472,10 @@ def dask_targets():
     computed on the threaded scheduler with 2 workers, against the same
     normalization in Dask array operations and against an identity pass of
     the blocks (x.map_blocks(np.copy)); each timed run follows an untimed
-    one of the same competitor (fastnorm/_bench_dask.py says why)."""
-    from fastnorm import _bench_dask
+    one of the same competitor (fastnorm/dask_cases.py says why)."""
+    from fastnorm.bench import dask_cases
 
-    shape, chunks = _bench_dask.SHAPE, _bench_dask.CHUNKS
+    shape, chunks = dask_cases.SHAPE, dask_cases.CHUNKS
     targets = []
     for op, goal in (("layer_norm", 0.2), ("rms_norm", 0.5)):
         times = _once(functools.partial(_dask_times, op))
@@ -559,7 +559,7 @@ def parse_args(argv):
         help="every spelling of an (8, 768) call against its int form",
     )
     which.add_argument(
-        "--dtype", choices=_bench.HALF_DTYPES, help="the half-precision targets of this dtype"
+        "--dtype", choices=harness.HALF_DTYPES, help="the half-precision targets of this dtype"
     )
     which.add_argument(
         "--torch",
@@ -585,7 +585,7 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.torch and _bench.torch_module() is None:
+    if args.torch and harness.torch_module() is None:
         parser.error("--torch needs PyTorch, which is not installed")
     if args.dask:
         try:
@@ -619,9 +619,9 @@ def main(argv=None):
     if not targets:
         print(f"no target of this set runs on threads {args.threads} alone", file=sys.stderr)
         return 2
-    with _bench.forced_isa(args.isa):
-        print(_bench.header())
-        rows = measure(targets, args.repeats, _bench.Progress(len(targets)))
+    with harness.forced_isa(args.isa):
+        print(harness.header())
+        rows = measure(targets, args.repeats, harness.Progress(len(targets)))
     report(rows)
     return 0
 

@@ -2,7 +2,7 @@
 defined once and shared by ``python benchmarks/targets.py --torch`` and the
 pytest-benchmark suite ``benchmarks/test_torch.py``.
 
-Each target is one fastnorm._bench_torch case (the package's comparison
+Each target is one fastnorm.bench.torch_cases case (the package's comparison
 machinery: building both calls, checking fastnorm's results against torch's,
 timing them interleaved) with a goal: the largest acceptable ratio of
 fastnorm's median time over torch's."""
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 # Measure the checkout this script lives in, not whatever fastnorm is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastnorm import _bench, _bench_torch
+from fastnorm.bench import harness, torch_cases
 
 
 @dataclass(frozen=True)
-class TorchTarget(_bench_torch.TorchCase):
+class TorchTarget(torch_cases.TorchCase):
     """A TorchCase with a key (the pytest id) and a goal for fastnorm / torch."""
 
     key: str = ""
@@ -59,13 +59,13 @@ def _goal_columns(row):
 
 def run(repeats=21, isa=None, targets=None, progress=None, file=None):
     """Measure `targets` (default: TARGETS), print the table with the goals
-    and the count met to `file`; returns the fastnorm._bench_torch.Run.  A
+    and the count met to `file`; returns the fastnorm.torch_cases.Run.  A
     target whose results differ from torch's is reported, not timed, and the
     others still run."""
     file = file or sys.stdout
     targets = TARGETS if targets is None else targets
-    result = _bench_torch.measure_all(targets, repeats, isa, progress)
-    _bench_torch.print_table(result, file, f"{'goal':>8}  met", _goal_columns)
+    result = torch_cases.measure_all(targets, repeats, isa, progress)
+    torch_cases.print_table(result, file, f"{'goal':>8}  met", _goal_columns)
     met = sum(row.case.met(row) for row in result.rows)
     print(
         f"{met} of {len(result.rows)} targets met; ratio = fastnorm median / torch median "
@@ -82,7 +82,7 @@ def main(repeats=21, isa=None, threads=None):
     if not targets:
         print(f"no torch target runs on threads {threads}", file=sys.stderr)
         return 2
-    result = run(repeats, isa, targets, progress=_bench.Progress(len(targets)))
+    result = run(repeats, isa, targets, progress=harness.Progress(len(targets)))
     return 0 if all(row.error is None for row in result.rows) else 1
 
 

@@ -11,11 +11,11 @@ and dy, writing dx; rms_norm: its forward too)."""
 
 import pytest
 
-from fastnorm import _bench
+from fastnorm.bench import harness
 
 COMPETITORS = ["fastnorm", "torch", "roof", "copyto"]
 CASES = [
-    (_bench.Case(op, s, "float32", "last", False), t)
+    (harness.Case(op, s, "float32", "last", False), t)
     for op in ("layer_norm", "rms_norm")
     for s in [(8, 768), (512, 4096), (4096, 4096)]
     for t in (1, 2)
@@ -27,13 +27,13 @@ CASES = [
     "case,threads", CASES, ids=[f"{c.op}-{'x'.join(map(str, c.shape))}-{t}thr" for c, t in CASES]
 )
 def test_backward(benchmark, case, threads, competitor):
-    fns = _bench.backward_competitors(case)
+    fns = harness.backward_competitors(case)
     if competitor not in fns:
         pytest.skip(f"{competitor} is not installed")
     benchmark.group = f"backward {case.op} {case.shape} {case.dtype}, {threads} thread(s)"
-    traffic = _bench.ROOF_COPIES[_bench.backward_pass(case)] * case.bytes_moved()
+    traffic = harness.ROOF_COPIES[harness.backward_pass(case)] * case.bytes_moved()
     benchmark.extra_info["bytes"] = traffic
-    with _bench.limit_threads(threads):
+    with harness.limit_threads(threads):
         benchmark(fns[competitor])
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.median > 0:

@@ -1,5 +1,5 @@
 """pytest-benchmark suite: fastnorm, NumPy, PyTorch CPU (when installed) and
-the memory roof (a streaming copy of the same bytes, fastnorm._bench) and
+the memory roof (a streaming copy of the same bytes, fastnorm.bench.harness) and
 np.copyto as a labelled reference, side by side, one group per case.
 
     pytest benchmarks                                  # run and print the tables
@@ -12,36 +12,36 @@ case once, untimed) so that it cannot rot."""
 
 import pytest
 
-from fastnorm import _bench
+from fastnorm.bench import harness
 
 COMPETITORS = ["fastnorm", "numpy", "torch", "roof", "copyto"]
 
 LAST = [(1, 768), (8, 768), (512, 4096), (4096, 4096), (32768, 1024)]
 CASES = (
     [
-        (_bench.Case(op, s, "float32", "last", True), t)
+        (harness.Case(op, s, "float32", "last", True), t)
         for op in ("layer_norm", "rms_norm")
         for s in LAST
         for t in (1, 2)
     ]
     + [
-        (_bench.Case(op, s, "float32", "last", False), 2)
+        (harness.Case(op, s, "float32", "last", False), 2)
         for op in ("layer_norm", "rms_norm")
         for s in [(8, 768), (4096, 4096)]
     ]
     + [
-        (_bench.Case(op, s, "float64", "last", True), 1)
+        (harness.Case(op, s, "float64", "last", True), 1)
         for op in ("layer_norm", "rms_norm")
         for s in [(512, 4096), (4096, 4096)]
     ]
     + [
-        (_bench.Case(op, s, "float32", "channels_first", True), t)
+        (harness.Case(op, s, "float32", "channels_first", True), t)
         for op in ("layer_norm", "rms_norm")
         for s in [(8, 96, 56, 56), (16, 256, 64, 64)]
         for t in (1, 2)
     ]
     + [
-        (_bench.Case(op, s, "bfloat16", "last", out), t)
+        (harness.Case(op, s, "bfloat16", "last", out), t)
         for op in ("layer_norm", "rms_norm")
         for s in [(8, 768), (4096, 4096)]
         for out, t in ((True, 1), (False, 2))
@@ -54,12 +54,12 @@ CASES = (
     "case,threads", CASES, ids=[f"{c.label.replace(' ', '-')}-{t}thr" for c, t in CASES]
 )
 def test_forward(benchmark, case, threads, competitor):
-    fns = _bench.competitors(case)
+    fns = harness.competitors(case)
     if competitor not in fns:
         pytest.skip(f"{competitor} is not installed or does not apply to {case.dtype}")
     benchmark.group = f"{case.label}, {threads} thread(s)"
     benchmark.extra_info["bytes"] = case.bytes_moved()
-    with _bench.limit_threads(threads):
+    with harness.limit_threads(threads):
         benchmark(fns[competitor])
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.median > 0:

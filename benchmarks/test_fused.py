@@ -6,11 +6,11 @@ h and y), one group per case."""
 
 import pytest
 
-from fastnorm import _bench
+from fastnorm.bench import harness
 
 COMPETITORS = ["fastnorm", "two steps", "roof", "copyto"]
 CASES = [
-    (_bench.Case(op, s, "float32", "last", True), t)
+    (harness.Case(op, s, "float32", "last", True), t)
     for op in ("layer_norm", "rms_norm")
     for s in [(8, 768), (1024, 4096), (4096, 4096)]
     for t in (1, 2)
@@ -24,11 +24,11 @@ CASES = [
     ids=[f"add_{c.op}-{'x'.join(map(str, c.shape))}-{t}thr" for c, t in CASES],
 )
 def test_fused(benchmark, case, threads, competitor):
-    fns = _bench.fused_competitors(case)
+    fns = harness.fused_competitors(case)
     benchmark.group = f"add_{case.op} {case.shape} {case.dtype}, {threads} thread(s)"
-    traffic = _bench.ROOF_COPIES["fused"] * case.bytes_moved()
+    traffic = harness.ROOF_COPIES["fused"] * case.bytes_moved()
     benchmark.extra_info["bytes"] = traffic
-    with _bench.limit_threads(threads):
+    with harness.limit_threads(threads):
         benchmark(fns[competitor])
     stats = getattr(benchmark, "stats", None)
     if stats is not None and stats.stats.median > 0:

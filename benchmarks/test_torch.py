@@ -21,7 +21,7 @@ pytest.importorskip("torch")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import targets_torch
 
-from fastnorm import _bench_torch
+from fastnorm.bench import torch_cases
 
 TARGETS = targets_torch.TARGETS
 
@@ -29,12 +29,12 @@ TARGETS = targets_torch.TARGETS
 @pytest.mark.parametrize("competitor", ["fastnorm", "torch"])
 @pytest.mark.parametrize("case", TARGETS, ids=[c.key for c in TARGETS])
 def test_torch_target(benchmark, case, competitor):
-    pair = _bench_torch.build(case)
+    pair = torch_cases.build(case)
     benchmark.group = f"{case.label}, {case.threads} thread(s), goal fastnorm/torch <= {case.goal}"
     benchmark.extra_info["goal"] = case.goal
-    with _bench_torch.case_context(case):
+    with torch_cases.case_context(case):
         result = benchmark(getattr(pair, competitor))
         if competitor == "fastnorm":
             # the timed call's own result (pytest-benchmark returns the last
             # call's) must match torch's, or the figure means nothing
-            _bench_torch.check(case, result, pair.torch())
+            torch_cases.check(case, result, pair.torch())

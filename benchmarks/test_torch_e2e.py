@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from fastnorm import _bench
+from fastnorm.bench import harness
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -83,6 +83,6 @@ def test_e2e(benchmark, pair, phase, variant):
         def run():  # decode_step cuts the cache back, so every call does the same work
             return torch_e2e.decode_step(model, cache, token).logits
 
-    with _bench.limit_threads(1), torch.inference_mode():
+    with harness.limit_threads(1), torch.inference_mode():
         logits = benchmark(run)
     _check(pair, variant, phase, logits)

@@ -42,7 +42,7 @@ import transformers
 
 import fastnorm
 import fastnorm.torch as fnt
-from fastnorm import _bench
+from fastnorm.bench import harness
 
 KINDS = ("llama", "gpt2")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -528,7 +528,7 @@ def main(argv=None):
                 # floor a stock/patched ratio has to clear.
                 models["copy"] = copy.deepcopy(stock)
             for threads in args.threads:
-                with _bench.limit_threads(threads):
+                with harness.limit_threads(threads):
                     for phase in ("prefill", "decode"):
                         if phase == "prefill":
                             t = time_prefill(models, ids, args.repeats)

@@ -14,14 +14,14 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("threadpoolctl")
 
 import fastnorm  # noqa: E402
-from fastnorm import __main__ as main_job  # noqa: E402
-from fastnorm import _bench_torch  # noqa: E402
+from fastnorm.bench import cli as main_job  # noqa: E402
+from fastnorm.bench import torch_cases  # noqa: E402
 
 pytestmark = pytest.mark.any_isa
 
-SMALL = _bench_torch.TorchCase("layer_norm", "function", (8, 768), "float32", False, 1)
+SMALL = torch_cases.TorchCase("layer_norm", "function", (8, 768), "float32", False, 1)
 # a cheap case on 2 threads, to see the thread counts restored after it
-SMALL_2_THREADS = _bench_torch.TorchCase("layer_norm", "function", (8, 768), "float32", True, 2)
+SMALL_2_THREADS = torch_cases.TorchCase("layer_norm", "function", (8, 768), "float32", True, 2)
 
 
 def table_lines(text):
@@ -41,7 +41,7 @@ def test_cli_prints_every_case():
         timeout=600,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    cases = _bench_torch.comparison_cases(
+    cases = torch_cases.comparison_cases(
         ["layer_norm", "rms_norm"], [(8, 768), (4, 300)], "float32", [1, 2]
     )
     assert len(cases) == 16
@@ -60,24 +60,24 @@ def test_every_dtype_agrees_with_torch(dtype):
     """Each dtype --torch offers passes its check against torch (else the
     comparison would report WRONG RESULT for a harness tolerance)."""
     shapes = [(8, 768), (300, 4096)]
-    cases = _bench_torch.comparison_cases(["layer_norm", "rms_norm"], shapes, dtype, [1])
+    cases = torch_cases.comparison_cases(["layer_norm", "rms_norm"], shapes, dtype, [1])
     if dtype == "float64":
-        cases += _bench_torch.comparison_cases(
+        cases += torch_cases.comparison_cases(
             ["layer_norm", "rms_norm"], shapes, dtype, [1], backward=True
         )
     for case in cases:
-        _bench_torch.run_checked(case)
+        torch_cases.run_checked(case)
 
 
 def test_comparison_cases_cover_both_forms_or_the_backward():
-    forward = _bench_torch.comparison_cases(["rms_norm"], [(2, 8)], "float32", [1, 2])
+    forward = torch_cases.comparison_cases(["rms_norm"], [(2, 8)], "float32", [1, 2])
     assert [(c.form, c.grad, c.threads) for c in forward] == [
         ("function", False, 1),
         ("module", False, 1),
         ("function", False, 2),
         ("module", False, 2),
     ]
-    backward = _bench_torch.comparison_cases(["rms_norm"], [(2, 8)], "float32", [1], backward=True)
+    backward = torch_cases.comparison_cases(["rms_norm"], [(2, 8)], "float32", [1], backward=True)
     assert [(c.form, c.grad) for c in backward] == [("function", True)]
 
 
@@ -85,7 +85,7 @@ def test_run_restores_threads_grad_mode_and_isa():
     threads, omp, isa = torch.get_num_threads(), fastnorm._core.max_threads(), fastnorm.get_isa()
     forced = fastnorm.available_isas()[-1]  # scalar: always there, and never the default
     buf = io.StringIO()
-    result = _bench_torch.run([SMALL, SMALL_2_THREADS], 1, isa=forced, file=buf)
+    result = torch_cases.run([SMALL, SMALL_2_THREADS], 1, isa=forced, file=buf)
     assert f"kernels {forced}" in buf.getvalue()
     assert [r.error for r in result.rows] == [None, None]
     assert torch.get_num_threads() == threads

@@ -492,13 +492,13 @@ def test_zero_size_batch_and_single_block(rng):
 @pytest.mark.any_isa
 @pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
 def test_bench_competitors_compute_the_same_normalization(op):
-    from fastnorm import _bench_dask
+    from fastnorm.bench import dask_cases
 
-    fns = _bench_dask.dask_competitors(op, (64, 256), (16, 256), threads_variant=True)
+    fns = dask_cases.dask_competitors(op, (64, 256), (16, 256), threads_variant=True)
     with dask.config.set(scheduler="synchronous"):
         results = {name: fn() for name, fn in fns.items()}
     np.testing.assert_allclose(results["dask"], results["fastnorm"], rtol=1e-4, atol=1e-4)
     assert_all_equal(results["fastnorm, task threads=default"], results["fastnorm"])
     assert_all_equal(results["identity"], results["gather"])
-    times = _bench_dask.time_warm_interleaved({"a": fns["gather"]}, 2)
+    times = dask_cases.time_warm_interleaved({"a": fns["gather"]}, 2)
     assert set(times) == {"a"} and times["a"] > 0

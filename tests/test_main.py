@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from fastnorm import __main__ as main_job
+from fastnorm.bench import cli as main_job
 
 pytestmark = pytest.mark.any_isa
 

@@ -121,16 +121,17 @@ def test_roof_is_a_streaming_copy_of_the_bytes_each_pass_moves(monkeypatch):
     """Issue 12: the roof copies, with streaming stores, as many bytes as the
     pass moves: a forward x's bytes, the backward 1.5 times, the fused add
     twice; np.copyto stays as a labelled reference."""
-    from fastnorm import _bench, _testing
+    from fastnorm import _testing
+    from fastnorm.bench import harness
 
     copied = []
     monkeypatch.setattr(_testing, "stream_copy", lambda d, s, t: copied.append((d, s, t)))
-    case = _bench.Case("layer_norm", (64, 1024), "float32", "last", True)
+    case = harness.Case("layer_norm", (64, 1024), "float32", "last", True)
     nbytes = 64 * 1024 * 4
     for fns, copies in (
-        (_bench.competitors(case, include_torch=False), 1.0),
-        (_bench.backward_competitors(case, include_torch=False), 1.5),
-        (_bench.fused_competitors(case), 2.0),
+        (harness.competitors(case, include_torch=False), 1.0),
+        (harness.backward_competitors(case, include_torch=False), 1.5),
+        (harness.fused_competitors(case), 2.0),
     ):
         assert {"roof", "copyto"} <= set(fns)
         fns["roof"]()
@@ -138,7 +139,7 @@ def test_roof_is_a_streaming_copy_of_the_bytes_each_pass_moves(monkeypatch):
         assert dst.nbytes == src.nbytes == copies * nbytes
         assert dst.ctypes.data % 64 == 0 and src.ctypes.data % 64 == 0
         assert threads == fastnorm._core.max_threads()
-    small = _bench.competitors(_bench.Case(shape=(8, 768)), include_torch=False)
+    small = harness.competitors(harness.Case(shape=(8, 768)), include_torch=False)
     small["roof"]()
     assert copied.pop()[2] == 1  # below fastnorm's parallel threshold: one thread
 

@@ -78,6 +78,20 @@ OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
 
 
 @pytest.mark.any_isa
+def test_runtime_imports_no_benchmark_module():
+    """The benchmarks (fastnorm.bench) are for python -m fastnorm only."""
+    code = (
+        "import sys, fastnorm, fastnorm.torch; "
+        "print(sorted(m for m in sys.modules if m.startswith('fastnorm.bench')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.any_isa
 def test_import_fastnorm_does_not_import_torch():
     code = "import sys, fastnorm; fastnorm.layer_norm([1.0, 2.0]); print('torch' in sys.modules)"
     out = subprocess.run(

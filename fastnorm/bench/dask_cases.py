@@ -28,7 +28,7 @@ import numpy as np
 
 import fastnorm
 
-from ._bench import EPS
+from .harness import EPS
 
 SHAPE = (32768, 4096)
 CHUNKS = (2048, 4096)
@@ -107,7 +107,7 @@ def bench_dask(repeats=5, ops=("layer_norm", "rms_norm"), shape=SHAPE, chunks=CH
     its ratio to the Dask-native expression and to the identity pass."""
     import dask
 
-    from ._bench import fmt_time, header
+    from .harness import fmt_time, header
 
     print(header(), file=file)
     print(

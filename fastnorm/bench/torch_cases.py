@@ -9,7 +9,7 @@ that fastnorm's outputs (and gradients) match torch's: a harness that
 silently timed a broken call would report a meaningless figure.
 
 torch is imported only inside the functions here, never at module import:
-``import fastnorm`` must not import torch, and ``fastnorm._bench`` (which the
+``import fastnorm`` must not import torch, and ``fastnorm.bench.harness`` (which the
 NumPy benchmarks import) must keep working without it."""
 
 import contextlib
@@ -21,7 +21,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import _bench, _core
+from .. import _core
+from . import harness
 
 EPS = 1e-5
 
@@ -237,7 +238,7 @@ def case_context(case):
     afterwards: torch.set_num_threads also limits fastnorm's OpenMP, as the
     two share libgomp), and torch.no_grad() for the forward-only cases."""
     torch = _torch()
-    with _bench.limit_threads(case.threads):
+    with harness.limit_threads(case.threads):
         with torch.set_grad_enabled(case.grad):
             yield
 
@@ -256,7 +257,7 @@ def measure(case, repeats):
     checking that the two agree."""
     pair = run_checked(case)
     with case_context(case):
-        times = _bench.time_interleaved(
+        times = harness.time_interleaved(
             {"fastnorm": pair.fastnorm, "torch": pair.torch},
             max(1, repeats * case.rounds_per_repeat),
             case.min_time,
@@ -323,7 +324,7 @@ def measure_all(cases, repeats=21, isa=None, progress=None):
     the other cases still run."""
     torch = _torch()
     rows = []
-    with _bench.forced_isa(isa):
+    with harness.forced_isa(isa):
         kernels = _core.isa()
         torch_threads = torch.get_num_threads()
         for case in cases:
@@ -372,8 +373,8 @@ def print_table(run, file=None, extra_header="", extra=None):
             )
             continue
         print(
-            f"{case.label:<46}{case.threads:>4}{_bench.fmt_time(row.fastnorm):>11}"
-            f"{_bench.fmt_time(row.torch):>11}{row.ratio:>8.3f}"
+            f"{case.label:<46}{case.threads:>4}{harness.fmt_time(row.fastnorm):>11}"
+            f"{harness.fmt_time(row.torch):>11}{row.ratio:>8.3f}"
             f"{extra(row) if extra else ''}",
             file=file,
         )

@@ -114,7 +114,7 @@ def roof_fn(nbytes, elements, threads=None):
     threshold; else OMP_NUM_THREADS or threadpoolctl's limit, read at each
     call).  `threads` fixes the count instead: a caller timing copies on
     different thread counts side by side, under one limit, must."""
-    from . import _core, _testing
+    from .. import _core, _testing
 
     src = aligned_empty(nbytes)
     src[:] = 1  # touched: no zero-page reads
@@ -226,7 +226,7 @@ def forced_isa(name):
     if name is None:
         yield
         return
-    from . import _core
+    from .. import _core
 
     previous = _core.isa()
     _core.set_isa(name)
