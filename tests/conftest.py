@@ -23,13 +23,26 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "any_isa: the test does not depend on the kernel set; run it once"
     )
+    config.addinivalue_line(
+        "markers",
+        "slow: a subprocess, a compile, or 16M-element arrays; left out of a plain "
+        "`pytest` run, run by `pytest -m slow` (CI runs both)",
+    )
 
 
-@pytest.fixture(autouse=True, params=fastnorm.available_isas())
+def pytest_generate_tests(metafunc):
+    """Tests of the kernels' numerics run once per kernel set this CPU
+    supports; tests marked any_isa run once, on the default set."""
+    if "isa" in metafunc.fixturenames:
+        isas = fastnorm.available_isas()
+        if metafunc.definition.get_closest_marker("any_isa"):
+            isas = isas[:1]
+        metafunc.parametrize("isa", isas, indirect=True)
+
+
+@pytest.fixture(autouse=True)
 def isa(request):
-    """Every test runs once per kernel set this CPU supports."""
-    if request.node.get_closest_marker("any_isa") and request.param != fastnorm.available_isas()[0]:
-        pytest.skip("kernel-independent test: run with the default kernels only")
+    """The kernel set the test runs with (pinned for its duration)."""
     previous = fastnorm.get_isa()
     fastnorm._core.set_isa(request.param)
     yield request.param

@@ -189,6 +189,7 @@ def test_normalized_shape_parameters_sum_as_the_general_rule(op, dtype, shape, r
 
 
 @pytest.mark.any_isa
+@pytest.mark.slow
 def test_float32_parameter_sums_at_65536_rows():
     """dweight and dbias stay within 1e-4 relative of float64 at (65536, 1024)."""
     rng = np.random.default_rng(11)

@@ -32,6 +32,7 @@ def table_lines(text):
     ]
 
 
+@pytest.mark.slow
 def test_cli_prints_every_case():
     args = ["--shapes", "8x768,4x300", "--threads", "1,2", "--repeats", "1"]
     out = subprocess.run(
@@ -124,6 +125,7 @@ def test_a_wrong_result_is_reported_not_timed(monkeypatch):
         ["--op", "batch_norm"],
     ],
 )
+@pytest.mark.slow
 def test_cli_rejects_bad_arguments(bad):
     out = subprocess.run(
         [sys.executable, "-m", "fastnorm", "bench", "--torch", *bad],

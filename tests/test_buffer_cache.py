@@ -75,6 +75,7 @@ def test_cache_cap_and_off(fresh_cache, rng):
     assert y.flags.owndata  # plain NumPy allocation when the cache is off
 
 
+@pytest.mark.slow
 def test_environment_turns_cache_off():
     code = "from fastnorm import _core; print(_core.buffer_cache_info()[2])"
     out = subprocess.run(
@@ -87,6 +88,7 @@ def test_environment_turns_cache_off():
     assert out.stdout.strip() == "0", out.stderr
 
 
+@pytest.mark.slow
 def test_unusable_cache_size_in_environment_warns_and_import_succeeds():
     env = dict(os.environ, FASTNORM_BUFFER_CACHE_MB="99999999999999")
     out = subprocess.run(

@@ -11,7 +11,7 @@ import pytest
 
 import fastnorm
 
-pytestmark = pytest.mark.any_isa
+pytestmark = [pytest.mark.any_isa, pytest.mark.slow]  # subprocesses, compiles
 
 # the package as imported (in CI, the installed copy) and this repository
 PACKAGE = os.path.dirname(os.path.abspath(fastnorm._core.__file__))

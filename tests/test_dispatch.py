@@ -41,6 +41,7 @@ def _isa_in_subprocess(value):
 
 @pytest.mark.any_isa
 @pytest.mark.parametrize("name", fastnorm.available_isas())
+@pytest.mark.slow
 def test_environment_forces_isa(name):
     out = _isa_in_subprocess(name)
     assert out.returncode == 0, out.stderr
@@ -49,6 +50,7 @@ def test_environment_forces_isa(name):
 
 @pytest.mark.any_isa
 @pytest.mark.parametrize("name", ["bogus", "avx1024"])
+@pytest.mark.slow
 def test_environment_unknown_isa_warns_and_falls_back(name):
     out = _isa_in_subprocess(name)
     assert out.returncode == 0, out.stderr

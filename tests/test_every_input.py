@@ -70,6 +70,7 @@ ROW_CASES = [
 
 @pytest.mark.parametrize("n", LONG)
 @pytest.mark.parametrize("op,kind", ROW_CASES)
+@pytest.mark.slow
 def test_long_rows_keep_float32_accuracy(op, kind, n):
     """Row sums fold into double every few thousand elements: a float32 sum
     of 1M squares alone was off by 2e-4 (rms_norm of 1.1 gave 0.999787)."""
@@ -100,6 +101,7 @@ def test_long_half_rows_stay_within_one_ulp(op, dtype_name):
 
 @pytest.mark.parametrize("n", LONG)
 @pytest.mark.parametrize("op", OPS)
+@pytest.mark.slow
 def test_long_rows_fused_add(op, n):
     kind = "large_mean" if op == "layer_norm" else "large_mean_small_spread"
     x, r = long_row(kind, n, "float32"), long_row("unit", n, "float32")
@@ -112,6 +114,7 @@ def test_long_rows_fused_add(op, n):
     "n,dtype_name", [(LONG[0], "float32"), (LONG[1], "float32"), (LONG[0], "float64")]
 )
 @pytest.mark.parametrize("op", OPS)
+@pytest.mark.slow
 def test_long_rows_backward(op, n, dtype_name):
     kind = (
         "large_mean" if op == "layer_norm" or dtype_name == "float64" else "large_mean_small_spread"
@@ -123,6 +126,7 @@ def test_long_rows_backward(op, n, dtype_name):
 
 @pytest.mark.parametrize("dtype,base", [(np.float32, 1e4), (np.float64, 1e12)])
 @pytest.mark.parametrize("op", OPS)
+@pytest.mark.slow
 def test_long_rows_side_by_side(op, dtype, base):
     """Channels-first lanes: 8 rows of 1M elements each, walked side by side."""
     x = _side_by_side_rows(dtype, base)

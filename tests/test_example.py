@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.any_isa
+pytestmark = [pytest.mark.any_isa, pytest.mark.slow]  # subprocesses, compiles
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "train_mlp.py"
 )

@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("dask.array")
 pytest.importorskip("zarr")
 
-pytestmark = pytest.mark.any_isa
+pytestmark = [pytest.mark.any_isa, pytest.mark.slow]  # subprocesses, compiles
 EXAMPLE = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "dask_zarr.py"
 )

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 pytest.importorskip("torch")
-pytestmark = pytest.mark.any_isa
+pytestmark = [pytest.mark.any_isa, pytest.mark.slow]  # subprocesses, compiles
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "torch_patch.py")
 

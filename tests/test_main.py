@@ -12,6 +12,7 @@ from fastnorm.bench import cli as main_job
 pytestmark = pytest.mark.any_isa
 
 
+@pytest.mark.slow
 def test_python_m_fastnorm_runs():
     out = subprocess.run(
         [sys.executable, "-m", "fastnorm", "--repeats", "3"],
@@ -38,6 +39,7 @@ def test_self_check_detects_a_wrong_result(monkeypatch):
     assert main_job.main(["--repeats", "1"]) == 1
 
 
+@pytest.mark.slow
 def test_bench_cli_prints_table_and_plot(tmp_path):
     pytest.importorskip("threadpoolctl")
     args = [
@@ -73,6 +75,7 @@ def test_bench_cli_prints_table_and_plot(tmp_path):
         assert plot.stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_bench_cli_rejects_bad_arguments():
     for bad in (["--shapes", "8by768"], ["--op", "batch_norm"], ["--layout", "channels_first"]):
         out = subprocess.run(

@@ -198,6 +198,7 @@ def test_threads_selects_the_targets_that_fit():
     assert len(targets.select(targets.forward_targets(), [1, 2])) == targets.TARGET_COUNT
 
 
+@pytest.mark.slow
 def test_script_prints_every_selected_target():
     """The fused targets (the quickest set) on the scalar kernels."""
     isa = fastnorm.available_isas()[-1]
@@ -218,11 +219,13 @@ def test_script_prints_every_selected_target():
 @pytest.mark.parametrize(
     "bad", [["--repeats", "0"], ["--isa", "sse9"], ["--threads", "x"], ["--fused", "--backward"]]
 )
+@pytest.mark.slow
 def test_script_rejects_bad_arguments(bad):
     out = run_script(*bad, timeout=60)
     assert out.returncode == 2 and "error" in out.stderr, (bad, out.stderr)
 
 
+@pytest.mark.slow
 def test_package_cli_points_at_the_script():
     out = subprocess.run(
         [sys.executable, "-m", "fastnorm", "bench", "--targets"],
@@ -248,6 +251,7 @@ def test_dask_targets_and_goals():
     assert len(targets.dask_targets()) == targets.DASK_TARGET_COUNT
 
 
+@pytest.mark.slow
 def test_package_cli_bench_dask_rejects_other_sets():
     pytest.importorskip("dask.array")
     out = subprocess.run(
@@ -284,6 +288,7 @@ def test_torch_targets_and_goals():
     }
 
 
+@pytest.mark.slow
 def test_torch_script_prints_every_target():
     pytest.importorskip("torch")
     import targets_torch

@@ -42,6 +42,7 @@ def test_threadpool_limits_caps_threads(op):
 
 @needs_openmp
 @pytest.mark.any_isa
+@pytest.mark.slow
 def test_omp_num_threads_env_caps_threads():
     code = (
         "import numpy as np, fastnorm; from fastnorm import _core; "

@@ -78,6 +78,7 @@ OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
 
 
 @pytest.mark.any_isa
+@pytest.mark.slow
 def test_runtime_imports_no_benchmark_module():
     """The benchmarks (fastnorm.bench) are for python -m fastnorm only."""
     code = (
@@ -92,6 +93,7 @@ def test_runtime_imports_no_benchmark_module():
 
 
 @pytest.mark.any_isa
+@pytest.mark.slow
 def test_import_fastnorm_does_not_import_torch():
     code = "import sys, fastnorm; fastnorm.layer_norm([1.0, 2.0]); print('torch' in sys.modules)"
     out = subprocess.run(
@@ -102,6 +104,7 @@ def test_import_fastnorm_does_not_import_torch():
 
 
 @pytest.mark.any_isa
+@pytest.mark.slow
 def test_import_without_torch_says_how_to_install():
     code = (
         "import sys; sys.modules['torch'] = None\n"

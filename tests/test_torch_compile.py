@@ -17,7 +17,7 @@ from fastnorm.torch import _ops as _torch_ops  # noqa: E402
 
 # The graph-level behaviour tested here does not depend on the kernel set
 # (the kernels' numerics are tested per ISA elsewhere).
-pytestmark = pytest.mark.any_isa
+pytestmark = [pytest.mark.any_isa, pytest.mark.slow]  # subprocesses, compiles
 
 OPS = torch.ops.fastnorm
 

@@ -14,6 +14,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 import fastnorm.torch as fnt  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole Hugging Face models
+
 VOCAB = 97
 DTYPES = [torch.float32, torch.bfloat16]
 

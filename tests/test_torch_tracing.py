@@ -98,6 +98,7 @@ def _run_onnx(path, x):
     return session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
 
 
+@pytest.mark.slow
 def test_torchscript_onnx_export_gives_layer_normalization(tmp_path):
     onnx = pytest.importorskip("onnx")
     m = _model("LayerNorm")
@@ -112,6 +113,7 @@ def test_torchscript_onnx_export_gives_layer_normalization(tmp_path):
 
 
 @pytest.mark.parametrize("norm", ["LayerNorm", "RMSNorm", "Llama", "Gemma"])
+@pytest.mark.slow
 def test_torch_export_based_onnx_export_runs_in_onnxruntime(norm, tmp_path):
     onnx = pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
