@@ -79,7 +79,7 @@ def normalize_backward(
     eps: object,
     axis: object,
     bias: object,
-    param_dtype: npt.DTypeLike = None,
+    param_dtype: npt.DTypeLike | None = None,
     check_only: bool = False,
 ) -> Any: ...
 
