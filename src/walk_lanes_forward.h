@@ -19,8 +19,11 @@
  * x*x instead.  Half inputs (FN_EXACT_MEAN) sum d = x - pivot and d*d in
  * double instead: a float32 chain is off by a few float32 ulps of M2, more
  * than an ulp of a half output where a bias nearly cancels.  Each row is
- * finished in double by norm_row_common.h, like the other walks, and a tile
- * with a row whose scale does not fit FN_T goes to the portable kernel.
+ * finished in double by norm_row_common.h, like the other walks.  A row
+ * whose scale does not fit FN_T goes to the portable kernel on its own, and
+ * the tile ends before it: every other row gets its lane's bits, whichever
+ * rows share its tile (a Dask block must give a row the bits the whole
+ * array gives it).
  */
 #define FN_LANES_MAX ((ptrdiff_t)(4096 / sizeof(FN_T)))
 #define FN_LANES_AHEAD 2
@@ -154,8 +157,8 @@ static int FN_NAME(lanes_finish_row)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t j
     return st.wide_normalize;
 }
 
-/* The tile's rows that need it all go to the portable kernel. */
-static void FN_NAME(lanes_tile_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms)
+/* Rows [r0, r0 + rows) on the portable kernel. */
+static void FN_NAME(lanes_rows_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms)
 {
     fn_rows sub = *a;
     sub.x = (const FN_S *)a->x + r0;
@@ -169,7 +172,11 @@ static void FN_NAME(lanes_tile_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff
         FN_PORTABLE(layer_norm_rows)(&sub);
 }
 
-static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms, int stream)
+/* Normalize the tile of `rows` rows at row r0 and return `rows`; or, when
+ * one of them has a scale that does not fit FN_T, write nothing but the
+ * statistics and return the tile index of the first such row. */
+static ptrdiff_t FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
+                                     int stream)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_S *x = (const FN_S *)a->x + r0;
@@ -210,16 +217,14 @@ static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, 
             FN_NAME(lanes_step_welford)(g, state, k, i, ahead);
     }
     FN_NAME(lanes_merge_chunk)(state, rows, &k, &tot, rms);
-    /* Nothing of the tile has been written yet, so a row whose scale does
-     * not fit FN_T can send the whole tile to the portable kernel, in
-     * place too. */
-    int wide = 0;
+    /* Nothing but statistics has been written yet, so the caller can still
+     * cut the tile before a row whose scale does not fit FN_T (in place
+     * too). */
+    ptrdiff_t first_wide = rows;
     for (ptrdiff_t j = 0; j < rows; j++)
-        wide |= FN_NAME(lanes_finish_row)(a, r0, j, rms, &tot, state);
-    if (wide) {
-        FN_NAME(lanes_tile_portable)(a, r0, rows, rms);
-        return;
-    }
+        if (FN_NAME(lanes_finish_row)(a, r0, j, rms, &tot, state) && first_wide == rows)
+            first_wide = j;
+    if (first_wide < rows) return first_wide;
     for (i = 0; i < n; i++) { /* pass 2 */
         const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
         const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
@@ -244,11 +249,15 @@ static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, 
         }
     }
     if (stream) VSFENCE();
+    return rows;
 }
 
 /* Tiles of up to FN_LANES_MAX rows.  With streaming stores, every full
  * vector must be aligned: the element stride has to keep alignment, and the
- * few rows before the first aligned one go as a small tile of their own. */
+ * few rows before the first aligned one go as a small tile of their own.
+ * A tile cut before a row whose scale does not fit FN_T is done again up to
+ * that row (rare: spreads near the type's limits), the row goes to the
+ * portable kernel, and the next tile starts after it. */
 FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
 {
     const size_t vbytes = VL * sizeof(FN_S);
@@ -261,7 +270,12 @@ FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
             ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_S));
             len = head < len ? head : len;
         }
-        FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis);
+        const ptrdiff_t done = FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis);
+        if (done < len) {
+            if (done > 0) FN_NAME(lanes_tile)(a, r0, done, rms, stream && !mis);
+            FN_NAME(lanes_rows_portable)(a, r0 + done, 1, rms);
+            len = done + 1;
+        }
         r0 += len;
     }
 }

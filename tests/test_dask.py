@@ -276,6 +276,74 @@ def test_per_sample_parameters_follow_the_batch_chunks(rng, scheduler):
         np.testing.assert_allclose(g, r, rtol=2e-6, atol=2e-6)
 
 
+# ---- the reference: the in-memory call on the computed arguments ----------------------
+
+
+def c_ordered(value):
+    """An argument as the reference call takes it: a Dask array computed (Dask
+    assembles it in C order, which the README's promise names), a NumPy
+    array in C order."""
+    if isinstance(value, da.Array):
+        value = compute(value)
+        assert value.flags.c_contiguous
+        return value
+    return np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
+
+
+def assert_lazy_equals_computed(name, x, dy, scheduler="synchronous", **kwargs):
+    """The lazy call's results (dx only for a backward: its parameter sums
+    are added in another order) bitwise those of the in-memory call on the
+    computed arguments."""
+    got = call(name, x, dy, **kwargs)
+    got = got if isinstance(got, tuple) else (got,)
+    assert all(isinstance(g, da.Array) for g in got if g is not None)
+    want = call(name, c_ordered(x), c_ordered(dy), **{k: c_ordered(v) for k, v in kwargs.items()})
+    want = want if isinstance(want, tuple) else (want,)
+    n = 1 if name.endswith("backward") else len(want)
+    assert_all_equal(dask.compute(*got[:n], scheduler=scheduler), want[:n])
+
+
+# ---- a row's bits do not depend on the rows that share its block --------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_a_nan_or_extreme_row_leaves_the_dx_of_its_neighbours_as_in_memory(rng, op, dtype):
+    """The SIMD backward sent every block of 8 rows holding a NaN row, or a
+    row whose rstd does not fit the compute type, to the portable kernel
+    whole; Dask's blocks group the rows otherwise, so the rows next to such
+    a row got other bits than in memory.  Such rows now go alone."""
+    x, dy = inputs(rng, (40, 64), dtype)
+    x[12] = np.nan
+    x[29] = rng.standard_normal(64) * (1e-41 if dtype == np.float32 else 1e-315)
+    chunks = (5, 64)
+    for eps in (0.0, None):
+        assert_lazy_equals_computed(
+            f"{op}_backward",
+            da.from_array(x, chunks=chunks),
+            da.from_array(dy, chunks=chunks),
+            eps=eps,
+        )
+
+
+@pytest.mark.skipif(not _core.openmp_enabled, reason="needs an OpenMP build")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_a_row_of_extreme_scale_leaves_its_lane_neighbours_as_in_memory(rng, dtype):
+    """Channels-first rows are normalized side by side in tiles, which the
+    thread count cuts; a tile holding a row whose scale does not fit the
+    compute type went to the portable kernel whole, so its neighbours' bits
+    depended on the tiling: Dask's one-thread tasks and a two-thread call
+    in memory disagreed.  Such a row now goes alone."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = (rng.standard_normal((1, 64, 1500)) + 4).astype(dtype)
+    x[0, :, 760] = rng.standard_normal(64) * (1e-41 if dtype == np.float32 else 1e-315)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        want = fastnorm.layer_norm(x, axis=1, eps=0.0, return_stats=True)
+        assert _core.last_num_threads() == 2
+    got = fastnorm.layer_norm(da.from_array(x), axis=1, eps=0.0, return_stats=True)
+    assert_all_equal(dask.compute(*got, scheduler="synchronous"), want)
+
+
 # ---- the backward's parameter sums: one set of bits per chunking ---------------------------
 
 
