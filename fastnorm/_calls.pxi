@@ -948,13 +948,17 @@ cdef tuple _per_sample_backward(int op, cnp.ndarray dy, cnp.ndarray x, tuple axe
 
 
 def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias,
-                       param_dtype=None, bint check_only=False):
+                       param_dtype=None, bint check_only=False, bint per_sample=False):
     """layer_norm_backward (bias: only its shape is used) and
     rms_norm_backward: (dx, dweight, dbias) or (dx, dweight).
 
     param_dtype: the dtype of dweight and dbias, instead of the compute
     dtype (the Dask layer takes each block's float64 sums before they are
-    rounded, to add them up across blocks).  check_only: as for normalize."""
+    rounded, to add them up across blocks).  check_only: as for normalize.
+    per_sample: take a weight or bias of x's number of dimensions as
+    per-sample even when it is 1 on every batch axis of this x (a Dask
+    block 1 wide where the whole array's parameter varies: dx must take
+    the whole array's path, whose bits differ from the shared weight's)."""
     cdef bint is_norm[MAX_DIMS]
     # bias first, then x (as layer_norm_backward checked them before the
     # call specification)
@@ -984,7 +988,7 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
                        and (bias_shape is None or bias_shape == norm_shape))
     if not plain and (bias_shape is not None or (weight is not None and weight.ndim > 1)):
         bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
-        if _affine_kind(weight, bias_probe, xa, axes):
+        if _affine_kind(weight, bias_probe, xa, axes) or per_sample:
             if check_only:
                 return axes, True
             return _per_sample_backward(op, dya, xa, axes, weight, weight_shape, bias_shape,

@@ -81,6 +81,7 @@ def normalize_backward(
     bias: object,
     param_dtype: npt.DTypeLike = None,
     check_only: bool = False,
+    per_sample: bool = False,
 ) -> Any: ...
 
 # the torch bridge: tensors are typed Any so that the stubs need no torch

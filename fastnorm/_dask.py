@@ -10,16 +10,23 @@ call of the same core function on the blocks of the inputs.
 Importing this module does not import dask: dask is imported only once a
 Dask array has been passed in (so it is already imported).
 
-The chunking rule: a row must lie in one block, and every block must be
-walked by the kernels as the whole array is, so that a block's rows get the
-bits the whole array's rows get.  So every axis from the first normalized
-axis on is one chunk (the normalized axes, and for channels-first layouts
-such as axis=1 of NCHW the batch axes after them: a block 1 wide on the
-trailing batch axes would take another kernel, the strided row walk instead
-of the side-by-side lanes, whose last bits differ); only the batch axes
-before the first normalized axis are split.  When x's chunks break the rule
-it is rechunked, those axes to one chunk and the leading batch axes to
-blocks near dask's ``array.chunk-size``, with a PerformanceWarning.
+Bit for bit: a block's rows must get the bits the computed array's rows
+get.  The kernels' bits depend on the walk a layout takes (contiguous rows,
+rows side by side, strided rows), so
+- a row must lie in one block, and every axis from the first normalized axis
+  on is one chunk (the normalized axes, and for channels-first layouts such
+  as axis=1 of NCHW the batch axes after them: a block 1 wide on the
+  trailing batch axes would take the strided row walk instead of the side
+  by side lanes); only the batch axes before the first normalized axis are
+  split.  When x's chunks break the rule it is rechunked, those axes to one
+  chunk and the leading batch axes to blocks near dask's
+  ``array.chunk-size``, with a PerformanceWarning;
+- every block reaches the core laid out as a C-contiguous array would be
+  (_in_c_order), since Dask assembles a computed array in C order whatever
+  its blocks' layouts (Fortran-order views of a transposed array, the zero
+  strides of a broadcast one).
+A row's bits do not depend on which rows share its block (the kernels see
+to that), so the results equal the in-memory call on the computed arrays.
 """
 
 import numpy as np
@@ -105,19 +112,52 @@ def _task_threads():
 # ---- the tasks: one core call per block (module level: pickled by reference) ----------
 
 
+def _in_c_order(block, first):
+    """block, or a C-contiguous copy of it when the kernels would not walk
+    it as a C-contiguous array of its shape (first: the first normalized
+    axis).
+
+    The kernels' last bits depend on the layout they are handed (a row
+    whose elements are contiguous, rows side by side, or strided rows take
+    different walks), and Dask assembles a computed array in C order,
+    whatever its blocks' layouts (Fortran-order views of a transposed
+    array, zero strides of a broadcast one, negative ones of a reversed
+    one).  Blocks handed over in C order get the bits of the computed
+    arrays.  Kept as they are: blocks whose axes from `first` on are
+    C-contiguous and whose leading axes each step over all that follows,
+    in order, such as Dask's slices of a C-contiguous array: the kernels
+    walk them (and the core lays out their outputs) as C-contiguous ones."""
+    need = block.itemsize
+    for a in range(block.ndim - 1, -1, -1):
+        n, stride = block.shape[a], block.strides[a]
+        if n == 0:
+            return block
+        if n == 1:
+            continue
+        if stride != need and (a >= first or stride < need):
+            return np.ascontiguousarray(block)
+        need = stride * n
+    return block
+
+
 def _forward_block(x, weight, bias, *, op, eps, axes, return_stats, threads):
+    x = _in_c_order(x, axes[0])
     with _TaskThreads(threads):
         return _core.normalize(op, x, None, weight, bias, eps, axes, None, return_stats)
 
 
 def _add_block(x, residual, weight, bias, *, op, eps, axes, return_stats, threads):
+    x, residual = _in_c_order(x, axes[0]), _in_c_order(residual, axes[0])
     with _TaskThreads(threads):
         return _core.add_normalize(
             op, x, residual, None, weight, bias, eps, axes, None, None, return_stats
         )
 
 
-def _backward_block(dy, x, weight, rstd, *, op, eps, axes, bias_shape, x_shape, threads):
+def _backward_block(
+    dy, x, weight, rstd, *, op, eps, axes, bias_shape, x_shape, per_sample, threads
+):
+    dy, x = _in_c_order(dy, axes[0]), _in_c_order(x, axes[0])
     bias = None
     if bias_shape is not None:  # only its shape is used: this block's part of it
         if len(bias_shape) == x.ndim:
@@ -127,8 +167,9 @@ def _backward_block(dy, x, weight, rstd, *, op, eps, axes, bias_shape, x_shape, 
         bias = np.broadcast_to(np.float32(0), bias_shape)
     with _TaskThreads(threads):
         return _core.normalize_backward(
-            op, dy, x, None, weight, None, rstd, eps, axes, bias, np.float64
-        )
+            op, dy, x, None, weight, None, rstd, eps, axes, bias, np.float64,
+            per_sample=per_sample,
+        )  # fmt: skip
 
 
 def _pick(result, k):
@@ -480,7 +521,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
     bias_stand_in = _operand_stand_in(bias, "bias", cdt)
-    axes, _ = _core.normalize_backward(
+    axes, per_sample = _core.normalize_backward(
         op,
         _operand_stand_in(dy, "dy", kdt, True),
         _stand_in(x_shape, kdt),
@@ -506,7 +547,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     result = da.blockwise(
         _backward_block, ind, dy, ind, x, ind, w, w_ind, r, None if r is None else ind,
         op=op, eps=eps, axes=axes, bias_shape=bias_shape, x_shape=x.shape,
-        threads=_task_threads(), token=f"{what}-blocks", dtype=object,
+        per_sample=per_sample, threads=_task_threads(), token=f"{what}-blocks", dtype=object,
         meta=_meta(x.ndim, object), concatenate=True,
     )  # fmt: skip
     (dx,) = _outputs(result, what, ind, [(kdt, ())])

@@ -1,9 +1,9 @@
 """fastnorm on Dask arrays (fastnorm/_dask.py): every public function returns
 a lazy Dask array whose blocks are the in-memory core's results, equal bit
-for bit to fastnorm on the whole array in memory; arguments are checked at
-call time with the in-memory call's messages; the backward's parameter
-gradients are the same bits on every scheduler, a real multi-process
-cluster included."""
+for bit to fastnorm in memory on the computed arrays (in C order), whatever
+the blocks' layouts; arguments are checked at call time with the in-memory
+call's messages; the backward's parameter gradients are the same bits on
+every scheduler, a real multi-process cluster included."""
 
 import os
 import pickle
@@ -342,6 +342,130 @@ def test_a_row_of_extreme_scale_leaves_its_lane_neighbours_as_in_memory(rng, dty
         assert _core.last_num_threads() == 2
     got = fastnorm.layer_norm(da.from_array(x), axis=1, eps=0.0, return_stats=True)
     assert_all_equal(dask.compute(*got, scheduler="synchronous"), want)
+
+
+# ---- any block layout: the bits of the computed arrays ------------------------------------
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_transposed_array_gives_the_bits_of_its_computed_array(rng, name):
+    """The blocks of a transposed Dask array are Fortran-order views, which
+    the kernels walk otherwise than the C-order computed array (rows side
+    by side, or strided rows, for rows one by one): last bits up to 1.4e-6
+    apart in float32, before the blocks were handed over in C order."""
+    X = rng.standard_normal((256, 300)).astype(np.float32)
+    DY = rng.standard_normal((256, 300)).astype(np.float32)
+    x, dy = da.from_array(X, chunks=(300, 64)).T, da.from_array(DY, chunks=(300, 64)).T
+    w = rng.standard_normal(256).astype(np.float32)
+    stats = {} if name.endswith("backward") else {"return_stats": True}
+    assert_lazy_equals_computed(name, x, dy, weight=w, **stats)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_broadcast_dy_gives_the_bits_of_its_computed_array(rng, op):
+    """da.ones has zero-stride blocks, which the backward walked with the
+    portable kernel where the computed (C-order) dy takes the SIMD rows."""
+    x, _ = inputs(rng, (64, 3, 80))
+    dy = da.ones(x.shape, chunks=(16, 3, 80), dtype=np.float32)
+    assert_lazy_equals_computed(f"{op}_backward", da.from_array(x, chunks=(16, 3, 80)), dy)
+    assert_lazy_equals_computed(f"{op}_backward", x, dy)  # a NumPy x next to it
+
+
+def block_layouts(values, chunks):
+    """Dask arrays of `values` whose blocks are laid out otherwise than C
+    order, by name."""
+    nd = values.ndim
+    flip = (slice(None),) * (nd - 1) + (slice(None, None, -1),)
+    spaced = np.zeros(values.shape[:-1] + (2 * values.shape[-1],), values.dtype)
+    spaced[..., ::2] = values
+    perm = tuple(reversed(range(nd)))
+    return {
+        "fortran blocks": da.from_array(values, chunks=chunks).map_blocks(
+            np.asfortranarray, dtype=values.dtype
+        ),
+        "transposed": da.from_array(
+            np.ascontiguousarray(values.transpose(perm)), chunks=tuple(reversed(chunks))
+        ).transpose(perm),
+        "reversed": da.from_array(np.ascontiguousarray(values[flip]), chunks=chunks)[flip],
+        "strided": da.from_array(spaced, chunks=chunks[:-1] + (2 * chunks[-1],))[..., ::2],
+        "broadcast": da.broadcast_to(
+            da.from_array(values[:1], chunks=(1,) + chunks[1:]), values.shape, chunks=chunks
+        ),
+    }
+
+
+LAYOUTS = ["fortran blocks", "transposed", "reversed", "strided", "broadcast"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES[:4], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_block_layout_gives_the_bits_of_the_computed_arrays(rng, layout, dtype):
+    """Blocks in any layout (Fortran order, negative, doubled or zero
+    strides) reach the kernels as C-order ones would: every function, the
+    last axis and channels-first, x and the other operand (residual, dy)
+    laid out alike, or only one of them."""
+    shape, chunks = (12, 24, 40), (5, 24, 40)
+    x_values = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    other_values = rng.standard_normal(shape).astype(dtype)
+    if layout == "broadcast":
+        x_values = np.ascontiguousarray(np.broadcast_to(x_values[:1], shape))
+        other_values = np.ascontiguousarray(np.broadcast_to(other_values[:1], shape))
+    x = block_layouts(x_values, chunks)[layout]
+    other = block_layouts(other_values, chunks)[layout]
+    x_c, other_c = da.from_array(x_values, chunks=chunks), da.from_array(other_values, chunks)
+    for name in FUNCTIONS:
+        for axis in (-1, 1):
+            w = rng.standard_normal(shape[axis]).astype(_core.compute_dtype(dtype))
+            stats = {} if name.endswith("backward") else {"return_stats": True}
+            for xs, others in ((x, other), (x, other_c), (x_c, other)):
+                assert_lazy_equals_computed(name, xs, others, weight=w, axis=axis, **stats)
+
+
+@pytest.mark.any_isa
+def test_blocks_laid_out_as_c_order_slices_are_not_copied(rng):
+    """Dask's slices of a C-order array (along the batch axes before the
+    first normalized axis) are walked as C-contiguous arrays: handed over
+    as they are; anything else is copied to C order."""
+    x = rng.standard_normal((8, 6, 40))
+    for block, first in [(x, 2), (x[2:5], 2), (x[:, 1:4], 2), (x[::2], 1), (x[:, ::2], 2)]:
+        assert fd._in_c_order(block, first) is block
+    for block, first in [
+        (np.asfortranarray(x), 2),
+        (x[..., ::2], 2),
+        (x[:, ::2], 1),
+        (x[::-1], 2),
+        (np.broadcast_to(x[:1], x.shape), 2),
+        (x.transpose(1, 0, 2), 2),
+    ]:
+        copy = fd._in_c_order(block, first)
+        assert copy.flags.c_contiguous and np.array_equal(copy, block)
+
+
+@pytest.mark.parametrize("n", [8, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_blocks_one_sample_wide_keep_the_per_sample_backward_of_the_whole(rng, op, dtype, n):
+    """A per-sample weight or bias (B, 1, D) has, in a block one sample wide,
+    the shape of a shared one, (1, 1, D): the block took the shared weight's
+    backward, whose dx bits differ (g = dy * w formed in the kernel rather
+    than rounded first; short rows in float64), unless told the whole
+    array's rule."""
+    x, dy = inputs(rng, (6, 5, n), dtype)
+    w = rng.standard_normal((6, 1, n)).astype(dtype)
+    chunks = (1, 5, n)
+    params = [{"weight": w}]
+    if op == "layer_norm":
+        params.append({"weight": w[0, 0], "bias": w})
+    for kw in params:
+        for lazy_w in (False, True):
+            if lazy_w:
+                kw = {k: da.from_array(v) for k, v in kw.items()}
+            assert_lazy_equals_computed(
+                f"{op}_backward",
+                da.from_array(x, chunks=chunks),
+                da.from_array(dy, chunks=chunks),
+                **kw,
+            )
 
 
 # ---- the backward's parameter sums: one set of bits per chunking ---------------------------
