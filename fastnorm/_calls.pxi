@@ -34,12 +34,24 @@ cdef _refuse_masked(object value, str name):
                         f"the masked values ({name}.filled(...)) or pass {name}.data")
 
 
+class DaskOperand(TypeError):
+    """A Dask collection among a call's arrays.  numpy.asarray would compute
+    it here, so the core refuses it; the public functions (fastnorm/_api.py)
+    catch this and run the call lazily on Dask (fastnorm/_dask.py) instead.
+    The check costs nothing on ndarrays: only other values are converted."""
+
+
 cdef cnp.ndarray _plain_array(object value, str name):
     """An array argument as a plain ndarray, as numpy.asarray makes it:
     subclasses such as numpy.matrix become the arrays they hold (a matrix is
-    its 2-D array); masked arrays are refused."""
+    its 2-D array); masked arrays are refused, Dask collections
+    (duck-typed, dask is not imported) raise DaskOperand."""
     if type(value) is cnp.ndarray:
         return <cnp.ndarray>value
+    if hasattr(type(value), "__dask_graph__"):
+        raise DaskOperand(
+            f"{name} is a Dask collection: fastnorm's public functions take it and return "
+            f"lazy Dask arrays; the in-memory core does not compute it")
     _refuse_masked(value, name)
     return np.asarray(value)
 

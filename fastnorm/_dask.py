@@ -1,11 +1,16 @@
 """fastnorm on Dask arrays: lazy, blockwise, on the in-memory core.
 
-fastnorm/_api.py routes a call here when x (or dy, or residual) is a Dask
-array.  This module holds no arithmetic of its own: every argument is checked
-at call time by the core's own rules (fastnorm/_calls.pxi), run in
-``check_only`` mode on zero-strided stand-ins of the arrays' shapes and
-dtypes (no memory, nothing computed), and each block of the result is one
-call of the same core function on the blocks of the inputs.
+fastnorm/_api.py routes a call here when any of its arrays (x, residual, dy,
+weight, bias, mean, rstd) is a Dask collection: the core raises DaskOperand
+rather than compute one.  This module holds no arithmetic of its own: every
+argument is checked at call time by the core's own rules
+(fastnorm/_calls.pxi), run in ``check_only`` mode on zero-strided stand-ins
+of the arrays' shapes and dtypes (no memory, nothing computed), and each
+block of the result is one call of the same core function on the blocks of
+the inputs.  An in-memory x (or residual, dy) is split like the Dask one
+next to it; next to Dask parameters or statistics only, along its leading
+batch axes into blocks near dask's ``array.chunk-size`` (the rechunking
+rule below), so that its blocks still run in parallel.
 
 Importing this module does not import dask: dask is imported only once a
 Dask array has been passed in (so it is already imported).
@@ -258,10 +263,11 @@ def _in_memory(value, name):
     return np.asarray(value)
 
 
-def _template(x, other, other_name):
+def _template(x, other=None, other_name=None):
     """(the Dask operand whose chunks the blocks follow, its name, x's dtype,
-    x's shape) for a call whose Dask input is x or, when x is in memory,
-    `other` (the fused add's residual or the backward's dy)."""
+    x's shape) for a call: x when it is a Dask array, else `other` (the
+    fused add's residual or the backward's dy) when it is one, else None (x
+    and `other` in memory, next to a Dask weight, bias or statistic)."""
     template = _dask_array(x, "x")
     if template is not None:
         return template, "x", template.dtype, template.shape
@@ -272,10 +278,25 @@ def _template(x, other, other_name):
 # ---- chunks ------------------------------------------------------------------------------
 
 
-def _block_chunks(x, axes, what, name="x"):
-    """x's chunks, or the chunks it is rechunked to (with a PerformanceWarning)
-    when an axis from the first normalized axis on is split (x: the Dask
-    operand whose chunks the blocks follow, called `name`)."""
+def _auto_chunks(shape, dtype, axes, previous=None):
+    """Chunks that keep every axis from the first normalized axis on whole
+    and cut the batch axes before it into blocks near dask's
+    ``array.chunk-size``."""
+    from dask.array.core import normalize_chunks
+
+    spec = tuple(-1 if a >= axes[0] else "auto" for a in range(len(shape)))
+    return normalize_chunks(spec, shape, dtype=dtype, previous_chunks=previous)
+
+
+def _block_chunks(template, axes, what, name, shape, dtype):
+    """The chunks of the blocks: the template's (the Dask operand they
+    follow, called `name`), or those it is rechunked to (with a
+    PerformanceWarning) when an axis from the first normalized axis on is
+    split; with no template (x in memory), _auto_chunks of x's shape and
+    dtype."""
+    if template is None:
+        return _auto_chunks(shape, dtype, axes)
+    x = template
     whole = range(axes[0], x.ndim)
     split = [a for a in whole if len(x.chunks[a]) > 1]
     if not split:
@@ -283,10 +304,8 @@ def _block_chunks(x, axes, what, name="x"):
     import warnings
 
     import dask.array as da
-    from dask.array.core import normalize_chunks
 
-    spec = tuple(-1 if a >= axes[0] else "auto" for a in range(x.ndim))
-    chunks = normalize_chunks(spec, x.shape, dtype=x.dtype, previous_chunks=x.chunks)
+    chunks = _auto_chunks(x.shape, x.dtype, axes, x.chunks)
     reason = (
         "the normalized axes"
         if axes == tuple(whole)
@@ -398,12 +417,12 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
 
     what = _NAMES["forward", op]
     _refuse_out("out", out)
-    x = _dask_array(x, "x")
-    kdt = _kernel_dtype(op, x.dtype)
+    template, name, x_dtype, x_shape = _template(x)
+    kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
     axes, _ = _core.normalize(
         op,
-        _stand_in(x.shape, kdt),
+        _stand_in(x_shape, kdt),
         normalized_shape,
         _operand_stand_in(weight, "weight", cdt),
         _operand_stand_in(bias, "bias", cdt),
@@ -414,7 +433,7 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(x, axes, what)
+    chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
     ind, letters = _indices(x.ndim)
     w, w_ind = _param_operand(weight, "weight", x, axes, chunks, ind, letters)
@@ -460,7 +479,7 @@ def add_normalize(
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(template, axes, what, name)
+    chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
     residual = _aligned(residual, "residual", chunks)
     ind, letters = _indices(x.ndim)
@@ -536,7 +555,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(template, axes, what, name)
+    chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
     dy = _aligned(dy, "dy", chunks)
     ind, letters = _indices(x.ndim)

@@ -1,9 +1,10 @@
 """fastnorm on Dask arrays (fastnorm/_dask.py): every public function returns
 a lazy Dask array whose blocks are the in-memory core's results, equal bit
 for bit to fastnorm in memory on the computed arrays (in C order), whatever
-the blocks' layouts; arguments are checked at call time with the in-memory
-call's messages; the backward's parameter gradients are the same bits on
-every scheduler, a real multi-process cluster included."""
+the blocks' layouts; any Dask argument makes the result lazy; arguments are
+checked at call time with the in-memory call's messages; the backward's
+parameter gradients are the same bits on every scheduler, a real
+multi-process cluster included."""
 
 import os
 import pickle
@@ -466,6 +467,47 @@ def test_blocks_one_sample_wide_keep_the_per_sample_backward_of_the_whole(rng, o
                 da.from_array(dy, chunks=chunks),
                 **kw,
             )
+
+
+# ---- any Dask argument makes the result lazy -------------------------------------------
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_dask_parameter_next_to_numpy_arrays_makes_the_result_lazy(rng, name):
+    """Dask's own convention (numpy.add of a NumPy and a Dask array is a Dask
+    array): a Dask weight, bias or statistic next to NumPy x (and dy,
+    residual) gives lazy results, computed only on compute(), with the bits
+    of the in-memory call on the computed arguments."""
+    x, dy = inputs(rng)
+    w = rng.standard_normal(40).astype(np.float32)
+    reads = []
+
+    def counted(block):
+        reads.append(block.shape)
+        return block
+
+    lazy_w = da.from_array(w).map_blocks(counted, dtype=w.dtype)
+    reads.clear()  # (map_blocks ran `counted` on an empty meta array)
+    kwargs = [{"weight": lazy_w}]
+    if name in ("layer_norm", "add_layer_norm", "layer_norm_backward"):
+        kwargs.append({"weight": w, "bias": da.from_array(w)})
+    if name.endswith("backward"):
+        forward = getattr(fastnorm, name[: -len("_backward")])(x, return_stats=True)
+        kwargs.append({"weight": w, "rstd": da.from_array(forward[-1])})
+    for kw in kwargs:
+        call(name, x, dy, **kw)
+        assert reads == []  # nothing computed yet
+        assert_lazy_equals_computed(name, x, dy, **kw)
+        reads.clear()
+
+
+@pytest.mark.any_isa
+def test_numpy_x_next_to_a_dask_weight_is_split_along_its_leading_batch_axes(rng):
+    x = rng.standard_normal((4096, 2, 32)).astype(np.float32)  # 1 MiB
+    with dask.config.set({"array.chunk-size": "128KiB"}):
+        y = fastnorm.layer_norm(x, weight=da.ones(32, dtype=np.float32))
+    assert y.chunks[1:] == ((2,), (32,)) and len(y.chunks[0]) >= 4
+    assert_all_equal(compute(y, scheduler="threads"), fastnorm.layer_norm(x))
 
 
 # ---- the backward's parameter sums: one set of bits per chunking ---------------------------
