@@ -20,10 +20,9 @@
  * double instead: a float32 chain is off by a few float32 ulps of M2, more
  * than an ulp of a half output where a bias nearly cancels.  Each row is
  * finished in double by norm_row_common.h, like the other walks.  A row
- * whose scale does not fit FN_T goes to the portable kernel on its own, and
- * the tile ends before it: every other row gets its lane's bits, whichever
- * rows share its tile (a Dask block must give a row the bits the whole
- * array gives it).
+ * whose scale does not fit FN_T goes to the portable kernel on its own:
+ * every other row gets its lane's bits, whichever rows share its tile (a
+ * Dask block must give a row the bits the whole array gives it).
  */
 #define FN_LANES_MAX ((ptrdiff_t)(4096 / sizeof(FN_T)))
 #define FN_LANES_AHEAD 2
@@ -172,11 +171,11 @@ static void FN_NAME(lanes_rows_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff
         FN_PORTABLE(layer_norm_rows)(&sub);
 }
 
-/* Normalize the tile of `rows` rows at row r0 and return `rows`; or, when
- * one of them has a scale that does not fit FN_T, write nothing but the
- * statistics and return the tile index of the first such row. */
-static ptrdiff_t FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms,
-                                     int stream)
+/* Normalize the tile of `rows` rows at row r0 and return 0; or, when some
+ * of them have a scale that does not fit FN_T, write nothing but the
+ * statistics, flag those rows in wide[0, rows) and return 1. */
+static int FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms, int stream,
+                               unsigned char *wide)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_S *x = (const FN_S *)a->x + r0;
@@ -218,13 +217,14 @@ static ptrdiff_t FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
     }
     FN_NAME(lanes_merge_chunk)(state, rows, &k, &tot, rms);
     /* Nothing but statistics has been written yet, so the caller can still
-     * cut the tile before a row whose scale does not fit FN_T (in place
-     * too). */
-    ptrdiff_t first_wide = rows;
-    for (ptrdiff_t j = 0; j < rows; j++)
-        if (FN_NAME(lanes_finish_row)(a, r0, j, rms, &tot, state) && first_wide == rows)
-            first_wide = j;
-    if (first_wide < rows) return first_wide;
+     * walk the tile otherwise when a row's scale does not fit FN_T (in
+     * place too). */
+    int any_wide = 0;
+    for (ptrdiff_t j = 0; j < rows; j++) {
+        wide[j] = (unsigned char)FN_NAME(lanes_finish_row)(a, r0, j, rms, &tot, state);
+        any_wide |= wide[j];
+    }
+    if (any_wide) return 1;
     for (i = 0; i < n; i++) { /* pass 2 */
         const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
         const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
@@ -249,18 +249,20 @@ static ptrdiff_t FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t r
         }
     }
     if (stream) VSFENCE();
-    return rows;
+    return 0;
 }
 
 /* Tiles of up to FN_LANES_MAX rows.  With streaming stores, every full
  * vector must be aligned: the element stride has to keep alignment, and the
  * few rows before the first aligned one go as a small tile of their own.
- * A tile cut before a row whose scale does not fit FN_T is done again up to
- * that row (rare: spreads near the type's limits), the row goes to the
- * portable kernel, and the next tile starts after it. */
+ * A tile with rows whose scale does not fit FN_T (rare: spreads near the
+ * type's limits) is walked again: each such row on the portable kernel,
+ * each run of rows between them as a tile of its own (ordinary stores: it
+ * may start anywhere), so the tile costs at most twice its pass 1. */
 FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
 {
     const size_t vbytes = VL * sizeof(FN_S);
+    unsigned char wide[FN_LANES_MAX];
     const int stream = a->stream_stores && ((size_t)a->y_elem_stride * sizeof(FN_S)) % vbytes == 0;
     ptrdiff_t r0 = 0;
     while (r0 < a->rows) {
@@ -270,11 +272,15 @@ FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
             ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_S));
             len = head < len ? head : len;
         }
-        const ptrdiff_t done = FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis);
-        if (done < len) {
-            if (done > 0) FN_NAME(lanes_tile)(a, r0, done, rms, stream && !mis);
-            FN_NAME(lanes_rows_portable)(a, r0 + done, 1, rms);
-            len = done + 1;
+        if (FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis, wide)) {
+            for (ptrdiff_t j = 0; j < len;) {
+                ptrdiff_t end = j;
+                while (end < len && !wide[end]) end++;
+                /* a run without such rows: it finds none again */
+                if (end > j) FN_NAME(lanes_tile)(a, r0 + j, end - j, rms, 0, wide + j);
+                if (end < len) FN_NAME(lanes_rows_portable)(a, r0 + end, 1, rms);
+                j = end + 1;
+            }
         }
         r0 += len;
     }
