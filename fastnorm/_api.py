@@ -1,9 +1,12 @@
 """The public functions of fastnorm for NumPy arrays: their signatures and
 documentation.  Each is one call into the compiled core's call specification
 (fastnorm/_calls.pxi), which checks every argument once, with messages that
-name the values and shapes involved, and runs the kernels."""
-
-from numpy import ndarray as _ND
+name the values and shapes involved, and runs the kernels.  When one of the
+arrays is a Dask collection the core raises DaskOperand instead of computing
+it, and the call runs lazily on Dask (fastnorm/_dask.py): any Dask operand
+makes the result lazy, as in Dask's own convention (numpy.add of a NumPy
+array and a Dask array is a Dask array).  The check is the core's, made only
+on arguments that are not ndarrays, so a NumPy call pays nothing for it."""
 
 from . import _core, _dask
 
@@ -17,15 +20,6 @@ __all__ = [
 ]
 
 _LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
-
-
-def _engine(a, b=None):
-    """What runs a call whose array arguments a and b are not both ndarrays
-    (the callers test that inline, so that a NumPy call pays no function
-    call for it): fastnorm._dask (the same core on each block, lazily) when
-    a or b is a Dask array, else the compiled core.  Duck-typed: dask is
-    never imported here."""
-    return _dask if _dask.is_dask(a, b) else _core
 
 
 def layer_norm(
@@ -53,10 +47,10 @@ def layer_norm(
         float32 and rounded once to the input's dtype; integer and bool
         inputs are converted to float64.  Every array argument is taken as
         ``numpy.asarray`` takes it (a ``numpy.matrix`` is its 2-D array);
-        masked arrays are refused with a TypeError.  A Dask array gives
-        lazy Dask arrays back, of x's chunks, one fastnorm call per block
-        and bit for bit the in-memory result (README, "Dask": dispatch,
-        chunking, determinism); weight and bias may then be Dask arrays too.
+        masked arrays are refused with a TypeError.  A Dask array here or
+        in weight or bias gives lazy Dask arrays back, one fastnorm call per
+        block, bit for bit the in-memory call on the computed (C-order)
+        arrays (README, "Dask": dispatch, chunking, determinism).
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over, as in
         ``torch.nn.functional.layer_norm``.
@@ -90,7 +84,8 @@ def layer_norm(
     Returns
     -------
     y : ndarray or dask.array.Array
-        The normalized array (``out`` when given; a Dask array for a Dask x).
+        The normalized array (``out`` when given; a Dask array when an
+        argument is one).
     mean, rstd : ndarray
         Only when `return_stats` is true.
 
@@ -112,9 +107,10 @@ def layer_norm(
     array([[-1.342, -0.447,  0.447,  1.342],
            [-1.342, -0.447,  0.447,  1.342]], dtype=float32)
     """
-    return (_core if type(x) is _ND else _engine(x)).normalize(
-        _LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats
-    )
+    try:
+        return _core.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
+    except _core.DaskOperand:
+        return _dask.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
 
 
 def rms_norm(
@@ -160,9 +156,14 @@ def rms_norm(
     >>> fastnorm.rms_norm(np.array([3.0, 4.0]), eps=0.0)
     array([0.84852814, 1.13137085])
     """
-    return (_core if type(x) is _ND else _engine(x)).normalize(
-        _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats
-    )
+    try:
+        return _core.normalize(
+            _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats
+        )
+    except _core.DaskOperand:
+        return _dask.normalize(
+            _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats
+        )
 
 
 def layer_norm_backward(
@@ -184,11 +185,12 @@ def layer_norm_backward(
     dy : array_like
         Gradient of the loss with respect to the forward's output; x's shape.
     x : array_like
-        The forward's input.  When dy or x is a Dask array, every result is
-        a lazy Dask array: dx block by block, bit for bit the in-memory dx;
-        dweight and dbias the sum of each block's float64 partial sums in a
-        fixed tree, rounded once: the same bits for a given chunking on any
-        scheduler and any number of workers.
+        The forward's input.  When any argument is a Dask array, every
+        result is a lazy Dask array: dx block by block, bit for bit the
+        in-memory dx on the computed (C-order) arrays; dweight and dbias
+        the sum of each block's float64 partial sums in a fixed tree,
+        rounded once: the same bits for a given chunking on any scheduler
+        and any number of workers.
     normalized_shape, axis : optional
         The normalized axes, as in `layer_norm`.
     weight : array_like, optional
@@ -230,9 +232,14 @@ def layer_norm_backward(
     bias, dx still comes from the fused kernel and the parameter sums from
     float64 NumPy reductions.
     """
-    return (_core if type(x) is _ND is type(dy) else _engine(dy, x)).normalize_backward(
-        _LN, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias
-    )
+    try:
+        return _core.normalize_backward(
+            _LN, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias
+        )
+    except _core.DaskOperand:
+        return _dask.normalize_backward(
+            _LN, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias
+        )
 
 
 def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, eps=None, axis=None):
@@ -254,9 +261,14 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
     dx : ndarray
     dweight : ndarray or None
     """
-    return (_core if type(x) is _ND is type(dy) else _engine(dy, x)).normalize_backward(
-        _RMS, dy, x, normalized_shape, weight, None, rstd, eps, axis, None
-    )
+    try:
+        return _core.normalize_backward(
+            _RMS, dy, x, normalized_shape, weight, None, rstd, eps, axis, None
+        )
+    except _core.DaskOperand:
+        return _dask.normalize_backward(
+            _RMS, dy, x, normalized_shape, weight, None, rstd, eps, axis, None
+        )
 
 
 def add_layer_norm(
@@ -281,8 +293,9 @@ def add_layer_norm(
     Parameters
     ----------
     x, residual : array_like
-        Same shape; residual is converted to x's dtype.  When either is a
-        Dask array, y and h (and the stats) are lazy Dask arrays.
+        Same shape; residual is converted to x's dtype.  When either (or
+        weight or bias) is a Dask array, y and h (and the stats) are lazy
+        Dask arrays.
     normalized_shape, weight, bias, eps, axis, out, return_stats
         As in `layer_norm`.
     residual_out : ndarray, optional
@@ -297,9 +310,16 @@ def add_layer_norm(
     mean, rstd : ndarray
         Only when `return_stats` is true.
     """
-    return (_core if type(x) is _ND is type(residual) else _engine(x, residual)).add_normalize(
-        _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats
-    )
+    try:
+        return _core.add_normalize(
+            _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out,
+            return_stats,
+        )  # fmt: skip
+    except _core.DaskOperand:
+        return _dask.add_normalize(
+            _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out,
+            return_stats,
+        )  # fmt: skip
 
 
 def add_rms_norm(
@@ -319,16 +339,13 @@ def add_rms_norm(
     See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps
     defaults as in `rms_norm`.
     """
-    return (_core if type(x) is _ND is type(residual) else _engine(x, residual)).add_normalize(
-        _RMS,
-        x,
-        residual,
-        normalized_shape,
-        weight,
-        None,
-        eps,
-        axis,
-        out,
-        residual_out,
-        return_stats,
-    )
+    try:
+        return _core.add_normalize(
+            _RMS, x, residual, normalized_shape, weight, None, eps, axis, out, residual_out,
+            return_stats,
+        )  # fmt: skip
+    except _core.DaskOperand:
+        return _dask.add_normalize(
+            _RMS, x, residual, normalized_shape, weight, None, eps, axis, out, residual_out,
+            return_stats,
+        )  # fmt: skip

@@ -34,12 +34,24 @@ cdef _refuse_masked(object value, str name):
                         f"the masked values ({name}.filled(...)) or pass {name}.data")
 
 
+class DaskOperand(TypeError):
+    """A Dask collection among a call's arrays.  numpy.asarray would compute
+    it here, so the core refuses it; the public functions (fastnorm/_api.py)
+    catch this and run the call lazily on Dask (fastnorm/_dask.py) instead.
+    The check costs nothing on ndarrays: only other values are converted."""
+
+
 cdef cnp.ndarray _plain_array(object value, str name):
     """An array argument as a plain ndarray, as numpy.asarray makes it:
     subclasses such as numpy.matrix become the arrays they hold (a matrix is
-    its 2-D array); masked arrays are refused."""
+    its 2-D array); masked arrays are refused, Dask collections
+    (duck-typed, dask is not imported) raise DaskOperand."""
     if type(value) is cnp.ndarray:
         return <cnp.ndarray>value
+    if hasattr(type(value), "__dask_graph__"):
+        raise DaskOperand(
+            f"{name} is a Dask collection: fastnorm's public functions take it and return "
+            f"lazy Dask arrays; the in-memory core does not compute it")
     _refuse_masked(value, name)
     return np.asarray(value)
 
@@ -987,13 +999,17 @@ cdef tuple _per_sample_backward(int op, cnp.ndarray dy, cnp.ndarray x, tuple axe
 
 
 def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias,
-                       param_dtype=None, bint check_only=False):
+                       param_dtype=None, bint check_only=False, bint per_sample=False):
     """layer_norm_backward (bias: only its shape is used) and
     rms_norm_backward: (dx, dweight, dbias) or (dx, dweight).
 
     param_dtype: the dtype of dweight and dbias, instead of the compute
     dtype (the Dask layer takes each block's float64 sums before they are
-    rounded, to add them up across blocks).  check_only: as for normalize."""
+    rounded, to add them up across blocks).  check_only: as for normalize.
+    per_sample: take a weight or bias of x's number of dimensions as
+    per-sample even when it is 1 on every batch axis of this x (a Dask
+    block 1 wide where the whole array's parameter varies: dx must take
+    the whole array's path, whose bits differ from the shared weight's)."""
     cdef bint is_norm[MAX_DIMS]
     # bias first, then x (as layer_norm_backward checked them before the
     # call specification)
@@ -1023,7 +1039,7 @@ def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps,
                        and (bias_shape is None or bias_shape == norm_shape))
     if not plain and (bias_shape is not None or (weight is not None and weight.ndim > 1)):
         bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
-        if _affine_kind(weight, bias_probe, xa, axes):
+        if _affine_kind(weight, bias_probe, xa, axes) or per_sample:
             if check_only:
                 return axes, True
             return _per_sample_backward(op, dya, xa, axes, weight, weight_shape, bias_shape,

@@ -1,25 +1,37 @@
 """fastnorm on Dask arrays: lazy, blockwise, on the in-memory core.
 
-fastnorm/_api.py routes a call here when x (or dy, or residual) is a Dask
-array.  This module holds no arithmetic of its own: every argument is checked
-at call time by the core's own rules (fastnorm/_calls.pxi), run in
-``check_only`` mode on zero-strided stand-ins of the arrays' shapes and
-dtypes (no memory, nothing computed), and each block of the result is one
-call of the same core function on the blocks of the inputs.
+fastnorm/_api.py routes a call here when any of its arrays (x, residual, dy,
+weight, bias, mean, rstd) is a Dask collection: the core raises DaskOperand
+rather than compute one.  This module holds no arithmetic of its own: every
+argument is checked at call time by the core's own rules
+(fastnorm/_calls.pxi), run in ``check_only`` mode on zero-strided stand-ins
+of the arrays' shapes and dtypes (no memory, nothing computed), and each
+block of the result is one call of the same core function on the blocks of
+the inputs.  An in-memory x (or residual, dy) is split like the Dask one
+next to it; next to Dask parameters or statistics only, along its leading
+batch axes into blocks near dask's ``array.chunk-size`` (the rechunking
+rule below), so that its blocks still run in parallel.
 
 Importing this module does not import dask: dask is imported only once a
 Dask array has been passed in (so it is already imported).
 
-The chunking rule: a row must lie in one block, and every block must be
-walked by the kernels as the whole array is, so that a block's rows get the
-bits the whole array's rows get.  So every axis from the first normalized
-axis on is one chunk (the normalized axes, and for channels-first layouts
-such as axis=1 of NCHW the batch axes after them: a block 1 wide on the
-trailing batch axes would take another kernel, the strided row walk instead
-of the side-by-side lanes, whose last bits differ); only the batch axes
-before the first normalized axis are split.  When x's chunks break the rule
-it is rechunked, those axes to one chunk and the leading batch axes to
-blocks near dask's ``array.chunk-size``, with a PerformanceWarning.
+Bit for bit: a block's rows must get the bits the computed array's rows
+get.  The kernels' bits depend on the walk a layout takes (contiguous rows,
+rows side by side, strided rows), so
+- a row must lie in one block, and every axis from the first normalized axis
+  on is one chunk (the normalized axes, and for channels-first layouts such
+  as axis=1 of NCHW the batch axes after them: a block 1 wide on the
+  trailing batch axes would take the strided row walk instead of the side
+  by side lanes); only the batch axes before the first normalized axis are
+  split.  When x's chunks break the rule it is rechunked, those axes to one
+  chunk and the leading batch axes to blocks near dask's
+  ``array.chunk-size``, with a PerformanceWarning;
+- every block reaches the core laid out as a C-contiguous array would be
+  (_in_c_order), since Dask assembles a computed array in C order whatever
+  its blocks' layouts (Fortran-order views of a transposed array, the zero
+  strides of a broadcast one).
+A row's bits do not depend on which rows share its block (the kernels see
+to that), so the results equal the in-memory call on the computed arrays.
 """
 
 import numpy as np
@@ -105,19 +117,52 @@ def _task_threads():
 # ---- the tasks: one core call per block (module level: pickled by reference) ----------
 
 
+def _in_c_order(block, first):
+    """block, or a C-contiguous copy of it when the kernels would not walk
+    it as a C-contiguous array of its shape (first: the first normalized
+    axis).
+
+    The kernels' last bits depend on the layout they are handed (a row
+    whose elements are contiguous, rows side by side, or strided rows take
+    different walks), and Dask assembles a computed array in C order,
+    whatever its blocks' layouts (Fortran-order views of a transposed
+    array, zero strides of a broadcast one, negative ones of a reversed
+    one).  Blocks handed over in C order get the bits of the computed
+    arrays.  Kept as they are: blocks whose axes from `first` on are
+    C-contiguous and whose leading axes each step over all that follows,
+    in order, such as Dask's slices of a C-contiguous array: the kernels
+    walk them (and the core lays out their outputs) as C-contiguous ones."""
+    need = block.itemsize
+    for a in range(block.ndim - 1, -1, -1):
+        n, stride = block.shape[a], block.strides[a]
+        if n == 0:
+            return block
+        if n == 1:
+            continue
+        if stride != need and (a >= first or stride < need):
+            return np.ascontiguousarray(block)
+        need = stride * n
+    return block
+
+
 def _forward_block(x, weight, bias, *, op, eps, axes, return_stats, threads):
+    x = _in_c_order(x, axes[0])
     with _TaskThreads(threads):
         return _core.normalize(op, x, None, weight, bias, eps, axes, None, return_stats)
 
 
 def _add_block(x, residual, weight, bias, *, op, eps, axes, return_stats, threads):
+    x, residual = _in_c_order(x, axes[0]), _in_c_order(residual, axes[0])
     with _TaskThreads(threads):
         return _core.add_normalize(
             op, x, residual, None, weight, bias, eps, axes, None, None, return_stats
         )
 
 
-def _backward_block(dy, x, weight, rstd, *, op, eps, axes, bias_shape, x_shape, threads):
+def _backward_block(
+    dy, x, weight, rstd, *, op, eps, axes, bias_shape, x_shape, per_sample, threads
+):
+    dy, x = _in_c_order(dy, axes[0]), _in_c_order(x, axes[0])
     bias = None
     if bias_shape is not None:  # only its shape is used: this block's part of it
         if len(bias_shape) == x.ndim:
@@ -127,8 +172,9 @@ def _backward_block(dy, x, weight, rstd, *, op, eps, axes, bias_shape, x_shape, 
         bias = np.broadcast_to(np.float32(0), bias_shape)
     with _TaskThreads(threads):
         return _core.normalize_backward(
-            op, dy, x, None, weight, None, rstd, eps, axes, bias, np.float64
-        )
+            op, dy, x, None, weight, None, rstd, eps, axes, bias, np.float64,
+            per_sample=per_sample,
+        )  # fmt: skip
 
 
 def _pick(result, k):
@@ -217,10 +263,11 @@ def _in_memory(value, name):
     return np.asarray(value)
 
 
-def _template(x, other, other_name):
+def _template(x, other=None, other_name=None):
     """(the Dask operand whose chunks the blocks follow, its name, x's dtype,
-    x's shape) for a call whose Dask input is x or, when x is in memory,
-    `other` (the fused add's residual or the backward's dy)."""
+    x's shape) for a call: x when it is a Dask array, else `other` (the
+    fused add's residual or the backward's dy) when it is one, else None (x
+    and `other` in memory, next to a Dask weight, bias or statistic)."""
     template = _dask_array(x, "x")
     if template is not None:
         return template, "x", template.dtype, template.shape
@@ -231,10 +278,25 @@ def _template(x, other, other_name):
 # ---- chunks ------------------------------------------------------------------------------
 
 
-def _block_chunks(x, axes, what, name="x"):
-    """x's chunks, or the chunks it is rechunked to (with a PerformanceWarning)
-    when an axis from the first normalized axis on is split (x: the Dask
-    operand whose chunks the blocks follow, called `name`)."""
+def _auto_chunks(shape, dtype, axes, previous=None):
+    """Chunks that keep every axis from the first normalized axis on whole
+    and cut the batch axes before it into blocks near dask's
+    ``array.chunk-size``."""
+    from dask.array.core import normalize_chunks
+
+    spec = tuple(-1 if a >= axes[0] else "auto" for a in range(len(shape)))
+    return normalize_chunks(spec, shape, dtype=dtype, previous_chunks=previous)
+
+
+def _block_chunks(template, axes, what, name, shape, dtype):
+    """The chunks of the blocks: the template's (the Dask operand they
+    follow, called `name`), or those it is rechunked to (with a
+    PerformanceWarning) when an axis from the first normalized axis on is
+    split; with no template (x in memory), _auto_chunks of x's shape and
+    dtype."""
+    if template is None:
+        return _auto_chunks(shape, dtype, axes)
+    x = template
     whole = range(axes[0], x.ndim)
     split = [a for a in whole if len(x.chunks[a]) > 1]
     if not split:
@@ -242,10 +304,8 @@ def _block_chunks(x, axes, what, name="x"):
     import warnings
 
     import dask.array as da
-    from dask.array.core import normalize_chunks
 
-    spec = tuple(-1 if a >= axes[0] else "auto" for a in range(x.ndim))
-    chunks = normalize_chunks(spec, x.shape, dtype=x.dtype, previous_chunks=x.chunks)
+    chunks = _auto_chunks(x.shape, x.dtype, axes, x.chunks)
     reason = (
         "the normalized axes"
         if axes == tuple(whole)
@@ -357,12 +417,12 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
 
     what = _NAMES["forward", op]
     _refuse_out("out", out)
-    x = _dask_array(x, "x")
-    kdt = _kernel_dtype(op, x.dtype)
+    template, name, x_dtype, x_shape = _template(x)
+    kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
     axes, _ = _core.normalize(
         op,
-        _stand_in(x.shape, kdt),
+        _stand_in(x_shape, kdt),
         normalized_shape,
         _operand_stand_in(weight, "weight", cdt),
         _operand_stand_in(bias, "bias", cdt),
@@ -373,7 +433,7 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(x, axes, what)
+    chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
     ind, letters = _indices(x.ndim)
     w, w_ind = _param_operand(weight, "weight", x, axes, chunks, ind, letters)
@@ -419,7 +479,7 @@ def add_normalize(
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(template, axes, what, name)
+    chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
     residual = _aligned(residual, "residual", chunks)
     ind, letters = _indices(x.ndim)
@@ -480,7 +540,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
     bias_stand_in = _operand_stand_in(bias, "bias", cdt)
-    axes, _ = _core.normalize_backward(
+    axes, per_sample = _core.normalize_backward(
         op,
         _operand_stand_in(dy, "dy", kdt, True),
         _stand_in(x_shape, kdt),
@@ -495,7 +555,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
         True,
     )
     eps = _core.resolve_eps(eps, op, kdt)
-    chunks = _block_chunks(template, axes, what, name)
+    chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
     dy = _aligned(dy, "dy", chunks)
     ind, letters = _indices(x.ndim)
@@ -506,7 +566,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     result = da.blockwise(
         _backward_block, ind, dy, ind, x, ind, w, w_ind, r, None if r is None else ind,
         op=op, eps=eps, axes=axes, bias_shape=bias_shape, x_shape=x.shape,
-        threads=_task_threads(), token=f"{what}-blocks", dtype=object,
+        per_sample=per_sample, threads=_task_threads(), token=f"{what}-blocks", dtype=object,
         meta=_meta(x.ndim, object), concatenate=True,
     )  # fmt: skip
     (dx,) = _outputs(result, what, ind, [(kdt, ())])

@@ -19,8 +19,10 @@
  * x*x instead.  Half inputs (FN_EXACT_MEAN) sum d = x - pivot and d*d in
  * double instead: a float32 chain is off by a few float32 ulps of M2, more
  * than an ulp of a half output where a bias nearly cancels.  Each row is
- * finished in double by norm_row_common.h, like the other walks, and a tile
- * with a row whose scale does not fit FN_T goes to the portable kernel.
+ * finished in double by norm_row_common.h, like the other walks.  A row
+ * whose scale does not fit FN_T goes to the portable kernel on its own:
+ * every other row gets its lane's bits, whichever rows share its tile (a
+ * Dask block must give a row the bits the whole array gives it).
  */
 #define FN_LANES_MAX ((ptrdiff_t)(4096 / sizeof(FN_T)))
 #define FN_LANES_AHEAD 2
@@ -154,8 +156,8 @@ static int FN_NAME(lanes_finish_row)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t j
     return st.wide_normalize;
 }
 
-/* The tile's rows that need it all go to the portable kernel. */
-static void FN_NAME(lanes_tile_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms)
+/* Rows [r0, r0 + rows) on the portable kernel. */
+static void FN_NAME(lanes_rows_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms)
 {
     fn_rows sub = *a;
     sub.x = (const FN_S *)a->x + r0;
@@ -169,7 +171,11 @@ static void FN_NAME(lanes_tile_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff
         FN_PORTABLE(layer_norm_rows)(&sub);
 }
 
-static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms, int stream)
+/* Normalize the tile of `rows` rows at row r0 and return 0; or, when some
+ * of them have a scale that does not fit FN_T, write nothing but the
+ * statistics, flag those rows in wide[0, rows) and return 1. */
+static int FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, int rms, int stream,
+                               unsigned char *wide)
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_S *x = (const FN_S *)a->x + r0;
@@ -210,16 +216,15 @@ static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, 
             FN_NAME(lanes_step_welford)(g, state, k, i, ahead);
     }
     FN_NAME(lanes_merge_chunk)(state, rows, &k, &tot, rms);
-    /* Nothing of the tile has been written yet, so a row whose scale does
-     * not fit FN_T can send the whole tile to the portable kernel, in
-     * place too. */
-    int wide = 0;
-    for (ptrdiff_t j = 0; j < rows; j++)
-        wide |= FN_NAME(lanes_finish_row)(a, r0, j, rms, &tot, state);
-    if (wide) {
-        FN_NAME(lanes_tile_portable)(a, r0, rows, rms);
-        return;
+    /* Nothing but statistics has been written yet, so the caller can still
+     * walk the tile otherwise when a row's scale does not fit FN_T (in
+     * place too). */
+    int any_wide = 0;
+    for (ptrdiff_t j = 0; j < rows; j++) {
+        wide[j] = (unsigned char)FN_NAME(lanes_finish_row)(a, r0, j, rms, &tot, state);
+        any_wide |= wide[j];
     }
+    if (any_wide) return 1;
     for (i = 0; i < n; i++) { /* pass 2 */
         const V wi = w ? VSET1(w[i]) : VZERO, bi = b ? VSET1(b[i]) : VZERO;
         const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
@@ -244,14 +249,20 @@ static void FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, 
         }
     }
     if (stream) VSFENCE();
+    return 0;
 }
 
 /* Tiles of up to FN_LANES_MAX rows.  With streaming stores, every full
  * vector must be aligned: the element stride has to keep alignment, and the
- * few rows before the first aligned one go as a small tile of their own. */
+ * few rows before the first aligned one go as a small tile of their own.
+ * A tile with rows whose scale does not fit FN_T (rare: spreads near the
+ * type's limits) is walked again: each such row on the portable kernel,
+ * each run of rows between them as a tile of its own (ordinary stores: it
+ * may start anywhere), so the tile costs at most twice its pass 1. */
 FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
 {
     const size_t vbytes = VL * sizeof(FN_S);
+    unsigned char wide[FN_LANES_MAX];
     const int stream = a->stream_stores && ((size_t)a->y_elem_stride * sizeof(FN_S)) % vbytes == 0;
     ptrdiff_t r0 = 0;
     while (r0 < a->rows) {
@@ -261,7 +272,16 @@ FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
             ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_S));
             len = head < len ? head : len;
         }
-        FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis);
+        if (FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis, wide)) {
+            for (ptrdiff_t j = 0; j < len;) {
+                ptrdiff_t end = j;
+                while (end < len && !wide[end]) end++;
+                /* a run without such rows: it finds none again */
+                if (end > j) FN_NAME(lanes_tile)(a, r0 + j, end - j, rms, 0, wide + j);
+                if (end < len) FN_NAME(lanes_rows_portable)(a, r0 + end, 1, rms);
+                j = end + 1;
+            }
+        }
         r0 += len;
     }
 }

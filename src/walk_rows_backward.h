@@ -21,7 +21,10 @@
  * Numerics: rows shorter than 2*VL go to the portable kernel, which works
  * in double (with a handful of elements g - xhat * mean(g * xhat) can cancel
  * to a tiny fraction of g, which float32 would not resolve), and so does a
- * block with a row whose rstd does not fit FN_T.
+ * row whose rstd does not fit FN_T (or is NaN), on its own: the other rows
+ * of its block keep the SIMD bits, so a row's dx never depends on which
+ * rows share its block (a Dask block must give a row the bits the whole
+ * array gives it).
  */
 #define FN_BWD_ROWS 8
 #define FN_BWD_CHUNK 512
@@ -120,16 +123,16 @@ static FN_NAME(bwd_params) FN_NAME(bwd_row_params)(const fn_rows_bwd *a, ptrdiff
     return bp;
 }
 
-/* The block's rows all go to the portable kernel, which works in a wider
- * type (rare: NaN rows, spreads near the type's limits). */
-static void FN_NAME(bwd_block_portable)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_t nr, int rms)
+/* Row r on the portable kernel, which works in a wider type (rare: NaN
+ * rows, spreads near the type's limits). */
+static void FN_NAME(bwd_row_portable)(const fn_rows_bwd *a, ptrdiff_t r, int rms)
 {
     fn_rows_bwd sub = *a;
-    sub.x = (const FN_S *)a->x + r0 * a->x_row_stride;
-    sub.dy = (const FN_S *)a->dy + r0 * a->dy_row_stride;
-    sub.dx = (FN_S *)a->dx + r0 * a->dx_row_stride;
-    if (sub.rstd) sub.rstd = (const FN_T *)a->rstd + r0 * a->stat_stride;
-    sub.rows = nr;
+    sub.x = (const FN_S *)a->x + r * a->x_row_stride;
+    sub.dy = (const FN_S *)a->dy + r * a->dy_row_stride;
+    sub.dx = (FN_S *)a->dx + r * a->dx_row_stride;
+    if (sub.rstd) sub.rstd = (const FN_T *)a->rstd + r * a->stat_stride;
+    sub.rows = 1;
     if (rms)
         FN_PORTABLE(rms_norm_backward_rows)(&sub);
     else
@@ -143,14 +146,9 @@ static void FN_NAME(bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_t nr,
     double *dw = a->dweight, *db = a->dbias;
     FN_NAME(bwd_params) bp[FN_BWD_ROWS];
     FN_T dw_chunk[FN_BWD_CHUNK], db_chunk[FN_BWD_CHUNK];
-    int wide = 0;
     for (ptrdiff_t j = 0; j < nr; j++) {
         bp[j] = FN_NAME(bwd_row_params)(a, r0 + j, rms);
-        wide |= bp[j].wide;
-    }
-    if (wide) {
-        FN_NAME(bwd_block_portable)(a, r0, nr, rms);
-        return;
+        if (bp[j].wide) FN_NAME(bwd_row_portable)(a, r0 + j, rms);
     }
     for (ptrdiff_t c0 = 0; c0 < n; c0 += FN_BWD_CHUNK) {
         const ptrdiff_t len = n - c0 < FN_BWD_CHUNK ? n - c0 : FN_BWD_CHUNK;
@@ -159,6 +157,7 @@ static void FN_NAME(bwd_block)(const fn_rows_bwd *a, ptrdiff_t r0, ptrdiff_t nr,
             VSTORE(db_chunk + i, VZERO);
         }
         for (ptrdiff_t j = 0; j < nr; j++) {
+            if (bp[j].wide) continue; /* done on its own */
             const ptrdiff_t r = r0 + j;
             const FN_S *x = (const FN_S *)a->x + r * a->x_row_stride + c0;
             const FN_S *dy = (const FN_S *)a->dy + r * a->dy_row_stride + c0;

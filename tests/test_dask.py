@@ -1,9 +1,10 @@
 """fastnorm on Dask arrays (fastnorm/_dask.py): every public function returns
 a lazy Dask array whose blocks are the in-memory core's results, equal bit
-for bit to fastnorm on the whole array in memory; arguments are checked at
-call time with the in-memory call's messages; the backward's parameter
-gradients are the same bits on every scheduler, a real multi-process
-cluster included."""
+for bit to fastnorm in memory on the computed arrays (in C order), whatever
+the blocks' layouts; any Dask argument makes the result lazy; arguments are
+checked at call time with the in-memory call's messages; the backward's
+parameter gradients are the same bits on every scheduler, a real
+multi-process cluster included."""
 
 import os
 import pickle
@@ -274,6 +275,243 @@ def test_per_sample_parameters_follow_the_batch_chunks(rng, scheduler):
     assert_all_equal(res[0], want[0])
     for g, r in zip(res[1:], want[1:]):
         np.testing.assert_allclose(g, r, rtol=2e-6, atol=2e-6)
+
+
+# ---- the reference: the in-memory call on the computed arguments ----------------------
+
+
+def c_ordered(value):
+    """An argument as the reference call takes it: a Dask array computed (Dask
+    assembles it in C order, which the README's promise names), a NumPy
+    array in C order."""
+    if isinstance(value, da.Array):
+        value = compute(value)
+        assert value.flags.c_contiguous
+        return value
+    return np.ascontiguousarray(value) if isinstance(value, np.ndarray) else value
+
+
+def assert_lazy_equals_computed(name, x, dy, scheduler="synchronous", **kwargs):
+    """The lazy call's results (dx only for a backward: its parameter sums
+    are added in another order) bitwise those of the in-memory call on the
+    computed arguments."""
+    got = call(name, x, dy, **kwargs)
+    got = got if isinstance(got, tuple) else (got,)
+    assert all(isinstance(g, da.Array) for g in got if g is not None)
+    want = call(name, c_ordered(x), c_ordered(dy), **{k: c_ordered(v) for k, v in kwargs.items()})
+    want = want if isinstance(want, tuple) else (want,)
+    n = 1 if name.endswith("backward") else len(want)
+    assert_all_equal(dask.compute(*got[:n], scheduler=scheduler), want[:n])
+
+
+# ---- a row's bits do not depend on the rows that share its block --------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_a_nan_or_extreme_row_leaves_the_dx_of_its_neighbours_as_in_memory(rng, op, dtype):
+    """The SIMD backward sent every block of 8 rows holding a NaN row, or a
+    row whose rstd does not fit the compute type, to the portable kernel
+    whole; Dask's blocks group the rows otherwise, so the rows next to such
+    a row got other bits than in memory.  Such rows now go alone."""
+    x, dy = inputs(rng, (40, 64), dtype)
+    x[12] = np.nan
+    x[29] = rng.standard_normal(64) * (1e-41 if dtype == np.float32 else 1e-315)
+    chunks = (5, 64)
+    for eps in (0.0, None):
+        assert_lazy_equals_computed(
+            f"{op}_backward",
+            da.from_array(x, chunks=chunks),
+            da.from_array(dy, chunks=chunks),
+            eps=eps,
+        )
+
+
+@pytest.mark.skipif(not _core.openmp_enabled, reason="needs an OpenMP build")
+@pytest.mark.parametrize("extreme", ["one row", "every other row"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+def test_a_row_of_extreme_scale_leaves_its_lane_neighbours_as_in_memory(rng, dtype, extreme):
+    """Channels-first rows are normalized side by side in tiles, which the
+    thread count cuts; a tile holding a row whose scale does not fit the
+    compute type went to the portable kernel whole, so its neighbours' bits
+    depended on the tiling: Dask's one-thread tasks and a two-thread call
+    in memory disagreed.  Such rows now go alone, the runs between them as
+    tiles of their own."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    x = (rng.standard_normal((1, 64, 1500)) + 4).astype(dtype)
+    rows = slice(760, 761) if extreme == "one row" else slice(1, None, 2)
+    tiny = rng.standard_normal(x[0, :, rows].shape) * (1e-41 if dtype == np.float32 else 1e-315)
+    x[0, :, rows] = tiny
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        want = fastnorm.layer_norm(x, axis=1, eps=0.0, return_stats=True)
+        assert _core.last_num_threads() == 2
+    got = fastnorm.layer_norm(da.from_array(x), axis=1, eps=0.0, return_stats=True)
+    assert_all_equal(dask.compute(*got, scheduler="synchronous"), want)
+
+
+# ---- any block layout: the bits of the computed arrays ------------------------------------
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_transposed_array_gives_the_bits_of_its_computed_array(rng, name):
+    """The blocks of a transposed Dask array are Fortran-order views, which
+    the kernels walk otherwise than the C-order computed array (rows side
+    by side, or strided rows, for rows one by one): last bits up to 1.4e-6
+    apart in float32, before the blocks were handed over in C order."""
+    X = rng.standard_normal((256, 300)).astype(np.float32)
+    DY = rng.standard_normal((256, 300)).astype(np.float32)
+    x, dy = da.from_array(X, chunks=(300, 64)).T, da.from_array(DY, chunks=(300, 64)).T
+    w = rng.standard_normal(256).astype(np.float32)
+    stats = {} if name.endswith("backward") else {"return_stats": True}
+    assert_lazy_equals_computed(name, x, dy, weight=w, **stats)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_broadcast_dy_gives_the_bits_of_its_computed_array(rng, op):
+    """da.ones has zero-stride blocks, which the backward walked with the
+    portable kernel where the computed (C-order) dy takes the SIMD rows."""
+    x, _ = inputs(rng, (64, 3, 80))
+    dy = da.ones(x.shape, chunks=(16, 3, 80), dtype=np.float32)
+    assert_lazy_equals_computed(f"{op}_backward", da.from_array(x, chunks=(16, 3, 80)), dy)
+    assert_lazy_equals_computed(f"{op}_backward", x, dy)  # a NumPy x next to it
+
+
+def block_layouts(values, chunks):
+    """Dask arrays of `values` whose blocks are laid out otherwise than C
+    order, by name."""
+    nd = values.ndim
+    flip = (slice(None),) * (nd - 1) + (slice(None, None, -1),)
+    spaced = np.zeros(values.shape[:-1] + (2 * values.shape[-1],), values.dtype)
+    spaced[..., ::2] = values
+    perm = tuple(reversed(range(nd)))
+    return {
+        "fortran blocks": da.from_array(values, chunks=chunks).map_blocks(
+            np.asfortranarray, dtype=values.dtype
+        ),
+        "transposed": da.from_array(
+            np.ascontiguousarray(values.transpose(perm)), chunks=tuple(reversed(chunks))
+        ).transpose(perm),
+        "reversed": da.from_array(np.ascontiguousarray(values[flip]), chunks=chunks)[flip],
+        "strided": da.from_array(spaced, chunks=chunks[:-1] + (2 * chunks[-1],))[..., ::2],
+        "broadcast": da.broadcast_to(
+            da.from_array(values[:1], chunks=(1,) + chunks[1:]), values.shape, chunks=chunks
+        ),
+    }
+
+
+LAYOUTS = ["fortran blocks", "transposed", "reversed", "strided", "broadcast"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES[:4], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_every_block_layout_gives_the_bits_of_the_computed_arrays(rng, layout, dtype):
+    """Blocks in any layout (Fortran order, negative, doubled or zero
+    strides) reach the kernels as C-order ones would: every function, the
+    last axis and channels-first, x and the other operand (residual, dy)
+    laid out alike, or only one of them."""
+    shape, chunks = (12, 24, 40), (5, 24, 40)
+    x_values = (rng.standard_normal(shape) * 3 + 2).astype(dtype)
+    other_values = rng.standard_normal(shape).astype(dtype)
+    if layout == "broadcast":
+        x_values = np.ascontiguousarray(np.broadcast_to(x_values[:1], shape))
+        other_values = np.ascontiguousarray(np.broadcast_to(other_values[:1], shape))
+    x = block_layouts(x_values, chunks)[layout]
+    other = block_layouts(other_values, chunks)[layout]
+    x_c, other_c = da.from_array(x_values, chunks=chunks), da.from_array(other_values, chunks)
+    for name in FUNCTIONS:
+        for axis in (-1, 1):
+            w = rng.standard_normal(shape[axis]).astype(_core.compute_dtype(dtype))
+            stats = {} if name.endswith("backward") else {"return_stats": True}
+            for xs, others in ((x, other), (x, other_c), (x_c, other)):
+                assert_lazy_equals_computed(name, xs, others, weight=w, axis=axis, **stats)
+
+
+@pytest.mark.any_isa
+def test_blocks_laid_out_as_c_order_slices_are_not_copied(rng):
+    """Dask's slices of a C-order array (along the batch axes before the
+    first normalized axis) are walked as C-contiguous arrays: handed over
+    as they are; anything else is copied to C order."""
+    x = rng.standard_normal((8, 6, 40))
+    for block, first in [(x, 2), (x[2:5], 2), (x[:, 1:4], 2), (x[::2], 1), (x[:, ::2], 2)]:
+        assert fd._in_c_order(block, first) is block
+    for block, first in [
+        (np.asfortranarray(x), 2),
+        (x[..., ::2], 2),
+        (x[:, ::2], 1),
+        (x[::-1], 2),
+        (np.broadcast_to(x[:1], x.shape), 2),
+        (x.transpose(1, 0, 2), 2),
+    ]:
+        copy = fd._in_c_order(block, first)
+        assert copy.flags.c_contiguous and np.array_equal(copy, block)
+
+
+@pytest.mark.parametrize("n", [8, 40])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+def test_blocks_one_sample_wide_keep_the_per_sample_backward_of_the_whole(rng, op, dtype, n):
+    """A per-sample weight or bias (B, 1, D) has, in a block one sample wide,
+    the shape of a shared one, (1, 1, D): the block took the shared weight's
+    backward, whose dx bits differ (g = dy * w formed in the kernel rather
+    than rounded first; short rows in float64), unless told the whole
+    array's rule."""
+    x, dy = inputs(rng, (6, 5, n), dtype)
+    w = rng.standard_normal((6, 1, n)).astype(dtype)
+    chunks = (1, 5, n)
+    params = [{"weight": w}]
+    if op == "layer_norm":
+        params.append({"weight": w[0, 0], "bias": w})
+    for kw in params:
+        for lazy_w in (False, True):
+            if lazy_w:
+                kw = {k: da.from_array(v) for k, v in kw.items()}
+            assert_lazy_equals_computed(
+                f"{op}_backward",
+                da.from_array(x, chunks=chunks),
+                da.from_array(dy, chunks=chunks),
+                **kw,
+            )
+
+
+# ---- any Dask argument makes the result lazy -------------------------------------------
+
+
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_a_dask_parameter_next_to_numpy_arrays_makes_the_result_lazy(rng, name):
+    """Dask's own convention (numpy.add of a NumPy and a Dask array is a Dask
+    array): a Dask weight, bias or statistic next to NumPy x (and dy,
+    residual) gives lazy results, computed only on compute(), with the bits
+    of the in-memory call on the computed arguments."""
+    x, dy = inputs(rng)
+    w = rng.standard_normal(40).astype(np.float32)
+    reads = []
+
+    def counted(block):
+        reads.append(block.shape)
+        return block
+
+    lazy_w = da.from_array(w).map_blocks(counted, dtype=w.dtype)
+    reads.clear()  # (map_blocks ran `counted` on an empty meta array)
+    kwargs = [{"weight": lazy_w}]
+    if name in ("layer_norm", "add_layer_norm", "layer_norm_backward"):
+        kwargs.append({"weight": w, "bias": da.from_array(w)})
+    if name.endswith("backward"):
+        forward = getattr(fastnorm, name[: -len("_backward")])(x, return_stats=True)
+        kwargs.append({"weight": w, "rstd": da.from_array(forward[-1])})
+    for kw in kwargs:
+        call(name, x, dy, **kw)
+        assert reads == []  # nothing computed yet
+        assert_lazy_equals_computed(name, x, dy, **kw)
+        reads.clear()
+
+
+@pytest.mark.any_isa
+def test_numpy_x_next_to_a_dask_weight_is_split_along_its_leading_batch_axes(rng):
+    x = rng.standard_normal((4096, 2, 32)).astype(np.float32)  # 1 MiB
+    with dask.config.set({"array.chunk-size": "128KiB"}):
+        y = fastnorm.layer_norm(x, weight=da.ones(32, dtype=np.float32))
+    assert y.chunks[1:] == ((2,), (32,)) and len(y.chunks[0]) >= 4
+    assert_all_equal(compute(y, scheduler="threads"), fastnorm.layer_norm(x))
 
 
 # ---- the backward's parameter sums: one set of bits per chunking ---------------------------
