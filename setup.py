@@ -17,7 +17,8 @@ build_ext's --parallel set another number), then links each extension.
 FASTNORM_EXTRA_CFLAGS and FASTNORM_EXTRA_LDFLAGS (shell-quoted lists) are
 appended after this file's own flags, so they win where flags conflict
 (e.g. "-fsanitize=address,undefined -O1" overrides -O3; used by .ci/run's
-sanitizer stage).
+sanitizer stage).  FASTNORM_WERROR=1 turns warnings in src/'s C files
+(-Wall -Wextra) into errors, as CI's wheel and clang stages build them.
 
 Importing this file (as .ci/check_objects.py and the tests do, to read the
 source plan) builds nothing: setup() runs only when it is run as a script,
@@ -309,8 +310,10 @@ def make_extensions():
         extra_link_args=(OPENMP_FLAGS if use_openmp else []) + extra_ldflags,
     )
     plan = compile_plan(target_machine())
+    # FASTNORM_WERROR=1 (CI) makes the kernels' warnings errors
+    src_warnings = SRC_WARNINGS + (["-Werror"] if os.environ.get("FASTNORM_WERROR") == "1" else [])
     BuildExt.source_flags = {
-        src: SRC_WARNINGS + flags for files in plan.values() for src, flags in files
+        src: src_warnings + flags for files in plan.values() for src, flags in files
     }
     # the core: its Cython parts (_core.pyx includes the .pxi files) and the kernels
     core = Extension(
