@@ -38,7 +38,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
-from setuptools.errors import CompileError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -199,12 +198,16 @@ class BuildExt(build_ext):
             self.compiler.compile = compile_
 
     def _out_of_date(self, ext):
-        from setuptools.modified import newer_group
+        from setuptools.modified import newer_group  # setuptools 69+
 
         target = self.get_ext_fullpath(ext.name)
         return self.force or newer_group(list(ext.sources) + list(ext.depends), target, "newer")
 
     def _compiler_takes(self, flags, code):
+        # imported here: the tests read this file with whatever setuptools
+        # their venv has (3.9's has no setuptools.errors.CompileError)
+        from setuptools.errors import CompileError
+
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "probe.c")
             with open(src, "w") as f:
@@ -219,8 +222,8 @@ class BuildExt(build_ext):
         core = next(e for e in self.extensions if e.name == "fastnorm._core")
         built = set()
         for name, macro, src, flags, probe in X86_KERNEL_SETS:
-            if src not in core.sources:
-                continue  # not an x86-64 build
+            if src not in core.sources or any(m[0] == macro for m in core.define_macros):
+                continue  # not an x86-64 build, or decided in an earlier run
             ok = self._compiler_takes(flags, probe)
             if ok and name == "avx512_bf16":
                 ok = "avx512" in built  # its table reuses the AVX-512 kernels
