@@ -10,15 +10,26 @@
  * The AVX2 table also needs F16C (every AVX2 CPU has it, but it is its own
  * cpuid bit).  AVX512_BF16 adds a table that differs from the AVX-512 one
  * only in its bfloat16 kernels.
+ *
+ * This file is compiled for baseline x86-64, like everything but the
+ * kernels_<isa>.c files: it runs before anything is known about the CPU, so
+ * it must not contain one AVX instruction (CI disassembles it to check).
+ * The tables it can pick are the ones this build linked in (FN_HAVE_*,
+ * fastnorm_kernels.h).
  */
 #include <string.h>
 #include "fastnorm_kernels.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* FN_HAVE_* are 0 off x86-64 (fastnorm_kernels.h) */
+#if FN_HAVE_AVX2 || FN_HAVE_AVX512
 #include <cpuid.h>
 #define FN_X86 1
+#if FN_HAVE_AVX2
 extern const fn_kernel_table fn_kernels_avx2;
+#endif
+#if FN_HAVE_AVX512
 extern const fn_kernel_table fn_kernels_avx512;
+#endif
 #if FN_HAVE_AVX512BF16
 extern const fn_kernel_table fn_kernels_avx512_bf16;
 #endif
@@ -42,6 +53,7 @@ static int fn_cpu_has_avx2(void)
     return (b >> 5) & 1;
 }
 
+#if FN_HAVE_AVX512
 static int fn_cpu_has_avx512(void)
 {
     unsigned int a, b, c, d;
@@ -51,6 +63,7 @@ static int fn_cpu_has_avx512(void)
     const unsigned int need = (1u << 16) | (1u << 17) | (1u << 30) | (1u << 31); /* F DQ BW VL */
     return (b & need) == need;
 }
+#endif
 
 #if FN_HAVE_AVX512BF16
 static int fn_cpu_has_avx512_bf16(void)
@@ -70,8 +83,12 @@ int fn_usable_tables(const fn_kernel_table **tables, int max)
 #if FN_HAVE_AVX512BF16
     if (n < max && fn_cpu_has_avx512_bf16()) tables[n++] = &fn_kernels_avx512_bf16;
 #endif
+#if FN_HAVE_AVX512
     if (n < max && fn_cpu_has_avx512()) tables[n++] = &fn_kernels_avx512;
+#endif
+#if FN_HAVE_AVX2
     if (n < max && fn_cpu_has_avx2()) tables[n++] = &fn_kernels_avx2;
+#endif
 #endif
     if (n < max) tables[n++] = &fn_kernels_scalar;
     return n;

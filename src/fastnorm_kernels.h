@@ -100,13 +100,31 @@ typedef struct fn_kernel_table {
 #define FN_TABLE_ROW(base, isa) \
     {base##_f32_##isa, base##_f64_##isa, base##_f16_##isa, base##_bf16_##isa}
 
-/* The AVX512_BF16 table needs a compiler that knows that target (GCC 10,
- * clang 9 and later); older ones build without it. */
-#if defined(__x86_64__) && ((defined(__clang__) && __clang_major__ >= 9) || \
-                            (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 10))
+/* Which x86-64 kernel sets this build links in (kernels_<isa>.c, each
+ * compiled with its own flags).  setup.py defines all three, 0 for a set
+ * whose flags the compiler refuses (AVX512_BF16 needs GCC 10 or clang 9);
+ * these defaults, every set, are for a build by hand.  Off x86-64 there are
+ * none: only the portable table exists. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifndef FN_HAVE_AVX2
+#define FN_HAVE_AVX2 1
+#endif
+#ifndef FN_HAVE_AVX512
+#define FN_HAVE_AVX512 1
+#endif
+#ifndef FN_HAVE_AVX512BF16
 #define FN_HAVE_AVX512BF16 1
+#endif
 #else
+#undef FN_HAVE_AVX2
+#undef FN_HAVE_AVX512
+#undef FN_HAVE_AVX512BF16
+#define FN_HAVE_AVX2 0
+#define FN_HAVE_AVX512 0
 #define FN_HAVE_AVX512BF16 0
+#endif
+#if FN_HAVE_AVX512BF16 && !FN_HAVE_AVX512
+#error "the AVX512_BF16 table reuses the AVX-512 kernels: FN_HAVE_AVX512 must be 1"
 #endif
 
 /* The portable kernels: any stride, any architecture. */

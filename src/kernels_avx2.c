@@ -10,13 +10,16 @@
  * registers (F16C vcvtph2ps; a shift for bfloat16) and rounded once on
  * store (vcvtps2ph; integer round-to-nearest-even for bfloat16).
  *
- * Only this file is compiled for AVX2 (through the target pragma); dispatch.c
- * calls in here only when cpuid and XGETBV say the CPU and OS support it.
+ * Only this file is compiled for AVX2: setup.py gives it -mavx2 -mfma -mf16c
+ * (GCC and clang alike), and every other file stays baseline x86-64.
+ * dispatch.c calls in here only when cpuid and XGETBV say the CPU and OS
+ * support it.
  */
 #include "fastnorm_kernels.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#pragma GCC target("avx2,fma,f16c")
+#if !defined(__AVX2__) || !defined(__FMA__) || !defined(__F16C__)
+#error "kernels_avx2.c is built with -mavx2 -mfma -mf16c (setup.py's kernel sets)"
+#endif
 #include <immintrin.h>
 
 #define FN_ISA avx2
@@ -46,4 +49,3 @@ const fn_kernel_table fn_kernels_avx2 = {
     FN_TABLE_ROW(layer_norm_backward_rows, avx2),
     FN_TABLE_ROW(rms_norm_backward_rows, avx2),
 };
-#endif

@@ -11,14 +11,18 @@
  * (vcvtps2ph; integer round-to-nearest-even for bfloat16 here, the
  * AVX512_BF16 instruction in kernels_avx512_bf16.c).
  *
- * Only this file is compiled for AVX-512 (through the target pragma); the
- * rest of the extension stays baseline x86-64 and dispatch.c calls in here
- * only when cpuid and XGETBV say the CPU and OS support it.
+ * Only this file (and kernels_avx512_bf16.c) is compiled for AVX-512:
+ * setup.py gives it -mavx512f -mavx512bw -mavx512vl -mavx512dq (with AVX2,
+ * FMA and F16C), the rest of the extension stays baseline x86-64, and
+ * dispatch.c calls in here only when cpuid and XGETBV say the CPU and OS
+ * support it.
  */
 #include "fastnorm_kernels.h"
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")
+#if !defined(__AVX512F__) || !defined(__AVX512BW__) || !defined(__AVX512VL__) || \
+    !defined(__AVX512DQ__) || !defined(__FMA__)
+#error "kernels_avx512.c is built with -mavx512f -mavx512bw -mavx512vl -mavx512dq (setup.py)"
+#endif
 #include <immintrin.h>
 
 #define FN_ISA avx512
@@ -48,4 +52,3 @@ const fn_kernel_table fn_kernels_avx512 = {
     FN_TABLE_ROW(layer_norm_backward_rows, avx512),
     FN_TABLE_ROW(rms_norm_backward_rows, avx512),
 };
-#endif

@@ -13,11 +13,16 @@
  *
  * The table this file exports is the AVX-512 table with its bfloat16
  * entries replaced; dispatch.c picks it only when cpuid reports AVX512_BF16.
+ * setup.py compiles this file with kernels_avx512.c's flags and
+ * -mavx512bf16, and leaves it out (FN_HAVE_AVX512BF16=0) when the compiler
+ * does not take that flag.
  */
 #include "fastnorm_kernels.h"
 
-#if FN_HAVE_AVX512BF16
-#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx2,fma")
+#if !defined(__AVX512BF16__) || !defined(__AVX512F__) || !defined(__AVX512BW__) || \
+    !defined(__AVX512VL__) || !defined(__AVX512DQ__) || !defined(__FMA__)
+#error "kernels_avx512_bf16.c is built with the AVX-512 flags and -mavx512bf16 (setup.py)"
+#endif
 #include <immintrin.h>
 
 #define FN_ISA avx512bf16
@@ -47,4 +52,3 @@ const fn_kernel_table fn_kernels_avx512_bf16 = {
     FN_AVX512_ROW(layer_norm_backward_rows),
     FN_AVX512_ROW(rms_norm_backward_rows),
 };
-#endif

@@ -3,12 +3,12 @@
  * defaults for what it may leave out, and a check that names the stamp when
  * something is missing.  Included by simd_stamp.h, once per stamp.
  *
- * A stamp is one (ISA, dtype) pair: kernels_<isa>.c sets the target pragma
- * and FN_ISA, then for each dtype includes dtype_<dtype>.h, the ISA's
- * vector vocabulary simd_<isa>_<f32|f64>.h, for float16/bfloat16 the element
- * storage simd_half_<dtype>.h, and simd_stamp.h.  simd_vocab_undef.h, at
- * the end of simd_stamp.h, #undefs every name below, so the next stamp
- * starts from nothing.
+ * A stamp is one (ISA, dtype) pair: kernels_<isa>.c (compiled with its
+ * set's flags, see setup.py) sets FN_ISA, then for each dtype includes
+ * dtype_<dtype>.h, the ISA's vector vocabulary simd_<isa>_<f32|f64>.h, for
+ * float16/bfloat16 the element storage simd_half_<dtype>.h, and
+ * simd_stamp.h.  simd_vocab_undef.h, at the end of simd_stamp.h, #undefs
+ * every name below, so the next stamp starts from nothing.
  *
  * Stamp identity (dtype_*.h and the kernel file):
  *   FN_ISA   avx2, avx512, avx512bf16: the last part of every symbol name

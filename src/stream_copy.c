@@ -2,7 +2,8 @@
  * stream_copy.c - the benchmarks' streaming-copy roof (see stream_copy.h).
  *
  * ISA: x86-64 SSE2 (baseline: movntdq, 16-byte streaming stores) or AVX2
- * (vmovntdq, 32 bytes), chosen at run time by cpuid; elsewhere memcpy.
+ * (vmovntdq, 32 bytes, in stream_copy_avx2.c: the one file of this hook
+ * compiled with -mavx2), chosen at run time by cpuid; elsewhere memcpy.
  * Algorithm: a plain copy up to dst's first 64-byte boundary, then whole
  * cache lines (four loads, unaligned on src, and four streaming stores to
  * the aligned dst per 128 bytes for AVX2, 64 for SSE2), a plain copy of
@@ -38,27 +39,6 @@ static void stream_lines_sse2(char *d, const char *s, size_t n)
     }
 }
 
-__attribute__((target("avx2"))) static void stream_lines_avx2(char *d, const char *s, size_t n)
-{
-    size_t i;
-    for (i = 0; i + 128 <= n; i += 128) {
-        __m256i a = _mm256_loadu_si256((const __m256i *)(s + i));
-        __m256i b = _mm256_loadu_si256((const __m256i *)(s + i + 32));
-        __m256i c = _mm256_loadu_si256((const __m256i *)(s + i + 64));
-        __m256i e = _mm256_loadu_si256((const __m256i *)(s + i + 96));
-        _mm256_stream_si256((__m256i *)(d + i), a);
-        _mm256_stream_si256((__m256i *)(d + i + 32), b);
-        _mm256_stream_si256((__m256i *)(d + i + 64), c);
-        _mm256_stream_si256((__m256i *)(d + i + 96), e);
-    }
-    for (; i + 64 <= n; i += 64) {
-        __m256i a = _mm256_loadu_si256((const __m256i *)(s + i));
-        __m256i b = _mm256_loadu_si256((const __m256i *)(s + i + 32));
-        _mm256_stream_si256((__m256i *)(d + i), a);
-        _mm256_stream_si256((__m256i *)(d + i + 32), b);
-    }
-}
-
 static int have_avx2(void)
 {
     __builtin_cpu_init();
@@ -76,7 +56,7 @@ void fn_stream_copy(void *dst, const void *src, size_t n)
     n -= head;
     body = n & ~(size_t)63;
     if (have_avx2())
-        stream_lines_avx2(d, s, body);
+        fn_stream_lines_avx2(d, s, body);
     else
         stream_lines_sse2(d, s, body);
     _mm_sfence();

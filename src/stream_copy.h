@@ -19,4 +19,9 @@ void fn_stream_copy(void *dst, const void *src, size_t n);
  * "portable" off x86-64). */
 const char *fn_stream_copy_isa(void);
 
+/* Internal to the two files of the copy: the AVX2 line loop of
+ * stream_copy_avx2.c (n a multiple of 64, dst 64-byte aligned), which
+ * stream_copy.c calls only on a CPU with AVX2. */
+void fn_stream_lines_avx2(char *d, const char *s, size_t n);
+
 #endif

@@ -116,7 +116,8 @@ static FN_NAME(bwd_params) FN_NAME(bwd_row_params)(const fn_rows_bwd *a, ptrdiff
     const double inv_n = 1.0 / (double)n;
     const double mean_g = rms ? 0.0 : sum_g * inv_n;
     const double mean_gxhat = rstd * (sum_gd - mean_d * sum_g) * inv_n;
-    fn_row_stats center = {mean_d, rstd, rstd};
+    /* only the centering fields: fn_norm_params reads no others */
+    fn_row_stats center = {.mean_d = mean_d, .rstd = rstd, .scale = rstd};
     const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &center);
     FN_NAME(bwd_params) bp = {(FN_T)np.p2,  (FN_T)rstd,          (FN_T)np.c,
                               (FN_T)mean_g, (FN_T)(-mean_gxhat), !isnormal((FN_T)rstd)};

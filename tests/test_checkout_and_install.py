@@ -27,6 +27,20 @@ def _run(code, cwd, pythonpath=None, args=None):
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def _copy_vendored_libraries(dest_parent):
+    """A repaired wheel's compiled core finds the shared libraries it
+    carries (OpenMP) by a path relative to itself: auditwheel's
+    <dist>.libs/ beside the package, delocate's .dylibs/ inside it.  A copy
+    of the package needs them at the same place."""
+    site = os.path.dirname(PACKAGE)
+    for name in os.listdir(site):
+        if name.endswith(".libs") and os.path.isdir(os.path.join(site, name)):
+            shutil.copytree(os.path.join(site, name), os.path.join(dest_parent, name))
+    dylibs = os.path.join(PACKAGE, ".dylibs")
+    if os.path.isdir(dylibs):
+        shutil.copytree(dylibs, os.path.join(dest_parent, "fastnorm", ".dylibs"))
+
+
 def _checkout(tmp_path, name, with_core):
     """A copy of this repository's layout: setup.py, src/, fastnorm/, with the
     compiled core fastnorm runs on only when with_core."""
@@ -40,6 +54,7 @@ def _checkout(tmp_path, name, with_core):
     )
     if with_core:
         shutil.copy(fastnorm._core.__file__, root / "fastnorm")
+        _copy_vendored_libraries(root)
     return root
 
 
@@ -47,6 +62,7 @@ def test_unbuilt_checkout_defers_wholly_to_the_installed_copy(tmp_path):
     checkout = _checkout(tmp_path, "checkout", with_core=False)
     site = tmp_path / "site"
     shutil.copytree(PACKAGE, site / "fastnorm")  # the "installed" copy: no setup.py, no src/
+    _copy_vendored_libraries(site)
     probe = (
         "import fastnorm, fastnorm._api as a, fastnorm._core as c; "
         "print(fastnorm.__file__); print(a.__file__); print(c.__file__); "

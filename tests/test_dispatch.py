@@ -2,6 +2,7 @@
 
 import io
 import os
+import platform
 import subprocess
 import sys
 
@@ -83,3 +84,35 @@ def test_isas_agree(op, dtype):
     for name, ys in results.items():
         for y, y_ref in zip(ys, results["scalar"]):
             assert np.max(np.abs(y - y_ref)) <= tol, name
+
+
+def _linux_cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+@pytest.mark.any_isa
+def test_every_kernel_set_the_cpu_has_is_built_and_offered():
+    """A build that left a kernel set out (its flags refused by the
+    compiler) or a dispatcher that misreads the CPU fails here: on Linux
+    x86-64 the usable sets follow from the flags the kernel reports (it
+    lists AVX and AVX-512 only where the OS saves their registers)."""
+    flags = _linux_cpu_flags()
+    if platform.machine().lower() not in ("x86_64", "amd64") or flags is None:
+        pytest.skip("needs Linux on x86-64 (/proc/cpuinfo)")
+    expected = []
+    avx2 = {"avx", "avx2", "fma", "f16c"} <= flags
+    avx512 = avx2 and {"avx512f", "avx512bw", "avx512vl", "avx512dq"} <= flags
+    if avx512 and "avx512_bf16" in flags:
+        expected.append("avx512_bf16")
+    if avx512:
+        expected.append("avx512")
+    if avx2:
+        expected.append("avx2")
+    assert fastnorm.available_isas() == expected + ["scalar"]
