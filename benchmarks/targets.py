@@ -398,7 +398,7 @@ def fused_targets():
 FUSED_TARGET_COUNT = 6
 
 
-# ---- every spelling of a small call (issue 11) -------------------------------
+# ---- every spelling of a small call ----------------------------------------
 
 SPELLING_N = 768
 
@@ -458,7 +458,7 @@ def spelling_targets():
 SPELLING_TARGET_COUNT = 24
 
 
-# ---- Dask arrays (issue 13) ----------------------------------------------------
+# ---- Dask arrays ---------------------------------------------------------------
 
 
 def _dask_times(op, repeats):

@@ -1,4 +1,4 @@
-"""The PyTorch speed targets of issue 10 (``fastnorm.torch`` against torch),
+"""The PyTorch speed targets (``fastnorm.torch`` against torch),
 defined once and shared by ``python benchmarks/targets.py --torch`` and the
 pytest-benchmark suite ``benchmarks/test_torch.py``.
 
@@ -34,7 +34,7 @@ def _t(key, op, form, shape, dtype, grad, threads, goal):
 
 SMALL, BIG = (8, 768), (4096, 4096)
 
-# The issue's table, in its order.  The bf16 target is measured in both the
+# The targets, in the order of the table they were set in.  The bf16 target is measured in both the
 # function and the module form: a bf16 model calls the module, whose bf16
 # weight and bias fastnorm must not widen on every call, and a caller of the
 # function passes the same bf16 parameters.

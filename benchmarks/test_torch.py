@@ -1,5 +1,5 @@
 """pytest-benchmark suite for fastnorm.torch against PyTorch: the speed
-targets of issue 10, one group per case with both competitors in it.  The
+targets, one group per case with both competitors in it.  The
 targets (shapes, dtypes, thread counts, goals) live in
 benchmarks/targets_torch.py, which ``python benchmarks/targets.py --torch``
 measures as ratios.

@@ -103,7 +103,7 @@ TOLERANCE = {np.dtype(np.float32): 5e-6, np.dtype(np.float64): 1e-12}
 
 
 def max_error(actual, expected):
-    """Absolute error where |expected| <= 1, relative above (the issue's metric).
+    """Absolute error where |expected| <= 1, relative above (the accuracy targets' metric).
     NaN must match NaN."""
     actual = np.asarray(actual, dtype=np.longdouble)
     expected = np.asarray(expected, dtype=np.longdouble)

@@ -1,6 +1,6 @@
 """The accuracy promise on inputs at the edges: rows of up to 16M elements on
 every kernel set and walk, rows of tiny and subnormal values with eps=0, and
-eps values that only a double holds (issue 9, items 1-3).
+eps values that only a double holds.
 
 Long rows are few (one or a handful), and each reference is computed once
 per module and shared by every kernel set, so the file stays fast."""

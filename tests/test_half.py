@@ -141,7 +141,7 @@ def test_forward_within_one_ulp(op, dtype, case, affine, layout, rng):
     y_ref, mean_ref, rstd_ref = reference(op, x, axes, w, b)
     slack = None
     if b is not None:
-        # y = xhat * w + b is computed in float32 (as the issue asks): where
+        # y = xhat * w + b is computed in float32 (as specified): where
         # the bias cancels xhat * w, the float32 rounding of that product
         # (2^-24 of it, at most twice) can be more than an ulp of the small
         # result.  That allowance only; everything else within 1 ulp.
@@ -327,7 +327,7 @@ def test_backward_matches_reference(op, dtype, case, rng):
 @pytest.mark.parametrize("op", OPS)
 @pytest.mark.slow
 def test_bfloat16_parameter_sums_at_65536_rows(op, rng):
-    """The issue's target: dweight and dbias within 1e-3 relative at
+    """The target: dweight and dbias within 1e-3 relative at
     (65536, 256) bfloat16 (PyTorch 2.13 keeps bf16 partial sums and loses
     18% there)."""
     shape = (65536, 256)

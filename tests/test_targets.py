@@ -45,7 +45,7 @@ def both(name, goal, higher=False):
 
 
 def test_forward_targets_and_goals():
-    """Issue 12's goals against the streaming-copy roof, each target on 1
+    """The goals against the streaming-copy roof, each target on 1
     and 2 threads."""
     assert goals(targets.forward_targets()) == [
         *both("layer_norm f32 (4096, 4096) out= {t} / streaming-copy roof", 1.15),
@@ -118,7 +118,7 @@ def test_half_backward_and_fused_targets_and_goals():
 
 
 def test_roof_is_a_streaming_copy_of_the_bytes_each_pass_moves(monkeypatch):
-    """Issue 12: the roof copies, with streaming stores, as many bytes as the
+    """The roof copies, with streaming stores, as many bytes as the
     pass moves: a forward x's bytes, the backward 1.5 times, the fused add
     twice; np.copyto stays as a labelled reference."""
     from fastnorm import _testing
@@ -167,7 +167,7 @@ def test_roof_scaling_reference_copies_on_one_and_on_two_threads(monkeypatch):
 
 
 def test_spelling_targets_cover_every_spelling_with_one_goal():
-    """Issue 11: every spelling of an (8, 768) call, half weights included,
+    """Every spelling of an (8, 768) call, half weights included,
     at most 1.2x the int form; each spelling computes the same result."""
     rows = goals(targets.spelling_targets())
     assert len(rows) == targets.SPELLING_TARGET_COUNT
@@ -236,7 +236,7 @@ def test_package_cli_points_at_the_script():
     assert out.returncode == 2 and "benchmarks/targets.py" in out.stderr, out.stderr
 
 
-# ---- the Dask targets (issue 13) ---------------------------------------------
+# ---- the Dask targets -------------------------------------------------------
 
 
 def test_dask_targets_and_goals():
@@ -267,7 +267,7 @@ def test_package_cli_bench_dask_rejects_other_sets():
 
 
 def test_torch_targets_and_goals():
-    """The eight targets of issue 10, the bf16 one in both forms."""
+    """The eight torch targets, the bf16 one in both forms."""
     pytest.importorskip("torch")
     import targets_torch
 

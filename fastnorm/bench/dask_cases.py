@@ -1,7 +1,7 @@
 """Benchmark cases for fastnorm on Dask arrays: ``python -m fastnorm bench
 --dask`` and the Dask speed targets (``benchmarks/targets.py --dask``).
 
-The case of issue 13: a (32768, 4096) float32 Dask array in chunks of
+The case: a (32768, 4096) float32 Dask array in chunks of
 (2048, 4096), computed on Dask's threaded scheduler with 2 workers.  Each
 competitor is a zero-argument callable that builds its graph and computes it
 (``.compute()``, the result gathered into one NumPy array):
