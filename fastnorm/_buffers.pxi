@@ -246,3 +246,71 @@ cdef cnp.ndarray _reduce_parts(_Parts parts, int k, int typenum):
         with nogil:
             _sum_parts(src, parts.n_items, parts.n, dst, typenum != cnp.NPY_FLOAT64)
     return out
+
+
+# ---- values derived from parameter vectors ----------------------------------------
+
+# Values derived from a parameter vector and kept while the vector's bytes
+# stay the same: half-precision weights widened to float32 (widening costs
+# more than a small call's kernel, and weights rarely change), and
+# fastnorm.torch's Gemma scale (1 + weight).  An entry is reused only when
+# the vector holds, byte for byte and read as the same dtype, what the value
+# was derived from: the bytes are compared in full on every call (cheaper
+# than the widening).  Nothing else can make an entry stale: no write to the
+# vector escapes the comparison, whether or not it bumps a version counter
+# (torch's fused optimizers do not) or moves the data.  The key (the
+# object's id and a tag) only says which entry to compare with, so an id
+# reused by a new object is harmless.  Objects get no weak reference (a
+# weakref on a tensor breaks torch.utils.swap_tensors); the cache is bounded
+# instead, and drops its oldest entries first.  Derived values are private
+# copies, so they never alias an output.
+cdef dict g_derived = {}
+cdef Py_ssize_t g_derived_bytes = 0
+cdef Py_ssize_t DERIVED_MAX_ENTRIES = 4096
+cdef Py_ssize_t DERIVED_MAX_BYTES = 64 << 20
+
+
+cdef object _derived_from_bytes(object key, const char *data, Py_ssize_t n, int typenum,
+                                object make):
+    """make(a copy of the n contiguous values of typenum at data), cached
+    under key while the values there stay the same."""
+    global g_derived_bytes
+    cdef cnp.npy_intp dims[1]
+    cdef Py_ssize_t nbytes
+    entry = g_derived.get(key)
+    if entry is not None:
+        seen = <cnp.ndarray>entry[0]
+        nbytes = cnp.PyArray_NBYTES(seen)
+        if cnp.PyArray_TYPE(seen) == typenum and cnp.PyArray_DIMS(seen)[0] == n and \
+                memcmp(cnp.PyArray_DATA(seen), data, nbytes) == 0:
+            return entry[1]
+    dims[0] = n
+    seen = cnp.PyArray_EMPTY(1, dims, typenum, 0)
+    nbytes = cnp.PyArray_NBYTES(seen)
+    memcpy(cnp.PyArray_DATA(seen), data, nbytes)
+    value = make(seen)  # (may release the GIL: the dict is updated only below)
+    entry = g_derived.pop(key, None)
+    if entry is not None:
+        g_derived_bytes -= entry[2]
+    while g_derived and (len(g_derived) >= DERIVED_MAX_ENTRIES
+                         or g_derived_bytes + 3 * nbytes > DERIVED_MAX_BYTES):
+        g_derived_bytes -= g_derived.pop(next(iter(g_derived)))[2]
+    g_derived[key] = (seen, value, 3 * nbytes)  # about the copy and a float32 value
+    g_derived_bytes += 3 * nbytes
+    return value
+
+
+def derived_cache_info():
+    """(entries, bytes counted) of the derived-value cache, for the tests."""
+    return len(g_derived), g_derived_bytes
+
+
+def _as_float32(a):
+    """A half-precision vector's values widened (exactly) to float32."""
+    return a.astype(np.float32)
+
+
+cdef cnp.ndarray _widened_vector(cnp.ndarray v):
+    """A contiguous half-precision vector as float32, widened once while its bytes stay."""
+    return _derived_from_bytes(id(v), cnp.PyArray_BYTES(v), cnp.PyArray_SIZE(v),
+                               cnp.PyArray_TYPE(v), _as_float32)

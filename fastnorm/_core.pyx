@@ -7,9 +7,10 @@
 #   _buffers.pxi      the output-buffer cache and the backward's partial sums
 #   _run.pxi          the kernel set, operand layouts, the plan and its run on
 #                     OpenMP threads with the GIL released
-#   _calls.pxi        the call specification for NumPy arrays: every argument
-#                     validated once (every user-facing message is here),
-#                     outputs allocated, then the plan run
+#   _rules.pxi        the argument rules for NumPy arrays: every argument
+#                     validated once (every user-facing message is here)
+#   _calls.pxi        the calls for NumPy arrays: the rules, outputs
+#                     allocated, then the plan run
 #   _torch_calls.pxi  the same for torch tensors read through their pointers
 #
 # A call reads: fastnorm/_api.py (docstring, one call) -> _calls.pxi
@@ -86,5 +87,6 @@ cpdef enum:
 
 include "_buffers.pxi"
 include "_run.pxi"
+include "_rules.pxi"
 include "_calls.pxi"
 include "_torch_calls.pxi"
