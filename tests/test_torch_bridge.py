@@ -77,6 +77,15 @@ OPS = ("layer_norm", "rms_norm", "add_layer_norm", "add_rms_norm")
 # ---- import -------------------------------------------------------------------------
 
 
+def _python(code):
+    """code run by a fresh interpreter in the checkout; it must succeed."""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 @pytest.mark.any_isa
 @pytest.mark.slow
 def test_runtime_imports_no_benchmark_module():
@@ -85,10 +94,7 @@ def test_runtime_imports_no_benchmark_module():
         "import sys, fastnorm, fastnorm.torch; "
         "print(sorted(m for m in sys.modules if m.startswith('fastnorm.bench')))"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
+    out = _python(code)
     assert out.stdout.strip() == "[]"
 
 
@@ -96,10 +102,7 @@ def test_runtime_imports_no_benchmark_module():
 @pytest.mark.slow
 def test_import_fastnorm_does_not_import_torch():
     code = "import sys, fastnorm; fastnorm.layer_norm([1.0, 2.0]); print('torch' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
+    out = _python(code)
     assert out.stdout.strip() == "False"
 
 
@@ -110,10 +113,7 @@ def test_import_without_torch_says_how_to_install():
         "import sys; sys.modules['torch'] = None\n"
         "try:\n    import fastnorm.torch\nexcept ImportError as e:\n    print(e)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120
-    )
-    assert out.returncode == 0, out.stderr
+    out = _python(code)
     assert "needs PyTorch" in out.stdout and "pip install torch==2.13.0" in out.stdout
 
 
