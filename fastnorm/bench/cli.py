@@ -177,7 +177,7 @@ def bench_main(argv):
         action="store_true",
         help="time fastnorm on a (32768, 4096) float32 Dask array in (2048, 4096) chunks "
         "against the Dask-native expression and an identity pass (threaded scheduler, "
-        "2 workers; needs dask: pip install 'fastnorm[dask]')",
+        "2 workers; needs dask: pip install 'fastnorm-layernorm[dask]')",
     )
     parser.add_argument(
         "--isa",
@@ -201,7 +201,7 @@ def bench_main(argv):
         try:
             import dask.array  # noqa: F401
         except ImportError:
-            parser.error("--dask needs dask: pip install 'fastnorm[dask]'")
+            parser.error("--dask needs dask: pip install 'fastnorm-layernorm[dask]'")
         if args.torch or args.fused or args.backward or args.plot:
             parser.error("--dask takes --op, --repeats and --isa")
     with harness.forced_isa(args.isa):
