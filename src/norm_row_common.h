@@ -42,6 +42,7 @@
  * deviations from that mean) of x - pivot, or for RMSNorm M2 = sum of x*x. */
 typedef struct fn_moments {
     double cnt, mean, m2;
+    double sum; /* FN_EXACT_MEAN: the exact sum of x - pivot (mean = sum / cnt) */
 } fn_moments;
 
 /* What the normalize pass needs for one row. */

@@ -153,15 +153,16 @@ FN_ALWAYS_INLINE void FN_NAME(rows_acc_reduce)(FN_NAME(rows_acc) *acc, int rms, 
     m->cnt = acc->t_cnt;
     m->mean = acc->t_mean;
     m->m2 = acc->t_m2 + acc->t_comp;
+    m->sum = 0.0;
 #if FN_EXACT_MEAN
     if (!rms && m->cnt > 0) {
         /* M2 above is about the Welford mean: the shift is second order;
          * the center comes from the sums */
-        double sums[2][VL], total = 0.0;
+        double sums[2][VL];
         VDACC_STORE(sums[0], acc->dsum[0]);
         VDACC_STORE(sums[1], acc->dsum[1]);
-        for (int j = 0; j < VL; j++) total += sums[0][j] + sums[1][j];
-        m->mean = total / m->cnt;
+        for (int j = 0; j < VL; j++) m->sum += sums[0][j] + sums[1][j];
+        m->mean = m->sum / m->cnt;
     }
 #endif
 }
@@ -209,6 +210,13 @@ static void FN_NAME(rows_acc_rest_layer)(const FN_S *x, const FN_S *r, ptrdiff_t
     /* tm is tmean rounded to FN_T: remove that offset's contribution */
     const double off = tmean - (double)(FN_T)tmean;
     fn_chan_merge(&m->cnt, &m->mean, &m->m2, t, tmean, VHSUM_D(q) - t * off * off);
+    /* half inputs: the center is the exact sum over the count, rounded once
+     * (Chan's merge of the two means rounds twice: a row whose mean is the
+     * pivot exactly came out 1e-17 off, and its zeros as 1e-17 in bfloat16) */
+    if (FN_EXACT_MEAN) {
+        m->sum += tsum;
+        m->mean = m->sum / m->cnt;
+    }
 }
 
 /* Fold in the sum of squares of x[lo, hi). */
