@@ -7,8 +7,11 @@ instruction-set flags (X86_KERNEL_SETS below), as NumPy and libbase64 do;
 every other file is compiled for the baseline of its architecture, so that
 nothing runs a vector instruction before dispatch.c has asked the CPU which
 sets it can run.  GCC and clang read the same flags (clang ignores the
-`#pragma GCC target` that once did this).  Off x86-64 only the portable set
-is compiled: the x86 files are not built at all.
+`#pragma GCC target` that once did this).  On aarch64 (Linux's "aarch64",
+macOS's "arm64") the NEON set, src/kernels_neon.c, is built with no flag at
+all: Advanced SIMD is that architecture's baseline.  Elsewhere only the
+portable set is compiled: no file is built for an architecture it is not
+written for.
 
 The build compiles every object of both extensions at once, the heaviest
 first, on as many processes as there are CPUs (FASTNORM_BUILD_JOBS or
@@ -82,6 +85,8 @@ X86_KERNEL_SETS = (
 )
 # the portable kernels and the dispatcher: every architecture, no ISA flags
 CORE_C_SOURCES = ["src/kernels_scalar.c", "src/dispatch.c"]
+# the aarch64 kernel set: baseline Advanced SIMD, so no flags either
+AARCH64_C_SOURCES = ["src/kernels_neon.c"]
 # the benchmarks' streaming-copy roof (fastnorm._testing), and its AVX2 loop
 TESTING_C_SOURCES = ["src/stream_copy.c"]
 X86_TESTING_SOURCES = (("src/stream_copy_avx2.c", ["-mavx2"]),)
@@ -106,15 +111,22 @@ def is_x86_64(machine):
     return machine.lower() in ("x86_64", "amd64", "x64")
 
 
+def is_aarch64(machine):
+    """Little-endian 64-bit Arm: Linux says aarch64, macOS arm64."""
+    return machine.lower() in ("aarch64", "arm64")
+
+
 def compile_plan(machine):
     """{extension name: [(C source, its own extra flags), ...]} for a build
     for `machine`: every architecture gets the portable files, x86-64 also
-    each kernel set's file with that set's flags."""
+    each kernel set's file with that set's flags, aarch64 the NEON file."""
     core = [(src, []) for src in CORE_C_SOURCES]
     testing = [(src, []) for src in TESTING_C_SOURCES]
     if is_x86_64(machine):
         core += [(src, flags) for _, _, src, flags, _ in X86_KERNEL_SETS]
         testing += [(src, flags) for src, flags in X86_TESTING_SOURCES]
+    elif is_aarch64(machine):
+        core += [(src, []) for src in AARCH64_C_SOURCES]
     return {"fastnorm._core": core, "fastnorm._testing": testing}
 
 
@@ -281,14 +293,38 @@ class BuildExt(build_ext):
                 raise
 
 
-def make_extensions():
-    import numpy
-    from Cython.Build import cythonize
-
-    # fastnorm/_sources.py by path: the package itself cannot be imported yet
+def source_fingerprint():
+    """fastnorm/_sources.py's fingerprint of this checkout's core sources
+    (read by path: the package itself cannot be imported yet)."""
     _sources = {}
     with open(os.path.join(HERE, "fastnorm", "_sources.py")) as _f:
         exec(compile(_f.read(), "fastnorm/_sources.py", "exec"), _sources)
+    return _sources["fingerprint"](HERE)
+
+
+def c_macros(cflags):
+    """The macros every C file of both extensions is compiled with; cflags
+    are the flags show_config reports."""
+    return [
+        ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+        ("FN_BUILD_FLAGS", f'"{" ".join(cflags)}"'),
+        ("FN_SOURCE_FINGERPRINT", f'"{source_fingerprint()}"'),
+    ]
+
+
+def cython_directives():
+    return {
+        "language_level": 3,
+        "boundscheck": os.environ.get("FASTNORM_DEBUG") == "1",
+        "wraparound": False,
+        "initializedcheck": False,
+        "cdivision": True,
+    }
+
+
+def make_extensions():
+    import numpy
+    from Cython.Build import cythonize
 
     use_openmp = os.environ.get("FASTNORM_NO_OPENMP") != "1" and compiler_has_openmp()
     if not use_openmp:
@@ -301,14 +337,9 @@ def make_extensions():
     extra_cflags = shlex.split(os.environ.get("FASTNORM_EXTRA_CFLAGS", ""))
     extra_ldflags = shlex.split(os.environ.get("FASTNORM_EXTRA_LDFLAGS", ""))
     cflags = BASE_CFLAGS + (OPENMP_FLAGS if use_openmp else []) + extra_cflags
-    flags_text = " ".join(cflags)
     common = dict(
         include_dirs=["src", "fastnorm", numpy.get_include()],
-        define_macros=[
-            ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
-            ("FN_BUILD_FLAGS", f'"{flags_text}"'),
-            ("FN_SOURCE_FINGERPRINT", f'"{_sources["fingerprint"](HERE)}"'),
-        ],
+        define_macros=c_macros(cflags),
         extra_compile_args=cflags,
         extra_link_args=(OPENMP_FLAGS if use_openmp else []) + extra_ldflags,
     )
@@ -330,14 +361,7 @@ def make_extensions():
         sources=["fastnorm/_testing.pyx"] + [src for src, _ in plan["fastnorm._testing"]],
         **common,
     )
-    directives = {
-        "language_level": 3,
-        "boundscheck": os.environ.get("FASTNORM_DEBUG") == "1",
-        "wraparound": False,
-        "initializedcheck": False,
-        "cdivision": True,
-    }
-    return cythonize([core, testing], compiler_directives=directives)
+    return cythonize([core, testing], compiler_directives=cython_directives())
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ def available_isas():
     Returns
     -------
     list of str
-        For example ``['avx512', 'avx2', 'scalar']``; ``'scalar'`` (portable
-        C) is always last.
+        For example ``['avx512', 'avx2', 'scalar']`` on x86-64 or
+        ``['neon', 'scalar']`` on aarch64; ``'scalar'`` (portable C) is
+        always last.
     """
     return _core.available_isas()
 

@@ -104,7 +104,7 @@ typedef struct fn_kernel_table {
  * compiled with its own flags).  setup.py defines all three, 0 for a set
  * whose flags the compiler refuses (AVX512_BF16 needs GCC 10 or clang 9);
  * these defaults, every set, are for a build by hand.  Off x86-64 there are
- * none: only the portable table exists. */
+ * none. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #ifndef FN_HAVE_AVX2
 #define FN_HAVE_AVX2 1
@@ -125,6 +125,17 @@ typedef struct fn_kernel_table {
 #endif
 #if FN_HAVE_AVX512BF16 && !FN_HAVE_AVX512
 #error "the AVX512_BF16 table reuses the AVX-512 kernels: FN_HAVE_AVX512 must be 1"
+#endif
+
+/* The AArch64 set, NEON (kernels_neon.c): Advanced SIMD is baseline on
+ * every AArch64 CPU, so every little-endian aarch64 build has it, with no
+ * compiler flag and nothing for setup.py to probe.  Big-endian AArch64
+ * and every other architecture get only the portable table. */
+#if defined(__aarch64__) && defined(__ARM_NEON) && defined(__BYTE_ORDER__) && \
+    __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && (defined(__GNUC__) || defined(__clang__))
+#define FN_HAVE_NEON 1
+#else
+#define FN_HAVE_NEON 0
 #endif
 
 /* The portable kernels: any stride, any architecture. */

@@ -7,7 +7,7 @@
  *
  * Template part: include after defining FN_T, the type the arithmetic is
  * done in (float or double), FN_SFX (f32, f64, f16, bf16; the dtype_*.h
- * headers define both) and FN_ISA (scalar, avx2, avx512, avx512bf16).
+ * headers define both) and FN_ISA (scalar, avx2, avx512, avx512bf16, neon).
  * Elements of the arrays (x, y, residual, h, dy, dx) are stored as FN_S,
  * read with FN_LD(v) and rounded back with FN_ST(t); without FN_S they are
  * FN_T itself.  weight, bias and the statistics are always FN_T.  The

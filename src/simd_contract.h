@@ -11,7 +11,7 @@
  * every name below, so the next stamp starts from nothing.
  *
  * Stamp identity (dtype_*.h and the kernel file):
- *   FN_ISA   avx2, avx512, avx512bf16: the last part of every symbol name
+ *   FN_ISA   avx2, avx512, avx512bf16, neon: the last part of every symbol name
  *   FN_SFX   f32, f64, f16, bf16
  *   FN_T     float or double: the type of weight, bias, statistics and all
  *            arithmetic; FN_S the stored element type (default FN_T) with

@@ -28,6 +28,11 @@ def pytest_configure(config):
         "slow: a subprocess, a compile, or 16M-element arrays; left out of a plain "
         "`pytest` run, run by `pytest -m slow` (CI runs both)",
     )
+    config.addinivalue_line(
+        "markers",
+        "isas(*names): run only on these kernel sets (those this CPU has); "
+        "for tests of bits that only some sets share",
+    )
 
 
 def pytest_generate_tests(metafunc):
@@ -37,6 +42,9 @@ def pytest_generate_tests(metafunc):
         isas = fastnorm.available_isas()
         if metafunc.definition.get_closest_marker("any_isa"):
             isas = isas[:1]
+        only = metafunc.definition.get_closest_marker("isas")
+        if only:
+            isas = [i for i in isas if i in only.args]
         metafunc.parametrize("isa", isas, indirect=True)
 
 

@@ -19,7 +19,7 @@ def test_fixture_pins_the_isa(isa):
 def test_available_isas_best_first():
     isas = fastnorm.available_isas()
     assert isas[-1] == "scalar"
-    order = ["avx512_bf16", "avx512", "avx2", "scalar"]
+    order = ["avx512_bf16", "avx512", "avx2", "neon", "scalar"]
     assert isas == [i for i in order if i in isas]
 
 

@@ -119,7 +119,7 @@ def bench_main(argv):
     parser = argparse.ArgumentParser(
         prog="python -m fastnorm bench",
         description="Time fastnorm against NumPy, PyTorch (if installed) and the memory roof "
-        "(a streaming copy of the bytes each pass moves).",
+        "(a copy of the bytes each pass moves: streaming stores on x86-64, memcpy elsewhere).",
     )
     parser.add_argument(
         "--shapes",
@@ -281,13 +281,13 @@ def _bench_dispatch(parser, args):
         print(
             "backward: layer_norm is layer_norm_backward with the forward's stats; rms_norm is "
             "forward plus backward. GB/s counts the bytes each moves (layer_norm reads x and dy "
-            "and writes dx; rms_norm adds its forward); % roof is a streaming copy of as many "
-            "bytes over fastnorm's time; numpy has no backward ('-')."
+            f"and writes dx; rms_norm adds its forward); % roof is a {harness.roof_kind()} of "
+            "as many bytes over fastnorm's time; numpy has no backward ('-')."
         )
     else:
         print(
-            "GB/s counts one read of x and one write of y; % roof is the time of a streaming "
-            "(non-temporal) copy of x's bytes between aligned buffers over fastnorm's; "
+            "GB/s counts one read of x and one write of y; % roof is the time of a "
+            f"{harness.roof_kind()} of x's bytes between aligned buffers over fastnorm's; "
             "x copyto is np.copyto's time over fastnorm's."
         )
     if args.plot:
@@ -339,12 +339,15 @@ def bench_fused(args):
 def plot(rows, path):
     import matplotlib.pyplot as plt
 
+    from . import harness
+
+    roof_label = f"{harness.roof_kind()} roof"
     series: dict[tuple, dict[str, list]] = {}
     for r in rows:
         nbytes = r["nbytes"]
         key = (r["op"], r["threads"])
         times = dict(r["times"])
-        times["streaming-copy roof"] = times.pop("roof")
+        times[roof_label] = times.pop("roof")
         for name, t in times.items():
             series.setdefault(key, {}).setdefault(name, []).append((nbytes, 2 * nbytes / t / 1e9))
     fig, axes = plt.subplots(1, len(series), figsize=(6 * len(series), 4.5), squeeze=False)
@@ -352,7 +355,7 @@ def plot(rows, path):
         for name, points in sorted(by_name.items()):
             points.sort()
             xs, ys = zip(*points)
-            roof = name == "streaming-copy roof"
+            roof = name == roof_label
             style = dict(color="black", linestyle="--") if roof else dict(marker="o")
             ax.plot(xs, ys, label=name, **style)
         ax.set_xscale("log")

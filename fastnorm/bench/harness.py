@@ -9,7 +9,8 @@ the memory roof.
 
 The roof ("roof") is the physical limit of a pass: a copy, with streaming
 (non-temporal) stores, of as many bytes as the pass must move, between
-64-byte-aligned buffers (src/stream_copy.c through fastnorm._testing).  A
+64-byte-aligned buffers (src/stream_copy.c through fastnorm._testing).  Off
+x86-64 the copy is a plain memcpy (roof_kind()).  A
 copy of n bytes reads n and writes n, so the roof of a pass that reads R
 bytes and writes W copies (R + W) / 2:
 
@@ -124,6 +125,17 @@ def roof_fn(nbytes, elements, threads=None):
     if elements < PARALLEL_MIN_ELEMENTS:
         return lambda: _testing.stream_copy(dst, src, 1)
     return lambda: _testing.stream_copy(dst, src, _core.max_threads())
+
+
+def roof_kind():
+    """What the roof copies with on this machine: streaming stores on
+    x86-64; elsewhere (aarch64 among them) a plain copy, memcpy, as
+    src/stream_copy.c has no streaming loop there."""
+    from . import _testing
+
+    if _testing.stream_copy_isa() == "portable":
+        return "plain copy (memcpy)"
+    return "streaming (non-temporal) copy"
 
 
 PARALLEL_MIN_ELEMENTS = 65536  # fastnorm/_run.pxi: smaller calls run on one thread
