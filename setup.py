@@ -88,8 +88,11 @@ CORE_C_SOURCES = ["src/kernels_scalar.c", "src/dispatch.c"]
 # the aarch64 kernel set: baseline Advanced SIMD, so no flags either
 AARCH64_C_SOURCES = ["src/kernels_neon.c"]
 # the benchmarks' streaming-copy roof (fastnorm._testing), and its AVX2 loop
-TESTING_C_SOURCES = ["src/stream_copy.c"]
-X86_TESTING_SOURCES = (("src/stream_copy_avx2.c", ["-mavx2"]),)
+TESTING_C_SOURCES = ["src/stream_copy.c", "src/plain_norm.c"]
+X86_TESTING_SOURCES = (
+    ("src/stream_copy_avx2.c", ["-mavx2"]),
+    ("src/plain_norm_avx2.c", ["-mavx2", "-mfma"]),
+)
 
 
 def target_machine():

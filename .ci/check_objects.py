@@ -2,7 +2,7 @@
 sets' own files.
 
 dispatch.c asks the CPU which kernel sets it can run, so every object but
-the kernel sets' (setup.py's X86_KERNEL_SETS and the streaming-copy hook's
+the kernel sets' (setup.py's X86_KERNEL_SETS and the benchmark hooks'
 AVX2 loop) must be plain baseline x86-64: one AVX instruction in the Cython
 core, the portable kernels or the dispatcher could run, and fault, before
 that question is asked.  This script disassembles the objects a real build

@@ -6,8 +6,9 @@
  *
  * Algorithm: the same walks as the x86 sets, stamped from the same headers
  * (simd_stamp.h and the walk_*.h it includes, where the algorithm and its
- * numerics are described): shifted Welford for LayerNorm, chunked sums of
- * squares for RMSNorm, rows finished in double, eps kept in double.
+ * numerics are described): pivot-shifted sums for LayerNorm (Welford in
+ * the channels-first lanes), chunked sums of squares for RMSNorm, rows
+ * finished in double, eps kept in double.
  *
  * Vectors are 256 bits made of two 128-bit registers (simd_neon_f32.h,
  * simd_neon_f64.h): 8 float32 or 4 float64 lanes, as on AVX2, so the walks

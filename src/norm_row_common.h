@@ -38,12 +38,33 @@
  * ordinary stores alone). */
 #define FN_LINE_BYTES 64
 
-/* Moments of a run of elements: count, mean and M2 (sum of squared
- * deviations from that mean) of x - pivot, or for RMSNorm M2 = sum of x*x. */
+/* Moments of a row: the SIMD walks gather count, sum of x - pivot and sum
+ * of its squares (RMSNorm: of x*x), then fn_moments_from_sums gives the
+ * mean of x - pivot and M2, the sum of squared deviations from that mean
+ * (RMSNorm: M2 = sum of x*x). */
 typedef struct fn_moments {
-    double cnt, mean, m2;
-    double sum; /* FN_EXACT_MEAN: the exact sum of x - pivot (mean = sum / cnt) */
+    double cnt, sum, sq;
+    double mean, m2;
 } fn_moments;
+
+static inline void fn_moments_from_sums(fn_moments *m, int rms)
+{
+    m->mean = rms || m->cnt <= 0.0 ? 0.0 : m->sum / m->cnt;
+    m->m2 = rms ? m->sq : m->sq - m->sum * m->mean;
+}
+
+/* A pivot further than FN_FAR_PIVOT standard deviations from the row's
+ * mean: the shifted sums of squares lose up to 1 + FN_FAR_PIVOT^2 of their
+ * precision to the subtraction in M2, so such a row is measured again about
+ * a better pivot.  With the median of three elements as the pivot this
+ * takes an outlier among them (for normal data, 1 row in 350). */
+#define FN_FAR_PIVOT 2.0
+
+static inline int fn_pivot_is_far(const fn_moments *m)
+{
+    /* NaN moments compare false: the rescan tests catch those rows */
+    return m->mean * m->mean * m->cnt > FN_FAR_PIVOT * FN_FAR_PIVOT * m->m2;
+}
 
 /* What the normalize pass needs for one row. */
 typedef struct fn_row_stats {
@@ -147,6 +168,14 @@ static inline int FN_NAME(fn_moments_need_rescan)(double mean_d, double m2, ptrd
 {
     if (!isfinite(mean_d) || !isfinite(m2)) return 1;
     return fn_nonneg(m2) / (double)n + eps < FN_TINY_DENOM;
+}
+
+/* Whether a LayerNorm row's moments need the row scanned again, in
+ * double: those of fn_moments_need_rescan, and a pivot still far from the
+ * mean (the walks measure such rows again about a better pivot first). */
+static inline int FN_NAME(fn_layer_needs_scan)(const fn_moments *m, ptrdiff_t n, double eps)
+{
+    return FN_NAME(fn_moments_need_rescan)(m->mean, m->m2, n, eps) || fn_pivot_is_far(m);
 }
 
 /* h = x + r as stored: summed in FN_T, rounded once to the element type */
@@ -258,6 +287,19 @@ static inline void FN_NAME(fn_layer_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_
     }
     st->mean_d = mean_d;
     fn_finish_scale(fn_nonneg(m2) / (double)n + eps, 1.0, mean_d, st);
+}
+
+/* fn_layer_finish for moments from shifted sums (the SIMD rows walks): a
+ * pivot still far from the mean (fn_pivot_is_far) takes the two-pass scan
+ * in double. */
+static inline void FN_NAME(fn_layer_finish_sums)(const FN_S *x, ptrdiff_t n, ptrdiff_t xs,
+                                                 FN_T pivot, const fn_moments *m, double eps,
+                                                 fn_row_stats *st)
+{
+    if (fn_pivot_is_far(m) && !FN_NAME(fn_row_has_nonfinite)(x, n, xs))
+        FN_NAME(fn_layer_stats_rescaled)(x, n, xs, (double)pivot, eps, st);
+    else
+        FN_NAME(fn_layer_finish)(x, n, xs, pivot, m->mean, m->m2, eps, st);
 }
 
 /* RMSNorm: sumsq is the sum of x*x over the row; NaN stats as above. */

@@ -47,13 +47,13 @@
  * Without them the element type is FN_T and these are the V operations.
  *
  * FN_EXACT_MEAN: also sum the shifted values x - pivot in double, and take
- * the row's center from that sum rather than from the float32 Welford
+ * the row's center from that sum rather than from float32 sums or Welford
  * means.  The half-precision stamps set it: their outputs must be within an
  * ulp even next to zero, where an ulp of float16 (2^-24) or bfloat16 (far
  * less) is below a float32 mean's rounding (~2^-24 of the spread).  x -
  * pivot is exact in float32 for half inputs of similar magnitude, so the
  * double sum is exact to double rounding.  float32/float64 inputs keep the
- * cheaper Welford means, whose error is far inside their tolerance.
+ * cheaper sums in their own type, whose error is far inside their tolerance.
  */
 #include <stdint.h>
 

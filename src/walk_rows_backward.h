@@ -5,7 +5,7 @@
  * row, VL elements a vector.
  *
  * Algorithm (the algebra is in walk_portable.h): pass 1 gathers, per row,
- * the shifted Welford moments of x (simd_row_acc.h; the mean always, M2 when
+ * the shifted moments of x (simd_row_acc.h; the mean always, M2 when
  * rstd is not given), sum(g) and sum(g * d) with g = dy * w and
  * d = x - pivot.  Pass 2 writes
  *     xhat = fma(x - p2, rstd, c),  dx = fma(xhat, slope, g - mean_g) * rstd
@@ -59,7 +59,7 @@ static inline double FN_NAME(bwd_rstd)(const fn_rows_bwd *a, ptrdiff_t r, const 
     if (rms)
         FN_NAME(fn_rms_finish)(x, a->row_len, 1, m->m2, a->eps, &st);
     else
-        FN_NAME(fn_layer_finish)(x, a->row_len, 1, pivot, m->mean, m->m2, a->eps, &st);
+        FN_NAME(fn_layer_finish_sums)(x, a->row_len, 1, pivot, m, a->eps, &st);
     return st.rstd;
 }
 
@@ -108,7 +108,7 @@ static FN_NAME(bwd_params) FN_NAME(bwd_row_params)(const fn_rows_bwd *a, ptrdiff
     }
     fn_moments m;
     FN_NAME(rows_acc_reduce)(&acc, rms, &m);
-    FN_NAME(rows_acc_rest)(x, NULL, fused_end, n, p, rms, &m);
+    FN_NAME(rows_acc_finish)(x, NULL, fused_end, n, p, rms, &m);
     sum_g += VHSUM_D(VADD(sg0, sg1));
     sum_gd += VHSUM_D(VADD(sgd0, sgd1));
     const double rstd = FN_NAME(bwd_rstd)(a, r, x, pivot, &m, rms);

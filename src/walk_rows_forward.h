@@ -4,13 +4,15 @@
  * fused residual add.  Part of a SIMD stamp (simd_stamp.h): SIMD along the
  * row, VL elements a vector.
  *
- * Algorithm: the row's statistics come from simd_row_acc.h (shifted Welford
- * for LayerNorm, sums of squares for RMSNorm), finished in double by
- * norm_row_common.h.  The normalize pass writes
+ * Algorithm: the row's statistics come from simd_row_acc.h (pivot-shifted
+ * sums for LayerNorm, sums of squares for RMSNorm), finished in double by
+ * norm_row_common.h; a row whose pivot turns out far from its mean is
+ * measured again about the mean found (rows_walk).  The normalize pass
+ * writes
  *     y = fma(h - p2, scale, c) [* w] [+ b]
  * with the row's center split into p2 (in FN_T) and a remainder folded into
  * c (fn_norm_params): one subtraction and one FMA, and no loss where
- * |mean| >> std.  RMSNorm is the same pass with center 0 and no bias.
+ * |mean| >> std.  RMSNorm has center 0 and no bias: y = h * scale [* w].
  *
  * Pipelining: the statistics of row r+1 are gathered in the same loop that
  * writes row r (rows_write).  Fusing the two keeps reads (of the next row,
@@ -50,12 +52,13 @@ FN_ALWAYS_INLINE V FN_NAME(rows_load_affine)(const FN_T *p, ptrdiff_t i, ptrdiff
     return part ? VLOAD_PART(p + i, part) : VLOAD(p + i);
 }
 
-/* One vector of fma(h - p2, s, c) [* w] [+ b] for the values hv at element
- * i; `part` lanes when 0 < part < VL, else a full vector. */
+/* One vector of fma(h - p2, s, c) [* w] [+ b] (RMSNorm: h * s [* w]) for
+ * the values hv at element i; `part` lanes when 0 < part < VL, else a full
+ * vector. */
 FN_ALWAYS_INLINE V FN_NAME(rows_norm_vec)(V hv, const FN_T *w, const FN_T *b, ptrdiff_t i,
-                                          ptrdiff_t part, V p2, V s, V c)
+                                          ptrdiff_t part, V p2, V s, V c, int rms)
 {
-    V t = VFMA(VSUB(hv, p2), s, c);
+    V t = rms ? VMUL(hv, s) : VFMA(VSUB(hv, p2), s, c);
     if (w && b)
         return VFMA(t, FN_NAME(rows_load_affine)(w, i, part),
                     FN_NAME(rows_load_affine)(b, i, part));
@@ -70,9 +73,10 @@ FN_ALWAYS_INLINE V FN_NAME(rows_norm_vec)(V hv, const FN_T *w, const FN_T *b, pt
  * same values).  Returns 1 when h is stored: normalize from it (r may be h
  * itself). */
 static int FN_NAME(rows_sum_if_needed)(const FN_S *x, const FN_S *r, FN_S *h, ptrdiff_t n,
-                                       const fn_moments *m, double eps)
+                                       const fn_moments *m, double eps, int rms)
 {
-    if (!FN_NAME(fn_moments_need_rescan)(m->mean, m->m2, n, eps)) return 0;
+    if (!FN_NAME(fn_moments_need_rescan)(m->mean, m->m2, n, eps) && (rms || !fn_pivot_is_far(m)))
+        return 0;
     for (ptrdiff_t i = 0; i < n; i++) h[i] = FN_NAME(fn_sum_stored)(x[i], r[i]);
     return 1;
 }
@@ -94,10 +98,10 @@ static inline FN_T FN_NAME(rows_pivot)(const FN_S *x, const FN_S *r, ptrdiff_t n
 /* One vector of h and y at element i (a full vector). */
 FN_ALWAYS_INLINE void FN_NAME(rows_write_vec)(const FN_NAME(rows_cur) *cur, const FN_T *w,
                                               const FN_T *b, ptrdiff_t i, int stream, int stream_h,
-                                              V p2, V s, V c)
+                                              V p2, V s, V c, int rms)
 {
     V hv = FN_NAME(rows_load_h)(cur->x, cur->r, i);
-    V t = FN_NAME(rows_norm_vec)(hv, w, b, i, 0, p2, s, c);
+    V t = FN_NAME(rows_norm_vec)(hv, w, b, i, 0, p2, s, c, rms);
     if (cur->r) {
         if (stream_h)
             XSTREAM_H(cur->h + i, hv);
@@ -113,22 +117,45 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write_vec)(const FN_NAME(rows_cur) *cur, cons
 /* The first or last `part` elements from element i (masked). */
 FN_ALWAYS_INLINE void FN_NAME(rows_write_part)(const FN_NAME(rows_cur) *cur, const FN_T *w,
                                                const FN_T *b, ptrdiff_t i, ptrdiff_t part, V p2,
-                                               V s, V c)
+                                               V s, V c, int rms)
 {
     V hv = FN_NAME(rows_load_h_part)(cur->x, cur->r, i, part);
     if (cur->r) XSTORE_PART_H(cur->h + i, hv, part);
-    XSTORE_PART(cur->y + i, FN_NAME(rows_norm_vec)(hv, w, b, i, part, p2, s, c), part);
+    XSTORE_PART(cur->y + i, FN_NAME(rows_norm_vec)(hv, w, b, i, part, p2, s, c, rms), part);
 }
 
 /* Elements [lo, hi) of the row with ordinary stores: full vectors, then a
  * masked part. */
 FN_ALWAYS_INLINE void FN_NAME(rows_write_span)(const FN_NAME(rows_cur) *cur, const FN_T *w,
                                                const FN_T *b, ptrdiff_t lo, ptrdiff_t hi, V p2, V s,
-                                               V c)
+                                               V c, int rms)
 {
     ptrdiff_t i = lo;
-    for (; i + VL <= hi; i += VL) FN_NAME(rows_write_vec)(cur, w, b, i, 0, 0, p2, s, c);
-    if (i < hi) FN_NAME(rows_write_part)(cur, w, b, i, hi - i, p2, s, c);
+    for (; i + VL <= hi; i += VL) FN_NAME(rows_write_vec)(cur, w, b, i, 0, 0, p2, s, c, rms);
+    if (i < hi) FN_NAME(rows_write_part)(cur, w, b, i, hi - i, p2, s, c, rms);
+}
+
+/* One step of the next row's statistics at element k, prefetching the row
+ * after it. */
+FN_ALWAYS_INLINE void FN_NAME(rows_next_step)(FN_NAME(rows_acc) *acc,
+                                              const FN_NAME(rows_next) *next, ptrdiff_t k, V pn,
+                                              int rms)
+{
+    FN_NAME(rows_acc_step)(acc, next->x + k, next->r ? next->r + k : NULL, pn, rms);
+    if (next->x2)
+        for (int line = 0; line < 4 * VL * (int)sizeof(FN_S); line += 64) {
+            __builtin_prefetch((const char *)(next->x2 + k) + line, 0, 2);
+            if (next->r2) __builtin_prefetch((const char *)(next->r2 + k) + line, 0, 2);
+        }
+}
+
+/* Four vectors of h and y from element i. */
+FN_ALWAYS_INLINE void FN_NAME(rows_write_block)(const FN_NAME(rows_cur) *cur, const FN_T *w,
+                                                const FN_T *b, ptrdiff_t i, int stream,
+                                                int stream_h, V p2, V s, V c, int rms)
+{
+    for (int u = 0; u < 4; u++)
+        FN_NAME(rows_write_vec)(cur, w, b, i + u * VL, stream, stream_h, p2, s, c, rms);
 }
 
 /* Write the current row and, when next->x is set, gather the next row's
@@ -153,7 +180,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
     const FN_T *w = has_w ? cur->w : NULL, *b = has_b ? cur->b : NULL;
     const V p2 = VSET1((FN_T)cur->np.p2), s = VSET1((FN_T)cur->np.scale);
     const V c = VSET1((FN_T)cur->np.c), pn = VSET1(next->pivot);
-    const FN_S *xn = next->x, *rn = next->r, *xnn = next->x2, *rnn = next->r2;
+    const FN_S *xn = next->x, *rn = next->r;
     FN_NAME(rows_acc) acc;
     const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_S); /* elements a line */
     ptrdiff_t head = 0, body_end = n, i;
@@ -165,40 +192,38 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
                (ptrdiff_t)sizeof(FN_S);
         if (head > n) head = n;
         body_end = head + (n - head) / line * line;
-        FN_NAME(rows_write_span)(cur, w, b, 0, head, p2, s, c);
+        FN_NAME(rows_write_span)(cur, w, b, 0, head, p2, s, c, rms);
     }
     /* The next row's statistics always group its elements the same way
      * (blocks of 4*VL from 0, then the rest), whatever this row's store
      * alignment: results must not depend on where the output lies. */
-    const ptrdiff_t stats_end = n / (4 * VL) * (4 * VL);
+    const ptrdiff_t stats_end = xn ? n / (4 * VL) * (4 * VL) : 0;
     const ptrdiff_t norm_end = head + (body_end - head) / (4 * VL) * (4 * VL);
     /* The writes lag the next row's reads by one block: a store followed
      * soon by a load from an address equal to it modulo 4 KiB waits for the
      * store (4K aliasing), and the peel above puts this row's stores just
      * ahead of the next row's loads when x and y fall alike in their pages
-     * (NumPy's large arrays all start 16 bytes into a page). */
-    const ptrdiff_t lag = 4 * VL;
+     * (NumPy's large arrays all start 16 bytes into a page).  So block k of
+     * the next row is read with block k - 1 of this row written: the loops
+     * below run the steps where both happen, then what is left of either. */
+    const ptrdiff_t lag = 4 * VL, write_end = norm_end - head + lag; /* in units of k */
+    const ptrdiff_t both_end = stats_end < write_end ? stats_end : write_end;
+    ptrdiff_t k = 0;
     FN_NAME(rows_acc_init)(&acc);
-    for (ptrdiff_t k = 0; k < stats_end || head + k - lag < norm_end; k += 4 * VL) {
-        if (xn && k < stats_end) {
-            FN_NAME(rows_acc_step)(&acc, xn + k, rn ? rn + k : NULL, pn, rms);
-            if (xnn)
-                for (int line = 0; line < 4 * VL * (int)sizeof(FN_S); line += 64) {
-                    __builtin_prefetch((const char *)(xnn + k) + line, 0, 2);
-                    if (rnn) __builtin_prefetch((const char *)(rnn + k) + line, 0, 2);
-                }
-        }
-        if (k >= lag && head + k - lag < norm_end)
-            for (int u = 0; u < 4; u++)
-                FN_NAME(rows_write_vec)(cur, w, b, head + k - lag + u * VL, stream, stream_h, p2, s,
-                                        c);
+    if (stats_end > 0) FN_NAME(rows_next_step)(&acc, next, 0, pn, rms);
+    for (k = lag; k < both_end; k += 4 * VL) {
+        FN_NAME(rows_next_step)(&acc, next, k, pn, rms);
+        FN_NAME(rows_write_block)(cur, w, b, head + k - lag, stream, stream_h, p2, s, c, rms);
     }
+    for (; k < stats_end; k += 4 * VL) FN_NAME(rows_next_step)(&acc, next, k, pn, rms);
+    for (; k < write_end; k += 4 * VL)
+        FN_NAME(rows_write_block)(cur, w, b, head + k - lag, stream, stream_h, p2, s, c, rms);
     for (i = norm_end; i + VL <= body_end; i += VL)
-        FN_NAME(rows_write_vec)(cur, w, b, i, stream, stream_h, p2, s, c);
-    FN_NAME(rows_write_span)(cur, w, b, i, n, p2, s, c);
+        FN_NAME(rows_write_vec)(cur, w, b, i, stream, stream_h, p2, s, c, rms);
+    FN_NAME(rows_write_span)(cur, w, b, i, n, p2, s, c, rms);
     if (xn) {
         FN_NAME(rows_acc_reduce)(&acc, rms, next_m);
-        FN_NAME(rows_acc_rest)(xn, rn, stats_end, n, pn, rms, next_m);
+        FN_NAME(rows_acc_finish)(xn, rn, stats_end, n, pn, rms, next_m);
     }
 }
 
@@ -245,17 +270,26 @@ FN_ALWAYS_INLINE void FN_NAME(rows_walk)(const fn_rows *a, int rms, int with_res
         FN_NAME(rows_next) next = {
             more ? x + a->x_row_stride : NULL, more && r ? r + a->r_row_stride : NULL, 0,
             more2 ? x + 2 * a->x_row_stride : NULL, more2 && r ? r + 2 * a->r_row_stride : NULL};
-        fn_moments next_m = {0.0, 0.0, 0.0};
+        fn_moments next_m = {0};
         if (next.x && !rms) next.pivot = FN_NAME(rows_pivot)(next.x, next.r, n);
         fn_row_stats st;
+        if (!rms && fn_pivot_is_far(&m)) {
+            /* measured again about the mean found (rarely far from it
+             * then: that takes the double scan of fn_layer_finish_sums) */
+            const FN_T better = (FN_T)((double)pivot + m.mean);
+            if (isfinite(better)) {
+                pivot = better;
+                FN_NAME(rows_stats)(x, r, n, pivot, rms, &m);
+            }
+        }
         /* this row's h (with_residual: never NULL) */
         FN_S *h = with_residual ? (FN_S *)a->h + row * a->h_row_stride : NULL;
-        const int h_stored = r && FN_NAME(rows_sum_if_needed)(x, r, h, n, &m, a->eps);
+        const int h_stored = r && FN_NAME(rows_sum_if_needed)(x, r, h, n, &m, a->eps, rms);
         const FN_S *hx = r ? h : x; /* h as stored, for the rare per-row paths */
         if (rms)
             FN_NAME(fn_rms_finish)(hx, n, 1, m.m2, a->eps, &st);
         else
-            FN_NAME(fn_layer_finish)(hx, n, 1, pivot, m.mean, m.m2, a->eps, &st);
+            FN_NAME(fn_layer_finish_sums)(hx, n, 1, pivot, &m, a->eps, &st);
         /* the normalize loop reads x (+ r, writing h), or h itself */
         const FN_NAME(rows_cur) cur = {h_stored ? h : x,
                                        h_stored ? NULL : r,

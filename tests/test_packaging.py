@@ -19,6 +19,7 @@ X86_ONLY = {
     "src/kernels_avx512.c",
     "src/kernels_avx512_bf16.c",
     "src/stream_copy_avx2.c",
+    "src/plain_norm_avx2.c",
 }
 AARCH64_ONLY = {"src/kernels_neon.c"}
 
@@ -45,9 +46,9 @@ def test_other_architectures_build_no_x86_file(setup_py, machine):
     assert not files & X86_ONLY, files
     aarch64 = machine in ("aarch64", "arm64")
     assert (files & AARCH64_ONLY == AARCH64_ONLY) if aarch64 else not files & AARCH64_ONLY, files
-    # the portable kernels, the dispatcher and the copy hook everywhere
+    # the portable kernels, the dispatcher and the benchmarks' hooks everywhere
     assert {"src/kernels_scalar.c", "src/dispatch.c"} <= {s for s, _ in plan["fastnorm._core"]}
-    assert {s for s, _ in plan["fastnorm._testing"]} == {"src/stream_copy.c"}
+    assert {s for s, _ in plan["fastnorm._testing"]} == {"src/stream_copy.c", "src/plain_norm.c"}
     assert all(flags == [] for files in plan.values() for _, flags in files)
 
 
@@ -64,6 +65,7 @@ def test_x86_64_builds_every_c_file_each_kernel_set_with_its_flags(setup_py, mac
     )
     assert "-mavx512bf16" not in flags["src/kernels_avx512.c"]
     assert "-mavx512bf16" in flags["src/kernels_avx512_bf16.c"]
+    assert {"-mavx2", "-mfma"} <= set(flags["src/plain_norm_avx2.c"])
     for baseline in ("src/kernels_scalar.c", "src/dispatch.c", "src/stream_copy.c"):
         assert flags[baseline] == [], baseline
 
