@@ -7,6 +7,7 @@
     python benchmarks/targets.py --dtype bfloat16     # the half-precision targets
     python benchmarks/targets.py --torch              # fastnorm.torch against torch
     python benchmarks/targets.py --dask --repeats 5   # fastnorm on Dask arrays
+    python benchmarks/targets.py --incache            # the kernels against a plain kernel, in cache
     python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
 
 Each target is a ratio of medians measured in one process, its competitors
@@ -252,6 +253,58 @@ def roof_references():
             functools.partial(_roof_scaling, case),
         )
     ]
+
+
+# ---- in cache: the kernels' own arithmetic -----------------------------------
+
+INCACHE_SHAPE = (16, 4096)  # 256 KiB of float32: x and y stay in L2
+
+
+def _incache_times(op, dtype, isa, repeats):
+    """fastnorm (kernel set `isa`, out=, one thread) and the plain two-pass
+    AVX2 kernel of fastnorm._testing.plain_norm on the same rows, interleaved."""
+    from fastnorm import _testing
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(INCACHE_SHAPE, dtype=np.float32).astype(harness.np_dtype(dtype))
+    n = INCACHE_SHAPE[1]
+    w = rng.standard_normal(n, dtype=np.float32)
+    b = rng.standard_normal(n, dtype=np.float32) if op == "layer_norm" else None
+    y, y_plain = np.empty_like(x), np.empty_like(x)
+    norm = fastnorm.layer_norm if op == "layer_norm" else fastnorm.rms_norm
+    affine = {"weight": w, "bias": b} if op == "layer_norm" else {"weight": w}
+    try:
+        _testing.plain_norm(op, x, y_plain, w, b)
+    except RuntimeError:  # no AVX2 loop here
+        return None
+    fns = {
+        "fastnorm": lambda: norm(x, out=y, **affine),
+        "plain": lambda: _testing.plain_norm(op, x, y_plain, w, b),
+    }
+    with limit_threads(1), harness.forced_isa(isa):
+        times = time_interleaved(fns, repeats, 2e-3)
+    return times["fastnorm"] / times["plain"]
+
+
+def incache_targets():
+    """fastnorm over the plain two-pass AVX2 kernel (the yardstick: no
+    folding, compensation or rescans), rows in L2, one thread, on every
+    SIMD kernel set this CPU runs.  The AVX-512 sets are compared with the
+    same AVX2 yardstick."""
+    targets = []
+    isas = [i for i in fastnorm.available_isas() if i != "scalar"]
+    for isa in isas:
+        for dtype in ("float32", "bfloat16"):
+            for op in ("layer_norm", "rms_norm"):
+                targets.append(
+                    Target(
+                        f"{op} {dtype} {INCACHE_SHAPE} in L2, {isa} / plain AVX2 two-pass",
+                        1.25,
+                        (1,),
+                        functools.partial(_incache_times, op, dtype, isa),
+                    )
+                )
+    return targets
 
 
 # ---- half precision ---------------------------------------------------------
@@ -567,6 +620,11 @@ def parse_args(argv):
         help="fastnorm.torch against PyTorch (benchmarks/targets_torch.py)",
     )
     which.add_argument(
+        "--incache",
+        action="store_true",
+        help="the kernels against a plain two-pass kernel, rows in L2, one thread",
+    )
+    which.add_argument(
         "--dask",
         action="store_true",
         help="fastnorm on Dask arrays against Dask-native expressions (needs dask)",
@@ -611,9 +669,11 @@ def main(argv=None):
         targets = backward_targets()
     elif args.dask:
         targets = dask_targets()
+    elif args.incache:
+        targets = incache_targets()
     else:
         targets = forward_targets()
-    if not args.spellings:
+    if not (args.spellings or args.incache):
         targets += roof_references()
     targets = select(targets, args.threads)
     if not targets:
