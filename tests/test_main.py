@@ -7,7 +7,9 @@ import sys
 import numpy as np
 import pytest
 
+from fastnorm import _testing
 from fastnorm.bench import cli as main_job
+from fastnorm.bench import harness
 
 pytestmark = pytest.mark.any_isa
 
@@ -37,6 +39,14 @@ def test_self_check_detects_a_wrong_result(monkeypatch):
     results = main_job.self_check()
     assert any(err > tol for name, err, tol in results if name.startswith("layer_norm"))
     assert main_job.main(["--repeats", "1"]) == 1
+
+
+def test_bench_roof_is_named_by_what_it_copies_with():
+    """Streaming stores where src/stream_copy.c has a streaming loop
+    (x86-64), a plain memcpy elsewhere: the bench's notes say which."""
+    streaming = _testing.stream_copy_isa() != "portable"
+    assert ("streaming" in harness.roof_kind()) == streaming
+    assert ("memcpy" in harness.roof_kind()) != streaming
 
 
 @pytest.mark.slow
@@ -70,6 +80,7 @@ def test_bench_cli_prints_table_and_plot(tmp_path):
     ]
     assert len(lines) == 4, out.stdout
     assert "% roof" in out.stdout and "x numpy" in out.stdout
+    assert f"% roof is the time of a {harness.roof_kind()}" in out.stdout
     assert "]" in out.stderr  # the progress bar
     if plot is not None:
         assert plot.stat().st_size > 1000

@@ -131,7 +131,7 @@ def roof_kind():
     """What the roof copies with on this machine: streaming stores on
     x86-64; elsewhere (aarch64 among them) a plain copy, memcpy, as
     src/stream_copy.c has no streaming loop there."""
-    from . import _testing
+    from .. import _testing
 
     if _testing.stream_copy_isa() == "portable":
         return "plain copy (memcpy)"
