@@ -21,7 +21,9 @@ competitors:
 Each competitor's output is first checked against fastnorm's.  The times are
 medians over interleaved rounds: each round times every competitor once (a
 batch of calls long enough for the clock), in an order that rotates from
-round to round, so that noise from other processes hits them alike.  A
+round to round, so that noise from other processes hits them alike.  Each
+batch starts after a pause, off the clock, in which the thread pools of the
+batch before stop spinning.  A
 competitor that is not installed, or an operator its runtime lacks, is
 named in the table instead of a figure.
 """
@@ -48,6 +50,11 @@ RMS_EPS = 1e-6
 OPS = ("layer_norm", "rms_norm")
 NAMES = {"numpy": "NumPy", "torch": "PyTorch", "onnxruntime": "ONNX Runtime"}
 TOLERANCE = 1e-4  # float32 results of the same norm: far below this apart
+# A pause before each timed batch, off the clock: the thread pools of
+# OpenMP, torch and onnxruntime spin for a while after a parallel call, and
+# on a machine with few cores their spinning would slow the next batch,
+# whichever competitor it is.
+PAUSE = 0.02
 
 
 def optional(name):
@@ -179,7 +186,7 @@ def check(fns, shape):
 # ---- timing ------------------------------------------------------------------------
 
 
-def time_interleaved(fns, repeats, min_time):
+def time_interleaved(fns, repeats, min_time, pause=PAUSE):
     """Median seconds per call of each callable, in interleaved rounds whose
     order rotates; each sample is a batch of calls of at least min_time."""
     names = list(fns)
@@ -193,6 +200,7 @@ def time_interleaved(fns, repeats, min_time):
     for r in range(repeats):
         for name in names[r % len(names) :] + names[: r % len(names)]:
             fn, k = fns[name], batch[name]
+            time.sleep(pause)  # the previous batch's threads stop spinning, off the clock
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
@@ -313,7 +321,9 @@ def main(argv=None):
         for op in ops:
             for n in threads:
                 rows.append((op, shape, n, measure(op, shape, n, args.repeats, args.min_time)))
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    busy = f", load average {load[0]:.1f} when done" if load else ""
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} logical CPUs{busy}")
     print(versions())
     print(
         f"float32, weight{' and bias' if 'layer_norm' in ops else ''}, allocating calls; "
