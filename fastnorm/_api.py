@@ -50,7 +50,7 @@ def layer_norm(
         masked arrays are refused with a TypeError.  A Dask array here or
         in weight or bias gives lazy Dask arrays back, one fastnorm call per
         block, bit for bit the in-memory call on the computed (C-order)
-        arrays (README, "Dask": dispatch, chunking, determinism).
+        arrays (docs/dask.md: dispatch, chunking, determinism).
     normalized_shape : int or tuple of int, optional
         Sizes of the trailing dimensions to normalize over, as in
         ``torch.nn.functional.layer_norm``.
