@@ -6,6 +6,91 @@
 # allocated and _run.pxi plans and runs the kernels; layouts the planner
 # cannot walk are copied to ones it can.
 
+# ---- outputs -------------------------------------------------------------------
+
+cdef cnp.ndarray _new_output(cnp.ndarray x):
+    """An uninitialized array like x (C order when x is C-contiguous, from
+    the buffer cache when large; else numpy.empty_like's layout)."""
+    if cnp.PyArray_IS_C_CONTIGUOUS(x):
+        return _new_c_array(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
+    return np.empty_like(x)
+
+
+cdef tuple _new_stats(int op, cnp.ndarray x, const bint *is_norm, bint return_stats):
+    """(mean, rstd) arrays in keepdims shape to be filled, or Nones."""
+    cdef cnp.npy_intp dims[MAX_DIMS]
+    cdef int a, ctype = _compute_typenum(cnp.PyArray_TYPE(x))
+    if not return_stats:
+        return None, None
+    for a in range(cnp.PyArray_NDIM(x)):
+        dims[a] = 1 if is_norm[a] else cnp.PyArray_DIMS(x)[a]
+    rstd = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), dims, ctype, 0)
+    mean = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), dims, ctype, 0) if op == OP_LAYER_NORM else None
+    return mean, rstd
+
+
+cdef object _result(int op, object y, object h, object mean, object rstd, bint return_stats):
+    """y, or (y, h), followed by the stats the op has when asked for."""
+    if not return_stats and h is None:
+        return y
+    head = (y,) if h is None else (y, h)
+    if not return_stats:
+        return head
+    return head + ((mean, rstd) if op == OP_LAYER_NORM else (rstd,))
+
+
+# ---- memory the arrays share ---------------------------------------------------
+
+cdef void _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
+    cdef int d
+    cdef cnp.npy_intp ext
+    lo[0] = hi[0] = <char *>cnp.PyArray_DATA(a)
+    for d in range(cnp.PyArray_NDIM(a)):
+        ext = (cnp.PyArray_DIMS(a)[d] - 1) * cnp.PyArray_STRIDES(a)[d]
+        if ext > 0:
+            hi[0] += ext
+        else:
+            lo[0] += ext
+    hi[0] += cnp.PyArray_ITEMSIZE(a)
+
+
+cdef bint _overlap(object a, object b) noexcept:
+    """Whether the memory spans of two arrays (None: no array) overlap (as
+    numpy.may_share_memory)."""
+    cdef char *alo
+    cdef char *ahi
+    cdef char *blo
+    cdef char *bhi
+    if a is None or b is None or cnp.PyArray_SIZE(<cnp.ndarray>a) == 0 \
+            or cnp.PyArray_SIZE(<cnp.ndarray>b) == 0:
+        return False
+    _extent(<cnp.ndarray>a, &alo, &ahi)
+    _extent(<cnp.ndarray>b, &blo, &bhi)
+    return alo < bhi and blo < ahi
+
+
+cdef bint _same_view(cnp.ndarray a, cnp.ndarray b):
+    cdef int k
+    if cnp.PyArray_DATA(a) != cnp.PyArray_DATA(b) or not _same_shape(a, b):
+        return False
+    for k in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_STRIDES(a)[k] != cnp.PyArray_STRIDES(b)[k]:
+            return False
+    return True
+
+
+cdef inline bint _clash(cnp.ndarray a, cnp.ndarray b):
+    """a and b share memory other than by being the same view."""
+    return _overlap(a, b) and not _same_view(a, b)
+
+
+cdef object _private_if_overlapping(object w, cnp.ndarray y, object h=None):
+    """weight or bias inside an output would be overwritten while in use."""
+    if w is not None and (_overlap(w, y) or _overlap(w, h)):
+        return (<cnp.ndarray>w).copy()
+    return w
+
+
 # ---- running on arrays ----------------------------------------------------------
 
 cdef object _walk_perm(cnp.ndarray x, tuple norm_axes):

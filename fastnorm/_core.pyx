@@ -8,7 +8,8 @@
 #   _run.pxi          the kernel set, operand layouts, the plan and its run on
 #                     OpenMP threads with the GIL released
 #   _rules.pxi        the argument rules for NumPy arrays: every argument
-#                     validated once (every user-facing message is here)
+#                     validated once (every user-facing message is here),
+#                     and the normalized dimensions' rule for every path
 #   _calls.pxi        the calls for NumPy arrays: the rules, outputs
 #                     allocated, then the plan run
 #   _torch_calls.pxi  the same for torch tensors read through their pointers
@@ -26,6 +27,7 @@ import numpy as np
 cimport numpy as cnp
 from fastnorm._kernels cimport *  # the C kernels' interface (src/fastnorm_kernels.h)
 from cython.parallel cimport prange
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcmp, memcpy, memset
 
 try:  # NumPy >= 1.25
