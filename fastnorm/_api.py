@@ -1,7 +1,7 @@
 """The public functions of fastnorm for NumPy arrays: their signatures and
-documentation.  Each is one call into the compiled core's call specification
-(fastnorm/_calls.pxi), which checks every argument once, with messages that
-name the values and shapes involved, and runs the kernels.  When one of the
+documentation.  Each is one call into the compiled core (fastnorm/_calls.pxi),
+which builds the call's specification (every argument checked once, with
+messages that name the values and shapes involved) and runs the kernels.  When one of the
 arrays is a Dask collection the core raises DaskOperand instead of computing
 it, and the call runs lazily on Dask (fastnorm/_dask.py): any Dask operand
 makes the result lazy, as in Dask's own convention (numpy.add of a NumPy

@@ -10,7 +10,7 @@ import numpy as np
 from . import _core
 from ._api import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 
-# the argument rules of the functional API (one place: fastnorm/_calls.pxi)
+# the argument rules of the functional API (one place: fastnorm/_rules.pxi)
 _as_axis_tuple, _check_eps, _real_array = _core.as_axis_tuple, _core.check_eps, _core.real_array
 _refuse_masked, _resolve_eps = _core.refuse_masked, _core.resolve_eps
 

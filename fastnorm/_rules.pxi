@@ -1,9 +1,9 @@
 # The argument rules for NumPy arrays, and the one rule for the normalized
 # dimensions that fastnorm.torch's paths use too.  Included by _core.pyx.
 #
-# Each public function of fastnorm/_api.py is one call into _calls.pxi
-# (normalize, add_normalize, normalize_backward), which checks every argument
-# once, by the one rule for it here; each rule raises the user-facing
+# Each public function of fastnorm/_api.py is one call into _calls.pxi, whose
+# call specification (_spec.pxi) checks every argument once, by the one
+# rule for it here; each rule raises the user-facing
 # message naming the values and shapes involved.  The common spellings (an
 # aligned array of a kernel dtype, an int or tuple normalized_shape, axis=-1
 # or (-1,), a 1-D weight in the compute dtype or in the input's half dtype, a
@@ -140,7 +140,6 @@ def refuse_masked(value, name):
 # general path and its torch.library ops (torch_dims, there).
 
 cdef object g_np_integer = np.integer
-cdef object g_np_floating = np.floating
 # torch.SymInt once fastnorm.torch is imported (torch_setup): a symbolic size
 # under torch.compile's tracing, kept as it is (converting one to an int
 # would fix the traced graph to that size)
@@ -197,19 +196,16 @@ cdef inline bint _is_size(object n, const Py_ssize_t *shape, object sizes, int a
 
 cdef str _shape_text(int ndim, const Py_ssize_t *shape, object sizes):
     """'shape (4, 8)' for messages, or '3 dimensions' when only the rank is known."""
-    if shape != NULL:
-        return f"shape {tuple([shape[a] for a in range(ndim)])}"
-    if sizes is not None:
-        return f"shape {tuple(sizes)}"
-    return f"{ndim} dimensions"
+    if shape == NULL and sizes is None:
+        return f"{ndim} dimensions"
+    return f"shape {tuple([_size(shape, sizes, a) for a in range(ndim)])}"
 
 
 cdef int _normalized_dims(int ndim, const Py_ssize_t *shape, object sizes,
                           object normalized_shape, object axis, bint torch, bint *is_norm,
                           int *first) except -1:
     """Which dimensions of an array of ndim dimensions a call normalizes:
-    fills the is_norm mask, sets first (the lowest of them) and returns how
-    many there are.
+    fills the is_norm mask, sets first (the lowest) and returns how many.
 
     normalized_shape gives the sizes of the trailing dimensions (as in
     torch.nn.functional); axis names dimensions, negative ones counting from
@@ -219,18 +215,17 @@ cdef int _normalized_dims(int ndim, const Py_ssize_t *shape, object sizes,
     dim names.  With neither, the last dimension.  Messages name the
     arguments as the caller's API does (x and axis, or input and dim).
 
-    The sizes are read from shape or, when it is NULL, from the sequence
-    sizes (Python objects: torch's symbolic sizes are compared as they
-    are); with neither, only the rank is known (dynamo's trace of
-    fastnorm.torch) and normalized_shape must be None."""
+    The sizes are read from shape or else from the sequence sizes (Python
+    objects: torch's symbolic sizes are compared as they are); with neither,
+    only the rank is known (dynamo's trace of fastnorm.torch) and
+    normalized_shape must be None."""
     cdef int a, k, n = 0, lead
     cdef tuple ns = None, raw
     cdef str x_name = "input" if torch else "x", axis_name = "dim" if torch else "axis"
     cdef str word = "dimension" if torch else "axis"
     if ndim == 0:  # (fastnorm.torch's; NumPy's x is refused as 0-d before)
         raise TypeError(f"{x_name} must have at least one dimension, got a 0-d tensor")
-    for a in range(ndim):
-        is_norm[a] = False
+    memset(is_norm, 0, ndim * sizeof(bint))
     if type(normalized_shape) is int:  # the early exit: one size, compared as it is
         n = 1
     elif normalized_shape is not None:
@@ -262,6 +257,7 @@ cdef int _normalized_dims(int ndim, const Py_ssize_t *shape, object sizes,
     raw = _as_axis_tuple(axis, axis_name)
     if len(raw) == 0:
         raise ValueError(f"{axis_name} must name at least one {word}, got ()")
+    first[0] = ndim
     for v in raw:
         if not -ndim <= v < ndim:
             raise AxisError(v, ndim)
@@ -270,11 +266,8 @@ cdef int _normalized_dims(int ndim, const Py_ssize_t *shape, object sizes,
             raise AxisError(f"{axis_name} {raw} names {word} {a} twice "
                             f"({x_name} has {_shape_text(ndim, shape, sizes)})")
         is_norm[a] = True
-    k = 0
-    for a in range(ndim - 1, -1, -1):
-        if is_norm[a]:
-            first[0] = a
-            k += 1
+        first[0] = min(first[0], a)
+    k = len(raw)
     if ns is None:
         return k
     dims = tuple([a for a in range(ndim) if is_norm[a]])
@@ -331,7 +324,24 @@ cdef bint _has_stats_shape(cnp.ndarray a, int ndim, const Py_ssize_t *shape,
     return True
 
 
+cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes,
+                         const bint *is_norm):
+    """mean or rstd as the forward returned them: the keepdims stats shape,
+    a real dtype (the runner converts it for the kernels)."""
+    if value is None:
+        return None
+    arr = _real_array(value, name)
+    if not _has_stats_shape(arr, cnp.PyArray_NDIM(x), <const Py_ssize_t *>cnp.PyArray_DIMS(x),
+                            is_norm):
+        raise ValueError(
+            f"{name} has shape {_shape(arr)} but the statistics of x with shape {_shape(x)} "
+            f"over axes {axes} have shape {_stats_shape(x, axes)} (as the forward returns them)")
+    return arr
+
+
 # ---- eps -------------------------------------------------------------------
+
+cdef object g_np_floating = np.floating
 
 # layer_norm's default eps, as in PyTorch
 LAYER_NORM_EPS = 1e-5
@@ -507,6 +517,9 @@ cdef object _kernel_operand(object arr, int typenum, bint contiguous=False):
     """arr in the compute dtype of typenum, aligned (C reads it as FN_T: an
     unaligned view of a byte buffer would be undefined behaviour there), and
     C-contiguous when asked; copied only when it is not so already."""
+    if _is_plain(arr, _compute_typenum(typenum)) and (
+            not contiguous or cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>arr)):
+        return arr
     requirements = ("A", "C") if contiguous else ("A",)
     return np.require(arr, dtype=cnp.PyArray_DescrFromType(_compute_typenum(typenum)),
                       requirements=requirements)
