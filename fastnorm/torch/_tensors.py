@@ -8,6 +8,7 @@ own op), the normalized dims of the ``dim=`` spelling, and the conversions.
 Every other module of the package builds on this one; it imports none of them.
 """
 
+import warnings
 from typing import Any
 
 import ml_dtypes
@@ -189,10 +190,22 @@ def op_args(input, normalized_shape, dim):
 
 def _check_residual(input, residual):
     _check_tensor(residual, "residual", optional=False)
-    if residual.shape != input.shape:
+    if not _same_shape(residual, input):
         raise ValueError(
             f"residual has shape {tuple(residual.shape)} but input has shape {tuple(input.shape)}"
         )
+
+
+def _same_shape(a, b):
+    """Whether tensors a and b have one shape.  Under torch.jit.trace their
+    sizes are traced values, and comparing them warns that the trace keeps
+    the result as a constant: that is what an argument check wants (made
+    once, at trace time, as torch's own ops make theirs), so it says nothing."""
+    if not torch.jit.is_tracing():
+        return a.shape == b.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return a.shape == b.shape
 
 
 # ---- fastnorm's kernels on tensors ------------------------------------------------
