@@ -236,9 +236,6 @@ def forward_targets():
     return targets
 
 
-TARGET_COUNT = 31
-
-
 def roof_references():
     """What the memory bus allows, beside the targets: the streaming copy
     of a (4096, 4096) float32 pass on 2 threads over 1.  Where a target's 2
@@ -329,9 +326,6 @@ def half_targets(dtype="bfloat16"):
     return targets
 
 
-HALF_TARGET_COUNT = 8
-
-
 # ---- backward ---------------------------------------------------------------
 
 
@@ -412,9 +406,6 @@ def _vs_roof(times):
     return times["fastnorm"] / times["roof"]
 
 
-BACKWARD_TARGET_COUNT = 8
-
-
 # ---- fused residual add + norm ----------------------------------------------
 
 
@@ -446,9 +437,6 @@ def fused_targets():
                 vs_roof = lambda repeats, times=times: _vs_roof(times(repeats))  # noqa: E731
                 targets.append(Target(name, 1.25, (n,), vs_roof))
     return targets
-
-
-FUSED_TARGET_COUNT = 6
 
 
 # ---- every spelling of a small call ----------------------------------------
@@ -508,9 +496,6 @@ def spelling_targets():
     return targets
 
 
-SPELLING_TARGET_COUNT = 24
-
-
 # ---- Dask arrays ---------------------------------------------------------------
 
 
@@ -542,9 +527,6 @@ def dask_targets():
         name = "  the same / identity pass x.map_blocks(np.copy)"
         targets.append(Target(name, 1.1, (2,), functools.partial(vs, "identity")))
     return targets
-
-
-DASK_TARGET_COUNT = 4
 
 
 # ---- the report -------------------------------------------------------------

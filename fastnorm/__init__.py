@@ -37,10 +37,12 @@ def _defer_to(installed):
     spec = importlib.util.spec_from_file_location(
         __name__, _os.path.join(installed, "__init__.py"), submodule_search_locations=[installed]
     )
+    if spec is None or spec.loader is None:  # (not for a .py file)
+        raise ImportError(f"fastnorm: cannot load the installed copy in {installed}")
     module = importlib.util.module_from_spec(spec)
     _sys.modules[__name__] = module
     spec.loader.exec_module(module)
-    module._deferred_from = _HERE
+    module.__dict__["_deferred_from"] = _HERE
 
 
 def _check_core_matches_sources(core):

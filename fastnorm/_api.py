@@ -1,14 +1,33 @@
 """The public functions of fastnorm for NumPy arrays: their signatures and
-documentation.  Each is one call into the compiled core's call specification
-(fastnorm/_calls.pxi), which checks every argument once, with messages that
-name the values and shapes involved, and runs the kernels.  When one of the
+documentation.  Each is one call into the compiled core (fastnorm/_calls.pxi),
+which builds the call's specification (every argument checked once, with
+messages that name the values and shapes involved) and runs the kernels.  When one of the
 arrays is a Dask collection the core raises DaskOperand instead of computing
 it, and the call runs lazily on Dask (fastnorm/_dask.py): any Dask operand
 makes the result lazy, as in Dask's own convention (numpy.add of a NumPy
 array and a Dask array is a Dask array).  The check is the core's, made only
-on arguments that are not ndarrays, so a NumPy call pays nothing for it."""
+on arguments that are not ndarrays, so a NumPy call pays nothing for it.
+
+The annotations are the package's typing (py.typed): results are typed as
+NumPy arrays, and with ``return_stats`` as a literal True or False the
+number of them is known."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, overload
 
 from . import _core, _dask
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Union
+
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
+    from typing_extensions import TypeAlias
+
+    Axes: TypeAlias = Union[int, Sequence[int]]  # normalized_shape, axis
+    Array: TypeAlias = NDArray[np.floating]  # results and statistics
 
 __all__ = [
     "layer_norm",
@@ -22,17 +41,53 @@ __all__ = [
 _LN, _RMS = _core.OP_LAYER_NORM, _core.OP_RMS_NORM
 
 
+@overload
 def layer_norm(
-    x,
-    normalized_shape=None,
-    weight=None,
-    bias=None,
-    eps=1e-5,
+    x: ArrayLike,
+    normalized_shape: Axes | None = ...,
+    weight: ArrayLike | None = ...,
+    bias: ArrayLike | None = ...,
+    eps: float | None = ...,
     *,
-    axis=None,
-    out=None,
-    return_stats=False,
-):
+    axis: Axes | None = ...,
+    out: Array | None = ...,
+    return_stats: Literal[False] = ...,
+) -> Array: ...
+@overload
+def layer_norm(
+    x: ArrayLike,
+    normalized_shape: Axes | None = ...,
+    weight: ArrayLike | None = ...,
+    bias: ArrayLike | None = ...,
+    eps: float | None = ...,
+    *,
+    axis: Axes | None = ...,
+    out: Array | None = ...,
+    return_stats: Literal[True],
+) -> tuple[Array, Array, Array]: ...
+@overload
+def layer_norm(
+    x: ArrayLike,
+    normalized_shape: Axes | None = ...,
+    weight: ArrayLike | None = ...,
+    bias: ArrayLike | None = ...,
+    eps: float | None = ...,
+    *,
+    axis: Axes | None = ...,
+    out: Array | None = ...,
+    return_stats: bool,
+) -> Array | tuple[Array, Array, Array]: ...
+def layer_norm(
+    x: ArrayLike,
+    normalized_shape: Axes | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    eps: float | None = 1e-5,
+    *,
+    axis: Axes | None = None,
+    out: Array | None = None,
+    return_stats: bool = False,
+) -> Array | tuple[Array, Array, Array]:
     """Layer normalization: ``(x - mean) / sqrt(var + eps) * weight + bias``.
 
     Mean and (biased) variance are taken over the normalized axes, with a
@@ -113,9 +168,49 @@ def layer_norm(
         return _dask.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
 
 
+@overload
 def rms_norm(
-    x, normalized_shape=None, weight=None, eps=None, *, axis=None, out=None, return_stats=False
-):
+    x: ArrayLike,
+    normalized_shape: Axes | None = ...,
+    weight: ArrayLike | None = ...,
+    eps: float | None = ...,
+    *,
+    axis: Axes | None = ...,
+    out: Array | None = ...,
+    return_stats: Literal[False] = ...,
+) -> Array: ...
+@overload
+def rms_norm(
+    x: ArrayLike,
+    normalized_shape: Axes | None = ...,
+    weight: ArrayLike | None = ...,
+    eps: float | None = ...,
+    *,
+    axis: Axes | None = ...,
+    out: Array | None = ...,
+    return_stats: Literal[True],
+) -> tuple[Array, Array]: ...
+@overload
+def rms_norm(
+    x: ArrayLike,
+    normalized_shape: Axes | None = ...,
+    weight: ArrayLike | None = ...,
+    eps: float | None = ...,
+    *,
+    axis: Axes | None = ...,
+    out: Array | None = ...,
+    return_stats: bool,
+) -> Array | tuple[Array, Array]: ...
+def rms_norm(
+    x: ArrayLike,
+    normalized_shape: Axes | None = None,
+    weight: ArrayLike | None = None,
+    eps: float | None = None,
+    *,
+    axis: Axes | None = None,
+    out: Array | None = None,
+    return_stats: bool = False,
+) -> Array | tuple[Array, Array]:
     """Root-mean-square normalization: ``x / sqrt(mean(x**2) + eps) * weight``.
 
     Parameters
@@ -167,17 +262,17 @@ def rms_norm(
 
 
 def layer_norm_backward(
-    dy,
-    x,
-    normalized_shape=None,
-    weight=None,
+    dy: ArrayLike,
+    x: ArrayLike,
+    normalized_shape: Axes | None = None,
+    weight: ArrayLike | None = None,
     *,
-    mean=None,
-    rstd=None,
-    eps=1e-5,
-    axis=None,
-    bias=None,
-):
+    mean: ArrayLike | None = None,
+    rstd: ArrayLike | None = None,
+    eps: float | None = 1e-5,
+    axis: Axes | None = None,
+    bias: ArrayLike | None = None,
+) -> tuple[Array, Array | None, Array]:
     """Gradients of `layer_norm` in one fused pass.
 
     Parameters
@@ -242,7 +337,16 @@ def layer_norm_backward(
         )
 
 
-def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, eps=None, axis=None):
+def rms_norm_backward(
+    dy: ArrayLike,
+    x: ArrayLike,
+    normalized_shape: Axes | None = None,
+    weight: ArrayLike | None = None,
+    *,
+    rstd: ArrayLike | None = None,
+    eps: float | None = None,
+    axis: Axes | None = None,
+) -> tuple[Array, Array | None]:
     """Gradients of `rms_norm` in one fused pass.
 
     Parameters
@@ -272,18 +376,18 @@ def rms_norm_backward(dy, x, normalized_shape=None, weight=None, *, rstd=None, e
 
 
 def add_layer_norm(
-    x,
-    residual,
-    normalized_shape=None,
-    weight=None,
-    bias=None,
-    eps=1e-5,
+    x: ArrayLike,
+    residual: ArrayLike,
+    normalized_shape: Axes | None = None,
+    weight: ArrayLike | None = None,
+    bias: ArrayLike | None = None,
+    eps: float | None = 1e-5,
     *,
-    axis=None,
-    out=None,
-    residual_out=None,
-    return_stats=False,
-):
+    axis: Axes | None = None,
+    out: Array | None = None,
+    residual_out: Array | None = None,
+    return_stats: bool = False,
+) -> tuple[Array, ...]:
     """Fused residual add and layer norm: ``h = x + residual; y = layer_norm(h)``.
 
     One pass reads x and residual and writes h and y.  h is rounded to x's
@@ -323,17 +427,17 @@ def add_layer_norm(
 
 
 def add_rms_norm(
-    x,
-    residual,
-    normalized_shape=None,
-    weight=None,
-    eps=None,
+    x: ArrayLike,
+    residual: ArrayLike,
+    normalized_shape: Axes | None = None,
+    weight: ArrayLike | None = None,
+    eps: float | None = None,
     *,
-    axis=None,
-    out=None,
-    residual_out=None,
-    return_stats=False,
-):
+    axis: Axes | None = None,
+    out: Array | None = None,
+    residual_out: Array | None = None,
+    return_stats: bool = False,
+) -> tuple[Array, ...]:
     """Fused residual add and RMS norm: ``h = x + residual; y = rms_norm(h)``.
 
     See `add_layer_norm`; returns ``(y, h)`` or ``(y, h, rstd)``.  eps

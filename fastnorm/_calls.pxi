@@ -2,9 +2,95 @@
 # (each public function of fastnorm/_api.py is one call into here).
 # Included by _core.pyx.
 #
-# Every argument is checked once by its rule (_rules.pxi); then outputs are
-# allocated and _run.pxi plans and runs the kernels; layouts the planner
-# cannot walk are copied to ones it can.
+# Each builds the call's specification (_spec.pxi: every argument checked
+# once, by its rule in _rules.pxi) and runs it: outputs are allocated and
+# _run.pxi plans and runs the kernels; layouts the planner cannot walk are
+# copied to ones it can.
+
+# ---- outputs -------------------------------------------------------------------
+
+cdef cnp.ndarray _new_output(cnp.ndarray x):
+    """An uninitialized array like x (C order when x is C-contiguous, from
+    the buffer cache when large; else numpy.empty_like's layout)."""
+    if cnp.PyArray_IS_C_CONTIGUOUS(x):
+        return _new_c_array(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
+    return np.empty_like(x)
+
+
+cdef tuple _new_stats(int op, cnp.ndarray x, const bint *is_norm, bint return_stats):
+    """(mean, rstd) arrays in keepdims shape to be filled, or Nones."""
+    cdef cnp.npy_intp dims[MAX_DIMS]
+    cdef int a, ctype = _compute_typenum(cnp.PyArray_TYPE(x))
+    if not return_stats:
+        return None, None
+    for a in range(cnp.PyArray_NDIM(x)):
+        dims[a] = 1 if is_norm[a] else cnp.PyArray_DIMS(x)[a]
+    rstd = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), dims, ctype, 0)
+    mean = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), dims, ctype, 0) if op == OP_LAYER_NORM else None
+    return mean, rstd
+
+
+cdef object _result(int op, object y, object h, object mean, object rstd, bint return_stats):
+    """y, or (y, h), followed by the stats the op has when asked for."""
+    if not return_stats and h is None:
+        return y
+    head = (y,) if h is None else (y, h)
+    if not return_stats:
+        return head
+    return head + ((mean, rstd) if op == OP_LAYER_NORM else (rstd,))
+
+
+# ---- memory the arrays share ---------------------------------------------------
+
+cdef void _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
+    cdef int d
+    cdef cnp.npy_intp ext
+    lo[0] = hi[0] = <char *>cnp.PyArray_DATA(a)
+    for d in range(cnp.PyArray_NDIM(a)):
+        ext = (cnp.PyArray_DIMS(a)[d] - 1) * cnp.PyArray_STRIDES(a)[d]
+        if ext > 0:
+            hi[0] += ext
+        else:
+            lo[0] += ext
+    hi[0] += cnp.PyArray_ITEMSIZE(a)
+
+
+cdef bint _overlap(object a, object b) noexcept:
+    """Whether the memory spans of two arrays (None: no array) overlap (as
+    numpy.may_share_memory)."""
+    cdef char *alo
+    cdef char *ahi
+    cdef char *blo
+    cdef char *bhi
+    if a is None or b is None or cnp.PyArray_SIZE(<cnp.ndarray>a) == 0 \
+            or cnp.PyArray_SIZE(<cnp.ndarray>b) == 0:
+        return False
+    _extent(<cnp.ndarray>a, &alo, &ahi)
+    _extent(<cnp.ndarray>b, &blo, &bhi)
+    return alo < bhi and blo < ahi
+
+
+cdef bint _same_view(cnp.ndarray a, cnp.ndarray b):
+    cdef int k
+    if cnp.PyArray_DATA(a) != cnp.PyArray_DATA(b) or not _same_shape(a, b):
+        return False
+    for k in range(cnp.PyArray_NDIM(a)):
+        if cnp.PyArray_STRIDES(a)[k] != cnp.PyArray_STRIDES(b)[k]:
+            return False
+    return True
+
+
+cdef inline bint _clash(cnp.ndarray a, cnp.ndarray b):
+    """a and b share memory other than by being the same view."""
+    return _overlap(a, b) and not _same_view(a, b)
+
+
+cdef object _private_if_overlapping(object w, cnp.ndarray y, object h=None):
+    """weight or bias inside an output would be overwritten while in use."""
+    if w is not None and (_overlap(w, y) or _overlap(w, h)):
+        return (<cnp.ndarray>w).copy()
+    return w
+
 
 # ---- running on arrays ----------------------------------------------------------
 
@@ -103,71 +189,55 @@ cdef _forward_on_copies(int op, cnp.ndarray x, cnp.ndarray y, object weight, obj
 
 # ---- the forward --------------------------------------------------------------------
 
-def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint return_stats,
-              bint check_only=False):
-    """layer_norm (op OP_LAYER_NORM, with bias) and rms_norm (bias None).
+def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint return_stats):
+    """layer_norm (op OP_LAYER_NORM, with bias) and rms_norm (bias None)."""
+    return _run_normalize(
+        _normalize_call(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats))
 
-    check_only: check the arguments and return (axes, per_sample), the
-    sorted normalized axes and whether weight or bias is per-sample, without
-    allocating or computing anything (the Dask layer checks a call on
-    zero-strided stand-ins of x's shape with it)."""
-    cdef bint is_norm[MAX_DIMS]
-    cdef cnp.ndarray xa = _input_array(x), y, y_work
-    cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
-    weight, bias, per_sample = _affine_args(weight, bias, xa, axes)
-    cdef double eps_value = _eps_value(op, eps, cnp.PyArray_TYPE(xa))
-    if check_only:
-        return axes, per_sample
-    y = _new_output(xa) if out is None else _checked_out(out, xa, "out")
-    mean, rstd = _new_stats(op, xa, is_norm, return_stats)
+
+cdef object _run_normalize(Call c):
+    cdef cnp.ndarray xa = c.x, y, y_work
+    weight, bias = c.weight, c.bias
+    y = _new_output(xa) if c.out is None else c.y
+    mean, rstd = _new_stats(c.op, xa, c.is_norm, c.return_stats)
+    result = y if c.out is None else c.out
     if cnp.PyArray_SIZE(xa) == 0:
-        return _result(op, y if out is None else out, None, mean, rstd, return_stats)
+        return _result(c.op, result, None, mean, rstd, c.return_stats)
 
-    if out is not None:
-        if out is not x and _clash(xa, y):
+    if c.out is not None:
+        if c.out is not xa and _clash(xa, y):
             xa = xa.copy()  # partial overlap: read from a private copy
         weight = _private_if_overlapping(weight, y)
         bias = _private_if_overlapping(bias, y)
     if not cnp.PyArray_ISALIGNED(xa):
         xa = xa.copy()
     y_work = y if cnp.PyArray_ISALIGNED(y) else np.empty_like(xa)
-    if _forward_arrays(op, xa, y_work, weight, bias, mean, rstd, eps_value, axes, is_norm,
-                       None, None, per_sample):
-        _forward_on_copies(op, xa, y, weight, bias, mean, rstd, eps_value, axes, per_sample)
+    if _forward_arrays(c.op, xa, y_work, weight, bias, mean, rstd, c.eps, c.axes, c.is_norm,
+                       None, None, c.per_sample):
+        _forward_on_copies(c.op, xa, y, weight, bias, mean, rstd, c.eps, c.axes, c.per_sample)
     elif y_work is not y:
         np.copyto(y, y_work)
-    return _result(op, y if out is None else out, None, mean, rstd, return_stats)
+    return _result(c.op, result, None, mean, rstd, c.return_stats)
 
 
 # ---- the fused residual add ---------------------------------------------------------
 
 def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis, out,
-                  residual_out, bint return_stats, bint check_only=False):
+                  residual_out, bint return_stats):
     """h = x + residual, then y = normalize(h), in one pass where the layout
-    allows: add_layer_norm and add_rms_norm.  check_only: as for normalize."""
-    cdef bint is_norm[MAX_DIMS]
-    cdef cnp.ndarray xa = _input_array(x), r, y = None, h = None
-    r = _same_dtype_as(residual, "residual", xa)
-    if residual_out is not None:
-        h = _checked_out(residual_out, xa, "residual_out")
-        # (out is not checked yet: anything but an ndarray is refused below,
-        # and reading one's memory span as an array's would be out of bounds)
-        if isinstance(out, np.ndarray) and _overlap(out, h):
-            raise ValueError("out and residual_out overlap: y and h need separate arrays")
-    elif not check_only:
-        h = _new_output(xa)
-    if out is not None:
-        y = _checked_out(out, xa, "out")
-    elif not check_only:
-        y = _new_output(xa)
-    cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
-    weight, bias, per_sample = _affine_args(weight, bias, xa, axes)
-    cdef double eps_value = _eps_value(op, eps, cnp.PyArray_TYPE(xa))
-    if check_only:
-        return axes, per_sample
-    weight = _private_if_overlapping(weight, y, h)
-    bias = _private_if_overlapping(bias, y, h)
-    mean, rstd = _new_stats(op, xa, is_norm, return_stats)
+    allows: add_layer_norm and add_rms_norm."""
+    return _run_add_normalize(_add_normalize_call(op, x, residual, normalized_shape, weight,
+                                                  bias, eps, axis, out, residual_out,
+                                                  return_stats))
+
+
+cdef object _run_add_normalize(Call c):
+    cdef cnp.ndarray xa = c.x, r = c.residual
+    cdef cnp.ndarray y = _new_output(xa) if c.out is None else c.y
+    cdef cnp.ndarray h = _new_output(xa) if c.residual_out is None else c.h
+    weight = _private_if_overlapping(c.weight, y, h)
+    bias = _private_if_overlapping(c.bias, y, h)
+    mean, rstd = _new_stats(c.op, xa, c.is_norm, c.return_stats)
 
     # The kernels fuse the add for rows with contiguous elements: they read
     # a row of x and residual, write it to h, then write y from h, exactly as
@@ -175,45 +245,23 @@ def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis
     # normalized over trailing axes; other layouts (whose norm may run on
     # another kernel) and overlaps other than h is residual or y is x take
     # the two-step path, which is the reference the fused path must match.
-    trailing = axes[0] == xa.ndim - len(axes)
+    trailing = c.axes[0] == xa.ndim - len(c.axes)
     fused = (cnp.PyArray_SIZE(xa) > 0 and trailing
              and all([cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a)
                       for a in (xa, r, h, y)])
              and not (_clash(h, r) or _clash(y, xa) or _overlap(h, xa) or _overlap(y, r)
                       or _overlap(y, h)))
-    if not (fused and _forward_arrays(op, xa, y, weight, bias, mean, rstd, eps_value, axes,
-                                      is_norm, r, h, per_sample) == 0):
+    if not (fused and _forward_arrays(c.op, xa, y, weight, bias, mean, rstd, c.eps, c.axes,
+                                      c.is_norm, r, h, c.per_sample) == 0):
         np.add(xa, r, out=h)
-        stats = normalize(op, h, None, weight, bias, eps_value, axes, y, return_stats)
-        if return_stats:
-            mean, rstd = (stats[1:] if op == OP_LAYER_NORM else (None, stats[1]))
-    return _result(op, y if out is None else out, h if residual_out is None else residual_out,
-                   mean, rstd, return_stats)
+        stats = normalize(c.op, h, None, weight, bias, c.eps, c.axes, y, c.return_stats)
+        if c.return_stats:
+            mean, rstd = (stats[1:] if c.op == OP_LAYER_NORM else (None, stats[1]))
+    return _result(c.op, y if c.out is None else c.out,
+                   h if c.residual_out is None else c.residual_out, mean, rstd, c.return_stats)
 
 
 # ---- the backward -------------------------------------------------------------------
-
-cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes,
-                         const bint *is_norm, bint check_only=False):
-    """mean or rstd as the forward returned them: the keepdims stats shape,
-    in the compute dtype, C-contiguous (check_only: checked, not converted)."""
-    if value is None:
-        return None
-    cdef int ctype = _compute_typenum(cnp.PyArray_TYPE(x))
-    cdef int ndim = cnp.PyArray_NDIM(x)
-    cdef const Py_ssize_t *shape = <const Py_ssize_t *>cnp.PyArray_DIMS(x)
-    if _is_plain(value, ctype) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>value) \
-            and _has_stats_shape(<cnp.ndarray>value, ndim, shape, is_norm):
-        return value
-    arr = _real_array(value, name)
-    if not _has_stats_shape(arr, ndim, shape, is_norm):
-        raise ValueError(
-            f"{name} has shape {_shape(arr)} but the statistics of x with shape {_shape(x)} "
-            f"over axes {axes} have shape {_stats_shape(x, axes)} (as the forward returns them)")
-    if check_only:
-        return arr
-    return _kernel_operand(arr, cnp.PyArray_TYPE(x), contiguous=True)
-
 
 cdef object _sum_to_shape(object full, tuple shape):
     """Sum a gradient over the normalized shape down to a broadcast parameter's shape."""
@@ -348,77 +396,54 @@ cdef tuple _per_sample_backward(int op, cnp.ndarray dy, cnp.ndarray x, tuple axe
 
 
 def normalize_backward(int op, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias,
-                       param_dtype=None, bint check_only=False, bint per_sample=False):
+                       param_dtype=None, bint per_sample=False):
     """layer_norm_backward (bias: only its shape is used) and
     rms_norm_backward: (dx, dweight, dbias) or (dx, dweight).
 
     param_dtype: the dtype of dweight and dbias, instead of the compute
     dtype (the Dask layer takes each block's float64 sums before they are
-    rounded, to add them up across blocks).  check_only: as for normalize.
-    per_sample: take a weight or bias of x's number of dimensions as
-    per-sample even when it is 1 on every batch axis of this x (a Dask
-    block 1 wide where the whole array's parameter varies: dx must take
-    the whole array's path, whose bits differ from the shared weight's)."""
-    cdef bint is_norm[MAX_DIMS]
-    # bias first, then x (as layer_norm_backward checked them before the
-    # call specification)
-    bias_shape = None if bias is None else _shape(_real_array(bias, "bias"))
-    cdef cnp.ndarray xa = _input_array(x), dya, dx
-    cdef tuple axes = _norm_axes(xa, normalized_shape, axis, is_norm)
-    norm_shape = _norm_shape(xa, axes)
-    dya = _same_dtype_as(dy, "dy", xa)
-    if mean is not None and rstd is None:
-        raise ValueError("mean was given without rstd: pass both statistics the forward "
-                         "returned, or neither to recompute them")
-    # mean is validated only: the kernel recomputes the mean exactly
-    _stats_input(mean, "mean", xa, axes, is_norm, True)
-    rstd = _stats_input(rstd, "rstd", xa, axes, is_norm, check_only)
-    cdef double eps_value = _eps_value(op, eps, cnp.PyArray_TYPE(xa))
+    rounded, to add them up across blocks).  per_sample: take a weight or
+    bias of x's number of dimensions as per-sample even when it is 1 on
+    every batch axis of this x (a Dask block 1 wide where the whole array's
+    parameter varies: dx must take the whole array's path, whose bits
+    differ from the shared weight's)."""
+    return _run_normalize_backward(_normalize_backward_call(
+        op, dy, x, normalized_shape, weight, mean, rstd, eps, axis, bias, param_dtype,
+        per_sample))
+
+
+cdef object _run_normalize_backward(Call c):
+    cdef cnp.ndarray xa = c.x, dx
     cdef int ctype = _compute_typenum(cnp.PyArray_TYPE(xa))
-    weight_shape = None
-    if weight is not None:
-        weight = _real_array(weight, "weight")
-        weight_shape = _shape(weight)
-    # The common case, parameters of the normalized shape: the kernels' sums
-    # are the gradients, summed straight into the compute dtype (float32
-    # for float16/bfloat16).  Other shapes are shared parameters the sums
-    # are reduced to, or per-sample ones (AdaLN).
-    cdef bint plain = (param_dtype is None
-                       and (weight_shape is None or weight_shape == norm_shape)
-                       and (bias_shape is None or bias_shape == norm_shape))
-    if not plain and (bias_shape is not None or (weight is not None and weight.ndim > 1)):
-        bias_probe = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
-        if _affine_kind(weight, bias_probe, xa, axes) or per_sample:
-            if check_only:
-                return axes, True
-            return _per_sample_backward(op, dya, xa, axes, weight, weight_shape, bias_shape,
-                                        rstd, eps_value, param_dtype)
-    weight = _affine_args(weight, None, xa, axes)[0]
-    if check_only:
-        return axes, False
+    cdef bint plain = c.plain
+    rstd = None if c.rstd is None else _kernel_operand(c.rstd, cnp.PyArray_TYPE(xa), True)
+    if c.per_sample:
+        return _per_sample_backward(c.op, c.dy, xa, c.axes, c.weight, c.weight_shape,
+                                    c.bias_shape, rstd, c.eps, c.param_dtype)
     if not cnp.PyArray_ISALIGNED(xa):
         xa = xa.copy()
     dx = _new_output(xa)
-    want_db = op == OP_LAYER_NORM
+    norm_shape = _norm_shape(xa, c.axes)
+    want_db = c.op == OP_LAYER_NORM
     if cnp.PyArray_SIZE(xa) == 0:
         plain = False
-        sums = (np.zeros(norm_shape) if weight is not None else None,
+        sums = (np.zeros(norm_shape) if c.weight is not None else None,
                 np.zeros(norm_shape) if want_db else None)
     else:
         sum_typenum = ctype if plain else cnp.NPY_FLOAT64
-        sums = _backward_arrays(op, xa, dya, dx, weight, rstd, want_db, eps_value, axes,
-                                is_norm, sum_typenum)
+        sums = _backward_arrays(c.op, xa, c.dy, dx, c.weight, rstd, want_db, c.eps, c.axes,
+                                c.is_norm, sum_typenum)
         if sums is None:
-            sums = _backward_on_copies(op, xa, dya, dx, weight, rstd, want_db, eps_value, axes,
-                                       sum_typenum)
+            sums = _backward_on_copies(c.op, xa, c.dy, dx, c.weight, rstd, want_db, c.eps,
+                                       c.axes, sum_typenum)
     if plain:
         dweight, dbias = sums
     else:
         # float32 for float16/bfloat16; float64 sums unrounded with param_dtype
-        dtype = cnp.PyArray_DescrFromType(ctype) if param_dtype is None else param_dtype
-        dweight = _param_grad(sums[0], weight_shape, xa, axes, dtype)
+        dtype = cnp.PyArray_DescrFromType(ctype) if c.param_dtype is None else c.param_dtype
+        dweight = _param_grad(sums[0], c.weight_shape, xa, c.axes, dtype)
         dbias = None if not want_db else _param_grad(
-            sums[1], norm_shape if bias_shape is None else bias_shape, xa, axes, dtype)
-    if op == OP_RMS_NORM:
+            sums[1], norm_shape if c.bias_shape is None else c.bias_shape, xa, c.axes, dtype)
+    if c.op == OP_RMS_NORM:
         return dx, dweight
     return dx, dweight, dbias

@@ -1,11 +1,14 @@
 """Which kernels run, and how the package was built."""
 
+from __future__ import annotations
+
 import sys
+from typing import TextIO
 
 from . import _core
 
 
-def available_isas():
+def available_isas() -> list[str]:
     """Instruction sets that this CPU and this build support, best first.
 
     Returns
@@ -18,7 +21,7 @@ def available_isas():
     return _core.available_isas()
 
 
-def get_isa():
+def get_isa() -> str:
     """The instruction set whose kernels are in use.
 
     The best of `available_isas` is chosen at import; set the environment
@@ -27,7 +30,7 @@ def get_isa():
     return _core.isa()
 
 
-def show_config(file=None):
+def show_config(file: TextIO | None = None) -> None:
     """Print the build, the kernels in use, the thread count and
     ``threadpoolctl.threadpool_info()``."""
     from . import __version__

@@ -1,7 +1,7 @@
 # Type stubs for the compiled core (fastnorm/_core.pyx and the .pxi parts it
 # includes), for mypy: the functions and constants the package calls.  Update
 # it together with any change of a def/cpdef signature there.
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +31,7 @@ def last_num_threads() -> int: ...
 def default_eps(op: int, dtype: npt.DTypeLike) -> float: ...
 def internal_overlap(a: np.ndarray) -> int: ...
 
-# the argument rules (fastnorm/_calls.pxi), for the modules and fastnorm.torch
+# the argument rules (fastnorm/_rules.pxi), for the modules and fastnorm.torch
 KERNEL_DTYPES: tuple[np.dtype[Any], ...]
 AxisError: type[Exception]
 
@@ -43,7 +43,57 @@ def as_axis_tuple(value: object, name: str) -> tuple[int, ...]: ...
 def check_eps(eps: object) -> float: ...
 def resolve_eps(eps: object, op: int, dtype: npt.DTypeLike) -> float: ...
 
-# the call specification: one entry per family of public functions
+# the call specification (fastnorm/_spec.pxi): a call's arguments checked,
+# not run (the Dask layer's check of a call)
+@final
+class Call:
+    @property
+    def op(self) -> int: ...
+    @property
+    def axes(self) -> tuple[int, ...]: ...
+    @property
+    def per_sample(self) -> bool: ...
+
+def normalize_call(
+    op: int,
+    x: object,
+    normalized_shape: object,
+    weight: object,
+    bias: object,
+    eps: object,
+    axis: object,
+    out: object,
+    return_stats: bool,
+) -> Call: ...
+def add_normalize_call(
+    op: int,
+    x: object,
+    residual: object,
+    normalized_shape: object,
+    weight: object,
+    bias: object,
+    eps: object,
+    axis: object,
+    out: object,
+    residual_out: object,
+    return_stats: bool,
+) -> Call: ...
+def normalize_backward_call(
+    op: int,
+    dy: object,
+    x: object,
+    normalized_shape: object,
+    weight: object,
+    mean: object,
+    rstd: object,
+    eps: object,
+    axis: object,
+    bias: object,
+    param_dtype: npt.DTypeLike | None = None,
+    per_sample: bool = False,
+) -> Call: ...
+
+# the calls (fastnorm/_calls.pxi): one entry per family of public functions
 def normalize(
     op: int,
     x: object,
@@ -54,7 +104,6 @@ def normalize(
     axis: object,
     out: object,
     return_stats: bool,
-    check_only: bool = False,
 ) -> Any: ...
 def add_normalize(
     op: int,
@@ -68,7 +117,6 @@ def add_normalize(
     out: object,
     residual_out: object,
     return_stats: bool,
-    check_only: bool = False,
 ) -> Any: ...
 def normalize_backward(
     op: int,
@@ -82,7 +130,6 @@ def normalize_backward(
     axis: object,
     bias: object,
     param_dtype: npt.DTypeLike | None = None,
-    check_only: bool = False,
     per_sample: bool = False,
 ) -> Any: ...
 
@@ -112,6 +159,7 @@ def torch_backward(
     want_dweight: bool,
     want_dbias: bool,
 ) -> Any: ...
+def torch_dims(shape: Any, normalized_shape: Any, dim: Any) -> tuple[int, ...]: ...
 def torch_context_declines() -> bool: ...
 def torch_derived(w: Any, tag: Any, make: Any) -> Any: ...
 

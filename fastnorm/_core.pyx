@@ -8,14 +8,18 @@
 #   _run.pxi          the kernel set, operand layouts, the plan and its run on
 #                     OpenMP threads with the GIL released
 #   _rules.pxi        the argument rules for NumPy arrays: every argument
-#                     validated once (every user-facing message is here)
-#   _calls.pxi        the calls for NumPy arrays: the rules, outputs
-#                     allocated, then the plan run
+#                     validated once (every user-facing message is here),
+#                     and the normalized dimensions' rule for every path
+#   _spec.pxi         the call specification: one call's arguments, each
+#                     checked by its rule (the Dask layer's check of a call)
+#   _calls.pxi        the calls for NumPy arrays: a call specification run,
+#                     its outputs allocated, then the plan run
 #   _torch_calls.pxi  the same for torch tensors read through their pointers
 #
 # A call reads: fastnorm/_api.py (docstring, one call) -> _calls.pxi
-# (normalize / normalize_backward / add_normalize) -> _run.pxi (plan, run) ->
-# the kernel table of src/fastnorm_kernels.h.  The test hooks are a module
+# (normalize / normalize_backward / add_normalize: the call specification of
+# _spec.pxi built, then run) -> _run.pxi (plan, run) -> the kernel table of
+# src/fastnorm_kernels.h.  The test hooks are a module
 # of their own (fastnorm/_testing.pyx).
 
 import numbers
@@ -23,9 +27,11 @@ import operator
 
 import ml_dtypes
 import numpy as np
+cimport cython
 cimport numpy as cnp
 from fastnorm._kernels cimport *  # the C kernels' interface (src/fastnorm_kernels.h)
 from cython.parallel cimport prange
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.string cimport memcmp, memcpy, memset
 
 try:  # NumPy >= 1.25
@@ -88,5 +94,6 @@ cpdef enum:
 include "_buffers.pxi"
 include "_run.pxi"
 include "_rules.pxi"
+include "_spec.pxi"
 include "_calls.pxi"
 include "_torch_calls.pxi"

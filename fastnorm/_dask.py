@@ -3,9 +3,9 @@
 fastnorm/_api.py routes a call here when any of its arrays (x, residual, dy,
 weight, bias, mean, rstd) is a Dask collection: the core raises DaskOperand
 rather than compute one.  This module holds no arithmetic of its own: every
-argument is checked at call time by the core's own rules
-(fastnorm/_calls.pxi), run in ``check_only`` mode on zero-strided stand-ins
-of the arrays' shapes and dtypes (no memory, nothing computed), and each
+argument is checked at call time by the core's own rules, which build the
+call's specification (fastnorm/_spec.pxi) on zero-strided stand-ins of the
+arrays' shapes and dtypes (no memory, nothing computed), and each
 block of the result is one call of the same core function on the blocks of
 the inputs.  An in-memory x (or residual, dy) is split like the Dask one
 next to it; next to Dask parameters or statistics only, along its leading
@@ -420,7 +420,7 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
     template, name, x_dtype, x_shape = _template(x)
     kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
-    axes, _ = _core.normalize(
+    axes = _core.normalize_call(
         op,
         _stand_in(x_shape, kdt),
         normalized_shape,
@@ -430,8 +430,7 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
         axis,
         None,
         bool(return_stats),
-        True,
-    )
+    ).axes
     eps = _core.resolve_eps(eps, op, kdt)
     chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
@@ -464,7 +463,7 @@ def add_normalize(
     template, name, x_dtype, x_shape = _template(x, residual, "residual")
     kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
-    axes, _ = _core.add_normalize(
+    axes = _core.add_normalize_call(
         op,
         _stand_in(x_shape, kdt),
         _operand_stand_in(residual, "residual", kdt, True),
@@ -476,8 +475,7 @@ def add_normalize(
         None,
         None,
         bool(return_stats),
-        True,
-    )
+    ).axes
     eps = _core.resolve_eps(eps, op, kdt)
     chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)
@@ -540,7 +538,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     kdt = _kernel_dtype(op, x_dtype)
     cdt = _core.compute_dtype(kdt)
     bias_stand_in = _operand_stand_in(bias, "bias", cdt)
-    axes, per_sample = _core.normalize_backward(
+    call = _core.normalize_backward_call(
         op,
         _operand_stand_in(dy, "dy", kdt, True),
         _stand_in(x_shape, kdt),
@@ -551,9 +549,8 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
         eps,
         axis,
         bias_stand_in,
-        None,
-        True,
     )
+    axes, per_sample = call.axes, call.per_sample
     eps = _core.resolve_eps(eps, op, kdt)
     chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
     x = _aligned(x, "x", chunks)

@@ -1,8 +1,10 @@
 """LayerNorm and RMSNorm as stateful modules, for NumPy training loops and
 for weights exported from PyTorch (same state_dict keys)."""
 
-from collections import namedtuple
-from typing import Any
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import ml_dtypes
 import numpy as np
@@ -10,16 +12,25 @@ import numpy as np
 from . import _core
 from ._api import layer_norm, layer_norm_backward, rms_norm, rms_norm_backward
 
-# the argument rules of the functional API (one place: fastnorm/_calls.pxi)
+# the argument rules of the functional API (one place: fastnorm/_rules.pxi)
 _as_axis_tuple, _check_eps, _real_array = _core.as_axis_tuple, _core.check_eps, _core.real_array
 _refuse_masked, _resolve_eps = _core.refuse_masked, _core.resolve_eps
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike
+
+    from ._api import Array, Axes
+
 __all__ = ["LayerNorm", "RMSNorm", "IncompatibleKeys"]
 
-IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
-IncompatibleKeys.__doc__ = """What `load_state_dict` returns, as torch.nn.Module's
-does: the parameter names the state_dict lacked and the keys it had that name
-no parameter of the module."""
+
+class IncompatibleKeys(NamedTuple):
+    """What `load_state_dict` returns, as torch.nn.Module's does: the
+    parameter names the state_dict lacked and the keys it had that name no
+    parameter of the module."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 class StateDictKeyError(RuntimeError, KeyError):
@@ -62,10 +73,14 @@ class _Norm:
     state_dict round trip."""
 
     _param_names: tuple[str, ...] = ()
+    normalized_shape: tuple[int, ...]
+    elementwise_affine: bool
     dtype: np.dtype
+    weight: Array | None
+    weight_grad: Array | None
     _saved: Any
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Array]:
         """The parameters under PyTorch's names (copies)."""
         return {
             name: getattr(self, name).copy()
@@ -73,7 +88,9 @@ class _Norm:
             if getattr(self, name) is not None
         }
 
-    def load_state_dict(self, state_dict, strict=True):
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True
+    ) -> IncompatibleKeys:
         """Load parameters saved by `state_dict` or by the PyTorch module of
         the same name (tensors are converted), as torch.nn.Module does.
 
@@ -159,10 +176,18 @@ class LayerNorm(_Norm):
     """
 
     _param_names = ("weight", "bias")
+    eps: float
+    bias: Array | None
+    bias_grad: Array | None
 
     def __init__(
-        self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True, dtype=np.float32
-    ):
+        self,
+        normalized_shape: Axes,
+        eps: float | None = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         self.normalized_shape = _shape_tuple(normalized_shape)
         # None means the default, as in the functional API (the dtype does
         # not enter layer_norm's default)
@@ -175,14 +200,14 @@ class LayerNorm(_Norm):
         self.weight_grad = self.bias_grad = None
         self._saved = None
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> Array:
         y, mean, rstd = layer_norm(
             x, self.normalized_shape, self.weight, self.bias, self.eps, return_stats=True
         )
         self._saved = (x, mean, rstd)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> Array:
         x, mean, rstd = self._require_saved()
         dx, dw, db = layer_norm_backward(
             dy, x, self.normalized_shape, self.weight, mean=mean, rstd=rstd, eps=self.eps
@@ -216,8 +241,15 @@ class RMSNorm(_Norm):
     """
 
     _param_names = ("weight",)
+    eps: float | None
 
-    def __init__(self, normalized_shape, eps=None, elementwise_affine=True, dtype=np.float32):
+    def __init__(
+        self,
+        normalized_shape: Axes,
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         self.normalized_shape = _shape_tuple(normalized_shape)
         self.eps = None if eps is None else _check_eps(eps)
         self.elementwise_affine = bool(elementwise_affine)
@@ -228,12 +260,12 @@ class RMSNorm(_Norm):
         self.weight_grad = None
         self._saved = None
 
-    def __call__(self, x):
+    def __call__(self, x: ArrayLike) -> Array:
         y, rstd = rms_norm(x, self.normalized_shape, self.weight, self.eps, return_stats=True)
         self._saved = (x, rstd)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy: ArrayLike) -> Array:
         x, rstd = self._require_saved()
         dx, dw = rms_norm_backward(
             dy, x, self.normalized_shape, self.weight, rstd=rstd, eps=self.eps

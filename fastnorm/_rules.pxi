@@ -1,8 +1,9 @@
-# The argument rules for NumPy arrays.  Included by _core.pyx.
+# The argument rules for NumPy arrays, and the one rule for the normalized
+# dimensions that fastnorm.torch's paths use too.  Included by _core.pyx.
 #
-# Each public function of fastnorm/_api.py is one call into _calls.pxi
-# (normalize, add_normalize, normalize_backward), which checks every argument
-# once, by the one rule for it here; each rule raises the user-facing
+# Each public function of fastnorm/_api.py is one call into _calls.pxi, whose
+# call specification (_spec.pxi) checks every argument once, by the one
+# rule for it here; each rule raises the user-facing
 # message naming the values and shapes involved.  The common spellings (an
 # aligned array of a kernel dtype, an int or tuple normalized_shape, axis=-1
 # or (-1,), a 1-D weight in the compute dtype or in the input's half dtype, a
@@ -132,22 +133,31 @@ def refuse_masked(value, name):
     _refuse_masked(value, name)
 
 
-# ---- the normalized axes --------------------------------------------------
+# ---- the normalized dimensions ------------------------------------------------
+# The one rule for which dimensions a call normalizes, for every path: the
+# NumPy functions (normalized_shape, axis), and fastnorm.torch's functions
+# (normalized_shape, dim) on its pointer path (_torch_calls.pxi), its
+# general path and its torch.library ops (torch_dims, there).
 
 cdef object g_np_integer = np.integer
-cdef object g_np_floating = np.floating
+# torch.SymInt once fastnorm.torch is imported (torch_setup): a symbolic size
+# under torch.compile's tracing, kept as it is (converting one to an int
+# would fix the traced graph to that size)
+cdef object g_SymInt = None
 
 
-cdef tuple _as_axis_tuple(object value, str name):
+cdef tuple _as_axis_tuple(object value, str name, str kinds="an int or a tuple of ints"):
+    """An int or a sequence of ints as a tuple; else TypeError naming `name`
+    and the `kinds` it takes.  Early exits: an int, a tuple or list of ints."""
     cdef object v
     if type(value) is int:
         return (value,)
-    if type(value) is tuple:
-        for v in <tuple>value:
+    if isinstance(value, (tuple, list)):  # (torch.Size is a tuple)
+        for v in value:
             if type(v) is not int:
                 break
         else:
-            return <tuple>value
+            return <tuple>value if type(value) is tuple else tuple(value)
     if isinstance(value, g_np_integer):
         return (int(value),)
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -155,11 +165,12 @@ cdef tuple _as_axis_tuple(object value, str name):
     try:
         items = tuple(value)
     except TypeError:
-        raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}") from None
+        raise TypeError(f"{name} must be {kinds}, got {value!r}") from None
     for v in items:
-        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
-            raise TypeError(f"{name} must be an int or a tuple of ints, got {value!r}")
-    return tuple([operator.index(v) for v in items])
+        if type(v) is not g_SymInt and (
+                isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer))):
+            raise TypeError(f"{name} must be {kinds}, got {value!r}")
+    return tuple([v if type(v) is g_SymInt else operator.index(v) for v in items])
 
 
 def as_axis_tuple(value, name):
@@ -167,58 +178,124 @@ def as_axis_tuple(value, name):
     return _as_axis_tuple(value, name)
 
 
-cdef tuple _norm_axes(cnp.ndarray x, object normalized_shape, object axis, bint *is_norm):
-    """The sorted normalized axes of x (and is_norm, their mask), from
-    normalized_shape (trailing sizes, as in torch) and/or axis (NumPy axes)."""
-    cdef int ndim = cnp.PyArray_NDIM(x), a, k, n_ns = 0, first = -1
-    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(x)
-    cdef tuple ns, raw, axes
-    for a in range(ndim):
-        is_norm[a] = False
-    if normalized_shape is not None:
-        ns = _as_axis_tuple(normalized_shape, "normalized_shape")
-        n_ns = len(ns)
-        if n_ns == 0:
+cdef inline object _size(const Py_ssize_t *shape, object sizes, int a):
+    return shape[a] if shape != NULL else sizes[a]
+
+
+cdef inline bint _is_size(object n, const Py_ssize_t *shape, object sizes, int a) except -1:
+    """Whether n (an int, or torch's symbolic size) is the size of dimension a."""
+    cdef Py_ssize_t value
+    if shape == NULL:
+        return n == sizes[a]
+    try:
+        value = n
+    except OverflowError:
+        return False
+    return value == shape[a]
+
+
+cdef str _shape_text(int ndim, const Py_ssize_t *shape, object sizes):
+    """'shape (4, 8)' for messages, or '3 dimensions' when only the rank is known."""
+    if shape == NULL and sizes is None:
+        return f"{ndim} dimensions"
+    return f"shape {tuple([_size(shape, sizes, a) for a in range(ndim)])}"
+
+
+cdef int _normalized_dims(int ndim, const Py_ssize_t *shape, object sizes,
+                          object normalized_shape, object axis, bint torch, bint *is_norm,
+                          int *first) except -1:
+    """Which dimensions of an array of ndim dimensions a call normalizes:
+    fills the is_norm mask, sets first (the lowest) and returns how many.
+
+    normalized_shape gives the sizes of the trailing dimensions (as in
+    torch.nn.functional); axis names dimensions, negative ones counting from
+    the end: NumPy's axis= or, with torch, fastnorm.torch's dim=.  Given
+    both, NumPy's spelling needs them to name the same dimensions, while
+    fastnorm.torch's takes normalized_shape as the sizes of the dimensions
+    dim names.  With neither, the last dimension.  Messages name the
+    arguments as the caller's API does (x and axis, or input and dim).
+
+    The sizes are read from shape or else from the sequence sizes (Python
+    objects: torch's symbolic sizes are compared as they are); with neither,
+    only the rank is known (dynamo's trace of fastnorm.torch) and
+    normalized_shape must be None."""
+    cdef int a, k, n = 0, lead
+    cdef tuple ns = None, raw
+    cdef str x_name = "input" if torch else "x", axis_name = "dim" if torch else "axis"
+    cdef str word = "dimension" if torch else "axis"
+    if ndim == 0:  # (fastnorm.torch's; NumPy's x is refused as 0-d before)
+        raise TypeError(f"{x_name} must have at least one dimension, got a 0-d tensor")
+    memset(is_norm, 0, ndim * sizeof(bint))
+    if type(normalized_shape) is int:  # the early exit: one size, compared as it is
+        n = 1
+    elif normalized_shape is not None:
+        ns = _as_axis_tuple(normalized_shape, "normalized_shape",
+                            "an int, a tuple of ints or a torch.Size" if torch
+                            else "an int or a tuple of ints")
+        n = len(ns)
+        if n == 0:
             raise ValueError("normalized_shape must name at least one dimension, got ()")
-        first = ndim - n_ns
-        matches = n_ns <= ndim
+    if n and (axis is None or not torch):  # it names the trailing dimensions
+        lead = ndim - n
         k = 0
-        while matches and k < n_ns:
-            matches = ns[k] == shape[first + k]
+        while lead >= 0 and k < n and _is_size(normalized_shape if ns is None else ns[k],
+                                               shape, sizes, lead + k):
             k += 1
-        if not matches:
-            trailing = tuple(_shape(x)[max(first, 0):])
+        if k < n:
+            trailing = tuple([_size(shape, sizes, a) for a in range(max(lead, 0), ndim)])
             raise ValueError(
-                f"normalized_shape {ns} does not match the trailing dimensions {trailing} "
-                f"of x with shape {tuple(_shape(x))}")
+                f"normalized_shape {ns or (normalized_shape,)} does not match the trailing "
+                f"dimensions {trailing} of {x_name} with {_shape_text(ndim, shape, sizes)}")
     if axis is None:
-        if n_ns == 0:
-            first = ndim - 1
-            n_ns = 1
-        for a in range(first, ndim):
+        n = max(n, 1)
+        first[0] = ndim - n
+        for a in range(first[0], ndim):
             is_norm[a] = True
-        axes = tuple(range(first, ndim)) if n_ns > 1 else (first,)
-    else:
-        raw = _as_axis_tuple(axis, "axis")
-        if len(raw) == 0:
-            raise ValueError("axis must name at least one axis, got ()")
-        for v in raw:
-            if not -ndim <= v < ndim:
-                raise AxisError(v, ndim)
-            a = v % ndim
-            if is_norm[a]:
-                raise AxisError(f"axis {raw} names axis {a} twice (x has shape {tuple(_shape(x))})")
-            is_norm[a] = True
-        axes = tuple([a for a in range(ndim) if is_norm[a]])
-        if n_ns and (len(axes) != n_ns or axes[0] != first):
+        return n
+    if n and ns is None:
+        ns = (normalized_shape,)
+    raw = _as_axis_tuple(axis, axis_name)
+    if len(raw) == 0:
+        raise ValueError(f"{axis_name} must name at least one {word}, got ()")
+    first[0] = ndim
+    for v in raw:
+        if not -ndim <= v < ndim:
+            raise AxisError(v, ndim)
+        a = v % ndim
+        if is_norm[a]:
+            raise AxisError(f"{axis_name} {raw} names {word} {a} twice "
+                            f"({x_name} has {_shape_text(ndim, shape, sizes)})")
+        is_norm[a] = True
+        first[0] = min(first[0], a)
+    k = len(raw)
+    if ns is None:
+        return k
+    dims = tuple([a for a in range(ndim) if is_norm[a]])
+    if torch:  # normalized_shape: the sizes of the dims named
+        named = tuple([_size(shape, sizes, a) for a in dims])
+        if ns != named:
             raise ValueError(
-                f"axis {raw} and normalized_shape {tuple(_shape(x)[first:])} disagree "
-                f"for x with shape {tuple(_shape(x))}: normalized_shape names axes "
-                f"{tuple(range(first, ndim))}")
+                f"normalized_shape {ns} does not match the sizes {named} of dims {dims} "
+                f"of {x_name} with {_shape_text(ndim, shape, sizes)}")
+    elif k != n or first[0] != ndim - n:
+        raise ValueError(
+            f"axis {raw} and normalized_shape {ns} disagree for "
+            f"{x_name} with {_shape_text(ndim, shape, sizes)}: normalized_shape names axes "
+            f"{tuple(range(ndim - n, ndim))}")
+    return k
+
+
+cdef tuple _norm_axes(cnp.ndarray x, object normalized_shape, object axis, bint *is_norm):
+    """The sorted normalized axes of x (and is_norm, their mask), by the one
+    rule (_normalized_dims); the kernels take no axis of size 0."""
+    cdef int ndim = cnp.PyArray_NDIM(x), first, n, a
+    cdef const Py_ssize_t *shape = <const Py_ssize_t *>cnp.PyArray_DIMS(x)
+    n = _normalized_dims(ndim, shape, None, normalized_shape, axis, False, is_norm, &first)
+    axes = (first,) if n == 1 else tuple([a for a in range(ndim) if is_norm[a]])
     for a in axes:
         if shape[a] == 0:
             raise ValueError(
-                f"cannot normalize over axis {a} of size 0 (x has shape {tuple(_shape(x))})")
+                f"cannot normalize over axis {a} of size 0 (x has shape {_shape(x)})")
     return axes
 
 
@@ -247,7 +324,24 @@ cdef bint _has_stats_shape(cnp.ndarray a, int ndim, const Py_ssize_t *shape,
     return True
 
 
+cdef object _stats_input(object value, str name, cnp.ndarray x, tuple axes,
+                         const bint *is_norm):
+    """mean or rstd as the forward returned them: the keepdims stats shape,
+    a real dtype (the runner converts it for the kernels)."""
+    if value is None:
+        return None
+    arr = _real_array(value, name)
+    if not _has_stats_shape(arr, cnp.PyArray_NDIM(x), <const Py_ssize_t *>cnp.PyArray_DIMS(x),
+                            is_norm):
+        raise ValueError(
+            f"{name} has shape {_shape(arr)} but the statistics of x with shape {_shape(x)} "
+            f"over axes {axes} have shape {_stats_shape(x, axes)} (as the forward returns them)")
+    return arr
+
+
 # ---- eps -------------------------------------------------------------------
+
+cdef object g_np_floating = np.floating
 
 # layer_norm's default eps, as in PyTorch
 LAYER_NORM_EPS = 1e-5
@@ -406,82 +500,6 @@ cdef cnp.ndarray _checked_out(object out, cnp.ndarray x, str name):
     return o
 
 
-cdef void _extent(cnp.ndarray a, char **lo, char **hi) noexcept:
-    cdef int d
-    cdef cnp.npy_intp ext
-    lo[0] = hi[0] = <char *>cnp.PyArray_DATA(a)
-    for d in range(cnp.PyArray_NDIM(a)):
-        ext = (cnp.PyArray_DIMS(a)[d] - 1) * cnp.PyArray_STRIDES(a)[d]
-        if ext > 0:
-            hi[0] += ext
-        else:
-            lo[0] += ext
-    hi[0] += cnp.PyArray_ITEMSIZE(a)
-
-
-cdef bint _overlap(object a, object b) noexcept:
-    """Whether the memory spans of two arrays (None: no array) overlap (as
-    numpy.may_share_memory)."""
-    cdef char *alo
-    cdef char *ahi
-    cdef char *blo
-    cdef char *bhi
-    if a is None or b is None or cnp.PyArray_SIZE(<cnp.ndarray>a) == 0 \
-            or cnp.PyArray_SIZE(<cnp.ndarray>b) == 0:
-        return False
-    _extent(<cnp.ndarray>a, &alo, &ahi)
-    _extent(<cnp.ndarray>b, &blo, &bhi)
-    return alo < bhi and blo < ahi
-
-
-cdef bint _same_view(cnp.ndarray a, cnp.ndarray b):
-    cdef int k
-    if cnp.PyArray_DATA(a) != cnp.PyArray_DATA(b) or not _same_shape(a, b):
-        return False
-    for k in range(cnp.PyArray_NDIM(a)):
-        if cnp.PyArray_STRIDES(a)[k] != cnp.PyArray_STRIDES(b)[k]:
-            return False
-    return True
-
-
-cdef inline bint _clash(cnp.ndarray a, cnp.ndarray b):
-    """a and b share memory other than by being the same view."""
-    return _overlap(a, b) and not _same_view(a, b)
-
-
-# ---- outputs -------------------------------------------------------------------
-
-cdef cnp.ndarray _new_output(cnp.ndarray x):
-    """An uninitialized array like x (C order when x is C-contiguous, from
-    the buffer cache when large; else numpy.empty_like's layout)."""
-    if cnp.PyArray_IS_C_CONTIGUOUS(x):
-        return _new_c_array(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
-    return np.empty_like(x)
-
-
-cdef tuple _new_stats(int op, cnp.ndarray x, const bint *is_norm, bint return_stats):
-    """(mean, rstd) arrays in keepdims shape to be filled, or Nones."""
-    cdef cnp.npy_intp dims[MAX_DIMS]
-    cdef int a, ctype = _compute_typenum(cnp.PyArray_TYPE(x))
-    if not return_stats:
-        return None, None
-    for a in range(cnp.PyArray_NDIM(x)):
-        dims[a] = 1 if is_norm[a] else cnp.PyArray_DIMS(x)[a]
-    rstd = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), dims, ctype, 0)
-    mean = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(x), dims, ctype, 0) if op == OP_LAYER_NORM else None
-    return mean, rstd
-
-
-cdef object _result(int op, object y, object h, object mean, object rstd, bint return_stats):
-    """y, or (y, h), followed by the stats the op has when asked for."""
-    if not return_stats and h is None:
-        return y
-    head = (y,) if h is None else (y, h)
-    if not return_stats:
-        return head
-    return head + ((mean, rstd) if op == OP_LAYER_NORM else (rstd,))
-
-
 # ---- weight and bias -----------------------------------------------------------
 
 cdef inline bint _is_vector(object v, int typenum, Py_ssize_t n):
@@ -499,6 +517,9 @@ cdef object _kernel_operand(object arr, int typenum, bint contiguous=False):
     """arr in the compute dtype of typenum, aligned (C reads it as FN_T: an
     unaligned view of a byte buffer would be undefined behaviour there), and
     C-contiguous when asked; copied only when it is not so already."""
+    if _is_plain(arr, _compute_typenum(typenum)) and (
+            not contiguous or cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>arr)):
+        return arr
     requirements = ("A", "C") if contiguous else ("A",)
     return np.require(arr, dtype=cnp.PyArray_DescrFromType(_compute_typenum(typenum)),
                       requirements=requirements)
@@ -577,10 +598,3 @@ cdef tuple _affine_args(object weight, object bias, cnp.ndarray x, tuple axes):
     if _affine_kind(weight, bias, x, axes):
         return (_per_sample_affine(weight, x, axes), _per_sample_affine(bias, x, axes), True)
     return _shared_affine(weight, x, axes), _shared_affine(bias, x, axes), False
-
-
-cdef object _private_if_overlapping(object w, cnp.ndarray y, object h=None):
-    """weight or bias inside an output would be overwritten while in use."""
-    if w is not None and (_overlap(w, y) or _overlap(w, h)):
-        return (<cnp.ndarray>w).copy()
-    return w

@@ -28,8 +28,8 @@ def torch_setup(torch):
     """Called once by fastnorm.torch with the torch module."""
     global g_Tensor, g_Parameter, g_empty_like, g_empty, g_is_grad_enabled
     global g_contiguous_format, g_float32, g_float64, g_torch_typenum, g_from_numpy, g_bfloat16
-    global g_is_tracing, g_forward_ad
-    g_Tensor, g_Parameter = torch.Tensor, torch.nn.Parameter
+    global g_is_tracing, g_forward_ad, g_SymInt
+    g_Tensor, g_Parameter, g_SymInt = torch.Tensor, torch.nn.Parameter, torch.SymInt
     g_from_numpy, g_bfloat16 = torch.from_numpy, torch.bfloat16
     g_empty_like, g_empty = torch.empty_like, torch.empty
     g_is_grad_enabled = torch.is_grad_enabled
@@ -195,47 +195,45 @@ cdef object _affine_data(object w, const tensor_t *x, int first, int n_norm,
     return w
 
 
-cdef int _norm_dims(object normalized_shape, object dim, const tensor_t *x, bint *is_norm,
-                    int *first) except -1:
-    """The normalized dims of x as a mask; the number of them (they are
-    dims first .. first+n-1), or 0 when this path does not take the
-    spelling (dim a tuple, shapes that do not match: the general path
-    explains)."""
-    cdef int a, n, d
-    for a in range(x.ndim):
-        is_norm[a] = False
-    if dim is not None:
-        if type(dim) is not int or not -x.ndim <= dim < x.ndim:
-            return 0
-        d = dim % x.ndim
+cdef int _tensor_dims(object normalized_shape, object dim, const tensor_t *x, bint *is_norm,
+                      int *first) except -1:
+    """The normalized dims of x by the one rule (_normalized_dims): how many
+    (they are dims first .. first+n-1), or 0 when this path does not take
+    the call: dim a tuple (whose dims need not be side by side), or
+    arguments the rule refuses (the general path raises its error, after
+    the checks it makes first)."""
+    if dim is not None and type(dim) is not int:
+        return 0
+    try:
+        return _normalized_dims(x.ndim, x.shape, None, normalized_shape, dim, True, is_norm, first)
+    except (TypeError, ValueError):
+        return 0
+
+
+def torch_dims(shape, normalized_shape, dim):
+    """fastnorm.torch's normalized dims of a tensor, sorted, by the one rule
+    (_normalized_dims, in the dim= spelling), for its general path and its
+    torch.library ops.  shape: the tensor's sizes (symbolic ones too, under
+    tracing), or its rank alone where the sizes are not known (dynamo's
+    trace of fastnorm.torch, with normalized_shape None)."""
+    cdef int ndim, first, a
+    cdef bint *is_norm
+    if type(shape) is int:
+        ndim, sizes = shape, None
         if normalized_shape is not None:
-            if type(normalized_shape) is int:
-                if normalized_shape != x.shape[d]:
-                    return 0
-            elif not isinstance(normalized_shape, tuple) or len(normalized_shape) != 1 \
-                    or type(normalized_shape[0]) is not int or normalized_shape[0] != x.shape[d]:
-                return 0
-        is_norm[d] = True
-        first[0] = d
-        return 1
-    if type(normalized_shape) is int:
-        if normalized_shape != x.shape[x.ndim - 1]:
-            return 0
-        n = 1
+            raise TypeError("torch_dims: with the rank alone, normalized_shape must be None")
     else:
-        if not isinstance(normalized_shape, tuple):  # torch.Size is a tuple
-            return 0
-        n = len(normalized_shape)
-        if n == 0 or n > x.ndim:
-            return 0
-        for a in range(n):
-            if type(normalized_shape[a]) is not int \
-                    or normalized_shape[a] != x.shape[x.ndim - n + a]:
-                return 0
-    for a in range(x.ndim - n, x.ndim):
-        is_norm[a] = True
-    first[0] = x.ndim - n
-    return n
+        sizes = tuple(shape)
+        ndim = len(sizes)
+    # (torch tensors may have more than MAX_DIMS dims)
+    is_norm = <bint *>PyMem_Malloc(max(ndim, 1) * sizeof(bint))
+    if is_norm == NULL:
+        raise MemoryError()
+    try:
+        _normalized_dims(ndim, NULL, sizes, normalized_shape, dim, True, is_norm, &first)
+        return tuple([a for a in range(ndim) if is_norm[a]])
+    finally:
+        PyMem_Free(is_norm)
 
 
 cdef bint _norm_reordered(const tensor_t *x, const bint *is_norm):
@@ -286,7 +284,7 @@ def torch_forward(int op, x, normalized_shape, weight, bias, eps, dim, residual,
     if (weight is not None and not _is_tensor(weight)) or \
             (bias is not None and not _is_tensor(bias)):
         return None
-    n_norm = _norm_dims(normalized_shape, dim, &xd, is_norm, &first)
+    n_norm = _tensor_dims(normalized_shape, dim, &xd, is_norm, &first)
     if n_norm == 0:
         return None
     if not _plain_eps(op, eps, xd.typenum, &eps_value):
@@ -371,7 +369,7 @@ def torch_backward(int op, dy, x, weight, rstd, eps, normalized_shape, dim,
     for a in range(xd.ndim):
         if dyd.shape[a] != xd.shape[a]:
             return None
-    n_norm = _norm_dims(normalized_shape, dim, &xd, is_norm, &first)
+    n_norm = _tensor_dims(normalized_shape, dim, &xd, is_norm, &first)
     if n_norm == 0:
         return None
     eps_value = _default_eps(op, xd.typenum) if eps is None else eps

@@ -118,6 +118,29 @@ def test_nothing_is_computed_until_compute(rng, name):
 
 
 @pytest.mark.any_isa
+@pytest.mark.parametrize("name", FUNCTIONS)
+def test_checking_a_call_allocates_no_array_of_its_size(name):
+    """The call is checked at call time on stand-ins of the arrays' shapes
+    (the core's call specification, never run): nothing of x's size, nor
+    of its statistics' size, is allocated, whatever the dtype."""
+    import tracemalloc
+
+    shape = (1 << 22, 16)  # 256 MiB of float32, 16 MiB of statistics
+    x = da.zeros(shape, np.float16, chunks=(1 << 20, 16))
+    stats = da.ones((shape[0], 1), np.float32, chunks=(1 << 20, 1))
+    kwargs = {}
+    if name.endswith("backward"):
+        kwargs = {"rstd": stats} | ({"mean": stats} if name.startswith("layer") else {})
+    tracemalloc.start()
+    try:
+        call(name, x, x, weight=np.ones(16, np.float32), **kwargs)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+
+
+@pytest.mark.any_isa
 def test_graph_is_one_kernel_task_per_block(rng):
     x, _ = inputs(rng)
     dx = da.from_array(x, chunks=(8, 3, 40))

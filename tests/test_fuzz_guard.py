@@ -1,9 +1,10 @@
-"""Guard-page fuzzing: every public function on random shapes, axes,
-layouts, dtypes, parameters and outputs, with every array flush against an
-inaccessible page (tests/_guard.py), so an out-of-bounds read or write by a
-kernel segfaults.  Results are compared with tests/_reference.py at the
-suite's own tolerances; inputs must come back byte for byte unchanged and
-no byte of an output's mapping outside its elements may change.
+"""Random calls (hypothesis) in guarded memory: every public function on
+random shapes, axes, layouts, dtypes (integer inputs too), parameters and
+outputs, with every array flush against an inaccessible page
+(tests/_guard.py), so an out-of-bounds read or write by a kernel segfaults.
+Results are compared with tests/_reference.py at the suite's own
+tolerances; inputs must come back byte for byte unchanged and no byte of an
+output's mapping outside its elements may change.
 
 Runs once per kernel set (the conftest fixture).  FASTNORM_FUZZ_EXAMPLES sets
 the number of examples per test function and kernel set (default 60); CI's
@@ -264,8 +265,8 @@ def _half_ulp_error(op, case, y, x_values, w, b, eps):
 
 
 def _check_forward(op, case, y, x_values, w, b, eps):
-    """y against the reference, at the tolerances of test_properties.py
-    (float32/float64) and test_half.py (within 1 ulp, with its bias
+    """y against the reference, at the suite's tolerances (assert_close for
+    float32/float64) and test_half.py's (within 1 ulp, with its bias
     allowance)."""
     y_ref, mean_ref, rstd_ref = reference(op, x_values, case.axes, w, b, eps)
     assert y.dtype == case.dtype and y.shape == case.shape
@@ -571,6 +572,44 @@ def test_backward_guarded(op, data):
         check_sum(res[2], db_full, case.norm_shape if bg is None else bg.array.shape)
     else:
         assert len(res) == 2
+
+
+# ---- integer inputs -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "rms_norm"])
+@FUZZ
+@given(data=st.data())
+def test_integer_inputs_are_normalized_in_float64(op, data):
+    """Integer x (int16, any layout) is computed as float64: y, dx and the
+    parameter sums are float64 and match the reference; x is unchanged."""
+    draw = data.draw
+    case = draw(cases(dtypes=(np.dtype(np.int16),)))
+    log = []
+    x_values = case.values(scale=100 * case.spread)  # (int16: spread over many integers)
+    xg = _guard(draw, x_values, "x", log)
+    dyg = _guard(draw, case.values(np.float64, loc=0.0, scale=1.0, salt=4), "dy", log)
+    w = np.linspace(0.5, 2, int(np.prod(case.norm_shape))).reshape(case.norm_shape)
+    kwargs = dict(case.spec, weight=w if draw(st.booleans()) else None)
+    note(f"{op}(x, {kwargs})")
+    _describe(log)
+    snaps = _Snapshots(log, [])
+
+    y = FORWARD[op](xg.array, **kwargs)
+    grads = BACKWARD[op](dyg.array, xg.array, **kwargs)
+
+    snaps.check()
+    f64 = np.dtype(np.float64)
+    assert y.dtype == f64
+    assert_close(y, reference(op, x_values, case.axes, kwargs["weight"])[0], f64)
+    dx_ref, dw_ref, db_ref = reference_backward(
+        op, dyg.array, x_values, case.axes, kwargs["weight"]
+    )
+    assert_close(grads[0], dx_ref, f64)
+    if kwargs["weight"] is not None:
+        assert_close(grads[1], dw_ref, f64)
+    if op == "layer_norm":
+        assert_close(grads[2], db_ref, f64)
 
 
 # ---- defects the fuzzing found, kept fixed --------------------------------------

@@ -270,6 +270,11 @@ def test_half_weight_changed_in_place_is_seen(dtype, rng):
 
 
 @pytest.mark.any_isa
+# (NumPy 2.5 deprecates relabelling an array in place, which this test does
+# on purpose: a caller on an older NumPy, or one ignoring the notice, can)
+@pytest.mark.filterwarnings(
+    "ignore:Setting the dtype on a NumPy array has been deprecated:DeprecationWarning"
+)
 def test_half_weight_whose_dtype_is_reassigned_is_widened_again(rng):
     """The widened-weight cache keys on the weight's bytes and dtype: the
     same bytes relabelled in place (w.dtype = ...) from float16 to bfloat16

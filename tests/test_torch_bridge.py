@@ -913,6 +913,29 @@ def test_errors():
 
 
 @pytest.mark.any_isa
+@pytest.mark.parametrize(
+    "normalized_shape, dim",
+    [(7, None), ((2, 3, 4, 4), None), ((4,), 1), ("8", None), (None, (1, -2)), (None, 5), (3, ())],
+)
+def test_bad_dims_get_the_same_error_on_every_route(normalized_shape, dim):
+    """One rule for the normalized dims: the pointer path's decline, the
+    NumPy views, autograd and torch's own op's route (meta tensors, integer
+    dtypes) all raise its error, and so does the custom op."""
+    x = torch.randn(2, 3, 4)
+    errors = []
+    for t in (x, x.detach().requires_grad_(), x.to("meta"), x.to(torch.int64)):
+        with pytest.raises((TypeError, ValueError)) as info:
+            fnt.layer_norm(t, normalized_shape, dim=dim)
+        errors.append((type(info.value), str(info.value)))
+    if not isinstance(normalized_shape, str) and dim in (None, 1):  # the ops' spelling
+        with pytest.raises((TypeError, ValueError)) as info:
+            ns = [normalized_shape] if isinstance(normalized_shape, int) else normalized_shape
+            torch.ops.fastnorm.layer_norm(x, ns, None, None, 1e-5, None if dim is None else [dim])
+        errors.append((type(info.value), str(info.value)))
+    assert len(set(errors)) == 1, errors
+
+
+@pytest.mark.any_isa
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_patch_tiny_llama(dtype):
     transformers = pytest.importorskip("transformers")

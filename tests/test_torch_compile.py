@@ -204,7 +204,7 @@ def _samples(dtype):
 
     x, r, w, b = t(3, 4, 8), t(3, 4, 8), t(8), t(8)
     img, wc, bc = t(2, 4, 3, 3), t(4), t(4)
-    strided = t(4, 3, 8).transpose(0, 1)  # a non-contiguous input
+    strided = t(4, 3, 8, grad=False).transpose(0, 1).requires_grad_()  # non-contiguous, a leaf
     return [
         (OPS.layer_norm, (x, [8], w, b, 1e-5, None)),
         (OPS.layer_norm, (strided, [4, 8], None, None, 1e-3, None)),

@@ -99,6 +99,15 @@ def _run_onnx(path, x):
 
 
 @pytest.mark.slow
+# the legacy exporter, which torch deprecates: this test's own call of it,
+# and deprecated helpers of its own
+@pytest.mark.filterwarnings(
+    "ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning"
+)
+@pytest.mark.filterwarnings(
+    "ignore:The feature will be removed. Please remove usage of this function"
+    r":DeprecationWarning:torch\.onnx\._internal\.torchscript_exporter\.utils"
+)
 def test_torchscript_onnx_export_gives_layer_normalization(tmp_path):
     onnx = pytest.importorskip("onnx")
     m = _model("LayerNorm")

@@ -17,22 +17,23 @@ from ._tensors import (
     _TORCH,
     _check_residual,
     _check_tensor,
+    _dims,
     _direct,
     _is_compiling,
     _kernel_forward,
-    _resolve,
     _route,
+    op_args,
     rms_eps,
 )
 
 
-def _torch_norm(kind, input, ns, dims, weight, bias, eps):
+def _torch_norm(kind, input, normalized_shape, dim, weight, bias, eps):
     """torch's own norm (or, while tracing and for meta or fake tensors, the
-    fastnorm ops); ns and dims as _resolve gives them."""
+    fastnorm ops)."""
     if _ops.use_ops(input, weight, bias):  # compiling, exporting, meta or fake tensors
-        return _ops.norm(kind, input, ns, dims, weight, bias, eps)
-    shape, dim = _ops.op_args(input, ns, dims)
-    return torch_norm(kind, input, shape, weight, bias, eps, dim)
+        return _ops.norm(kind, input, normalized_shape, dim, weight, bias, eps)
+    shape, dims = op_args(input, normalized_shape, dim)
+    return torch_norm(kind, input, shape, weight, bias, eps, dims)
 
 
 def _check_types(**tensors):
@@ -119,11 +120,16 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
         if residual is None:
             return _NormFunction.apply(op, input, weight, bias, normalized_shape, dim, eps)
         return _AddNormFunction.apply(op, input, residual, weight, bias, normalized_shape, dim, eps)
-    ns, axis, dims = _resolve(input, normalized_shape, dim)
     if eps is None and op == _LN:
         eps = _core.LAYER_NORM_EPS
     kind = "ln" if op == _LN else "rms"
     if route == _TORCH:
+        # fastnorm's errors, as on its kernels, where the sizes are plain
+        # values: not while dynamo traces (it cannot call the core; the ops
+        # check while tracing) or torch.jit.trace does (its sizes are traced
+        # values), nor for a nested tensor (it has none): torch's op checks
+        if not (_is_compiling() or torch.jit.is_tracing() or input.is_nested):
+            _dims(input, normalized_shape, dim)
         if (
             add and residual.dtype == input.dtype and _ops.use_ops(input, residual, weight, bias)
         ):  # compiling, meta, fake
@@ -131,8 +137,8 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
                 kind,
                 input,
                 residual,
-                ns,
-                dims,
+                normalized_shape,
+                dim,
                 weight,
                 bias,
                 rms_eps(input.dtype, eps) if op == _RMS else eps,
@@ -140,7 +146,7 @@ def _general(op, add, input, residual, normalized_shape, weight, bias, eps, dim)
         h = input if residual is None else input + residual  # torch's type promotion
         if op == _RMS:
             eps = rms_eps(h.dtype, eps)  # of the dtype h has
-        y = _torch_norm(kind, h, ns, dims, weight, bias, eps)
+        y = _torch_norm(kind, h, normalized_shape, dim, weight, bias, eps)
         return y if residual is None else (y, h)
     out = _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, dim, False)
     return out[0] if residual is None else out

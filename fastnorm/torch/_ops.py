@@ -43,6 +43,7 @@ This module imports torch and is imported by ``fastnorm.torch`` only.
 
 import torch
 
+from .. import _core
 from ._fallback import _c_order, _torch_backward, torch_norm
 from ._tensors import (
     _LN,
@@ -51,6 +52,7 @@ from ._tensors import (
     _kernel_backward,
     _kernel_forward,
     _param_grad,
+    op_args,
     rms_eps,
 )
 
@@ -66,22 +68,13 @@ def _kernel_ok(*tensors):
 
 
 def _check_shape(input, normalized_shape, dim):
-    """ValueError when normalized_shape is not the sizes of the normalized dims.
-    Run by the fake implementations too, so a bad call fails while tracing."""
-    ns = tuple(normalized_shape)
-    if dim is None:
-        sizes = tuple(input.shape[input.dim() - len(ns) :]) if len(ns) <= input.dim() else None
-        where = "the trailing dims"
-    else:
-        if any(not 0 <= d < input.dim() for d in dim) or list(dim) != sorted(set(dim)):
-            raise ValueError(
-                f"dim {tuple(dim)} must be sorted, distinct dims of a {input.dim()}-d input"
-            )
-        sizes = tuple(input.shape[d] for d in dim)
-        where = f"dims {tuple(dim)}"
-    if not ns or sizes != ns:
+    """normalized_shape and dim by the core's rule for the normalized dims
+    (run by the fake implementations too, so a bad call fails while
+    tracing), and dim as the ops take it: sorted and non-negative."""
+    dims = _core.torch_dims(input.shape, normalized_shape, dim)
+    if dim is not None and tuple(dim) != dims:
         raise ValueError(
-            f"normalized_shape {ns} does not match {where} of input with shape {tuple(input.shape)}"
+            f"dim {tuple(dim)} must be sorted, distinct dims of a {input.dim()}-d input"
         )
 
 
@@ -401,26 +394,17 @@ def use_ops(*tensors):
     )
 
 
-def op_args(input, ns, dims):
-    """(normalized_shape list, dim list or None) from fastnorm.torch's _resolve."""
-    if dims is not None:
-        return [input.shape[d] for d in dims], list(dims)
-    if ns is None:
-        return [input.shape[-1]], None
-    return ([ns] if not isinstance(ns, (tuple, list, torch.Size)) else list(ns)), None
-
-
-def norm(kind, input, ns, dims, weight, bias, eps):
-    """fastnorm.torch's norm through the ops; ns/dims as its _resolve gives them."""
-    shape, dim = op_args(input, ns, dims)
+def norm(kind, input, normalized_shape, dim, weight, bias, eps):
+    """fastnorm.torch's norm through the ops."""
+    shape, dim = op_args(input, normalized_shape, dim)
     if kind == "ln":
         return torch.ops.fastnorm.layer_norm(input, shape, weight, bias, eps, dim)
     return torch.ops.fastnorm.rms_norm(input, shape, weight, eps, dim)
 
 
-def add_norm(kind, input, residual, ns, dims, weight, bias, eps):
+def add_norm(kind, input, residual, normalized_shape, dim, weight, bias, eps):
     """fastnorm.torch's fused add and norm through the ops: (y, h)."""
-    shape, dim = op_args(input, ns, dims)
+    shape, dim = op_args(input, normalized_shape, dim)
     if kind == "ln":
         return torch.ops.fastnorm.add_layer_norm(input, residual, shape, weight, bias, eps, dim)
     return torch.ops.fastnorm.add_rms_norm(input, residual, shape, weight, eps, dim)

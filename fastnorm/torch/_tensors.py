@@ -8,7 +8,7 @@ own op), the normalized dims of the ``dim=`` spelling, and the conversions.
 Every other module of the package builds on this one; it imports none of them.
 """
 
-import numbers
+import warnings
 from typing import Any
 
 import ml_dtypes
@@ -152,92 +152,60 @@ def rms_eps(dtype, eps):
 
 
 # ---- the normalized dimensions -------------------------------------------------
+# By the core's one rule for them (_core.torch_dims), whose errors are the
+# NumPy functions' with input and dim for x and axis.
 
 
-def _shape_tuple(normalized_shape):
-    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
-        return (int(normalized_shape),)
-    try:
-        items = tuple(normalized_shape)
-    except TypeError:
-        raise TypeError(
-            f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
-            f"got {normalized_shape!r}"
-        ) from None
-    if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in items):
-        raise TypeError(
-            f"normalized_shape must be an int, a tuple of ints or a torch.Size, "
-            f"got {normalized_shape!r}"
-        )
-    return tuple(int(s) for s in items)
+def _dims(input, normalized_shape, dim):
+    """input's normalized dims, sorted."""
+    return _core.torch_dims(input.shape, normalized_shape, dim)
 
 
 @torch.compiler.assume_constant_result
-def _as_dim_tuple(dim):
-    """dim by the functional API's axis rule (compiled code, which dynamo
-    cannot trace: under torch.compile it runs once, at trace time, on the
-    constant dim)."""
-    return _core.as_axis_tuple(dim, "dim")
+def _dims_of_rank(ndim, dim):
+    """The sorted dims that dim names in a tensor of ndim dims.  Under
+    torch.compile, dynamo cannot trace compiled code: this runs once, at
+    trace time, on the constants ndim and dim."""
+    return _core.torch_dims(ndim, None, dim)
 
 
-def _dims_tuple(ndim, dim):
-    """dim as a sorted tuple of non-negative dimensions (errors as fastnorm's axis=)."""
-    raw = _as_dim_tuple(dim)
-    if not raw:
-        raise ValueError("dim must name at least one dimension, got ()")
-    dims = []
-    for d in raw:
-        if not -ndim <= d < ndim:
-            raise _core.AxisError(d, ndim)
-        d %= ndim
-        if d in dims:
-            raise ValueError(f"dim {raw} names dimension {d} twice")
-        dims.append(d)
-    return tuple(sorted(dims))
-
-
-def _resolve(input, normalized_shape, dim):
-    """(normalized_shape, axis) for fastnorm, and the sorted dims (None when the
-    normalized dims are trailing).  A one-element shape is passed as an int,
-    which fastnorm's fast path takes."""
-    if dim is None:  # the hot paths
-        t = type(normalized_shape)
-        if t is int:
-            return normalized_shape, None, None
-        if (
-            (t is torch.Size or t is tuple)
-            and len(normalized_shape) == 1
-            and type(normalized_shape[0]) is int
-        ):
-            return normalized_shape[0], None, None
-    if dim is None:
-        if normalized_shape is None:
-            return None, None, None
-        ns = _shape_tuple(normalized_shape)
-        return (ns[0] if len(ns) == 1 else ns), None, None
-    if input.dim() == 0:
-        raise TypeError("input must have at least one dimension, got a 0-d tensor")
-    dims = _dims_tuple(input.dim(), dim)
-    if normalized_shape is not None:
-        ns = _shape_tuple(normalized_shape)
-        sizes = tuple(input.shape[d] for d in dims)
-        if ns != sizes:
-            raise ValueError(
-                f"normalized_shape {ns} does not match the sizes {sizes} of dims "
-                f"{dims} of input with shape {tuple(input.shape)}"
-            )
-    trailing = tuple(range(input.dim() - len(dims), input.dim()))
-    if dims == trailing:  # trailing dims: the plain path
-        return tuple(input.shape[d] for d in dims) if len(dims) > 1 else input.shape[-1], None, None
-    return None, dims, dims
+def op_args(input, normalized_shape, dim):
+    """The torch.library ops' (normalized_shape, dim) for a call:
+    normalized_shape as a list (the sizes of the normalized dims when None)
+    and dim as the sorted dims, None when they are trailing.  Dynamo traces
+    this under torch.compile, so normalized_shape is not checked here: the
+    ops check it (their fake implementations too, while tracing)."""
+    ndim = input.dim()
+    dims = (ndim - 1,) if dim is None else _dims_of_rank(ndim, dim)
+    if normalized_shape is None:
+        shape = [input.shape[d] for d in dims]
+    elif isinstance(normalized_shape, (tuple, list)):  # (torch.Size is a tuple)
+        shape = list(normalized_shape)
+    else:
+        shape = [normalized_shape]
+    if dim is None or dims == tuple(range(ndim - len(dims), ndim)):
+        return shape, None
+    return shape, list(dims)
 
 
 def _check_residual(input, residual):
     _check_tensor(residual, "residual", optional=False)
-    if residual.shape != input.shape:
+    if not _same_shape(residual, input):
         raise ValueError(
             f"residual has shape {tuple(residual.shape)} but input has shape {tuple(input.shape)}"
         )
+
+
+def _same_shape(a, b):
+    """Whether tensors a and b have one shape.  Under torch.jit.trace their
+    sizes are traced values, and comparing them warns that the trace keeps
+    the result as a constant: that is what an argument check wants (made
+    once, at trace time, as torch's own ops make theirs), so it says nothing."""
+    if not torch.jit.is_tracing():
+        return a.shape == b.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return a.shape == b.shape
 
 
 # ---- fastnorm's kernels on tensors ------------------------------------------------
@@ -263,15 +231,13 @@ def _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, di
     out = _direct(op, input, normalized_shape, weight, bias, eps, dim, residual, False, want_stats)
     if out is not None:
         return out if isinstance(out, tuple) else (out,)
-    ns, axis, _ = _resolve(input, normalized_shape, dim)
-    kw = {} if axis is None else {"axis": axis}
-    kw["weight"] = _np_opt(weight)
+    kw = {"axis": _dims(input, normalized_shape, dim), "weight": _np_opt(weight)}
     if op == _LN:
         kw["bias"] = _np_opt(bias)
     y = _new_output(input)
     if residual is None:
         fn = _api.layer_norm if op == _LN else _api.rms_norm
-        res = fn(_np(input), ns, eps=eps, out=_np(y), return_stats=want_stats, **kw)
+        res = fn(_np(input), eps=eps, out=_np(y), return_stats=want_stats, **kw)
         outs: tuple[Any, ...] = (y,)
     else:
         h = _new_output(input)
@@ -279,7 +245,6 @@ def _kernel_forward(op, input, residual, normalized_shape, weight, bias, eps, di
         res = add_fn(
             _np(input),
             _np(residual),
-            ns,
             eps=eps,
             out=_np(y),
             residual_out=_np(h),
@@ -303,16 +268,15 @@ def _kernel_backward(op, dy, x, weight, rstd, eps, normalized_shape, dim, want_d
         return grads
     if dy._is_zerotensor():  # autograd's efficient zeros have no memory: materialize them
         dy = torch.zeros(dy.shape, dtype=dy.dtype)
-    ns, axis, _ = _resolve(x, normalized_shape, dim)
-    kw = {} if axis is None else {"axis": axis}
+    axis = _dims(x, normalized_shape, dim)
     if op == _LN:
         bias = None if bias_shape is None else np.broadcast_to(np.float32(0), bias_shape)
         dx, dw, db = _api.layer_norm_backward(
-            _np(dy), _np(x), ns, _np_opt(weight), rstd=rstd, eps=eps, bias=bias, **kw
+            _np(dy), _np(x), None, _np_opt(weight), rstd=rstd, eps=eps, axis=axis, bias=bias
         )
     else:
         dx, dw = _api.rms_norm_backward(
-            _np(dy), _np(x), ns, _np_opt(weight), rstd=rstd, eps=eps, **kw
+            _np(dy), _np(x), None, _np_opt(weight), rstd=rstd, eps=eps, axis=axis
         )
         db = None
     return (_from_np(dx), dw if want_dweight else None, db if want_dbias else None)
