@@ -75,10 +75,10 @@ static inline __attribute__((always_inline)) void plain_rms_rows(const void *x, 
         const double ss = plain_hsum(_mm256_add_ps(_mm256_add_ps(q0, q1), _mm256_add_ps(q2, q3)));
         const __m256 s = _mm256_set1_ps((float)(1.0 / sqrt(ss / (double)n + eps)));
         for (ptrdiff_t i = 0; i < n; i += 8)
-            plain_store(yr, i,
-                        _mm256_mul_ps(_mm256_mul_ps(plain_load(xr, i, bf16), s),
-                                      _mm256_loadu_ps(w + i)),
-                        bf16);
+            plain_store(
+                yr, i,
+                _mm256_mul_ps(_mm256_mul_ps(plain_load(xr, i, bf16), s), _mm256_loadu_ps(w + i)),
+                bf16);
     }
 }
 
