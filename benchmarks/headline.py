@@ -29,21 +29,18 @@ named in the table instead of a figure.
 """
 
 import argparse
-import contextlib
 import os
 import platform
-import statistics
 import sys
-import time
 
 # Measure the checkout this script lives in, not whatever fastnorm is
 # installed elsewhere (an editable install may point at another worktree).
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 import fastnorm
+from fastnorm.bench.harness import limit_threads, time_interleaved
 
 LN_EPS = 1e-5
 RMS_EPS = 1e-6
@@ -186,44 +183,6 @@ def check(fns, shape):
 # ---- timing ------------------------------------------------------------------------
 
 
-def time_interleaved(fns, repeats, min_time, pause=PAUSE):
-    """Median seconds per call of each callable, in interleaved rounds whose
-    order rotates; each sample is a batch of calls of at least min_time."""
-    names = list(fns)
-    batch = {}
-    for name in names:  # warm-up, and the batch size
-        fns[name]()
-        t0 = time.perf_counter()
-        fns[name]()
-        batch[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-7)))
-    samples = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
-            fn, k = fns[name], batch[name]
-            time.sleep(pause)  # the previous batch's threads stop spinning, off the clock
-            t0 = time.perf_counter()
-            for _ in range(k):
-                fn()
-            samples[name].append((time.perf_counter() - t0) / k)
-    return {name: statistics.median(v) for name, v in samples.items()}
-
-
-@contextlib.contextmanager
-def thread_count(n):
-    """n threads for fastnorm (OpenMP, through threadpoolctl) and torch (its
-    own pool) for the block; onnxruntime's are its session's."""
-    torch = optional("torch")
-    previous = torch.get_num_threads() if torch is not None else None
-    if torch is not None:
-        torch.set_num_threads(n)
-    try:
-        with threadpool_limits(limits=n):
-            yield
-    finally:
-        if torch is not None:
-            torch.set_num_threads(previous)
-
-
 def measure(op, shape, threads, repeats=15, min_time=0.02):
     """One row: fastnorm's median time, and for each competitor its median
     time over fastnorm's (a speed-up: above 1, fastnorm is faster) or the
@@ -231,8 +190,8 @@ def measure(op, shape, threads, repeats=15, min_time=0.02):
     fns = competitors(op, shape, threads)
     check(fns, shape)
     timed = {k: f for k, f in fns.items() if not isinstance(f, str)}
-    with thread_count(threads):
-        times = time_interleaved(timed, repeats, min_time)
+    with limit_threads(threads):
+        times = time_interleaved(timed, repeats, min_time, pause=PAUSE)
     row = {"fastnorm": times["fastnorm"]}
     for name in NAMES:
         fn = fns[name]

@@ -248,10 +248,13 @@ def forced_isa(name):
         _core.set_isa(previous)
 
 
-def time_interleaved(fns, repeats, min_time=0.0):
+def time_interleaved(fns, repeats, min_time=0.0, pause=0.0):
     """Median seconds per call of each callable, measured in interleaved rounds
     so that noise on a shared machine hits every competitor alike.  Each round
-    times a batch of calls long enough for the clock (min_time seconds)."""
+    times a batch of calls long enough for the clock (min_time seconds).
+    pause: seconds slept, off the clock, before each batch (a competitor
+    whose worker threads spin after a call, as ONNX Runtime's do, would
+    otherwise take CPU from the next batch)."""
     for fn in fns.values():  # warm up: first-touch pages, caches, thread teams
         fn()
     batch = {}
@@ -264,6 +267,8 @@ def time_interleaved(fns, repeats, min_time=0.0):
     for _ in range(repeats):
         for name, fn in fns.items():
             k = batch[name]
+            if pause:
+                time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(k):
                 fn()
