@@ -10,7 +10,7 @@
 #   _reduce_parts(parts, k, typenum)    sum k over items, in item order
 # and for Python: empty_output, buffer_cache_info, set_buffer_cache.
 
-cdef extern from "_fn_buffers.h" nogil:
+cdef extern from "cython_buffers.h" nogil:
     void *fn_buffer_alloc(size_t nbytes)
     void fn_buffer_free(void *p)
 

@@ -10,7 +10,7 @@
 # strided dimension (an irregular view), _run_forward/_run_backward report it
 # and the caller copies.
 
-cdef extern from "_fn_omp.h" nogil:
+cdef extern from "cython_omp.h" nogil:
     int omp_get_max_threads()
     int omp_get_num_threads()
     int omp_get_thread_num()
@@ -18,7 +18,7 @@ cdef extern from "_fn_omp.h" nogil:
     const char *FN_BUILD_FLAGS
     const char *FN_SOURCE_FINGERPRINT
 
-cdef extern from "_fn_fork.h" nogil:
+cdef extern from "cython_fork.h" nogil:
     int fn_watch_forks()
     int fn_in_forked_child()
 

@@ -1,4 +1,7 @@
-/* Output buffers for the Cython orchestration: page-aligned, and on Linux
+/* cython_buffers.h - a helper of the Cython orchestration (fastnorm/_core.pyx), not
+ * of the kernels, which know nothing of threads or allocation.
+ *
+ * Output buffers for the Cython orchestration: page-aligned, and on Linux
  * advised into transparent huge pages, as NumPy does for large arrays, so
  * that first-touch page faults are few. */
 #ifndef FASTNORM_BUFFERS_H
@@ -19,5 +22,8 @@ static void *fn_buffer_alloc(size_t nbytes)
     return p;
 }
 
-static void fn_buffer_free(void *p) { free(p); }
+static void fn_buffer_free(void *p)
+{
+    free(p);
+}
 #endif
