@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from _reference import OPS, max_error, reference
+from _reference import OPS, max_error, reference, reference_backward
 
 import fastnorm
 
@@ -34,6 +34,34 @@ def test_float32_large_mean_small_spread(base, spread, outlier):
         assert max_error(y, y_ref) <= 5e-6
         assert max_error(rstd / rstd_ref, np.ones_like(rstd_ref)) <= 5e-6
         assert np.all(np.abs(mean - mean_ref) <= 5e-6 * np.maximum(1, np.abs(mean_ref)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("fused", [False, True])
+def test_pivot_far_from_the_mean_is_measured_again(dtype, fused):
+    """The pivot is the median of the first, middle and last element: with
+    the first and last both far outliers it lies far from the mean, where
+    the shifted sums of squares would cancel (the walks measure such a row
+    again about its mean).  Several row lengths, so the tail and the
+    blocks of every kernel set take part."""
+    rng = np.random.default_rng(11)
+    for n in (67, 1000, 4096):
+        x = 1e4 + rng.standard_normal((6, n))
+        x[:, 0] = x[:, -1] = 1e4 + np.array([1e3, -1e3, 3e3, -5e2, 1e5, -1e5])
+        x = x.astype(dtype)
+        if fused:
+            r = np.zeros_like(x)
+            y, _, mean, rstd = fastnorm.add_layer_norm(x, r, return_stats=True)
+        else:
+            y, mean, rstd = fastnorm.layer_norm(x, return_stats=True)
+        y_ref, mean_ref, rstd_ref = reference("layer_norm", x, (1,))
+        tol = 5e-6 if dtype == np.float32 else 1e-12
+        assert max_error(y, y_ref) <= tol, n
+        assert max_error(rstd / rstd_ref, np.ones_like(rstd_ref)) <= tol, n
+        dy = rng.standard_normal(x.shape).astype(dtype)
+        dx = fastnorm.layer_norm_backward(dy, x)[0]
+        dx_ref = reference_backward("layer_norm", dy, x, (1,))[0]
+        assert max_error(dx, dx_ref) <= tol, n
 
 
 @pytest.mark.parametrize("outlier", [None, 1e3])
