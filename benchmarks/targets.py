@@ -625,13 +625,9 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.torch and harness.torch_module() is None:
-        parser.error("--torch needs PyTorch, which is not installed")
-    if args.dask:
-        try:
-            import dask.array  # noqa: F401
-        except ImportError:
-            parser.error("--dask needs dask: pip install '.[dask]'")
+    harness.require_optional(
+        parser, need_torch=args.torch, need_dask=args.dask, dask_install="'.[dask]'"
+    )
     return args
 
 

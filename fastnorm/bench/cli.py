@@ -195,13 +195,8 @@ def bench_main(argv):
         args.repeats = 5 if args.dask else 21
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if args.torch and harness.torch_module() is None:
-        parser.error("--torch needs PyTorch, which is not installed")
+    harness.require_optional(parser, need_torch=args.torch, need_dask=args.dask)
     if args.dask:
-        try:
-            import dask.array  # noqa: F401
-        except ImportError:
-            parser.error("--dask needs dask: pip install 'fastnorm-layernorm[dask]'")
         if args.torch or args.fused or args.backward or args.plot:
             parser.error("--dask takes --op, --repeats and --isa")
     with harness.forced_isa(args.isa):

@@ -101,6 +101,20 @@ def torch_module():
     return torch
 
 
+def require_optional(parser, need_torch=False, need_dask=False, dask_install=None):
+    """parser.error, naming what to install, when --torch or --dask asks for
+    a package that is not there (dask_install: the pip argument that brings
+    dask in this context; default, this package's dask extra)."""
+    if need_torch and torch_module() is None:
+        parser.error("--torch needs PyTorch, which is not installed")
+    if need_dask:
+        try:
+            import dask.array  # noqa: F401
+        except ImportError:
+            hint = dask_install or "'fastnorm-layernorm[dask]'"
+            parser.error(f"--dask needs dask: pip install {hint}")
+
+
 def aligned_empty(nbytes, align=64):
     """A uint8 buffer of nbytes whose data starts on an `align`-byte boundary."""
     raw = np.empty(nbytes + align, np.uint8)
