@@ -89,6 +89,13 @@ else:
         rms_norm_backward,
     )
     from ._config import available_isas, get_isa, show_config
+    from ._quantized import (
+        add_layer_norm_quant,
+        add_rms_norm_quant,
+        layer_norm_quant,
+        quantize,
+        rms_norm_quant,
+    )
     from ._modules import IncompatibleKeys, LayerNorm, RMSNorm
 
 __all__ = [
@@ -98,6 +105,11 @@ __all__ = [
     "rms_norm_backward",
     "add_layer_norm",
     "add_rms_norm",
+    "quantize",
+    "rms_norm_quant",
+    "layer_norm_quant",
+    "add_rms_norm_quant",
+    "add_layer_norm_quant",
     "LayerNorm",
     "RMSNorm",
     "IncompatibleKeys",

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from typing import Union
 
     import numpy as np
-    from numpy.typing import ArrayLike, NDArray
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
     from typing_extensions import TypeAlias
 
     Axes: TypeAlias = Union[int, Sequence[int]]  # normalized_shape, axis
@@ -51,6 +51,7 @@ def layer_norm(
     *,
     axis: Axes | None = ...,
     out: Array | None = ...,
+    dtype: DTypeLike | None = ...,
     return_stats: Literal[False] = ...,
 ) -> Array: ...
 @overload
@@ -63,6 +64,7 @@ def layer_norm(
     *,
     axis: Axes | None = ...,
     out: Array | None = ...,
+    dtype: DTypeLike | None = ...,
     return_stats: Literal[True],
 ) -> tuple[Array, Array, Array]: ...
 @overload
@@ -75,6 +77,7 @@ def layer_norm(
     *,
     axis: Axes | None = ...,
     out: Array | None = ...,
+    dtype: DTypeLike | None = ...,
     return_stats: bool,
 ) -> Array | tuple[Array, Array, Array]: ...
 def layer_norm(
@@ -86,6 +89,7 @@ def layer_norm(
     *,
     axis: Axes | None = None,
     out: Array | None = None,
+    dtype: DTypeLike | None = None,
     return_stats: bool = False,
 ) -> Array | tuple[Array, Array, Array]:
     """Layer normalization: ``(x - mean) / sqrt(var + eps) * weight + bias``.
@@ -131,6 +135,15 @@ def layer_norm(
         broadcast or sliding-window view); it may be x itself (in place).
         Not with a Dask input (a TypeError): write a lazy result with
         ``dask.array.store`` or ``to_zarr`` instead.
+    dtype : dtype, optional
+        The result's dtype: float32, float64, float16 or bfloat16 (default
+        x's, float64 for integer input).  The computation is unchanged, only
+        the final rounding differs: ``rms_norm(x_bf16, dtype=np.float32)``
+        gives the float32 values that are otherwise rounded to bfloat16
+        (every kernel set but ``avx512_bf16``, whose bfloat16 rounding
+        flushes results below 2**-126 to zero, rounds them to exactly
+        ``rms_norm(x_bf16)``).  A dtype narrower than the compute dtype
+        rounds its result once.  `out` must have this dtype.
     return_stats : bool, default False
         Also return ``mean`` and ``rstd = 1/sqrt(var + eps)``, shaped like x
         with 1 at each normalized axis (float64 for float64 results, else
@@ -163,9 +176,13 @@ def layer_norm(
            [-1.342, -0.447,  0.447,  1.342]], dtype=float32)
     """
     try:
-        return _core.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
+        return _core.normalize(
+            _LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats, dtype
+        )
     except _core.DaskOperand:
-        return _dask.normalize(_LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
+        return _dask.normalize(
+            _LN, x, normalized_shape, weight, bias, eps, axis, out, return_stats, dtype
+        )
 
 
 @overload
@@ -177,6 +194,7 @@ def rms_norm(
     *,
     axis: Axes | None = ...,
     out: Array | None = ...,
+    dtype: DTypeLike | None = ...,
     return_stats: Literal[False] = ...,
 ) -> Array: ...
 @overload
@@ -188,6 +206,7 @@ def rms_norm(
     *,
     axis: Axes | None = ...,
     out: Array | None = ...,
+    dtype: DTypeLike | None = ...,
     return_stats: Literal[True],
 ) -> tuple[Array, Array]: ...
 @overload
@@ -199,6 +218,7 @@ def rms_norm(
     *,
     axis: Axes | None = ...,
     out: Array | None = ...,
+    dtype: DTypeLike | None = ...,
     return_stats: bool,
 ) -> Array | tuple[Array, Array]: ...
 def rms_norm(
@@ -209,6 +229,7 @@ def rms_norm(
     *,
     axis: Axes | None = None,
     out: Array | None = None,
+    dtype: DTypeLike | None = None,
     return_stats: bool = False,
 ) -> Array | tuple[Array, Array]:
     """Root-mean-square normalization: ``x / sqrt(mean(x**2) + eps) * weight``.
@@ -231,6 +252,8 @@ def rms_norm(
         NumPy-style axes to normalize over (see `layer_norm`).
     out : ndarray, optional
         Where to write the result (may be x itself).
+    dtype : dtype, optional
+        The result's dtype (see `layer_norm`).
     return_stats : bool, default False
         Also return ``rstd = 1/sqrt(mean(x**2) + eps)`` in keepdims shape.
 
@@ -253,11 +276,11 @@ def rms_norm(
     """
     try:
         return _core.normalize(
-            _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats
+            _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats, dtype
         )
     except _core.DaskOperand:
         return _dask.normalize(
-            _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats
+            _RMS, x, normalized_shape, weight, None, eps, axis, out, return_stats, dtype
         )
 
 
@@ -385,6 +408,7 @@ def add_layer_norm(
     *,
     axis: Axes | None = None,
     out: Array | None = None,
+    dtype: DTypeLike | None = None,
     residual_out: Array | None = None,
     return_stats: bool = False,
 ) -> tuple[Array, ...]:
@@ -400,8 +424,8 @@ def add_layer_norm(
         Same shape; residual is converted to x's dtype.  When either (or
         weight or bias) is a Dask array, y and h (and the stats) are lazy
         Dask arrays.
-    normalized_shape, weight, bias, eps, axis, out, return_stats
-        As in `layer_norm`.
+    normalized_shape, weight, bias, eps, axis, out, dtype, return_stats
+        As in `layer_norm`; dtype is y's (h keeps x's).
     residual_out : ndarray, optional
         Where to write h (x's shape and dtype, elements not overlapping each
         other, as for `out`); it may be `residual` itself.
@@ -417,12 +441,12 @@ def add_layer_norm(
     try:
         return _core.add_normalize(
             _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out,
-            return_stats,
+            return_stats, dtype,
         )  # fmt: skip
     except _core.DaskOperand:
         return _dask.add_normalize(
             _LN, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out,
-            return_stats,
+            return_stats, dtype,
         )  # fmt: skip
 
 
@@ -435,6 +459,7 @@ def add_rms_norm(
     *,
     axis: Axes | None = None,
     out: Array | None = None,
+    dtype: DTypeLike | None = None,
     residual_out: Array | None = None,
     return_stats: bool = False,
 ) -> tuple[Array, ...]:
@@ -446,10 +471,10 @@ def add_rms_norm(
     try:
         return _core.add_normalize(
             _RMS, x, residual, normalized_shape, weight, None, eps, axis, out, residual_out,
-            return_stats,
+            return_stats, dtype,
         )  # fmt: skip
     except _core.DaskOperand:
         return _dask.add_normalize(
             _RMS, x, residual, normalized_shape, weight, None, eps, axis, out, residual_out,
-            return_stats,
+            return_stats, dtype,
         )  # fmt: skip

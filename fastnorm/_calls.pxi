@@ -9,12 +9,37 @@
 
 # ---- outputs -------------------------------------------------------------------
 
-cdef cnp.ndarray _new_output(cnp.ndarray x):
-    """An uninitialized array like x (C order when x is C-contiguous, from
-    the buffer cache when large; else numpy.empty_like's layout)."""
+cdef cnp.ndarray _new_output(cnp.ndarray x, object dtype=None):
+    """An uninitialized array like x, of x's dtype or the one given (C order
+    when x is C-contiguous, from the buffer cache when large; else
+    numpy.empty_like's layout)."""
+    cdef int typenum = cnp.PyArray_TYPE(x) if dtype is None else (<cnp.dtype>dtype).type_num
     if cnp.PyArray_IS_C_CONTIGUOUS(x):
-        return _new_c_array(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), cnp.PyArray_TYPE(x))
-    return np.empty_like(x)
+        return _new_c_array(cnp.PyArray_NDIM(x), cnp.PyArray_DIMS(x), typenum)
+    return np.empty_like(x, dtype=dtype)
+
+
+cdef object _kernel_result_dtype(cnp.ndarray x, object dtype):
+    """The result dtype the kernels write for x when asked for dtype: dtype
+    itself when they can (x's own, or float32 from a float16/bfloat16 x:
+    the wide-output kernels), else the compute dtype, whose result is then
+    cast to dtype: the computation is the same, only the final rounding
+    differs (it rounds the compute dtype's value once)."""
+    cdef int xt = cnp.PyArray_TYPE(x), yt = (<cnp.dtype>dtype).type_num
+    if yt == xt or (yt == cnp.NPY_FLOAT32 and (xt == g_f16_typenum or xt == g_bf16_typenum)):
+        return dtype
+    return cnp.PyArray_DescrFromType(_compute_typenum(xt))
+
+
+cdef int _forward_kernel_index(cnp.ndarray x, cnp.ndarray y) except -1:
+    """The forward tables' index for x and its result y: the dtype index,
+    or FN_N_DTYPES + 0/1 for the wide-output kernels of float16/bfloat16."""
+    cdef int i = _dtype_index(cnp.PyArray_TYPE(x))
+    if cnp.PyArray_TYPE(y) == cnp.PyArray_TYPE(x):
+        return i
+    if cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT32 and (i == FN_F16 or i == FN_BF16):
+        return FN_N_DTYPES + (i == FN_BF16)
+    raise AssertionError(f"no forward kernel from {x.dtype} to {y.dtype}")
 
 
 cdef tuple _new_stats(int op, cnp.ndarray x, const bint *is_norm, bint return_stats):
@@ -154,7 +179,7 @@ cdef int _forward_arrays(int op, cnp.ndarray x, cnp.ndarray y, object weight, ob
         _absent_operand(&ops[FWD_B], ndim, _data_or_null(bias))
     _array_operand(&ops[FWD_MEAN], mean, ndim)
     _array_operand(&ops[FWD_RSTD], rstd, ndim)
-    return _run_forward(op, _dtype_index(cnp.PyArray_TYPE(x)), ndim,
+    return _run_forward(op, _forward_kernel_index(x, y), ndim,
                         <const Py_ssize_t *>cnp.PyArray_DIMS(x), ops, is_norm, eps,
                         cnp.PyArray_NBYTES(y), per_sample)
 
@@ -173,7 +198,7 @@ cdef _forward_on_copies(int op, cnp.ndarray x, cnp.ndarray y, object weight, obj
     cdef bint is_norm[MAX_DIMS]
     order, tail = _axes_last(x.ndim, axes)
     x_work = np.ascontiguousarray(np.transpose(x, order))
-    y_work = np.empty_like(x_work)
+    y_work = np.empty_like(x_work, dtype=y.dtype)
     stats_w = [None if st is None else np.empty(np.transpose(st, order).shape, st.dtype)
                for st in (mean, rstd)]
     if per_sample:
@@ -189,16 +214,28 @@ cdef _forward_on_copies(int op, cnp.ndarray x, cnp.ndarray y, object weight, obj
 
 # ---- the forward --------------------------------------------------------------------
 
-def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint return_stats):
+def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint return_stats,
+              dtype=None):
     """layer_norm (op OP_LAYER_NORM, with bias) and rms_norm (bias None)."""
-    return _run_normalize(
-        _normalize_call(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats))
+    return _run_normalize(_normalize_call(op, x, normalized_shape, weight, bias, eps, axis, out,
+                                          return_stats, dtype))
 
 
 cdef object _run_normalize(Call c):
     cdef cnp.ndarray xa = c.x, y, y_work
     weight, bias = c.weight, c.bias
-    y = _new_output(xa) if c.out is None else c.y
+    kernel_dtype = _kernel_result_dtype(xa, c.dtype)
+    if kernel_dtype != c.dtype:  # computed in the compute dtype, then rounded
+        computed = normalize(c.op, xa, None, weight, bias, c.eps, c.axes, None,
+                             c.return_stats, kernel_dtype)
+        head = computed[0] if c.return_stats else computed
+        if c.out is None:
+            y_new = head.astype(c.dtype)
+        else:
+            np.copyto(c.y, head, casting="unsafe")
+            y_new = c.out
+        return (y_new,) + computed[1:] if c.return_stats else y_new
+    y = _new_output(xa, c.dtype) if c.out is None else c.y
     mean, rstd = _new_stats(c.op, xa, c.is_norm, c.return_stats)
     result = y if c.out is None else c.out
     if cnp.PyArray_SIZE(xa) == 0:
@@ -211,7 +248,7 @@ cdef object _run_normalize(Call c):
         bias = _private_if_overlapping(bias, y)
     if not cnp.PyArray_ISALIGNED(xa):
         xa = xa.copy()
-    y_work = y if cnp.PyArray_ISALIGNED(y) else np.empty_like(xa)
+    y_work = y if cnp.PyArray_ISALIGNED(y) else np.empty_like(xa, dtype=y.dtype)
     if _forward_arrays(c.op, xa, y_work, weight, bias, mean, rstd, c.eps, c.axes, c.is_norm,
                        None, None, c.per_sample):
         _forward_on_copies(c.op, xa, y, weight, bias, mean, rstd, c.eps, c.axes, c.per_sample)
@@ -223,17 +260,27 @@ cdef object _run_normalize(Call c):
 # ---- the fused residual add ---------------------------------------------------------
 
 def add_normalize(int op, x, residual, normalized_shape, weight, bias, eps, axis, out,
-                  residual_out, bint return_stats):
+                  residual_out, bint return_stats, dtype=None):
     """h = x + residual, then y = normalize(h), in one pass where the layout
     allows: add_layer_norm and add_rms_norm."""
     return _run_add_normalize(_add_normalize_call(op, x, residual, normalized_shape, weight,
                                                   bias, eps, axis, out, residual_out,
-                                                  return_stats))
+                                                  return_stats, dtype))
 
 
 cdef object _run_add_normalize(Call c):
     cdef cnp.ndarray xa = c.x, r = c.residual
-    cdef cnp.ndarray y = _new_output(xa) if c.out is None else c.y
+    kernel_dtype = _kernel_result_dtype(xa, c.dtype)
+    if kernel_dtype != c.dtype:  # computed in the compute dtype, then rounded
+        computed = add_normalize(c.op, xa, r, None, c.weight, c.bias, c.eps, c.axes, None,
+                                 c.residual_out, c.return_stats, kernel_dtype)
+        if c.out is None:
+            y_new = computed[0].astype(c.dtype)
+        else:
+            np.copyto(c.y, computed[0], casting="unsafe")
+            y_new = c.out
+        return (y_new,) + computed[1:]
+    cdef cnp.ndarray y = _new_output(xa, c.dtype) if c.out is None else c.y
     cdef cnp.ndarray h = _new_output(xa) if c.residual_out is None else c.h
     weight = _private_if_overlapping(c.weight, y, h)
     bias = _private_if_overlapping(c.bias, y, h)
@@ -254,7 +301,8 @@ cdef object _run_add_normalize(Call c):
     if not (fused and _forward_arrays(c.op, xa, y, weight, bias, mean, rstd, c.eps, c.axes,
                                       c.is_norm, r, h, c.per_sample) == 0):
         np.add(xa, r, out=h)
-        stats = normalize(c.op, h, None, weight, bias, c.eps, c.axes, y, c.return_stats)
+        stats = normalize(c.op, h, None, weight, bias, c.eps, c.axes, y, c.return_stats,
+                          c.dtype)
         if c.return_stats:
             mean, rstd = (stats[1:] if c.op == OP_LAYER_NORM else (None, stats[1]))
     return _result(c.op, y if c.out is None else c.out,

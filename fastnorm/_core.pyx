@@ -14,6 +14,7 @@
 #                     checked by its rule (the Dask layer's check of a call)
 #   _calls.pxi        the calls for NumPy arrays: a call specification run,
 #                     its outputs allocated, then the plan run
+#   _quant.pxi        quantize, and the norms quantized while in cache
 #   _torch_calls.pxi  the same for torch tensors read through their pointers
 #
 # A call reads: fastnorm/_api.py (docstring, one call) -> _calls.pxi
@@ -96,4 +97,5 @@ include "_run.pxi"
 include "_rules.pxi"
 include "_spec.pxi"
 include "_calls.pxi"
+include "_quant.pxi"
 include "_torch_calls.pxi"

@@ -145,17 +145,19 @@ def _in_c_order(block, first):
     return block
 
 
-def _forward_block(x, weight, bias, *, op, eps, axes, return_stats, threads):
+def _forward_block(x, weight, bias, *, op, eps, axes, return_stats, threads, out_dtype=None):
     x = _in_c_order(x, axes[0])
     with _TaskThreads(threads):
-        return _core.normalize(op, x, None, weight, bias, eps, axes, None, return_stats)
+        return _core.normalize(op, x, None, weight, bias, eps, axes, None, return_stats, out_dtype)
 
 
-def _add_block(x, residual, weight, bias, *, op, eps, axes, return_stats, threads):
+def _add_block(
+    x, residual, weight, bias, *, op, eps, axes, return_stats, threads, out_dtype=None
+):
     x, residual = _in_c_order(x, axes[0]), _in_c_order(residual, axes[0])
     with _TaskThreads(threads):
         return _core.add_normalize(
-            op, x, residual, None, weight, bias, eps, axes, None, None, return_stats
+            op, x, residual, None, weight, bias, eps, axes, None, None, return_stats, out_dtype
         )
 
 
@@ -411,7 +413,7 @@ def _stats_specs(op, cdt, axes):
 # ---- the forward ---------------------------------------------------------------------------
 
 
-def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats):
+def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats, dtype=None):
     """layer_norm and rms_norm of a Dask array (the core's normalize)."""
     import dask.array as da
 
@@ -430,6 +432,7 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
         axis,
         None,
         bool(return_stats),
+        dtype,
     ).axes
     eps = _core.resolve_eps(eps, op, kdt)
     chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
@@ -437,7 +440,9 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
     ind, letters = _indices(x.ndim)
     w, w_ind = _param_operand(weight, "weight", x, axes, chunks, ind, letters)
     b, b_ind = _param_operand(bias, "bias", x, axes, chunks, ind, letters)
-    kwargs = dict(op=op, eps=eps, axes=axes, threads=_task_threads())
+    kwargs = dict(op=op, eps=eps, axes=axes, threads=_task_threads(), out_dtype=dtype)
+    if dtype is not None:  # (checked by normalize_call)
+        kdt = np.dtype(dtype)
     if not return_stats:
         return da.blockwise(
             _forward_block, ind, x, ind, w, w_ind, b, b_ind, return_stats=False,
@@ -452,8 +457,9 @@ def normalize(op, x, normalized_shape, weight, bias, eps, axis, out, return_stat
 
 
 def add_normalize(
-    op, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats
-):
+    op, x, residual, normalized_shape, weight, bias, eps, axis, out, residual_out, return_stats,
+    dtype=None,
+):  # fmt: skip
     """add_layer_norm and add_rms_norm with a Dask x or residual."""
     import dask.array as da
 
@@ -475,6 +481,7 @@ def add_normalize(
         None,
         None,
         bool(return_stats),
+        dtype,
     ).axes
     eps = _core.resolve_eps(eps, op, kdt)
     chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
@@ -485,10 +492,10 @@ def add_normalize(
     b, b_ind = _param_operand(bias, "bias", x, axes, chunks, ind, letters)
     result = da.blockwise(
         _add_block, ind, x, ind, residual, ind, w, w_ind, b, b_ind, op=op, eps=eps, axes=axes,
-        return_stats=bool(return_stats), threads=_task_threads(), token=f"{what}-blocks",
-        dtype=object, meta=_meta(x.ndim, object), concatenate=True,
+        return_stats=bool(return_stats), threads=_task_threads(), out_dtype=dtype,
+        token=f"{what}-blocks", dtype=object, meta=_meta(x.ndim, object), concatenate=True,
     )  # fmt: skip
-    specs = [(kdt, ()), (kdt, ())]
+    specs = [(kdt if dtype is None else np.dtype(dtype), ()), (kdt, ())]
     if return_stats:
         specs += _stats_specs(op, cdt, axes)
     return _outputs(result, what, ind, specs)

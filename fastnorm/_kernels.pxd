@@ -55,11 +55,30 @@ cdef extern from "fastnorm_kernels.h" nogil:
         double eps
         int stream_stores
     ctypedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block) noexcept nogil
+    enum:
+        FN_Q_INT8
+        FN_Q_E4M3
+    ctypedef struct fn_quant:
+        const void *y
+        void *q
+        float *scale
+        Py_ssize_t rows
+        Py_ssize_t row_len
+        Py_ssize_t group_len
+        Py_ssize_t y_row_stride
+        Py_ssize_t q_row_stride
+        Py_ssize_t scale_row_stride
+        int code
+        int static_scale
+    ctypedef void (*fn_quant_kernel)(const fn_quant *block) noexcept nogil
     ctypedef struct fn_kernel_table:
         const char *isa
         fn_rows_kernel layer_norm[FN_N_DTYPES]
         fn_rows_kernel rms_norm[FN_N_DTYPES]
         fn_rows_bwd_kernel layer_norm_backward[FN_N_DTYPES]
         fn_rows_bwd_kernel rms_norm_backward[FN_N_DTYPES]
+        fn_rows_kernel layer_norm_half_to_f32[2]
+        fn_rows_kernel rms_norm_half_to_f32[2]
+        fn_quant_kernel quantize[2]
     const fn_kernel_table fn_kernels_scalar
     int fn_usable_tables(const fn_kernel_table **tables, int max)

@@ -99,6 +99,24 @@ cdef cnp.ndarray _input_array(object x):
     return a
 
 
+cdef object _result_dtype(object dtype, cnp.ndarray x):
+    """The dtype= of the norms: the result's dtype, one of the kernel dtypes
+    (None: x's)."""
+    if dtype is None:
+        return x.dtype
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy dtype (float32, float64, float16 or bfloat16), "
+                        f"got {dtype!r}") from None
+    if dt.isnative and _is_kernel_typenum(dt.num):
+        return dt
+    hint = ("; for quantized outputs use rms_norm_quant, layer_norm_quant or quantize"
+            if dt.kind in "iu" or dt.name.startswith("float8") else "")
+    raise TypeError(f"dtype must be float32, float64, float16 or bfloat16 (the result's "
+                    f"dtype), got {dt}{hint}")
+
+
 cdef cnp.ndarray _same_dtype_as(object value, str name, cnp.ndarray x):
     """dy or residual: x's shape, converted to x's dtype (aligned)."""
     cdef int typenum = cnp.PyArray_TYPE(x)
@@ -466,19 +484,21 @@ def internal_overlap(cnp.ndarray a):
     return _internal_overlap(a)
 
 
-cdef cnp.ndarray _checked_out(object out, cnp.ndarray x, str name):
+cdef cnp.ndarray _checked_out(object out, cnp.ndarray x, str name, object dtype=None):
     """out (or residual_out) as the plain ndarray the kernels write through
     (a view of the caller's array when that is a subclass such as
-    numpy.matrix): x's shape and dtype, writeable, no two elements sharing
-    memory."""
+    numpy.matrix): x's shape and the result dtype (x's unless given),
+    writeable, no two elements sharing memory."""
     cdef cnp.ndarray o
     cdef int k, overlap
+    if dtype is None:
+        dtype = x.dtype
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
     o = _plain_array(out, name)
-    if not (cnp.PyArray_TYPE(o) == cnp.PyArray_TYPE(x) and cnp.PyArray_ISNOTSWAPPED(o)) \
-            and o.dtype != x.dtype:
-        raise TypeError(f"{name} has dtype {o.dtype} but the result has dtype {x.dtype}")
+    if not (cnp.PyArray_TYPE(o) == (<cnp.dtype>dtype).type_num and cnp.PyArray_ISNOTSWAPPED(o)) \
+            and o.dtype != dtype:
+        raise TypeError(f"{name} has dtype {o.dtype} but the result has dtype {dtype}")
     if not _same_shape(o, x):
         raise ValueError(f"{name} has shape {_shape(o)} but x has shape {_shape(x)}")
     if not cnp.PyArray_ISWRITEABLE(o):

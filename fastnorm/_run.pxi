@@ -460,6 +460,18 @@ cdef inline void *_data_or_null(object arr):
     return NULL if arr is None else cnp.PyArray_DATA(<cnp.ndarray>arr)
 
 
+cdef inline fn_rows_kernel _forward_kernel(int op, int index) noexcept nogil:
+    """The forward kernel of the set in use: index is a dtype index, or
+    FN_N_DTYPES + 0/1 for float16/bfloat16 inputs with float32 results."""
+    if index >= FN_N_DTYPES:
+        if op == OP_LAYER_NORM:
+            return g_kernels.layer_norm_half_to_f32[index - FN_N_DTYPES]
+        return g_kernels.rms_norm_half_to_f32[index - FN_N_DTYPES]
+    if op == OP_LAYER_NORM:
+        return g_kernels.layer_norm[index]
+    return g_kernels.rms_norm[index]
+
+
 cdef int _run_forward(int op, int dtype_index, int ndim, const Py_ssize_t *shape,
                       const operand_t *ops, const bint *is_norm, double eps,
                       Py_ssize_t y_nbytes, bint per_sample) except -1:
@@ -477,10 +489,7 @@ cdef int _run_forward(int op, int dtype_index, int ndim, const Py_ssize_t *shape
     plan.block.fwd.row_len = plan.row_len
     plan.block.fwd.eps = eps
     plan.block.fwd.stream_stores = y_nbytes >= g_stream_min_bytes
-    if op == OP_LAYER_NORM:
-        plan.fwd_kernel = g_kernels.layer_norm[dtype_index]
-    else:
-        plan.fwd_kernel = g_kernels.rms_norm[dtype_index]
+    plan.fwd_kernel = _forward_kernel(op, dtype_index)
 
     n_outer = _n_outer(&plan)
     n_threads = _threads_for(&plan)

@@ -24,6 +24,7 @@ cdef class Call:
     # the forward and the fused add
     cdef bint return_stats
     cdef object out, y            # the caller's out, and the plain array written through
+    cdef readonly object dtype    # the result's dtype (dtype=; x's by default)
     cdef cnp.ndarray residual
     cdef object residual_out, h   # likewise for residual_out
     # the backward
@@ -34,30 +35,34 @@ cdef class Call:
 
 
 cdef Call _normalize_call(int op, object x, object normalized_shape, object weight, object bias,
-                          object eps, object axis, object out, bint return_stats):
+                          object eps, object axis, object out, bint return_stats,
+                          object dtype=None):
     cdef Call c = Call.__new__(Call)
     c.op, c.return_stats = op, return_stats
     c.x = _input_array(x)
+    c.dtype = _result_dtype(dtype, c.x)
     c.axes = _norm_axes(c.x, normalized_shape, axis, c.is_norm)
     c.weight, c.bias, c.per_sample = _affine_args(weight, bias, c.x, c.axes)
     c.eps = _eps_value(op, eps, cnp.PyArray_TYPE(c.x))
     if out is not None:
-        c.out, c.y = out, _checked_out(out, c.x, "out")
+        c.out, c.y = out, _checked_out(out, c.x, "out", c.dtype)
     return c
 
 
 def normalize_call(int op, x, normalized_shape, weight, bias, eps, axis, out,
-                   bint return_stats):
+                   bint return_stats, dtype=None):
     """normalize's arguments checked into a Call, not run."""
-    return _normalize_call(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats)
+    return _normalize_call(op, x, normalized_shape, weight, bias, eps, axis, out, return_stats,
+                           dtype)
 
 
 cdef Call _add_normalize_call(int op, object x, object residual, object normalized_shape,
                               object weight, object bias, object eps, object axis, object out,
-                              object residual_out, bint return_stats):
+                              object residual_out, bint return_stats, object dtype=None):
     cdef Call c = Call.__new__(Call)
     c.op, c.return_stats = op, return_stats
     c.x = _input_array(x)
+    c.dtype = _result_dtype(dtype, c.x)
     c.residual = _same_dtype_as(residual, "residual", c.x)
     if residual_out is not None:
         c.residual_out, c.h = residual_out, _checked_out(residual_out, c.x, "residual_out")
@@ -66,7 +71,7 @@ cdef Call _add_normalize_call(int op, object x, object residual, object normaliz
         if isinstance(out, np.ndarray) and _overlap(out, c.h):
             raise ValueError("out and residual_out overlap: y and h need separate arrays")
     if out is not None:
-        c.out, c.y = out, _checked_out(out, c.x, "out")
+        c.out, c.y = out, _checked_out(out, c.x, "out", c.dtype)
     c.axes = _norm_axes(c.x, normalized_shape, axis, c.is_norm)
     c.weight, c.bias, c.per_sample = _affine_args(weight, bias, c.x, c.axes)
     c.eps = _eps_value(op, eps, cnp.PyArray_TYPE(c.x))
@@ -74,10 +79,10 @@ cdef Call _add_normalize_call(int op, object x, object residual, object normaliz
 
 
 def add_normalize_call(int op, x, residual, normalized_shape, weight, bias, eps, axis, out,
-                       residual_out, bint return_stats):
+                       residual_out, bint return_stats, dtype=None):
     """add_normalize's arguments checked into a Call, not run."""
     return _add_normalize_call(op, x, residual, normalized_shape, weight, bias, eps, axis, out,
-                               residual_out, return_stats)
+                               residual_out, return_stats, dtype)
 
 
 cdef Call _normalize_backward_call(int op, object dy, object x, object normalized_shape,

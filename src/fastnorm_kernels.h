@@ -88,17 +88,44 @@ typedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block);
  * are float32. */
 enum { FN_F32 = 0, FN_F64 = 1, FN_F16 = 2, FN_BF16 = 3, FN_N_DTYPES = 4 };
 
+/* Quantization of a block of rows (quantize_rows.h: the formula, and what
+ * NaN and Inf give): values of FN_T, float32 or float64, to one-byte codes
+ * with float32 scales, one per group of group_len consecutive elements
+ * (group_len divides row_len).  Elements and groups are contiguous; rows
+ * are strided. */
+enum { FN_Q_INT8 = 0, FN_Q_E4M3 = 1 }; /* int8 (qmax 127), float8 e4m3fn (448) */
+
+typedef struct fn_quant {
+    const void *y;          /* the values, float32 or float64 */
+    void *q;                /* their codes, one byte each */
+    float *scale;           /* row_len / group_len scales a row */
+    ptrdiff_t rows, row_len, group_len;
+    ptrdiff_t y_row_stride, q_row_stride, scale_row_stride; /* in elements */
+    int code;               /* FN_Q_INT8 or FN_Q_E4M3 */
+    int static_scale;       /* 1: scale holds the scales to use; 0: computed and written */
+} fn_quant;
+
+typedef void (*fn_quant_kernel)(const fn_quant *block);
+
 typedef struct fn_kernel_table {
     const char *isa;
     fn_rows_kernel layer_norm[FN_N_DTYPES];
     fn_rows_kernel rms_norm[FN_N_DTYPES];
     fn_rows_bwd_kernel layer_norm_backward[FN_N_DTYPES];
     fn_rows_bwd_kernel rms_norm_backward[FN_N_DTYPES];
+    /* The forward of float16 and bfloat16 inputs with y in float32, the
+     * compute precision (the "wide output" stamps, simd_wide_out.h). */
+    fn_rows_kernel layer_norm_half_to_f32[2];
+    fn_rows_kernel rms_norm_half_to_f32[2];
+    fn_quant_kernel quantize[2]; /* float32, float64 values */
 } fn_kernel_table;
 
 /* One table row: the kernel `base` of every dtype for one ISA. */
 #define FN_TABLE_ROW(base, isa) \
     {base##_f32_##isa, base##_f64_##isa, base##_f16_##isa, base##_bf16_##isa}
+/* The wide-output row (float16, bfloat16 inputs) and the quantizer row. */
+#define FN_TABLE_WIDE_ROW(base, isa) {base##_f16_f32_##isa, base##_bf16_f32_##isa}
+#define FN_TABLE_QUANT_ROW(isa) {quantize_rows_f32_##isa, quantize_rows_f64_##isa}
 
 /* Which x86-64 kernel sets this build links in (kernels_<isa>.c, each
  * compiled with its own flags).  setup.py defines all three, 0 for a set
@@ -156,6 +183,11 @@ FN_DECLARE_KERNELS(f32, scalar)
 FN_DECLARE_KERNELS(f64, scalar)
 FN_DECLARE_KERNELS(f16, scalar)
 FN_DECLARE_KERNELS(bf16, scalar)
+#define FN_DECLARE_WIDE_KERNELS(sfx, isa) \
+    void layer_norm_rows_##sfx##_##isa(const fn_rows *block); \
+    void rms_norm_rows_##sfx##_##isa(const fn_rows *block);
+FN_DECLARE_WIDE_KERNELS(f16_f32, scalar)
+FN_DECLARE_WIDE_KERNELS(bf16_f32, scalar)
 
 #ifdef __cplusplus
 }

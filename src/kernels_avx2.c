@@ -38,6 +38,21 @@
 #include "simd_half_bf16.h"
 #include "simd_stamp.h"
 
+/* float16 and bfloat16 inputs with float32 outputs (simd_wide_out.h) */
+#include "dtype_f16.h"
+#include "simd_avx2_f32.h"
+#include "simd_half_f16.h"
+#define FN_WIDE_OUT_SFX f16_f32
+#include "simd_wide_out.h"
+#include "simd_stamp.h"
+
+#include "dtype_bf16.h"
+#include "simd_avx2_f32.h"
+#include "simd_half_bf16.h"
+#define FN_WIDE_OUT_SFX bf16_f32
+#include "simd_wide_out.h"
+#include "simd_stamp.h"
+
 #include "dtype_f64.h"
 #include "simd_avx2_f64.h"
 #include "simd_stamp.h"
@@ -48,4 +63,7 @@ const fn_kernel_table fn_kernels_avx2 = {
     FN_TABLE_ROW(rms_norm_rows, avx2),
     FN_TABLE_ROW(layer_norm_backward_rows, avx2),
     FN_TABLE_ROW(rms_norm_backward_rows, avx2),
+    FN_TABLE_WIDE_ROW(layer_norm_rows, avx2),
+    FN_TABLE_WIDE_ROW(rms_norm_rows, avx2),
+    FN_TABLE_QUANT_ROW(avx2),
 };

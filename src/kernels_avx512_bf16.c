@@ -41,6 +41,10 @@ static inline __m256i fn_avx512bf16_narrow_bf16(__m512 v)
 FN_DECLARE_KERNELS(f32, avx512)
 FN_DECLARE_KERNELS(f64, avx512)
 FN_DECLARE_KERNELS(f16, avx512)
+FN_DECLARE_WIDE_KERNELS(f16_f32, avx512)
+FN_DECLARE_WIDE_KERNELS(bf16_f32, avx512)
+void quantize_rows_f32_avx512(const fn_quant *block);
+void quantize_rows_f64_avx512(const fn_quant *block);
 
 #define FN_AVX512_ROW(base) \
     {base##_f32_avx512, base##_f64_avx512, base##_f16_avx512, base##_bf16_avx512bf16}
@@ -51,4 +55,8 @@ const fn_kernel_table fn_kernels_avx512_bf16 = {
     FN_AVX512_ROW(rms_norm_rows),
     FN_AVX512_ROW(layer_norm_backward_rows),
     FN_AVX512_ROW(rms_norm_backward_rows),
+    /* (a float32 y is not rounded: the AVX-512 kernels' own) */
+    FN_TABLE_WIDE_ROW(layer_norm_rows, avx512),
+    FN_TABLE_WIDE_ROW(rms_norm_rows, avx512),
+    FN_TABLE_QUANT_ROW(avx512),
 };

@@ -10,7 +10,8 @@
  * headers define both) and FN_ISA (scalar, avx2, avx512, avx512bf16, neon).
  * Elements of the arrays (x, y, residual, h, dy, dx) are stored as FN_S,
  * read with FN_LD(v) and rounded back with FN_ST(t); without FN_S they are
- * FN_T itself.  weight, bias and the statistics are always FN_T.  The
+ * FN_T itself; y is FN_Y (FN_S unless a stamp keeps it in FN_T, stored
+ * with FN_STY).  weight, bias and the statistics are always FN_T.  The
  * non-template part is guarded and included once.
  *
  * Naming: every function a stamp defines, static helper or exported kernel,
@@ -153,6 +154,14 @@ static inline void fn_row_stats_nan(fn_row_stats *st)
 #define FN_S FN_T
 #define FN_LD(v) (v)
 #define FN_ST(t) (t)
+#endif
+
+/* The output's element type (y only): FN_S, or FN_T in the stamps whose y
+ * keeps the compute precision (simd_wide_out.h: float32 results from a
+ * float16/bfloat16 input, the values that would otherwise be rounded). */
+#ifndef FN_Y
+#define FN_Y FN_S
+#define FN_STY(t) FN_ST(t)
 #endif
 
 /* Below this var + eps the moments summed in FN_T may have lost their
@@ -327,7 +336,7 @@ static inline void FN_NAME(fn_rms_finish)(const FN_S *x, ptrdiff_t n, ptrdiff_t 
 /* Normalize one row in double, in the rescaled units of the stats (see
  * fn_row_stats): for the rare rows whose scale does not fit FN_T.  Any
  * strides; reads x[i] before writing y[i], so y may alias x exactly. */
-static void FN_NAME(fn_normalize_row_wide)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
+static void FN_NAME(fn_normalize_row_wide)(const FN_S *x, ptrdiff_t xs, FN_Y *y, ptrdiff_t ys,
                                            ptrdiff_t n, double pivot, const fn_row_stats *st,
                                            const FN_T *w, const FN_T *b)
 {
@@ -335,7 +344,7 @@ static void FN_NAME(fn_normalize_row_wide)(const FN_S *x, ptrdiff_t xs, FN_S *y,
         double t = (((double)FN_LD(x[i * xs]) - pivot) * st->s - st->mean_s) * st->inv_root;
         if (w) t *= (double)w[i];
         if (b) t += (double)b[i];
-        y[i * ys] = FN_ST((FN_T)t);
+        y[i * ys] = FN_STY((FN_T)t);
     }
 }
 

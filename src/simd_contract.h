@@ -83,6 +83,16 @@
 #ifndef FN_EXACT_MEAN
 #define FN_EXACT_MEAN 0
 #endif
+/* simd_wide_out.h: forward kernels only */
+#ifndef FN_FORWARD_ONLY
+#define FN_FORWARD_ONLY 0
+#endif
+/* whether the elements are 16-bit (FN_S set by dtype_f16.h/dtype_bf16.h) */
+#ifdef FN_S
+#define FN_HALF_ELEMENTS 1
+#else
+#define FN_HALF_ELEMENTS 0
+#endif
 
 #ifndef XLOAD
 #define XLOAD VLOAD

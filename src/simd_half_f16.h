@@ -14,3 +14,8 @@
 #define XSTORE_PART(p, v, n) FN_STORE16_PART(p, VNARROW_F16(v), n)
 #define XSTREAM(p, v) FN_STREAM16(p, VNARROW_F16(v))
 #define XROUND(v) VWIDEN_F16(VNARROW_F16(v))
+/* h, the fused residual sum, is stored like y (named apart for
+ * simd_wide_out.h, which changes y's stores only) */
+#define XSTORE_H(p, v) FN_STORE16(p, VNARROW_F16(v))
+#define XSTORE_PART_H(p, v, n) FN_STORE16_PART(p, VNARROW_F16(v), n)
+#define XSTREAM_H(p, v) FN_STREAM16(p, VNARROW_F16(v))

@@ -21,7 +21,12 @@
 #include "simd_row_acc.h"
 #include "walk_rows_forward.h"
 #include "walk_lanes_forward.h"
+#if !FN_FORWARD_ONLY
 #include "walk_rows_backward.h"
+#endif
+#if !FN_HALF_ELEMENTS
+#include "quantize_rows.h" /* (float32/float64 values only) */
+#endif
 
 FN_ALWAYS_INLINE void FN_NAME(forward)(const fn_rows *a, int rms)
 {
@@ -37,6 +42,7 @@ FN_ALWAYS_INLINE void FN_NAME(forward)(const fn_rows *a, int rms)
         FN_PORTABLE(layer_norm_rows)(a);
 }
 
+#if !FN_FORWARD_ONLY
 /* Short rows go to the portable kernel, which works in double: with a
  * handful of elements, g - xhat * mean(g * xhat) can cancel to a tiny
  * fraction of g (one element: xhat^2 = x^2 / (x^2 + eps)), which float32
@@ -52,6 +58,8 @@ FN_ALWAYS_INLINE void FN_NAME(backward)(const fn_rows_bwd *a, int rms)
         FN_PORTABLE(layer_norm_backward_rows)(a);
 }
 
+#endif
+
 void FN_NAME(layer_norm_rows)(const fn_rows *a)
 {
     FN_NAME(forward)(a, 0);
@@ -62,6 +70,7 @@ void FN_NAME(rms_norm_rows)(const fn_rows *a)
     FN_NAME(forward)(a, 1);
 }
 
+#if !FN_FORWARD_ONLY
 void FN_NAME(layer_norm_backward_rows)(const fn_rows_bwd *a)
 {
     FN_NAME(backward)(a, 0);
@@ -71,5 +80,6 @@ void FN_NAME(rms_norm_backward_rows)(const fn_rows_bwd *a)
 {
     FN_NAME(backward)(a, 1);
 }
+#endif
 
 #include "simd_vocab_undef.h"

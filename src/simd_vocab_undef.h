@@ -13,6 +13,11 @@
 #undef FN_EXACT_MEAN
 #undef FN_WIDE
 #undef FN_WIDE_SQRT
+#undef FN_Y
+#undef FN_STY
+#undef FN_WIDE_OUT_SFX
+#undef FN_FORWARD_ONLY
+#undef FN_HALF_ELEMENTS
 /* vector vocabulary (simd_<isa>_<f32|f64>.h) */
 #undef V
 #undef VL

@@ -161,7 +161,7 @@ static void FN_NAME(lanes_rows_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff
 {
     fn_rows sub = *a;
     sub.x = (const FN_S *)a->x + r0;
-    sub.y = (FN_S *)a->y + r0;
+    sub.y = (FN_Y *)a->y + r0;
     sub.rows = rows;
     if (sub.mean) sub.mean = (FN_T *)a->mean + r0 * a->stat_stride;
     if (sub.rstd) sub.rstd = (FN_T *)a->rstd + r0 * a->stat_stride;
@@ -179,7 +179,7 @@ static int FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, i
 {
     const ptrdiff_t n = a->row_len, xs = a->x_elem_stride, ys = a->y_elem_stride;
     const FN_S *x = (const FN_S *)a->x + r0;
-    FN_S *y = (FN_S *)a->y + r0;
+    FN_Y *y = (FN_Y *)a->y + r0;
     const FN_T *w = (const FN_T *)a->weight, *b = rms ? NULL : (const FN_T *)a->bias;
     FN_NAME(lanes_vec) state[FN_LANES_MAX / VL];
     FN_NAME(lanes_totals) tot;
@@ -261,15 +261,15 @@ static int FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, i
  * may start anywhere), so the tile costs at most twice its pass 1. */
 FN_ALWAYS_INLINE void FN_NAME(lanes_forward)(const fn_rows *a, int rms)
 {
-    const size_t vbytes = VL * sizeof(FN_S);
+    const size_t vbytes = VL * sizeof(FN_Y);
     unsigned char wide[FN_LANES_MAX];
-    const int stream = a->stream_stores && ((size_t)a->y_elem_stride * sizeof(FN_S)) % vbytes == 0;
+    const int stream = a->stream_stores && ((size_t)a->y_elem_stride * sizeof(FN_Y)) % vbytes == 0;
     ptrdiff_t r0 = 0;
     while (r0 < a->rows) {
         ptrdiff_t len = a->rows - r0 < FN_LANES_MAX ? a->rows - r0 : FN_LANES_MAX;
-        const size_t mis = (uintptr_t)((FN_S *)a->y + r0) % vbytes;
+        const size_t mis = (uintptr_t)((FN_Y *)a->y + r0) % vbytes;
         if (stream && mis) {
-            ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_S));
+            ptrdiff_t head = (ptrdiff_t)((vbytes - mis) / sizeof(FN_Y));
             len = head < len ? head : len;
         }
         if (FN_NAME(lanes_tile)(a, r0, len, rms, stream && !mis, wide)) {

@@ -89,7 +89,7 @@ static double FN_NAME(portable_sum_squares)(const FN_S *x, ptrdiff_t n, ptrdiff_
  * a remainder folded into c (fn_norm_params), as in the SIMD kernels: no
  * precision is lost when |mean| >> std, and x - p2 stays finite for rows of
  * opposite-signed values near the type's limit, where x - pivot would not. */
-static void FN_NAME(portable_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, ptrdiff_t ys,
+static void FN_NAME(portable_normalize)(const FN_S *x, ptrdiff_t xs, FN_Y *y, ptrdiff_t ys,
                                         ptrdiff_t n, double pivot, const fn_row_stats *st,
                                         const FN_T *w, const FN_T *b)
 {
@@ -103,7 +103,7 @@ static void FN_NAME(portable_normalize)(const FN_S *x, ptrdiff_t xs, FN_S *y, pt
         FN_T t = (FN_LD(x[i * xs]) - p2) * scale + c;
         if (w) t *= w[i];
         if (b) t += b[i];
-        y[i * ys] = FN_ST(t);
+        y[i * ys] = FN_STY(t);
     }
 }
 
@@ -132,7 +132,7 @@ FN_ALWAYS_INLINE void FN_NAME(portable_forward_row)(const fn_rows *a, ptrdiff_t 
     const ptrdiff_t n = a->row_len, ys = a->y_elem_stride;
     ptrdiff_t xs;
     const FN_S *x = FN_NAME(portable_source_row)(a, r, &xs);
-    FN_S *y = (FN_S *)a->y + r * a->y_row_stride;
+    FN_Y *y = (FN_Y *)a->y + r * a->y_row_stride;
     FN_T pivot = 0;
     fn_row_stats st;
     if (rms) {
@@ -160,6 +160,8 @@ void FN_NAME(rms_norm_rows)(const fn_rows *a)
 }
 
 /* ---- backward --------------------------------------------------------- */
+/* (not in the wide-output stamps, whose y alone differs: FN_FORWARD_ONLY) */
+#if !defined(FN_FORWARD_ONLY) || !FN_FORWARD_ONLY
 
 /* The portable backward accumulates in a type wider than the input:
  * double, unless the includer chose another FN_WIDE (float64: long double). */
@@ -242,5 +244,6 @@ void FN_NAME(rms_norm_backward_rows)(const fn_rows_bwd *a)
 {
     for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(portable_backward_row)(a, r, 1);
 }
+#endif
 
 #include "simd_vocab_undef.h"

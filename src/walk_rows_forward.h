@@ -31,7 +31,8 @@
  * written to h in the same loop as y, so h costs one write and no read. */
 typedef struct {
     const FN_S *x, *r;
-    FN_S *h, *y;
+    FN_S *h;
+    FN_Y *y;
     const FN_T *w, *b; /* this row's weight and bias, or NULL */
     fn_norm_params np;
 } FN_NAME(rows_cur);
@@ -182,14 +183,15 @@ FN_ALWAYS_INLINE void FN_NAME(rows_write)(const FN_NAME(rows_cur) *cur,
     const V c = VSET1((FN_T)cur->np.c), pn = VSET1(next->pivot);
     const FN_S *xn = next->x, *rn = next->r;
     FN_NAME(rows_acc) acc;
-    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_S); /* elements a line */
+    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_Y); /* elements a line of y */
     ptrdiff_t head = 0, body_end = n, i;
-    /* h streams too when its lines fall like y's (both fresh arrays do) */
-    const int stream_h =
-        stream && cur->r && (uintptr_t)cur->h % FN_LINE_BYTES == (uintptr_t)cur->y % FN_LINE_BYTES;
+    /* h streams too when its lines fall like y's (both fresh arrays of one
+     * element type do) */
+    const int stream_h = stream && cur->r && sizeof(FN_S) == sizeof(FN_Y) &&
+                         (uintptr_t)cur->h % FN_LINE_BYTES == (uintptr_t)cur->y % FN_LINE_BYTES;
     if (stream) {
         head = (ptrdiff_t)((FN_LINE_BYTES - (uintptr_t)cur->y % FN_LINE_BYTES) % FN_LINE_BYTES) /
-               (ptrdiff_t)sizeof(FN_S);
+               (ptrdiff_t)sizeof(FN_Y);
         if (head > n) head = n;
         body_end = head + (n - head) / line * line;
         FN_NAME(rows_write_span)(cur, w, b, 0, head, p2, s, c, rms);
@@ -294,7 +296,7 @@ FN_ALWAYS_INLINE void FN_NAME(rows_walk)(const fn_rows *a, int rms, int with_res
         const FN_NAME(rows_cur) cur = {h_stored ? h : x,
                                        h_stored ? NULL : r,
                                        h,
-                                       (FN_S *)a->y + row * a->y_row_stride,
+                                       (FN_Y *)a->y + row * a->y_row_stride,
                                        w ? w + row * a->w_row_stride : NULL,
                                        b ? b + row * a->b_row_stride : NULL,
                                        FN_NAME(fn_norm_params)(pivot, &st)};

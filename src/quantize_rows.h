@@ -1,0 +1,155 @@
+/*
+ * quantize_rows.h - the quantizer of a block of rows: float32 or float64
+ * values to one-byte codes (int8, or float8 e4m3fn) with float32 scales,
+ * one per group of group_len consecutive elements of a row (fastnorm.quantize,
+ * and the quantized norms, which run it on a tile of their float output
+ * while it is still in cache).
+ *
+ * ISA: none.  Plain C, stamped once per element type in every kernel file
+ * and compiled with that file's flags (FN_T, FN_SFX and FN_ISA name it, as
+ * in norm_row_common.h).  The compilers vectorize the loops over fixed
+ * blocks of FN_QBLOCK elements.  Every step is one correctly rounded IEEE
+ * operation or exact (|y|, max, the division, rint in the default
+ * round-to-nearest-even mode, comparisons, integer bit operations), so the
+ * codes and scales are the same bits on every ISA and for any vector width,
+ * and a few lines of NumPy reproduce them (tests/test_quantize.py):
+ *
+ *   dynamic scale:  scale = max(amax / qmax, 2^-126) in float32, amax the
+ *                   largest |y| of the group (float64 values: amax / qmax
+ *                   in double, then rounded to float32);
+ *   codes:          v = y / scale (in FN_T), clamped to [-qmax, qmax];
+ *                   int8: rint(v); e4m3fn: v rounded to nearest even.
+ *
+ * Non-finite values never reach a float-to-integer conversion (undefined
+ * behaviour in C): a group holding NaN or +-Inf gets a NaN scale and codes
+ * 0 (int8) or NaN (e4m3fn, 0x7F); with a given (static) scale, NaN gives 0
+ * or NaN with y's sign, and +-Inf saturates to +-qmax.
+ */
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef FN_QBLOCK
+#define FN_QBLOCK 32 /* elements per step of the vectorized loops */
+#endif
+
+/* e4m3fn's code of a finite |v| <= 448 or NaN (sign separately): the
+ * float's exponent rebiased (127 -> 7) and its mantissa rounded from 23
+ * (float) or 52 (double) bits to 3, to nearest even; below 2^-6 the
+ * subnormal codes, which are |v| * 2^9 rounded to an integer (0..8, and 8
+ * is 2^-6's own code). */
+static inline uint32_t FN_NAME(quant_e4m3_magnitude)(FN_T v)
+{
+    /* (the subnormal branch's product is exact and at most 8 where it is
+     * taken, and 0 is converted elsewhere, NaN included: always defined) */
+    if (sizeof(FN_T) == 8) {
+        uint64_t a;
+        const double d = fabs((double)v);
+        memcpy(&a, &d, sizeof a);
+        const uint64_t normal =
+            ((a + 0xFFFFFFFFFFFFull + ((a >> 49) & 1u)) >> 49) - ((uint64_t)(1023 - 7) << 3);
+        const uint32_t sub = (uint32_t)(int32_t)rint(d < 0x1p-6 ? d * 512.0 : 0.0);
+        if (a > 0x7FF0000000000000ull) return 0x7Fu;
+        return a >= 0x3F90000000000000ull ? (uint32_t)normal : sub;
+    }
+    uint32_t a;
+    const float f = fabsf((float)v);
+    memcpy(&a, &f, sizeof a);
+    const uint32_t normal = ((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
+    const uint32_t sub = (uint32_t)(int32_t)rintf(f < 0x1p-6f ? f * 512.0f : 0.0f);
+    if (a > 0x7F800000u) return 0x7Fu;
+    return a >= 0x3C800000u ? normal : sub;
+}
+
+static inline uint8_t FN_NAME(quant_code)(FN_T y, FN_T s, FN_T qmax, int code)
+{
+    FN_T v = y / s;
+    v = v > qmax ? qmax : v; /* (NaN passes both: compared false) */
+    v = v < -qmax ? -qmax : v;
+    if (code == FN_Q_INT8) {
+        v = v == v ? v : (FN_T)0;
+        return (uint8_t)(int8_t)(int32_t)rint(v);
+    }
+    /* (y's sign: v's, and defined for a NaN too) */
+    return (uint8_t)(FN_NAME(quant_e4m3_magnitude)(v) | (signbit(y) ? 0x80u : 0u));
+}
+
+/* Codes of n values with scale s (a group, or a row with a static scale). */
+static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T s, FN_T qmax,
+                                 int code)
+{
+    ptrdiff_t i = 0;
+    if (code == FN_Q_INT8) {
+        for (; i + FN_QBLOCK <= n; i += FN_QBLOCK)
+            for (int j = 0; j < FN_QBLOCK; j++)
+                q[i + j] = FN_NAME(quant_code)(y[i + j], s, qmax, FN_Q_INT8);
+    } else {
+        for (; i + FN_QBLOCK <= n; i += FN_QBLOCK)
+            for (int j = 0; j < FN_QBLOCK; j++)
+                q[i + j] = FN_NAME(quant_code)(y[i + j], s, qmax, FN_Q_E4M3);
+    }
+    for (; i < n; i++) q[i] = FN_NAME(quant_code)(y[i], s, qmax, code);
+}
+
+/* The largest |y| of n values, and whether one of them is NaN or +-Inf. */
+static FN_T FN_NAME(quant_amax)(const FN_T *y, ptrdiff_t n, int *nonfinite)
+{
+    FN_T m[FN_QBLOCK] = {0};
+    int bad[FN_QBLOCK] = {0};
+    ptrdiff_t i = 0;
+    for (; i + FN_QBLOCK <= n; i += FN_QBLOCK)
+        for (int j = 0; j < FN_QBLOCK; j++) {
+            const FN_T a = fabs(y[i + j]);
+            m[j] = a > m[j] ? a : m[j];
+            bad[j] |= !(a < (FN_T)INFINITY); /* NaN compares false */
+        }
+    for (; i < n; i++) {
+        const FN_T a = fabs(y[i]);
+        m[0] = a > m[0] ? a : m[0];
+        bad[0] |= !(a < (FN_T)INFINITY);
+    }
+    FN_T amax = 0;
+    int any = 0;
+    for (int j = 0; j < FN_QBLOCK; j++) {
+        amax = m[j] > amax ? m[j] : amax;
+        any |= bad[j];
+    }
+    *nonfinite = any;
+    return amax;
+}
+
+/* The dynamic scale of a group whose values are finite. */
+static inline float FN_NAME(quant_scale)(FN_T amax, FN_T qmax)
+{
+    const float s = (float)(amax / qmax);
+    return s >= FLT_MIN ? s : FLT_MIN;
+}
+
+void FN_NAME(quantize_rows)(const fn_quant *a)
+{
+    const FN_T qmax = a->code == FN_Q_INT8 ? (FN_T)127 : (FN_T)448;
+    const ptrdiff_t n = a->row_len, g = a->group_len, groups = n / g;
+    for (ptrdiff_t r = 0; r < a->rows; r++) {
+        const FN_T *y = (const FN_T *)a->y + r * a->y_row_stride;
+        uint8_t *q = (uint8_t *)a->q + r * a->q_row_stride;
+        float *scale = a->scale + r * a->scale_row_stride;
+        for (ptrdiff_t k = 0; k < groups; k++) {
+            const FN_T *yk = y + k * g;
+            uint8_t *qk = q + k * g;
+            if (a->static_scale) {
+                FN_NAME(quant_codes)(yk, qk, g, (FN_T)scale[k], qmax, a->code);
+                continue;
+            }
+            int nonfinite;
+            const FN_T amax = FN_NAME(quant_amax)(yk, g, &nonfinite);
+            if (nonfinite) {
+                scale[k] = NAN;
+                memset(qk, a->code == FN_Q_INT8 ? 0 : 0x7F, (size_t)g);
+            } else {
+                scale[k] = FN_NAME(quant_scale)(amax, qmax);
+                FN_NAME(quant_codes)(yk, qk, g, (FN_T)scale[k], qmax, a->code);
+            }
+        }
+    }
+}
