@@ -30,37 +30,42 @@
 #include <stdint.h>
 #include <string.h>
 
-#ifndef FN_QBLOCK
+#ifndef FASTNORM_QUANTIZE_ONCE
+#define FASTNORM_QUANTIZE_ONCE
 #define FN_QBLOCK 32 /* elements per step of the vectorized loops */
-#endif
 
-/* e4m3fn's code of a finite |v| <= 448 or NaN (sign separately): the
- * float's exponent rebiased (127 -> 7) and its mantissa rounded from 23
- * (float) or 52 (double) bits to 3, to nearest even; below 2^-6 the
- * subnormal codes, which are |v| * 2^9 rounded to an integer (0..8, and 8
- * is 2^-6's own code). */
-static inline uint32_t FN_NAME(quant_e4m3_magnitude)(FN_T v)
+/* e4m3fn's code of |v| (v clamped to +-448, or NaN; the sign is added by
+ * the caller): the float's exponent rebiased (127 -> 7, 1023 -> 7) and its
+ * mantissa rounded from 23 (float) or 52 (double) bits to 3, to nearest
+ * even, by an integer add and shift; below 2^-6, the subnormal codes,
+ * which are |v| * 2^9 rounded to an integer (0..8: 8 is 2^-6's own code).
+ * Written as selects, no branches, so that the loops vectorize; the float
+ * converted to an integer is the subnormal product (exact, at most 8) or
+ * 0, never a NaN or a large value. */
+static inline uint32_t fn_e4m3_magnitude_f32(float f)
 {
-    /* (the subnormal branch's product is exact and at most 8 where it is
-     * taken, and 0 is converted elsewhere, NaN included: always defined) */
-    if (sizeof(FN_T) == 8) {
-        uint64_t a;
-        const double d = fabs((double)v);
-        memcpy(&a, &d, sizeof a);
-        const uint64_t normal =
-            ((a + 0xFFFFFFFFFFFFull + ((a >> 49) & 1u)) >> 49) - ((uint64_t)(1023 - 7) << 3);
-        const uint32_t sub = (uint32_t)(int32_t)rint(d < 0x1p-6 ? d * 512.0 : 0.0);
-        if (a > 0x7FF0000000000000ull) return 0x7Fu;
-        return a >= 0x3F90000000000000ull ? (uint32_t)normal : sub;
-    }
     uint32_t a;
-    const float f = fabsf((float)v);
     memcpy(&a, &f, sizeof a);
+    a &= 0x7FFFFFFFu;
     const uint32_t normal = ((a + 0x7FFFFu + ((a >> 20) & 1u)) >> 20) - ((127u - 7u) << 3);
-    const uint32_t sub = (uint32_t)(int32_t)rintf(f < 0x1p-6f ? f * 512.0f : 0.0f);
-    if (a > 0x7F800000u) return 0x7Fu;
-    return a >= 0x3C800000u ? normal : sub;
+    const float product = a < 0x3C800000u ? rintf(fabsf(f) * 512.0f) : 0.0f;
+    const uint32_t code = a >= 0x3C800000u ? normal : (uint32_t)(int32_t)product;
+    return a > 0x7F800000u ? 0x7Fu : code;
 }
+
+static inline uint32_t fn_e4m3_magnitude_f64(double d)
+{
+    uint64_t a;
+    memcpy(&a, &d, sizeof a);
+    a &= 0x7FFFFFFFFFFFFFFFull;
+    const uint64_t normal =
+        ((a + 0xFFFFFFFFFFFFull + ((a >> 49) & 1u)) >> 49) - ((uint64_t)(1023 - 7) << 3);
+    const double product = a < 0x3F90000000000000ull ? rint(fabs(d) * 512.0) : 0.0;
+    const uint32_t code = a >= 0x3F90000000000000ull ? (uint32_t)normal : (uint32_t)(int32_t)product;
+    return a > 0x7FF0000000000000ull ? 0x7Fu : code;
+}
+
+#endif /* FASTNORM_QUANTIZE_ONCE */
 
 static inline uint8_t FN_NAME(quant_code)(FN_T y, FN_T s, FN_T qmax, int code)
 {
@@ -72,7 +77,9 @@ static inline uint8_t FN_NAME(quant_code)(FN_T y, FN_T s, FN_T qmax, int code)
         return (uint8_t)(int8_t)(int32_t)rint(v);
     }
     /* (y's sign: v's, and defined for a NaN too) */
-    return (uint8_t)(FN_NAME(quant_e4m3_magnitude)(v) | (signbit(y) ? 0x80u : 0u));
+    const uint32_t mag = sizeof(FN_T) == 8 ? fn_e4m3_magnitude_f64((double)v)
+                                           : fn_e4m3_magnitude_f32((float)v);
+    return (uint8_t)(mag | (signbit(y) ? 0x80u : 0u));
 }
 
 /* Codes of n values with scale s (a group, or a row with a static scale). */
