@@ -8,6 +8,7 @@
     python benchmarks/targets.py --torch              # fastnorm.torch against torch
     python benchmarks/targets.py --dask --repeats 5   # fastnorm on Dask arrays
     python benchmarks/targets.py --incache            # the kernels against a plain kernel, in cache
+    python benchmarks/targets.py --quant              # the quantized outputs (targets_quant.py)
     python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
 
 Each target is a ratio of medians measured in one process, its competitors
@@ -607,6 +608,11 @@ def parse_args(argv):
         help="the kernels against a plain two-pass kernel, rows in L2, one thread",
     )
     which.add_argument(
+        "--quant",
+        action="store_true",
+        help="the quantized outputs against their two steps and the roof (targets_quant.py)",
+    )
+    which.add_argument(
         "--dask",
         action="store_true",
         help="fastnorm on Dask arrays against Dask-native expressions (needs dask)",
@@ -649,9 +655,13 @@ def main(argv=None):
         targets = dask_targets()
     elif args.incache:
         targets = incache_targets()
+    elif args.quant:
+        import targets_quant
+
+        targets = targets_quant.quant_targets(Target, _thread_label, THREADS)
     else:
         targets = forward_targets()
-    if not (args.spellings or args.incache):
+    if not (args.spellings or args.incache or args.quant):
         targets += roof_references()
     targets = select(targets, args.threads)
     if not targets:

@@ -94,7 +94,9 @@ cdef _QuantArgs _quant_args(cnp.ndarray x, tuple axes, object dtype, object grou
 
 cdef object _static_scale(object scale, tuple shape):
     """A static scale (a number, or an array broadcasting to the scales'
-    shape) as the float32 scales used, of that shape; positive and finite."""
+    shape) as the float32 scales used, of that shape: finite and at least
+    2**-126 (float32's smallest normal, the dynamic scales' floor too; the
+    kernels multiply by 1 / scale, which is then finite)."""
     try:
         s = np.asarray(scale)
     except Exception as e:
@@ -107,9 +109,9 @@ cdef object _static_scale(object scale, tuple shape):
         raise ValueError(f"scale has shape {s.shape}, which does not broadcast to the scales' "
                          f"shape {shape}") from None
     s32 = np.array(s, dtype=np.float32)
-    bad = ~(np.isfinite(s32) & (s32 > 0))
+    bad = ~(np.isfinite(s32) & (s32 >= np.float32(2.0**-126)))
     if bad.any():
-        raise ValueError(f"scale must be positive and finite in float32, got "
+        raise ValueError(f"scale must be finite and at least 2**-126 in float32, got "
                          f"{s[bad].flat[0]!r} (as float32: {s32[bad].flat[0]!r})")
     return s32
 

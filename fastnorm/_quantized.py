@@ -53,13 +53,15 @@ def quantize(
     elements of it)::
 
         scale = max(amax / qmax, 2**-126)      # float32; amax = max |y|
-        q = saturate(round_half_even(y / scale))
+        q = saturate(round_half_even(y * (1 / scale)))
 
     with qmax 127 for int8 and 448 for float8 e4m3fn (rounded to the
-    nearest e4m3fn value, ties to even, and saturated to +-448).  y / scale
-    is one division in float32 (float64 for float64 y, with amax / qmax
-    taken in float64 and rounded to float32): the same bits on every kernel
-    set, and the dequantized value is ``q * scale``.
+    nearest e4m3fn value, ties to even, and saturated to +-448).  Each
+    step is one correctly rounded float32 operation (float64 for float64
+    y, with amax / qmax taken in float64 and rounded to float32): the
+    reciprocal once a group, then a product per element, as in vLLM's
+    int8 kernels.  The same bits on every kernel set; the dequantized value
+    is ``q * scale``.
 
     Parameters
     ----------
@@ -76,7 +78,7 @@ def quantize(
     scale : float or array_like, optional
         Static scales instead of dynamic ones: a number (per tensor) or an
         array broadcasting to the scales' shape; rounded to float32 and
-        used as given (positive and finite, else ValueError).
+        used as given (finite and at least 2**-126, else ValueError).
     out : ndarray, optional
         Where to write q: y's shape and `dtype`.
     scale_out : ndarray, optional

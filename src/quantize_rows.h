@@ -9,7 +9,7 @@
  * and compiled with that file's flags (FN_T, FN_SFX and FN_ISA name it, as
  * in norm_row_common.h).  The compilers vectorize the loops over fixed
  * blocks of FN_QBLOCK elements.  Every step is one correctly rounded IEEE
- * operation or exact (|y|, max, the division, rint in the default
+ * operation or exact (|y|, max, the product, rint in the default
  * round-to-nearest-even mode, comparisons, integer bit operations), so the
  * codes and scales are the same bits on every ISA and for any vector width,
  * and a few lines of NumPy reproduce them (tests/test_quantize.py):
@@ -17,8 +17,13 @@
  *   dynamic scale:  scale = max(amax / qmax, 2^-126) in float32, amax the
  *                   largest |y| of the group (float64 values: amax / qmax
  *                   in double, then rounded to float32);
- *   codes:          v = y / scale (in FN_T), clamped to [-qmax, qmax];
- *                   int8: rint(v); e4m3fn: v rounded to nearest even.
+ *   codes:          v = y * inv, inv = 1 / scale (both in FN_T: one
+ *                   correctly rounded reciprocal a group, then a product
+ *                   per element, which is several times cheaper than a
+ *                   division), clamped to [-qmax, qmax]; int8: rint(v);
+ *                   e4m3fn: v rounded to the nearest e4m3fn value, ties
+ *                   to even.  Scales are never below 2^-126, so inv is
+ *                   finite.
  *
  * Non-finite values never reach a float-to-integer conversion (undefined
  * behaviour in C): a group holding NaN or +-Inf gets a NaN scale and codes
@@ -67,9 +72,9 @@ static inline uint32_t fn_e4m3_magnitude_f64(double d)
 
 #endif /* FASTNORM_QUANTIZE_ONCE */
 
-static inline uint8_t FN_NAME(quant_code)(FN_T y, FN_T s, FN_T qmax, int code)
+static inline uint8_t FN_NAME(quant_code)(FN_T y, FN_T inv, FN_T qmax, int code)
 {
-    FN_T v = y / s;
+    FN_T v = y * inv;
     v = v > qmax ? qmax : v; /* (NaN passes both: compared false) */
     v = v < -qmax ? -qmax : v;
     if (code == FN_Q_INT8) {
@@ -82,25 +87,27 @@ static inline uint8_t FN_NAME(quant_code)(FN_T y, FN_T s, FN_T qmax, int code)
     return (uint8_t)(mag | (signbit(y) ? 0x80u : 0u));
 }
 
-/* Codes of n values with scale s (a group, or a row with a static scale). */
-static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T s, FN_T qmax,
-                                 int code)
+/* Codes of n values with scale s (a group's): the scalar loop, for every
+ * element type and any value (NaN and Inf included). */
+static void FN_NAME(quant_codes_scalar)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T inv,
+                                        FN_T qmax, int code)
 {
     ptrdiff_t i = 0;
     if (code == FN_Q_INT8) {
         for (; i + FN_QBLOCK <= n; i += FN_QBLOCK)
             for (int j = 0; j < FN_QBLOCK; j++)
-                q[i + j] = FN_NAME(quant_code)(y[i + j], s, qmax, FN_Q_INT8);
+                q[i + j] = FN_NAME(quant_code)(y[i + j], inv, qmax, FN_Q_INT8);
     } else {
         for (; i + FN_QBLOCK <= n; i += FN_QBLOCK)
             for (int j = 0; j < FN_QBLOCK; j++)
-                q[i + j] = FN_NAME(quant_code)(y[i + j], s, qmax, FN_Q_E4M3);
+                q[i + j] = FN_NAME(quant_code)(y[i + j], inv, qmax, FN_Q_E4M3);
     }
-    for (; i < n; i++) q[i] = FN_NAME(quant_code)(y[i], s, qmax, code);
+    for (; i < n; i++) q[i] = FN_NAME(quant_code)(y[i], inv, qmax, code);
 }
 
-/* The largest |y| of n values, and whether one of them is NaN or +-Inf. */
-static FN_T FN_NAME(quant_amax)(const FN_T *y, ptrdiff_t n, int *nonfinite)
+/* The largest |y| of n values, and whether one of them is NaN or +-Inf
+ * (the scalar loop). */
+static FN_T FN_NAME(quant_amax_scalar)(const FN_T *y, ptrdiff_t n, int *nonfinite)
 {
     FN_T m[FN_QBLOCK] = {0};
     int bad[FN_QBLOCK] = {0};
@@ -126,6 +133,62 @@ static FN_T FN_NAME(quant_amax)(const FN_T *y, ptrdiff_t n, int *nonfinite)
     return amax;
 }
 
+#if defined(VQ_STORE_I8)
+/* The float32 vocabularies' vectors: the same values as the scalar loops.
+ * The largest |y| is taken on the bits: |y|'s bit patterns order as its
+ * values do, and NaN and Inf are the patterns from 0x7F800000 up, so one
+ * integer maximum gives both amax and whether the group is finite, the same
+ * on every ISA (VMAX's NaN rules differ).  VQ_ABSMAX_BITS(m, v) folds |v|'s
+ * bits into the lanes' maxima m, VQ_HMAX_BITS(m) is the largest of them;
+ * VQ_STORE_I8 and VQ_STORE_E4M3 give the codes of a vector. */
+static FN_T FN_NAME(quant_amax)(const FN_T *y, ptrdiff_t n, int *nonfinite)
+{
+    VQ_BITS m0 = VQ_BITS_ZERO, m1 = VQ_BITS_ZERO;
+    ptrdiff_t i = 0;
+    for (; i + 2 * VL <= n; i += 2 * VL) {
+        m0 = VQ_ABSMAX_BITS(m0, VLOAD(y + i));
+        m1 = VQ_ABSMAX_BITS(m1, VLOAD(y + i + VL));
+    }
+    uint32_t top = VQ_HMAX_BITS(VQ_BITS_MAX(m0, m1));
+    for (; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &y[i], sizeof bits);
+        bits &= 0x7FFFFFFFu;
+        top = bits > top ? bits : top;
+    }
+    *nonfinite = top >= 0x7F800000u;
+    FN_T amax;
+    memcpy(&amax, &top, sizeof amax);
+    return amax;
+}
+
+/* Codes of finite values (y * inv may still overflow to +-Inf: it is
+ * clamped like any other value). */
+static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T inv, FN_T qmax,
+                                 int code)
+{
+    const V vinv = VSET1(inv), hi = VSET1(qmax), lo = VSET1(-qmax);
+    ptrdiff_t i = 0;
+    if (code == FN_Q_INT8)
+        for (; i + VL <= n; i += VL) VQ_STORE_I8(q + i, VMIN(VMAX(VMUL(VLOAD(y + i), vinv), lo), hi));
+    else
+        for (; i + VL <= n; i += VL)
+            VQ_STORE_E4M3(q + i, VMIN(VMAX(VMUL(VLOAD(y + i), vinv), lo), hi));
+    FN_NAME(quant_codes_scalar)(y + i, q + i, n - i, inv, qmax, code);
+}
+#else
+static FN_T FN_NAME(quant_amax)(const FN_T *y, ptrdiff_t n, int *nonfinite)
+{
+    return FN_NAME(quant_amax_scalar)(y, n, nonfinite);
+}
+
+static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T inv, FN_T qmax,
+                                 int code)
+{
+    FN_NAME(quant_codes_scalar)(y, q, n, inv, qmax, code);
+}
+#endif
+
 /* The dynamic scale of a group whose values are finite. */
 static inline float FN_NAME(quant_scale)(FN_T amax, FN_T qmax)
 {
@@ -144,18 +207,21 @@ void FN_NAME(quantize_rows)(const fn_quant *a)
         for (ptrdiff_t k = 0; k < groups; k++) {
             const FN_T *yk = y + k * g;
             uint8_t *qk = q + k * g;
-            if (a->static_scale) {
-                FN_NAME(quant_codes)(yk, qk, g, (FN_T)scale[k], qmax, a->code);
-                continue;
-            }
             int nonfinite;
             const FN_T amax = FN_NAME(quant_amax)(yk, g, &nonfinite);
-            if (nonfinite) {
+            if (a->static_scale) {
+                /* NaN and Inf take the scalar loop, which defines them */
+                const FN_T inv = (FN_T)1 / (FN_T)scale[k];
+                if (nonfinite)
+                    FN_NAME(quant_codes_scalar)(yk, qk, g, inv, qmax, a->code);
+                else
+                    FN_NAME(quant_codes)(yk, qk, g, inv, qmax, a->code);
+            } else if (nonfinite) {
                 scale[k] = NAN;
                 memset(qk, a->code == FN_Q_INT8 ? 0 : 0x7F, (size_t)g);
             } else {
                 scale[k] = FN_NAME(quant_scale)(amax, qmax);
-                FN_NAME(quant_codes)(yk, qk, g, (FN_T)scale[k], qmax, a->code);
+                FN_NAME(quant_codes)(yk, qk, g, (FN_T)1 / (FN_T)scale[k], qmax, a->code);
             }
         }
     }

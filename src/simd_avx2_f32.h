@@ -83,6 +83,41 @@ static inline __attribute__((always_inline)) __m256 fn_avx2_widen_bf16(__m128i h
 {
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
 }
+/* The quantizer's codes of 8 values, as fn_avx512_store_i8/_e4m3 do for
+ * 16 (simd_avx512_f32.h); the codes are narrowed by saturating packs. */
+/* the largest lane, unsigned */
+static inline uint32_t fn_avx2_hmax_epu32(__m256i v)
+{
+    __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+    m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+    return (uint32_t)_mm_cvtsi128_si32(m);
+}
+
+static inline __attribute__((always_inline)) void fn_avx2_store_i8(uint8_t *p, __m256 v)
+{
+    const __m256i i = _mm256_cvtps_epi32(v);
+    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(i), _mm256_extracti128_si256(i, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packs_epi16(w, w));
+}
+
+static inline __attribute__((always_inline)) void fn_avx2_store_e4m3(uint8_t *p, __m256 v)
+{
+    const __m256i bits = _mm256_castps_si256(v);
+    const __m256i a = _mm256_and_si256(bits, _mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(a, 20), _mm256_set1_epi32(1));
+    const __m256i up = _mm256_add_epi32(_mm256_add_epi32(a, _mm256_set1_epi32(0x7FFFF)), odd);
+    const __m256i normal = _mm256_sub_epi32(_mm256_srli_epi32(up, 20), _mm256_set1_epi32(960));
+    const __m256i sub =
+        _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(512.0f)));
+    /* (a <= 0x7FFFFFFF: the signed compare is the unsigned one) */
+    const __m256i is_normal = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x3C7FFFFF));
+    const __m256i sign = _mm256_and_si256(_mm256_srli_epi32(bits, 24), _mm256_set1_epi32(0x80));
+    const __m256i code = _mm256_or_si256(_mm256_blendv_epi8(sub, normal, is_normal), sign);
+    const __m128i w =
+        _mm_packus_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
+    _mm_storel_epi64((__m128i *)p, _mm_packus_epi16(w, w));
+}
 #endif
 
 /* vectors of FN_T */
@@ -122,3 +157,12 @@ static inline __attribute__((always_inline)) __m256 fn_avx2_widen_bf16(__m128i h
 #define VNARROW_F16(v) _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VWIDEN_BF16 fn_avx2_widen_bf16
 #define VNARROW_BF16 fn_avx2_narrow_bf16
+/* quantized codes (quantize_rows.h) */
+#define VQ_BITS __m256i
+#define VQ_BITS_ZERO _mm256_setzero_si256()
+#define VQ_BITS_MAX _mm256_max_epu32
+#define VQ_ABSMAX_BITS(m, v) \
+    _mm256_max_epu32((m), _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7FFFFFFF)))
+#define VQ_HMAX_BITS fn_avx2_hmax_epu32
+#define VQ_STORE_I8 fn_avx2_store_i8
+#define VQ_STORE_E4M3 fn_avx2_store_e4m3

@@ -9,6 +9,7 @@
  * the helper functions are guarded, the macros are #undef'd at the end of
  * every stamp by simd_vocab_undef.h.
  */
+#include <stdint.h>
 #ifndef FASTNORM_SIMD_AVX512_F32_HELPERS
 #define FASTNORM_SIMD_AVX512_F32_HELPERS
 /* lane sums in double: float32 lanes are widened first */
@@ -59,6 +60,31 @@ static inline __attribute__((always_inline)) __m512 fn_avx512_widen_bf16(__m256i
 {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
+/* The quantizer's codes of 16 values (quantize_rows.h: the formulas, and
+ * the scalar code these must equal bit for bit).  int8: v clamped to
+ * +-127, rounded to nearest even (vcvtps2dq, in the default MXCSR mode) and
+ * narrowed.  e4m3fn: v clamped to +-448, finite; the mantissa rounded to 3
+ * bits by an integer add and shift, or below 2^-6 the subnormal code
+ * |v| * 2^9 rounded to an integer. */
+static inline __attribute__((always_inline)) void fn_avx512_store_i8(uint8_t *p, __m512 v)
+{
+    _mm_storeu_si128((__m128i *)p, _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(v)));
+}
+
+static inline __attribute__((always_inline)) void fn_avx512_store_e4m3(uint8_t *p, __m512 v)
+{
+    const __m512i bits = _mm512_castps_si512(v);
+    const __m512i a = _mm512_and_si512(bits, _mm512_set1_epi32(0x7FFFFFFF));
+    const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(a, 20), _mm512_set1_epi32(1));
+    const __m512i up = _mm512_add_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(0x7FFFF)), odd);
+    const __m512i normal = _mm512_sub_epi32(_mm512_srli_epi32(up, 20), _mm512_set1_epi32(960));
+    const __m512i sub =
+        _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_castsi512_ps(a), _mm512_set1_ps(512.0f)));
+    const __mmask16 is_normal = _mm512_cmpge_epu32_mask(a, _mm512_set1_epi32(0x3C800000));
+    const __m512i sign = _mm512_and_si512(_mm512_srli_epi32(bits, 24), _mm512_set1_epi32(0x80));
+    const __m512i code = _mm512_or_si512(_mm512_mask_blend_epi32(is_normal, sub, normal), sign);
+    _mm_storeu_si128((__m128i *)p, _mm512_cvtepi32_epi8(code));
+}
 #endif
 
 /* vectors of FN_T */
@@ -98,3 +124,12 @@ static inline __attribute__((always_inline)) __m512 fn_avx512_widen_bf16(__m256i
 #define VNARROW_F16(v) _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define VWIDEN_BF16 fn_avx512_widen_bf16
 #define VNARROW_BF16 fn_avx512_narrow_bf16
+/* quantized codes (quantize_rows.h) */
+#define VQ_BITS __m512i
+#define VQ_BITS_ZERO _mm512_setzero_si512()
+#define VQ_BITS_MAX _mm512_max_epu32
+#define VQ_ABSMAX_BITS(m, v) \
+    _mm512_max_epu32((m), _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7FFFFFFF)))
+#define VQ_HMAX_BITS(m) ((uint32_t)_mm512_reduce_max_epu32(m))
+#define VQ_STORE_I8 fn_avx512_store_i8
+#define VQ_STORE_E4M3 fn_avx512_store_e4m3

@@ -222,6 +222,44 @@ FN_NEON_INLINE uint16x8_t fn_neon_narrow_bf16(fn_neon_f32x8 v)
     return vshrn_high_n_u32(vshrn_n_u32(fn_neon_round_bf16(v.lo), 16), fn_neon_round_bf16(v.hi),
                             16);
 }
+
+/* The quantizer's codes of 8 values, as fn_avx512_store_i8/_e4m3 do for
+ * 16 (simd_avx512_f32.h): FCVTNS rounds to nearest even, saturating
+ * narrows (SQXTN) give the int8 codes. */
+FN_NEON_INLINE uint32x4_t fn_neon_absmax_bits(uint32x4_t m, fn_neon_f32x8 v)
+{
+    const uint32x4_t mask = vdupq_n_u32(0x7FFFFFFF);
+    const uint32x4_t lo = vandq_u32(vreinterpretq_u32_f32(v.lo), mask);
+    const uint32x4_t hi = vandq_u32(vreinterpretq_u32_f32(v.hi), mask);
+    return vmaxq_u32(m, vmaxq_u32(lo, hi));
+}
+
+FN_NEON_INLINE void fn_neon_store_i8(uint8_t *p, fn_neon_f32x8 v)
+{
+    const int16x8_t w =
+        vcombine_s16(vqmovn_s32(vcvtnq_s32_f32(v.lo)), vqmovn_s32(vcvtnq_s32_f32(v.hi)));
+    vst1_s8((int8_t *)p, vqmovn_s16(w));
+}
+
+FN_NEON_INLINE uint32x4_t fn_neon_e4m3_codes(float32x4_t v)
+{
+    const uint32x4_t bits = vreinterpretq_u32_f32(v);
+    const uint32x4_t a = vandq_u32(bits, vdupq_n_u32(0x7FFFFFFF));
+    const uint32x4_t odd = vandq_u32(vshrq_n_u32(a, 20), vdupq_n_u32(1));
+    const uint32x4_t up = vaddq_u32(vaddq_u32(a, vdupq_n_u32(0x7FFFF)), odd);
+    const uint32x4_t normal = vsubq_u32(vshrq_n_u32(up, 20), vdupq_n_u32(960));
+    const uint32x4_t sub = vreinterpretq_u32_s32(vcvtnq_s32_f32(vmulq_n_f32(vabsq_f32(v), 512.0f)));
+    const uint32x4_t is_normal = vcgeq_u32(a, vdupq_n_u32(0x3C800000));
+    const uint32x4_t sign = vandq_u32(vshrq_n_u32(bits, 24), vdupq_n_u32(0x80));
+    return vorrq_u32(vbslq_u32(is_normal, normal, sub), sign);
+}
+
+FN_NEON_INLINE void fn_neon_store_e4m3(uint8_t *p, fn_neon_f32x8 v)
+{
+    const uint16x8_t w = vcombine_u16(vmovn_u32(fn_neon_e4m3_codes(v.lo)),
+                                      vmovn_u32(fn_neon_e4m3_codes(v.hi)));
+    vst1_u8(p, vmovn_u16(w));
+}
 #endif
 
 /* vectors of FN_T */
@@ -258,5 +296,13 @@ FN_NEON_INLINE uint16x8_t fn_neon_narrow_bf16(fn_neon_f32x8 v)
 /* conversions: FCVTL / FCVTN for float16, integer bfloat16 */
 #define VWIDEN_F16 fn_neon_widen_f16
 #define VNARROW_F16 fn_neon_narrow_f16
+/* quantized codes (quantize_rows.h) */
+#define VQ_BITS uint32x4_t
+#define VQ_BITS_ZERO vdupq_n_u32(0)
+#define VQ_BITS_MAX vmaxq_u32
+#define VQ_ABSMAX_BITS fn_neon_absmax_bits
+#define VQ_HMAX_BITS vmaxvq_u32
+#define VQ_STORE_I8 fn_neon_store_i8
+#define VQ_STORE_E4M3 fn_neon_store_e4m3
 #define VWIDEN_BF16 fn_neon_widen_bf16
 #define VNARROW_BF16 fn_neon_narrow_bf16

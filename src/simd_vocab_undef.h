@@ -54,6 +54,14 @@
 #undef VWIDEN_BF16
 #undef VNARROW_BF16
 #undef VNARROW_BF16_Y
+/* quantized codes (float32 vocabularies) */
+#undef VQ_BITS
+#undef VQ_BITS_ZERO
+#undef VQ_BITS_MAX
+#undef VQ_ABSMAX_BITS
+#undef VQ_HMAX_BITS
+#undef VQ_STORE_I8
+#undef VQ_STORE_E4M3
 /* element storage (simd_half_*.h, or the defaults of simd_contract.h) */
 #undef XLOAD
 #undef XLOAD_PART

@@ -40,7 +40,8 @@ def quantize_reference(y, dtype=np.int8, axis=-1, group_size=None, scale=None):
         sshape = bshape + ((n // g,) if group_size is not None else ())
         s = np.broadcast_to(np.asarray(scale, np.float32), sshape).reshape(bshape + (n // g,))
     with np.errstate(invalid="ignore"):
-        t = np.clip(v / s[..., None].astype(ct), -qmax, qmax)
+        inv = ct(1) / s[..., None].astype(ct)
+        t = np.clip(v * inv, -qmax, qmax)
     if dtype == np.int8:
         q = np.where(np.isnan(t), 0, np.rint(t)).astype(np.int8)
     else:
@@ -346,8 +347,8 @@ def test_bad_quantization_arguments_get_clear_errors():
             fastnorm.quantize(y, dt)
     with pytest.raises(ValueError, match=r"scale has shape \(3,\).*\(4,\)"):
         fastnorm.quantize(y, scale=np.ones(3))
-    for s in (0.0, -1.0, np.nan, np.inf, 1e-50):
-        with pytest.raises(ValueError, match="positive and finite"):
+    for s in (0.0, -1.0, np.nan, np.inf, 1e-50, 1e-39):
+        with pytest.raises(ValueError, match="finite and at least 2"):
             fastnorm.quantize(y, scale=s)
     with pytest.raises(TypeError, match="scale must be real"):
         fastnorm.quantize(y, scale="big")
