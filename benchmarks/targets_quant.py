@@ -103,20 +103,20 @@ def quant_targets(Target, thread_label, threads_list=(1, 2)):
             targets.append(
                 Target(
                     f"rms_norm_quant {short} int8 {on} / (rms_norm f32 + quantize)",
-                    0.6, (n,), lambda rep, t=plain: _ratio(t(rep), "fused", "two steps"),
+                    0.6, (n,), lambda repeats, t=plain: _ratio(t(repeats), "fused", "two steps"),
                 )
             )  # fmt: skip
             targets.append(
                 Target(
                     f"rms_norm_quant {short} int8 {on} / streaming-copy roof",
-                    1.5, (n,), lambda rep, t=plain: _ratio(t(rep), "fused", "roof"),
+                    1.5, (n,), lambda repeats, t=plain: _ratio(t(repeats), "fused", "roof"),
                 )
             )  # fmt: skip
             add = _once(functools.partial(_times, dt, n, np.int8, None, True))
             targets.append(
                 Target(
                     f"add_rms_norm_quant {short} int8 {on} / (add_rms_norm + quantize)",
-                    0.6, (n,), lambda rep, t=add: _ratio(t(rep), "fused", "two steps"),
+                    0.6, (n,), lambda repeats, t=add: _ratio(t(repeats), "fused", "two steps"),
                 )
             )  # fmt: skip
             for label, qdtype, group in (("int8 group 128", np.int8, 128), ("e4m3fn", E4M3, None)):
@@ -124,7 +124,7 @@ def quant_targets(Target, thread_label, threads_list=(1, 2)):
                 targets.append(
                     Target(
                         f"rms_norm_quant {short} {label} {on} / (rms_norm f32 + quantize)",
-                        0.7, (n,), lambda rep, t=t: _ratio(t(rep), "fused", "two steps"),
+                        0.7, (n,), lambda repeats, t=t: _ratio(t(repeats), "fused", "two steps"),
                     )
                 )  # fmt: skip
         torch_t = _once(functools.partial(_torch_times, n))
@@ -132,8 +132,8 @@ def quant_targets(Target, thread_label, threads_list=(1, 2)):
             Target(
                 f"fastnorm.torch.rms_norm_quant f32 int8 {on} / torch rms_norm + quantization",
                 0.1, (n,),
-                lambda rep, t=torch_t: None if t(rep) is None
-                else _ratio(t(rep), "fastnorm.torch", "torch"),
+                lambda repeats, t=torch_t: None if t(repeats) is None
+                else _ratio(t(repeats), "fastnorm.torch", "torch"),
             )
         )  # fmt: skip
     return targets
