@@ -39,7 +39,9 @@ def _times(dtype, threads, qdtype, group_size, add, repeats):
     x, r, w = _inputs(dtype)
     q = np.empty(BIG, qdtype)
     n_scales = BIG[0] * (1 if group_size is None else BIG[1] // group_size)
-    scales = np.empty((BIG[0],) if group_size is None else (BIG[0], BIG[1] // group_size), np.float32)
+    scales = np.empty(
+        (BIG[0],) if group_size is None else (BIG[0], BIG[1] // group_size), np.float32
+    )
     y = np.empty(BIG, np.float32)
     h = np.empty_like(x)
     kw = dict(dtype=qdtype, group_size=group_size, out=q, scale_out=scales)

@@ -89,6 +89,7 @@ else:
         rms_norm_backward,
     )
     from ._config import available_isas, get_isa, show_config
+    from ._modules import IncompatibleKeys, LayerNorm, RMSNorm
     from ._quantized import (
         add_layer_norm_quant,
         add_rms_norm_quant,
@@ -96,7 +97,6 @@ else:
         quantize,
         rms_norm_quant,
     )
-    from ._modules import IncompatibleKeys, LayerNorm, RMSNorm
 
 __all__ = [
     "layer_norm",

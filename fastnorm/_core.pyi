@@ -53,6 +53,8 @@ class Call:
     def axes(self) -> tuple[int, ...]: ...
     @property
     def per_sample(self) -> bool: ...
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
 
 def normalize_call(
     op: int,
@@ -64,6 +66,7 @@ def normalize_call(
     axis: object,
     out: object,
     return_stats: bool,
+    dtype: npt.DTypeLike | None = None,
 ) -> Call: ...
 def add_normalize_call(
     op: int,
@@ -77,6 +80,7 @@ def add_normalize_call(
     out: object,
     residual_out: object,
     return_stats: bool,
+    dtype: npt.DTypeLike | None = None,
 ) -> Call: ...
 def normalize_backward_call(
     op: int,
@@ -104,6 +108,7 @@ def normalize(
     axis: object,
     out: object,
     return_stats: bool,
+    dtype: npt.DTypeLike | None = None,
 ) -> Any: ...
 def add_normalize(
     op: int,
@@ -117,6 +122,7 @@ def add_normalize(
     out: object,
     residual_out: object,
     return_stats: bool,
+    dtype: npt.DTypeLike | None = None,
 ) -> Any: ...
 def normalize_backward(
     op: int,
@@ -134,6 +140,34 @@ def normalize_backward(
 ) -> Any: ...
 
 # the torch bridge: tensors are typed Any so that the stubs need no torch
+# quantized outputs (_quant.pxi)
+QUANT_DTYPES: tuple[np.dtype[Any], ...]
+
+def quantize(
+    y: object,
+    dtype: object,
+    axis: object,
+    group_size: object,
+    scale: object,
+    out: object,
+    scale_out: object,
+) -> tuple[np.ndarray, np.ndarray]: ...
+def normalize_quant(
+    op: int,
+    x: object,
+    residual: object,
+    normalized_shape: object,
+    weight: object,
+    bias: object,
+    eps: object,
+    axis: object,
+    dtype: object,
+    group_size: object,
+    scale: object,
+    out: object,
+    scale_out: object,
+    residual_out: object,
+) -> Any: ...
 def torch_setup(torch: Any) -> None: ...
 def torch_forward(
     op: int,

@@ -151,9 +151,7 @@ def _forward_block(x, weight, bias, *, op, eps, axes, return_stats, threads, out
         return _core.normalize(op, x, None, weight, bias, eps, axes, None, return_stats, out_dtype)
 
 
-def _add_block(
-    x, residual, weight, bias, *, op, eps, axes, return_stats, threads, out_dtype=None
-):
+def _add_block(x, residual, weight, bias, *, op, eps, axes, return_stats, threads, out_dtype=None):
     x, residual = _in_c_order(x, axes[0]), _in_c_order(residual, axes[0])
     with _TaskThreads(threads):
         return _core.add_normalize(

@@ -304,7 +304,7 @@ def _fill_parameters():
         text = _NORM_QUANT_PARAMETERS.format(norm=norm, bias=bias)
         if add:
             text += _ADD_PARAMETERS.format(norm=norm)
-        fn.__doc__ = fn.__doc__.replace("{parameters}", text)
+        fn.__doc__ = (fn.__doc__ or "").replace("{parameters}", text)
 
 
 _fill_parameters()

@@ -66,7 +66,8 @@ static inline uint32_t fn_e4m3_magnitude_f64(double d)
     const uint64_t normal =
         ((a + 0xFFFFFFFFFFFFull + ((a >> 49) & 1u)) >> 49) - ((uint64_t)(1023 - 7) << 3);
     const double product = a < 0x3F90000000000000ull ? rint(fabs(d) * 512.0) : 0.0;
-    const uint32_t code = a >= 0x3F90000000000000ull ? (uint32_t)normal : (uint32_t)(int32_t)product;
+    const uint32_t code =
+        a >= 0x3F90000000000000ull ? (uint32_t)normal : (uint32_t)(int32_t)product;
     return a > 0x7FF0000000000000ull ? 0x7Fu : code;
 }
 
@@ -82,15 +83,15 @@ static inline uint8_t FN_NAME(quant_code)(FN_T y, FN_T inv, FN_T qmax, int code)
         return (uint8_t)(int8_t)(int32_t)rint(v);
     }
     /* (y's sign: v's, and defined for a NaN too) */
-    const uint32_t mag = sizeof(FN_T) == 8 ? fn_e4m3_magnitude_f64((double)v)
-                                           : fn_e4m3_magnitude_f32((float)v);
+    const uint32_t mag =
+        sizeof(FN_T) == 8 ? fn_e4m3_magnitude_f64((double)v) : fn_e4m3_magnitude_f32((float)v);
     return (uint8_t)(mag | (signbit(y) ? 0x80u : 0u));
 }
 
 /* Codes of n values with scale s (a group's): the scalar loop, for every
  * element type and any value (NaN and Inf included). */
-static void FN_NAME(quant_codes_scalar)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T inv,
-                                        FN_T qmax, int code)
+static void FN_NAME(quant_codes_scalar)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T inv, FN_T qmax,
+                                        int code)
 {
     ptrdiff_t i = 0;
     if (code == FN_Q_INT8) {
@@ -170,7 +171,8 @@ static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T in
     const V vinv = VSET1(inv), hi = VSET1(qmax), lo = VSET1(-qmax);
     ptrdiff_t i = 0;
     if (code == FN_Q_INT8)
-        for (; i + VL <= n; i += VL) VQ_STORE_I8(q + i, VMIN(VMAX(VMUL(VLOAD(y + i), vinv), lo), hi));
+        for (; i + VL <= n; i += VL)
+            VQ_STORE_I8(q + i, VMIN(VMAX(VMUL(VLOAD(y + i), vinv), lo), hi));
     else
         for (; i + VL <= n; i += VL)
             VQ_STORE_E4M3(q + i, VMIN(VMAX(VMUL(VLOAD(y + i), vinv), lo), hi));

@@ -256,8 +256,8 @@ FN_NEON_INLINE uint32x4_t fn_neon_e4m3_codes(float32x4_t v)
 
 FN_NEON_INLINE void fn_neon_store_e4m3(uint8_t *p, fn_neon_f32x8 v)
 {
-    const uint16x8_t w = vcombine_u16(vmovn_u32(fn_neon_e4m3_codes(v.lo)),
-                                      vmovn_u32(fn_neon_e4m3_codes(v.hi)));
+    const uint16x8_t w =
+        vcombine_u16(vmovn_u32(fn_neon_e4m3_codes(v.lo)), vmovn_u32(fn_neon_e4m3_codes(v.hi)));
     vst1_u8(p, vmovn_u16(w));
 }
 #endif

@@ -8,11 +8,10 @@ float norm in its compute dtype followed by quantize."""
 import ml_dtypes
 import numpy as np
 import pytest
+from _reference import BFLOAT16
 from threadpoolctl import threadpool_limits
 
 import fastnorm
-
-from _reference import BFLOAT16
 
 E4M3 = np.dtype(ml_dtypes.float8_e4m3fn)
 QMAX = {np.dtype(np.int8): 127, E4M3: 448}
@@ -319,7 +318,9 @@ def test_other_result_dtypes_round_the_compute_dtype_result_once(rng, xdtype, dt
         out = np.empty((6, 100), dtype)
         assert f(x, dtype=dtype, out=out) is out and same_bits(out, y)
     y, h = fastnorm.add_rms_norm(x, x, dtype=dtype)
-    assert h.dtype == x.dtype and same_bits(y, fastnorm.add_rms_norm(x, x, dtype=ct)[0].astype(dtype))
+    assert h.dtype == x.dtype and same_bits(
+        y, fastnorm.add_rms_norm(x, x, dtype=ct)[0].astype(dtype)
+    )
 
 
 def test_dtype_none_and_the_input_dtype_are_the_default(rng):
