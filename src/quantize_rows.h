@@ -106,34 +106,6 @@ static void FN_NAME(quant_codes_scalar)(const FN_T *y, uint8_t *q, ptrdiff_t n, 
     for (; i < n; i++) q[i] = FN_NAME(quant_code)(y[i], inv, qmax, code);
 }
 
-/* The largest |y| of n values, and whether one of them is NaN or +-Inf
- * (the scalar loop). */
-static FN_T FN_NAME(quant_amax_scalar)(const FN_T *y, ptrdiff_t n, int *nonfinite)
-{
-    FN_T m[FN_QBLOCK] = {0};
-    int bad[FN_QBLOCK] = {0};
-    ptrdiff_t i = 0;
-    for (; i + FN_QBLOCK <= n; i += FN_QBLOCK)
-        for (int j = 0; j < FN_QBLOCK; j++) {
-            const FN_T a = fabs(y[i + j]);
-            m[j] = a > m[j] ? a : m[j];
-            bad[j] |= !(a < (FN_T)INFINITY); /* NaN compares false */
-        }
-    for (; i < n; i++) {
-        const FN_T a = fabs(y[i]);
-        m[0] = a > m[0] ? a : m[0];
-        bad[0] |= !(a < (FN_T)INFINITY);
-    }
-    FN_T amax = 0;
-    int any = 0;
-    for (int j = 0; j < FN_QBLOCK; j++) {
-        amax = m[j] > amax ? m[j] : amax;
-        any |= bad[j];
-    }
-    *nonfinite = any;
-    return amax;
-}
-
 #if defined(VQ_STORE_I8)
 /* The float32 vocabularies' vectors: the same values as the scalar loops.
  * The largest |y| is taken on the bits: |y|'s bit patterns order as its
@@ -179,9 +151,32 @@ static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T in
     FN_NAME(quant_codes_scalar)(y + i, q + i, n - i, inv, qmax, code);
 }
 #else
+/* The largest |y| of n values, and whether one of them is NaN or +-Inf
+ * (the scalar loop). */
 static FN_T FN_NAME(quant_amax)(const FN_T *y, ptrdiff_t n, int *nonfinite)
 {
-    return FN_NAME(quant_amax_scalar)(y, n, nonfinite);
+    FN_T m[FN_QBLOCK] = {0};
+    int bad[FN_QBLOCK] = {0};
+    ptrdiff_t i = 0;
+    for (; i + FN_QBLOCK <= n; i += FN_QBLOCK)
+        for (int j = 0; j < FN_QBLOCK; j++) {
+            const FN_T a = fabs(y[i + j]);
+            m[j] = a > m[j] ? a : m[j];
+            bad[j] |= !(a < (FN_T)INFINITY); /* NaN compares false */
+        }
+    for (; i < n; i++) {
+        const FN_T a = fabs(y[i]);
+        m[0] = a > m[0] ? a : m[0];
+        bad[0] |= !(a < (FN_T)INFINITY);
+    }
+    FN_T amax = 0;
+    int any = 0;
+    for (int j = 0; j < FN_QBLOCK; j++) {
+        amax = m[j] > amax ? m[j] : amax;
+        any |= bad[j];
+    }
+    *nonfinite = any;
+    return amax;
 }
 
 static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T inv, FN_T qmax,
