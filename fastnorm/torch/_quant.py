@@ -133,13 +133,14 @@ def _kernel(kind, input, residual, normalized_shape, weight, bias, eps, dim, dty
             f"residual has dtype {residual.dtype} but input has dtype {input.dtype}: the "
             "quantized add_ norms take both in one dtype"
         )
+    if isinstance(normalized_shape, (list, torch.Size)):  # (the ops' int lists)
+        normalized_shape = tuple(normalized_shape)
+    # the normalized dims by torch's rule (fastnorm.torch's, with dim=), as axes
+    axes = _core.torch_dims(input.shape, normalized_shape, dim)
     args = dict(
-        axis=_dim_arg(dim), dtype=_CODE_DTYPES[dtype], group_size=group_size,
-        scale=_scale_array(scale),
-    )  # fmt: skip
-    shape = normalized_shape
-    if isinstance(shape, (list, torch.Size)):  # (the ops' int lists; tuples and ints as given)
-        shape = tuple(shape)
+        axis=axes, dtype=_CODE_DTYPES[dtype], group_size=group_size, scale=_scale_array(scale)
+    )
+    shape = None
     w, b, r = _array(weight, "weight"), _array(bias, "bias"), _array(residual, "residual")
     if kind == "rms":
         if r is None:
@@ -154,19 +155,13 @@ def _kernel(kind, input, residual, normalized_shape, weight, bias, eps, dim, dty
     return tuple(_tensor(a).contiguous() for a in result)
 
 
-def _dim_arg(dim):
-    if dim is None:
-        return None
-    return dim if isinstance(dim, int) else tuple(dim)
-
-
 # ---- the public functions ------------------------------------------------------------------
 
 
-def _call(kind, input, residual, normalized_shape, weight, bias, eps, dim, dtype, group_size,
+def _call(kind, add, input, residual, normalized_shape, weight, bias, eps, dim, dtype, group_size,
           scale):  # fmt: skip
     tensors = {"input": input, "residual": residual, "weight": weight, "bias": bias}
-    if residual is None:
+    if not add:
         del tensors["residual"]
     if kind == "rms":
         del tensors["bias"]
@@ -241,7 +236,7 @@ def rms_norm_quant(
     2**-126)`` and ``q = saturate(rint(y * (1 / scale)))``.  For inference:
     an argument that requires grad while grad mode is on is a RuntimeError.
     """
-    return _call("rms", input, None, normalized_shape, weight, None, eps, dim, dtype,
+    return _call("rms", False, input, None, normalized_shape, weight, None, eps, dim, dtype,
                  group_size, scale)  # fmt: skip
 
 
@@ -262,7 +257,7 @@ def layer_norm_quant(
     Arguments and results as in `rms_norm_quant`, with ``bias`` and
     ``eps=1e-5`` as in `fastnorm.torch.layer_norm`.
     """
-    return _call("ln", input, None, normalized_shape, weight, bias, eps, dim, dtype,
+    return _call("ln", False, input, None, normalized_shape, weight, bias, eps, dim, dtype,
                  group_size, scale)  # fmt: skip
 
 
@@ -283,7 +278,7 @@ def add_rms_norm_quant(
     residual must have input's shape and dtype; h has them too and is bit
     for bit `fastnorm.torch.add_rms_norm`'s h.  Otherwise as `rms_norm_quant`.
     """
-    return _call("rms", input, residual, normalized_shape, weight, None, eps, dim, dtype,
+    return _call("rms", True, input, residual, normalized_shape, weight, None, eps, dim, dtype,
                  group_size, scale)  # fmt: skip
 
 
@@ -304,7 +299,7 @@ def add_layer_norm_quant(
 
     See `add_rms_norm_quant` and `layer_norm_quant`.
     """
-    return _call("ln", input, residual, normalized_shape, weight, bias, eps, dim, dtype,
+    return _call("ln", True, input, residual, normalized_shape, weight, bias, eps, dim, dtype,
                  group_size, scale)  # fmt: skip
 
 
