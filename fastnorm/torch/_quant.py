@@ -140,17 +140,17 @@ def _kernel(kind, input, residual, normalized_shape, weight, bias, eps, dim, dty
     args = dict(
         axis=axes, dtype=_CODE_DTYPES[dtype], group_size=group_size, scale=_scale_array(scale)
     )
-    shape = None
     w, b, r = _array(weight, "weight"), _array(bias, "bias"), _array(residual, "residual")
+    result: tuple  # (q, scale) or (q, scale, h); the dims are passed as axes
     if kind == "rms":
         if r is None:
-            result = _quantized.rms_norm_quant(x, shape, w, eps, **args)
+            result = _quantized.rms_norm_quant(x, None, w, eps, **args)
         else:
-            result = _quantized.add_rms_norm_quant(x, r, shape, w, eps, **args)
+            result = _quantized.add_rms_norm_quant(x, r, None, w, eps, **args)
     elif r is None:
-        result = _quantized.layer_norm_quant(x, shape, w, b, eps, **args)
+        result = _quantized.layer_norm_quant(x, None, w, b, eps, **args)
     else:
-        result = _quantized.add_layer_norm_quant(x, r, shape, w, b, eps, **args)
+        result = _quantized.add_layer_norm_quant(x, r, None, w, b, eps, **args)
     # (C order, as the fake implementations promise; the core returns it so)
     return tuple(_tensor(a).contiguous() for a in result)
 
