@@ -38,7 +38,14 @@ import numpy as np
 
 from . import _core
 
-__all__ = ["is_dask", "normalize", "add_normalize", "normalize_backward"]
+__all__ = [
+    "is_dask",
+    "normalize",
+    "add_normalize",
+    "normalize_backward",
+    "quantize",
+    "normalize_quant",
+]
 
 # The fan-in of the tree that adds up the backward's per-block float64
 # dweight/dbias partial sums (dask.array.reduction's split_every, per axis).
@@ -56,6 +63,10 @@ _NAMES = {
     ("add", _core.OP_RMS_NORM): "add_rms_norm",
     ("backward", _core.OP_LAYER_NORM): "layer_norm_backward",
     ("backward", _core.OP_RMS_NORM): "rms_norm_backward",
+    ("quant", _core.OP_LAYER_NORM): "layer_norm_quant",
+    ("quant", _core.OP_RMS_NORM): "rms_norm_quant",
+    ("add_quant", _core.OP_LAYER_NORM): "add_layer_norm_quant",
+    ("add_quant", _core.OP_RMS_NORM): "add_rms_norm_quant",
 }
 
 
@@ -581,3 +592,185 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     db_shape = norm_shape if bias_shape is None else bias_shape
     dbias = _param_grad_sum(result, 2, db_shape, x, ind, letters, cdt, what)
     return dx, dweight, dbias
+
+
+# ---- quantized outputs (issue 27) -----------------------------------------------------------
+# quantize and the quantized norms, blockwise as the float forward: every
+# axis from the first normalized axis on whole in a block, one core call per
+# block.  A block's scales are the core's (its batch shape, + (n_groups,)
+# when grouped); they travel as x's number of axes, 1 on the normalized
+# ones, plus a trailing axis of n_groups (1 when not grouped), which is
+# dropped at the end.
+
+
+def _keepdims_scales(scales, block_shape, axes, n_groups):
+    """A block's scales (its batch shape, + (n_groups,) when grouped) as
+    the block's shape with the normalized axes 1, + (n_groups,)."""
+    shape = tuple(1 if a in axes else n for a, n in enumerate(block_shape)) + (n_groups,)
+    return scales.reshape(shape)
+
+
+def _block_static_scale(scale, block_scale, axes, grouped):
+    """A block's static scales for the core: its part of the caller's scale
+    array (keepdims layout, as _keepdims_scales), reshaped to the block's
+    scales' shape, or the one number given for every block."""
+    if block_scale is None:
+        return scale
+    shape = tuple(n for a, n in enumerate(block_scale.shape[:-1]) if a not in axes)
+    return block_scale.reshape(shape + ((block_scale.shape[-1],) if grouped else ()))
+
+
+def _quantize_block(y, block_scale, *, code_dtype, axes, group_size, scale, n_groups, threads):
+    y = _in_c_order(y, axes[0])
+    scale = _block_static_scale(scale, block_scale, axes, group_size is not None)
+    with _TaskThreads(threads):
+        q, s = _core.quantize(y, code_dtype, axes, group_size, scale, None, None)
+    return q, _keepdims_scales(s, y.shape, axes, n_groups)
+
+
+def _norm_quant_block(
+    x, residual, weight, bias, block_scale, *, op, eps, axes, code_dtype, group_size, scale,
+    n_groups, threads,
+):  # fmt: skip
+    x = _in_c_order(x, axes[0])
+    if residual is not None:
+        residual = _in_c_order(residual, axes[0])
+    scale = _block_static_scale(scale, block_scale, axes, group_size is not None)
+    with _TaskThreads(threads):
+        result = _core.normalize_quant(
+            op, x, residual, None, weight, bias, eps, axes, code_dtype, group_size, scale, None,
+            None, None,
+        )  # fmt: skip
+    return (result[0], _keepdims_scales(result[1], x.shape, axes, n_groups)) + result[2:]
+
+
+def _static_scale_operand(scale, scales32, x_shape, axes, chunks, n_groups, letters, ind):
+    """The static scale as blockwise takes it: (the number for every block,
+    None, None) for a number, else (None, a Dask array of the float32
+    scales in the keepdims layout chunked like the blocks, its index)."""
+    import dask.array as da
+
+    if scale is None:
+        return None, None, None
+    if _dask_array(scale, "scale") is not None:
+        raise TypeError(
+            "scale is a Dask array: pass static scales as a number or a NumPy array (they are "
+            "checked when the function is called); compute it first"
+        )
+    if np.ndim(scale) == 0:
+        return scale, None, None
+    keep = _keepdims_scales(scales32, x_shape, axes, n_groups)
+    extra = next(letters)
+    part = da.from_array(keep, chunks=_stats_chunks(chunks, axes) + ((n_groups,),))
+    return None, part, ind + extra
+
+
+def _quant_outputs(result, what, ind, letters, axes, qdt, n_groups, grouped, h_dtype=None):
+    """(q, scale[, h]) of a blockwise quantization whose blocks return
+    (q, keepdims scales[, h])."""
+    import dask.array as da
+
+    ndim = len(ind)
+    q = da.blockwise(
+        _pick, ind, result, ind, k=0, token=f"{what}-0", dtype=qdt, meta=_meta(ndim, qdt)
+    )
+    extra = next(letters)
+    s = da.blockwise(
+        _pick, ind + extra, result, ind, k=1, token=f"{what}-1", new_axes={extra: n_groups},
+        adjust_chunks={ind[a]: 1 for a in axes}, dtype=np.float32,
+        meta=_meta(ndim + 1, np.float32),
+    )  # fmt: skip
+    s = s[tuple(0 if a in axes else slice(None) for a in range(ndim)) + (slice(None),)]
+    if not grouped:
+        s = s[..., 0]
+    if h_dtype is None:
+        return q, s
+    h = da.blockwise(
+        _pick, ind, result, ind, k=2, token=f"{what}-2", dtype=h_dtype, meta=_meta(ndim, h_dtype)
+    )
+    return q, s, h
+
+
+def quantize(y, dtype, axis, group_size, scale, out, scale_out):
+    """fastnorm.quantize of a Dask array."""
+    import dask.array as da
+
+    what = "quantize"
+    _refuse_out("out", out)
+    _refuse_out("scale_out", scale_out)
+    template, name, y_dtype, y_shape = _template(y)
+    kdt = _kernel_dtype(_core.OP_RMS_NORM, y_dtype)
+    stand_in = _stand_in(y_shape, kdt)
+    axes = _core.normalize_call(
+        _core.OP_RMS_NORM, stand_in, None, None, None, None, axis, None, False
+    ).axes
+    qdt, scale_shape, scales32 = _core.quantize_call(stand_in, axes, dtype, group_size, scale)
+    grouped = group_size is not None
+    n_groups = scale_shape[-1] if grouped else 1
+    chunks = _block_chunks(template, axes, what, name, y_shape, y_dtype)
+    y = _aligned(y, "y", chunks)
+    ind, letters = _indices(y.ndim)
+    number, part, part_ind = _static_scale_operand(
+        scale, scales32, y.shape, axes, chunks, n_groups, letters, ind
+    )
+    result = da.blockwise(
+        _quantize_block, ind, y, ind, part, part_ind, code_dtype=qdt, axes=axes,
+        group_size=group_size, scale=number, n_groups=n_groups, threads=_task_threads(),
+        token=f"{what}-blocks", dtype=object, meta=_meta(y.ndim, object), concatenate=True,
+    )  # fmt: skip
+    return _quant_outputs(result, what, ind, letters, axes, qdt, n_groups, grouped)
+
+
+def normalize_quant(
+    op, x, residual, normalized_shape, weight, bias, eps, axis, dtype, group_size, scale, out,
+    scale_out, residual_out,
+):  # fmt: skip
+    """The quantized norms (and their add_ forms, with a residual) with a
+    Dask operand: (q, scale[, h])."""
+    import dask.array as da
+
+    add = residual is not None
+    what = _NAMES["add_quant" if add else "quant", op]
+    _refuse_out("out", out)
+    _refuse_out("scale_out", scale_out)
+    _refuse_out("residual_out", residual_out)
+    template, name, x_dtype, x_shape = _template(x, residual, "residual")
+    kdt = _kernel_dtype(op, x_dtype)
+    cdt = _core.compute_dtype(kdt)
+    stand_in = _stand_in(x_shape, kdt)
+    weight_in, bias_in = (
+        _operand_stand_in(weight, "weight", cdt),
+        _operand_stand_in(bias, "bias", cdt),
+    )
+    if add:
+        call = _core.add_normalize_call(
+            op, stand_in, _operand_stand_in(residual, "residual", kdt, True), normalized_shape,
+            weight_in, bias_in, eps, axis, None, None, False, cdt,
+        )  # fmt: skip
+    else:
+        call = _core.normalize_call(
+            op, stand_in, normalized_shape, weight_in, bias_in, eps, axis, None, False, cdt
+        )
+    axes = call.axes
+    qdt, scale_shape, scales32 = _core.quantize_call(stand_in, axes, dtype, group_size, scale)
+    grouped = group_size is not None
+    n_groups = scale_shape[-1] if grouped else 1
+    eps = _core.resolve_eps(eps, op, kdt)
+    chunks = _block_chunks(template, axes, what, name, x_shape, x_dtype)
+    x = _aligned(x, "x", chunks)
+    r = _aligned(residual, "residual", chunks) if add else None
+    ind, letters = _indices(x.ndim)
+    w, w_ind = _param_operand(weight, "weight", x, axes, chunks, ind, letters)
+    b, b_ind = _param_operand(bias, "bias", x, axes, chunks, ind, letters)
+    number, part, part_ind = _static_scale_operand(
+        scale, scales32, x.shape, axes, chunks, n_groups, letters, ind
+    )
+    result = da.blockwise(
+        _norm_quant_block, ind, x, ind, r, None if r is None else ind, w, w_ind, b, b_ind,
+        part, part_ind, op=op, eps=eps, axes=axes, code_dtype=qdt, group_size=group_size,
+        scale=number, n_groups=n_groups, threads=_task_threads(), token=f"{what}-blocks",
+        dtype=object, meta=_meta(x.ndim, object), concatenate=True,
+    )  # fmt: skip
+    return _quant_outputs(
+        result, what, ind, letters, axes, qdt, n_groups, grouped, kdt if add else None
+    )

@@ -34,6 +34,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from ._functions import LayerNorm, RMSNorm, add_layer_norm, add_rms_norm, layer_norm, rms_norm
 from ._patch import patch, unpatch
+from ._quant import add_layer_norm_quant, add_rms_norm_quant, layer_norm_quant, rms_norm_quant
 
 __all__ = [
     "layer_norm",
@@ -44,4 +45,9 @@ __all__ = [
     "RMSNorm",
     "patch",
     "unpatch",
+    # quantized outputs, for inference (fastnorm/torch/_quant.py)
+    "rms_norm_quant",
+    "layer_norm_quant",
+    "add_rms_norm_quant",
+    "add_layer_norm_quant",
 ]
