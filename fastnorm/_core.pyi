@@ -152,6 +152,9 @@ def quantize(
     out: object,
     scale_out: object,
 ) -> tuple[np.ndarray, np.ndarray]: ...
+def quantize_call(
+    x: object, axes: object, dtype: object, group_size: object, scale: object
+) -> tuple[np.dtype[Any], tuple[int, ...], np.ndarray | None]: ...
 def normalize_quant(
     op: int,
     x: object,

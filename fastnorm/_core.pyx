@@ -100,14 +100,3 @@ include "_calls.pxi"
 include "_quant.pxi"
 include "_torch_calls.pxi"
 
-
-# ---- the Dask layer's check of a quantization (fastnorm/_dask.py) --------------------
-
-def quantize_call(x, axes, dtype, group_size, scale):
-    """quantize's arguments (and a quantized norm's) for x, a zero-strided
-    stand-in of the array's shape whose normalized axes are `axes`, checked
-    by the core's rules and not run: (the codes' dtype, the scales' shape,
-    the static scales as float32 in that shape or None)."""
-    cdef _QuantArgs a = _quant_args(_input_array(x), tuple(axes), dtype, group_size, scale,
-                                    None, None)
-    return a.dtype, a.scale_shape, a.scale

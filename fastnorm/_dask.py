@@ -644,6 +644,17 @@ def _norm_quant_block(
     return (result[0], _keepdims_scales(result[1], x.shape, axes, n_groups)) + result[2:]
 
 
+def _refuse_dask_scale(scale):
+    """Static scales are checked when the function is called, in memory: a
+    Dask one is refused (with a NumPy x too, whose call comes here because
+    of it), never computed behind the caller's back."""
+    if scale is not None and _dask_array(scale, "scale") is not None:
+        raise TypeError(
+            "scale is a Dask array: pass static scales as a number or a NumPy array (they are "
+            "checked when the function is called); compute it first"
+        )
+
+
 def _static_scale_operand(scale, scales32, x_shape, axes, chunks, n_groups, letters, ind):
     """The static scale as blockwise takes it: (the number for every block,
     None, None) for a number, else (None, a Dask array of the float32
@@ -652,11 +663,6 @@ def _static_scale_operand(scale, scales32, x_shape, axes, chunks, n_groups, lett
 
     if scale is None:
         return None, None, None
-    if _dask_array(scale, "scale") is not None:
-        raise TypeError(
-            "scale is a Dask array: pass static scales as a number or a NumPy array (they are "
-            "checked when the function is called); compute it first"
-        )
     if np.ndim(scale) == 0:
         return scale, None, None
     keep = _keepdims_scales(scales32, x_shape, axes, n_groups)
@@ -696,6 +702,7 @@ def quantize(y, dtype, axis, group_size, scale, out, scale_out):
     import dask.array as da
 
     what = "quantize"
+    _refuse_dask_scale(scale)
     _refuse_out("out", out)
     _refuse_out("scale_out", scale_out)
     template, name, y_dtype, y_shape = _template(y)
@@ -731,6 +738,7 @@ def normalize_quant(
 
     add = residual is not None
     what = _NAMES["add_quant" if add else "quant", op]
+    _refuse_dask_scale(scale)
     _refuse_out("out", out)
     _refuse_out("scale_out", scale_out)
     _refuse_out("residual_out", residual_out)

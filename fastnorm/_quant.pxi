@@ -98,7 +98,9 @@ cdef object _static_scale(object scale, tuple shape):
     2**-126 (float32's smallest normal, the dynamic scales' floor too; the
     kernels multiply by 1 / scale, which is then finite)."""
     try:
-        s = np.asarray(scale)
+        s = _plain_array(scale, "scale")  # (a Dask one: DaskOperand, never computed here)
+    except DaskOperand:
+        raise
     except Exception as e:
         raise TypeError(f"scale must be a number or an array of them, got {scale!r}") from e
     if not _is_real(s.dtype):
@@ -320,3 +322,15 @@ def normalize_quant(int op, x, residual, normalized_shape, weight, bias, eps, ax
     if add:
         return result + ((h if c.residual_out is None else c.residual_out),)
     return result
+
+
+# ---- the Dask layer's check of a quantization (fastnorm/_dask.py) ----------------
+
+def quantize_call(x, axes, dtype, group_size, scale):
+    """quantize's arguments (and a quantized norm's) for x, a zero-strided
+    stand-in of the array's shape whose normalized axes are `axes`, checked
+    by the core's rules and not run: (the codes' dtype, the scales' shape,
+    the static scales as float32 in that shape or None)."""
+    cdef _QuantArgs a = _quant_args(_input_array(x), tuple(axes), dtype, group_size, scale,
+                                    None, None)
+    return a.dtype, a.scale_shape, a.scale

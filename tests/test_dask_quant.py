@@ -212,6 +212,24 @@ def test_bad_arguments_raise_at_call_time_as_in_memory(rng):
         same_error(lambda fn=fn: fn(dx, dr), lambda fn=fn: fn(x, r), kind)
 
 
+@pytest.mark.parametrize("x_is_dask", [False, True])
+def test_a_dask_static_scale_is_refused_never_computed(rng, x_is_dask):
+    x = rng.standard_normal((4, 8)).astype(np.float32)
+    xa = da.from_array(x, chunks=(2, 8)) if x_is_dask else x
+    computed = []
+    scale = da.full((4,), 0.01, chunks=2, dtype=np.float32).map_blocks(
+        lambda b: computed.append(1) or b, dtype=np.float32
+    )
+    computed.clear()  # (map_blocks called it once on a meta array)
+    for call in (
+        lambda: fastnorm.rms_norm_quant(xa, scale=scale),
+        lambda: fastnorm.quantize(xa, scale=scale),
+    ):
+        with pytest.raises(TypeError, match="scale is a Dask array.*compute it first"):
+            call()
+    assert not computed
+
+
 def test_outputs_with_a_dask_input_are_a_type_error_pointing_to_store(rng):
     x, r = data(rng)
     dx = da.from_array(x)
