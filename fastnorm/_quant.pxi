@@ -205,11 +205,13 @@ cdef object _run_quant_rows(quant_run_t *run, _QuantArgs a, cnp.ndarray q, cnp.n
     return tiles
 
 
-cdef tuple _quant_outputs(_QuantArgs a, tuple work_shape, Py_ssize_t rows):
+cdef tuple _quant_outputs(_QuantArgs a, tuple work_shape, Py_ssize_t rows, bint same_order):
     """The code array the kernels write (C-contiguous, work_shape: the
-    caller's out when it is so) and the scale array (scale_out when
-    C-contiguous), holding the static scales when given."""
-    if a.q is not None and (<cnp.ndarray>a.q).flags.c_contiguous \
+    caller's out when it is so and the work layout is x's own axis order,
+    same_order; a transposed work shape may equal x's shape, as (n, n) with
+    axis=0) and the scale array (scale_out when C-contiguous), holding the
+    static scales when given."""
+    if same_order and a.q is not None and (<cnp.ndarray>a.q).flags.c_contiguous \
             and (<cnp.ndarray>a.q).flags.aligned and a.q.shape == work_shape:
         q = a.q
     else:
@@ -252,7 +254,8 @@ def quantize(y, dtype, axis, group_size, scale, out, scale_out):
     if not values.flags.aligned:
         values = values.copy()
     rows = values.size // a.n if a.n else 0
-    q, scales = _quant_outputs(a, values.shape, rows)
+    q, scales = _quant_outputs(a, values.shape, rows,
+                               order == tuple(range(ya.ndim)))
     if values.size:
         memset(&run, 0, sizeof(quant_run_t))
         run.quant.y = cnp.PyArray_DATA(values)
@@ -296,7 +299,7 @@ def normalize_quant(int op, x, residual, normalized_shape, weight, bias, eps, ax
 
     order = tuple(range(xa.ndim))
     rows = cnp.PyArray_SIZE(xa) // a.n
-    q, scales = _quant_outputs(a, _shape(xa), rows)
+    q, scales = _quant_outputs(a, _shape(xa), rows, True)
     weight = _private_if_overlapping(c.weight, q, h)
     bias = _private_if_overlapping(c.bias, q, h)
     memset(&run, 0, sizeof(quant_run_t))
