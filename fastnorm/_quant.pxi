@@ -89,6 +89,9 @@ cdef _QuantArgs _quant_args(cnp.ndarray x, tuple axes, object dtype, object grou
         if not scale_out.flags.writeable:
             raise ValueError("scale_out is read-only")
         a.scale_out = scale_out
+        if a.q is not None and _overlap(a.q, scale_out):
+            raise ValueError("out and scale_out overlap: the codes and the scales need "
+                             "separate arrays")
     return a
 
 
@@ -207,11 +210,13 @@ cdef object _run_quant_rows(quant_run_t *run, _QuantArgs a, cnp.ndarray q, cnp.n
     return tiles
 
 
-cdef tuple _quant_outputs(_QuantArgs a, tuple work_shape, Py_ssize_t rows):
+cdef tuple _quant_outputs(_QuantArgs a, tuple work_shape, Py_ssize_t rows, bint same_order):
     """The code array the kernels write (C-contiguous, work_shape: the
-    caller's out when it is so) and the scale array (scale_out when
-    C-contiguous), holding the static scales when given."""
-    if a.q is not None and (<cnp.ndarray>a.q).flags.c_contiguous \
+    caller's out when it is so and the work layout is x's own axis order,
+    same_order; a transposed work shape may equal x's shape, as (n, n) with
+    axis=0) and the scale array (scale_out when C-contiguous), holding the
+    static scales when given."""
+    if same_order and a.q is not None and (<cnp.ndarray>a.q).flags.c_contiguous \
             and (<cnp.ndarray>a.q).flags.aligned and a.q.shape == work_shape:
         q = a.q
     else:
@@ -253,8 +258,14 @@ def quantize(y, dtype, axis, group_size, scale, out, scale_out):
                                   dtype=cnp.PyArray_DescrFromType(ctype))
     if not values.flags.aligned:
         values = values.copy()
+    # out or scale_out inside y (values is y itself when already so laid
+    # out): codes and scales are written while later rows are still to be
+    # read, and static scales before any, so read from a private copy
+    if _overlap(values, a.q) or _overlap(values, a.scale_out):
+        values = values.copy()
     rows = values.size // a.n if a.n else 0
-    q, scales = _quant_outputs(a, values.shape, rows)
+    q, scales = _quant_outputs(a, values.shape, rows,
+                               order == tuple(range(ya.ndim)))
     if values.size:
         memset(&run, 0, sizeof(quant_run_t))
         run.quant.y = cnp.PyArray_DATA(values)
@@ -282,12 +293,21 @@ def normalize_quant(int op, x, residual, normalized_shape, weight, bias, eps, ax
     cdef _QuantArgs a = _quant_args(xa, c.axes, dtype, group_size, scale, out, scale_out)
     if add:
         h = _new_output(xa) if c.residual_out is None else c.h
+        if c.residual_out is not None and (_overlap(a.q, h) or _overlap(a.scale_out, h)):
+            raise ValueError("out or scale_out overlaps residual_out: q, scale and h need "
+                             "separate arrays")
     trailing = c.axes[0] == xa.ndim - len(c.axes)
     fused = (cnp.PyArray_SIZE(xa) > 0 and trailing and not c.per_sample
              and all([a_.flags.c_contiguous and a_.flags.aligned
                       for a_ in ((xa, c.residual, h) if add else (xa,))]))
     if add and fused:  # as add_normalize fuses: h may be residual itself, nothing else
         fused = not (_clash(h, c.residual) or _overlap(h, xa))
+    # out or scale_out inside an input: the fused path writes codes and
+    # scales (static ones before it starts) while later rows are still to be
+    # read; the two-step path reads every input before quantize writes
+    if fused:
+        fused = not any([_overlap(o, i) for o in (a.q, a.scale_out)
+                         for i in ((xa, c.residual) if add else (xa,))])
     if not fused:  # the definition: the float norm, then quantize
         if add:
             y, h_res = _run_add_normalize(c)
@@ -298,9 +318,10 @@ def normalize_quant(int op, x, residual, normalized_shape, weight, bias, eps, ax
 
     order = tuple(range(xa.ndim))
     rows = cnp.PyArray_SIZE(xa) // a.n
-    q, scales = _quant_outputs(a, _shape(xa), rows)
-    weight = _private_if_overlapping(c.weight, q, h)
-    bias = _private_if_overlapping(c.bias, q, h)
+    q, scales = _quant_outputs(a, _shape(xa), rows, True)
+    # (and scales: a scale_out holding weight or bias is written while in use)
+    weight = _private_if_overlapping(_private_if_overlapping(c.weight, q, h), scales)
+    bias = _private_if_overlapping(_private_if_overlapping(c.bias, q, h), scales)
     memset(&run, 0, sizeof(quant_run_t))
     run.norm.x = cnp.PyArray_DATA(xa)
     run.norm.weight = _data_or_null(weight)
