@@ -95,8 +95,9 @@ def quantize(
     Notes
     -----
     A row (or group) whose values are all zero gets the floor 2**-126 as
-    its scale and codes 0.  A group holding NaN or +-Inf gets scale NaN and
-    codes 0 (int8) or NaN (e4m3fn): nothing in it is usable, and the NaN
+    its scale and codes 0.  A group holding NaN or +-Inf (or float64 values
+    whose scale would overflow float32) gets scale NaN and codes 0 (int8) or
+    NaN (e4m3fn): nothing in it is usable, and the NaN
     scale says so when it is dequantized.  With a static scale NaN gives 0
     (int8) or NaN, and +-Inf saturates to +-qmax.
 

@@ -26,8 +26,9 @@
  *                   finite.
  *
  * Non-finite values never reach a float-to-integer conversion (undefined
- * behaviour in C): a group holding NaN or +-Inf gets a NaN scale and codes
- * 0 (int8) or NaN (e4m3fn, 0x7F); with a given (static) scale, NaN gives 0
+ * behaviour in C): a group holding NaN or +-Inf, or float64 values so large
+ * that its scale overflows float32, gets a NaN scale and codes 0 (int8) or
+ * NaN (e4m3fn, 0x7F); with a given (static) scale, NaN gives 0
  * or NaN with y's sign, and +-Inf saturates to +-qmax.
  */
 #include <float.h>
@@ -187,9 +188,14 @@ static void FN_NAME(quant_codes)(const FN_T *y, uint8_t *q, ptrdiff_t n, FN_T in
 #endif
 
 /* The dynamic scale of a group whose values are finite. */
+/* The dynamic scale of a group whose values are finite, or NaN when it
+ * does not fit float32 (float64 values beyond qmax * FLT_MAX: such a group
+ * is treated as a non-finite one; and the conversion stays defined). */
 static inline float FN_NAME(quant_scale)(FN_T amax, FN_T qmax)
 {
-    const float s = (float)(amax / qmax);
+    const FN_T wide = amax / qmax;
+    if (!(wide <= (FN_T)FLT_MAX)) return NAN;
+    const float s = (float)wide;
     return s >= FLT_MIN ? s : FLT_MIN;
 }
 
@@ -206,6 +212,8 @@ void FN_NAME(quantize_rows)(const fn_quant *a)
             uint8_t *qk = q + k * g;
             int nonfinite;
             const FN_T amax = FN_NAME(quant_amax)(yk, g, &nonfinite);
+            const float dynamic =
+                nonfinite || a->static_scale ? 0.0f : FN_NAME(quant_scale)(amax, qmax);
             if (a->static_scale) {
                 /* NaN and Inf take the scalar loop, which defines them */
                 const FN_T inv = (FN_T)1 / (FN_T)scale[k];
@@ -213,12 +221,12 @@ void FN_NAME(quantize_rows)(const fn_quant *a)
                     FN_NAME(quant_codes_scalar)(yk, qk, g, inv, qmax, a->code);
                 else
                     FN_NAME(quant_codes)(yk, qk, g, inv, qmax, a->code);
-            } else if (nonfinite) {
+            } else if (nonfinite || isnan(dynamic)) {
                 scale[k] = NAN;
                 memset(qk, a->code == FN_Q_INT8 ? 0 : 0x7F, (size_t)g);
             } else {
-                scale[k] = FN_NAME(quant_scale)(amax, qmax);
-                FN_NAME(quant_codes)(yk, qk, g, (FN_T)1 / (FN_T)scale[k], qmax, a->code);
+                scale[k] = dynamic;
+                FN_NAME(quant_codes)(yk, qk, g, (FN_T)1 / (FN_T)dynamic, qmax, a->code);
             }
         }
     }

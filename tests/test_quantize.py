@@ -32,9 +32,11 @@ def quantize_reference(y, dtype=np.int8, axis=-1, group_size=None, scale=None):
     v = rows.reshape(bshape + (n // g, g))
     qmax = ct(QMAX[dtype])
     if scale is None:
-        amax = np.abs(v).max(axis=-1)
-        s = np.maximum((amax / qmax).astype(np.float32), FLOOR)  # (float64: / in float64)
-        s[~np.isfinite(v).all(axis=-1)] = np.nan
+        wide = np.abs(v).max(axis=-1) / qmax  # (float64 y: in float64)
+        with np.errstate(over="ignore", invalid="ignore"):
+            s = np.maximum(wide.astype(np.float32), FLOOR)
+        # NaN or Inf in the group, or a scale beyond float32 (float64 y)
+        s[~np.isfinite(v).all(axis=-1) | ~(wide <= np.finfo(np.float32).max)] = np.nan
     else:
         sshape = bshape + ((n // g,) if group_size is not None else ())
         s = np.broadcast_to(np.asarray(scale, np.float32), sshape).reshape(bshape + (n // g,))
@@ -123,6 +125,14 @@ def test_groups_with_nan_or_inf_get_a_nan_scale_and_no_usable_code(ydtype, qdtyp
     codes = q.view(np.uint8)[1, 32:]
     assert (codes == (0 if qdtype == np.int8 else 0x7F)).all()
     assert same_bits(q, quantize_reference(y, qdtype, group_size=32)[0])
+
+
+def test_float64_groups_whose_scale_overflows_float32_are_treated_as_non_finite(qdtype):
+    y = np.array([[1e300, 1.0, -2.0, 0.5], [1e38, 1.0, -2.0, 0.5]])
+    q, s = fastnorm.quantize(y, qdtype, group_size=2)
+    assert np.isnan(s[0, 0]) and np.isfinite(np.delete(s.ravel(), 0)).all()
+    assert (q.view(np.uint8)[0, :2] == (0 if qdtype == np.int8 else 0x7F)).all()
+    assert same_bits(q, quantize_reference(y, qdtype, group_size=2)[0])
 
 
 def test_static_scales_saturate_inf_and_zero_or_nan_a_nan(qdtype):
