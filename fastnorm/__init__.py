@@ -89,6 +89,7 @@ else:
         rms_norm_backward,
     )
     from ._config import available_isas, get_isa, show_config
+    from ._group import GroupNorm, group_norm, group_norm_backward  # issue 28
     from ._modules import IncompatibleKeys, LayerNorm, RMSNorm
 
 __all__ = [
@@ -98,8 +99,11 @@ __all__ = [
     "rms_norm_backward",
     "add_layer_norm",
     "add_rms_norm",
+    "group_norm",
+    "group_norm_backward",
     "LayerNorm",
     "RMSNorm",
+    "GroupNorm",
     "IncompatibleKeys",
     "available_isas",
     "get_isa",

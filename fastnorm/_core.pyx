@@ -15,6 +15,7 @@
 #   _calls.pxi        the calls for NumPy arrays: a call specification run,
 #                     its outputs allocated, then the plan run
 #   _torch_calls.pxi  the same for torch tensors read through their pointers
+#   _group.pxi        GroupNorm: its rules, layouts and run (issue 28)
 #
 # A call reads: fastnorm/_api.py (docstring, one call) -> _calls.pxi
 # (normalize / normalize_backward / add_normalize: the call specification of
@@ -97,3 +98,4 @@ include "_rules.pxi"
 include "_spec.pxi"
 include "_calls.pxi"
 include "_torch_calls.pxi"
+include "_group.pxi"

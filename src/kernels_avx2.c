@@ -48,4 +48,6 @@ const fn_kernel_table fn_kernels_avx2 = {
     FN_TABLE_ROW(rms_norm_rows, avx2),
     FN_TABLE_ROW(layer_norm_backward_rows, avx2),
     FN_TABLE_ROW(rms_norm_backward_rows, avx2),
+    FN_TABLE_ROW(group_norm, avx2),
+    FN_TABLE_ROW(group_norm_backward, avx2),
 };

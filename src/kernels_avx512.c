@@ -51,4 +51,6 @@ const fn_kernel_table fn_kernels_avx512 = {
     FN_TABLE_ROW(rms_norm_rows, avx512),
     FN_TABLE_ROW(layer_norm_backward_rows, avx512),
     FN_TABLE_ROW(rms_norm_backward_rows, avx512),
+    FN_TABLE_ROW(group_norm, avx512),
+    FN_TABLE_ROW(group_norm_backward, avx512),
 };

@@ -41,6 +41,9 @@ static inline __m256i fn_avx512bf16_narrow_bf16(__m512 v)
 FN_DECLARE_KERNELS(f32, avx512)
 FN_DECLARE_KERNELS(f64, avx512)
 FN_DECLARE_KERNELS(f16, avx512)
+FN_DECLARE_GROUP_KERNELS(f32, avx512)
+FN_DECLARE_GROUP_KERNELS(f64, avx512)
+FN_DECLARE_GROUP_KERNELS(f16, avx512)
 
 #define FN_AVX512_ROW(base) \
     {base##_f32_avx512, base##_f64_avx512, base##_f16_avx512, base##_bf16_avx512bf16}
@@ -51,4 +54,6 @@ const fn_kernel_table fn_kernels_avx512_bf16 = {
     FN_AVX512_ROW(rms_norm_rows),
     FN_AVX512_ROW(layer_norm_backward_rows),
     FN_AVX512_ROW(rms_norm_backward_rows),
+    FN_AVX512_ROW(group_norm),
+    FN_AVX512_ROW(group_norm_backward),
 };

@@ -58,4 +58,6 @@ const fn_kernel_table fn_kernels_neon = {
     FN_TABLE_ROW(rms_norm_rows, neon),
     FN_TABLE_ROW(layer_norm_backward_rows, neon),
     FN_TABLE_ROW(rms_norm_backward_rows, neon),
+    FN_TABLE_ROW(group_norm, neon),
+    FN_TABLE_ROW(group_norm_backward, neon),
 };

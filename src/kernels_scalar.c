@@ -30,4 +30,6 @@ const fn_kernel_table fn_kernels_scalar = {
     FN_TABLE_ROW(rms_norm_rows, scalar),
     FN_TABLE_ROW(layer_norm_backward_rows, scalar),
     FN_TABLE_ROW(rms_norm_backward_rows, scalar),
+    FN_TABLE_ROW(group_norm, scalar),
+    FN_TABLE_ROW(group_norm_backward, scalar),
 };
