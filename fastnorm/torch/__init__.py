@@ -33,6 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from ._functions import LayerNorm, RMSNorm, add_layer_norm, add_rms_norm, layer_norm, rms_norm
+from ._group import GroupNorm, group_norm  # issue 28
 from ._patch import patch, unpatch
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "add_rms_norm",
     "LayerNorm",
     "RMSNorm",
+    "group_norm",
+    "GroupNorm",
     "patch",
     "unpatch",
 ]
