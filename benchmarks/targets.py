@@ -8,6 +8,7 @@
     python benchmarks/targets.py --torch              # fastnorm.torch against torch
     python benchmarks/targets.py --dask --repeats 5   # fastnorm on Dask arrays
     python benchmarks/targets.py --incache            # the kernels against a plain kernel, in cache
+    python benchmarks/targets.py --group              # GroupNorm (benchmarks/targets_group.py)
     python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
 
 Each target is a ratio of medians measured in one process, its competitors
@@ -607,6 +608,9 @@ def parse_args(argv):
         help="the kernels against a plain two-pass kernel, rows in L2, one thread",
     )
     which.add_argument(
+        "--group", action="store_true", help="GroupNorm against torch and the roof (needs torch)"
+    )
+    which.add_argument(
         "--dask",
         action="store_true",
         help="fastnorm on Dask arrays against Dask-native expressions (needs dask)",
@@ -626,7 +630,7 @@ def parse_args(argv):
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     harness.require_optional(
-        parser, need_torch=args.torch, need_dask=args.dask, dask_install="'.[dask]'"
+        parser, need_torch=args.torch or args.group, need_dask=args.dask, dask_install="'.[dask]'"
     )
     return args
 
@@ -649,9 +653,13 @@ def main(argv=None):
         targets = dask_targets()
     elif args.incache:
         targets = incache_targets()
+    elif args.group:
+        import targets_group
+
+        targets = targets_group.group_targets(Target, _thread_label, THREADS)
     else:
         targets = forward_targets()
-    if not (args.spellings or args.incache):
+    if not (args.spellings or args.incache or args.group):
         targets += roof_references()
     targets = select(targets, args.threads)
     if not targets:
