@@ -54,58 +54,110 @@ static inline void FN_NAME(group_store_stats)(const fn_group *a, ptrdiff_t g, do
     if (a->rstd) ((FN_T *)a->rstd)[g] = (FN_T)rstd;
 }
 
-/* The moments of a contiguous group of n elements about *pivot, measured
- * again about the mean found when the pivot was far.  Returns 0 when the
- * group needs the portable kernel. */
-static int FN_NAME(group_cf_moments)(const FN_S *x, ptrdiff_t n, double eps, FN_T *pivot,
-                                     fn_moments *m)
+/* Add a run's raw sums (cnt, sum, sq about a shared pivot) to a group's. */
+static inline void FN_NAME(group_add_run)(fn_moments *m, const fn_moments *run)
 {
-    *pivot = FN_NAME(fn_row_pivot)(x, n, 1);
-    FN_NAME(rows_stats)(x, NULL, n, *pivot, 0, m);
+    m->cnt += run->cnt;
+    m->sum += run->sum;
+    m->sq += run->sq;
+}
+
+/* The moments of a channels-first group (cg runs of npos elements) about
+ * pivot, run by run: the grouping of sums the normalize pass gives the next
+ * group's statistics (rows_write's next row, which groups a run's elements
+ * as rows_stats does), so a group gets the same bits whether it was
+ * measured alone or while the group before it was written. */
+static void FN_NAME(group_cf_measure)(const FN_S *x, ptrdiff_t cg, ptrdiff_t npos, FN_T pivot,
+                                      fn_moments *m)
+{
+    fn_moments run;
+    m->cnt = m->sum = m->sq = 0.0;
+    for (ptrdiff_t c = 0; c < cg; c++) {
+        FN_NAME(rows_stats)(x + c * npos, NULL, npos, pivot, 0, &run);
+        FN_NAME(group_add_run)(m, &run);
+    }
+    fn_moments_from_sums(m, 0);
+}
+
+/* The group's moments finished: measured again about the mean found when
+ * the pivot was far.  Returns 0 when the group needs the portable kernel. */
+static int FN_NAME(group_cf_settle)(const FN_S *x, ptrdiff_t cg, ptrdiff_t npos, double eps,
+                                    FN_T *pivot, fn_moments *m)
+{
     if (fn_pivot_is_far(m)) {
         const FN_T better = (FN_T)((double)*pivot + m->mean);
         if (!isfinite(better)) return 0;
         *pivot = better;
-        FN_NAME(rows_stats)(x, NULL, n, *pivot, 0, m);
+        FN_NAME(group_cf_measure)(x, cg, npos, *pivot, m);
     }
-    return !FN_NAME(fn_layer_needs_scan)(m, n, eps);
+    return !FN_NAME(fn_layer_needs_scan)(m, cg * npos, eps);
 }
 
+static int FN_NAME(group_cf_moments)(const FN_S *x, ptrdiff_t cg, ptrdiff_t npos, double eps,
+                                     FN_T *pivot, fn_moments *m)
+{
+    *pivot = FN_NAME(fn_row_pivot)(x, cg * npos, 1);
+    FN_NAME(group_cf_measure)(x, cg, npos, *pivot, m);
+    return FN_NAME(group_cf_settle)(x, cg, npos, eps, pivot, m);
+}
+
+/* Channels-first: group g is written run by run while the same runs of
+ * group g + 1 are measured (the rows walk's pipelining: this group's
+ * writes overlap the next group's reads from memory). */
 static void FN_NAME(group_cf_forward)(const fn_group *a)
 {
     const ptrdiff_t npos = a->spatial, cg = a->channels / a->groups, n = cg * npos;
     const FN_T *w = (const FN_T *)a->weight, *b = (const FN_T *)a->bias;
-    const FN_NAME(rows_next) none = {NULL, NULL, 0, NULL, NULL};
+    const FN_S *x0 = (const FN_S *)a->x;
+    FN_T pivot = 0;
+    fn_moments m = {0};
+    if (a->g0 < a->g1) {
+        pivot = FN_NAME(fn_row_pivot)(x0 + a->g0 * n, n, 1);
+        FN_NAME(group_cf_measure)(x0 + a->g0 * n, cg, npos, pivot, &m);
+    }
     for (ptrdiff_t g = a->g0; g < a->g1; g++) {
-        const FN_S *x = (const FN_S *)a->x + g * n;
+        const FN_S *x = x0 + g * n, *xn = x + n;
         FN_S *y = (FN_S *)a->y + g * n;
-        FN_T pivot;
-        fn_moments m, unused;
+        const int more = g + 1 < a->g1, more2 = g + 2 < a->g1;
+        const FN_T pivot_next = more ? FN_NAME(fn_row_pivot)(xn, n, 1) : (FN_T)0;
+        fn_moments mn = {0};
+        int measured_next = 0;
         fn_row_stats st;
-        if (!FN_NAME(group_cf_moments)(x, n, a->eps, &pivot, &m)) {
+        int ok = FN_NAME(group_cf_settle)(x, cg, npos, a->eps, &pivot, &m);
+        if (ok) {
+            FN_NAME(fn_layer_finish)(x, n, 1, pivot, m.mean, m.m2, a->eps, &st);
+            ok = !st.wide_normalize;
+        }
+        if (!ok) {
             FN_NAME(group_portable_one)(a, g);
-            continue;
+        } else {
+            const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
+            FN_NAME(group_store_stats)(a, g, (double)pivot + st.mean_d, st.rstd);
+            for (ptrdiff_t c = 0; c < cg; c++) {
+                const ptrdiff_t ch = g * cg + c;
+                const double wc = w ? (double)w[ch] : 1.0, bc = b ? (double)b[ch] : 0.0;
+                const FN_NAME(rows_cur) cur = {
+                    x + c * npos,
+                    NULL,
+                    NULL,
+                    y + c * npos,
+                    NULL,
+                    NULL,
+                    {np.p2, (double)(FN_T)(np.scale * wc), (double)(FN_T)(np.c * wc + bc)}};
+                const FN_NAME(rows_next) next = {more ? xn + c * npos : NULL, NULL, pivot_next,
+                                                 more2 ? xn + n + c * npos : NULL, NULL};
+                fn_moments run = {0};
+                FN_NAME(rows_write_any)(&cur, &next, &run, npos, a->stream_stores != 0, 0);
+                FN_NAME(group_add_run)(&mn, &run);
+            }
+            measured_next = more;
         }
-        FN_NAME(fn_layer_finish)(x, n, 1, pivot, m.mean, m.m2, a->eps, &st);
-        if (st.wide_normalize) {
-            FN_NAME(group_portable_one)(a, g);
-            continue;
-        }
-        const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
-        FN_NAME(group_store_stats)(a, g, (double)pivot + st.mean_d, st.rstd);
-        for (ptrdiff_t c = 0; c < cg; c++) {
-            const ptrdiff_t ch = g * cg + c;
-            const double wc = w ? (double)w[ch] : 1.0, bc = b ? (double)b[ch] : 0.0;
-            const FN_NAME(rows_cur) cur = {
-                x + c * npos,
-                NULL,
-                NULL,
-                y + c * npos,
-                NULL,
-                NULL,
-                {np.p2, (double)(FN_T)(np.scale * wc), (double)(FN_T)(np.c * wc + bc)}};
-            FN_NAME(rows_write_any)(&cur, &none, &unused, npos, a->stream_stores != 0, 0);
-        }
+        if (more && measured_next)
+            fn_moments_from_sums(&mn, 0);
+        else if (more)
+            FN_NAME(group_cf_measure)(xn, cg, npos, pivot_next, &mn);
+        pivot = pivot_next;
+        m = mn;
     }
     if (a->stream_stores) VSFENCE();
 }
@@ -158,30 +210,53 @@ static void FN_NAME(group_cl_measure)(FN_NAME(group_tile) *t, const FN_S *x, ptr
     FN_NAME(lanes_tile_moments)(geom, npos, rows, 0, t->state, &t->tot);
 }
 
-/* y = fma(x - p2, scale, shift) over channels [0, len) from x and y, at
- * every position (stride `step`). */
+/* y = fma(x - p2, scale, shift) over channels [lo, hi) of one position:
+ * full vectors (streamed when `stream`: lo line-aligned in y, whole lines),
+ * then a masked part. */
+FN_ALWAYS_INLINE void FN_NAME(group_cl_span)(const FN_S *xp, FN_S *yp, ptrdiff_t lo, ptrdiff_t hi,
+                                             const FN_T *p2, const FN_T *scale, const FN_T *shift,
+                                             int stream)
+{
+    ptrdiff_t i = lo;
+    for (; i + VL <= hi; i += VL) {
+        const V t = VFMA(VSUB(XLOAD(xp + i), VLOAD(p2 + i)), VLOAD(scale + i), VLOAD(shift + i));
+        if (stream)
+            XSTREAM(yp + i, t);
+        else
+            XSTORE(yp + i, t);
+    }
+    if (i < hi) {
+        const ptrdiff_t part = hi - i;
+        const V t = VFMA(VSUB(XLOAD_PART(xp + i, part), VLOAD_PART(p2 + i, part)),
+                         VLOAD_PART(scale + i, part), VLOAD_PART(shift + i, part));
+        XSTORE_PART(yp + i, t, part);
+    }
+}
+
+/* Channels [0, len) from x and y at every position (stride `step`).  With
+ * streaming stores, each position's whole 64-byte lines are streamed and the
+ * elements before and after them stored as usual, so no line gets both
+ * kinds of store (see rows_write). */
 static void FN_NAME(group_cl_write)(const FN_S *x, FN_S *y, ptrdiff_t step, ptrdiff_t npos,
                                     ptrdiff_t len, const FN_T *p2, const FN_T *scale,
                                     const FN_T *shift, int stream)
 {
+    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_S);
     for (ptrdiff_t p = 0; p < npos; p++) {
         const FN_S *xp = x + p * step;
         FN_S *yp = y + p * step;
-        ptrdiff_t i = 0;
-        for (; i + VL <= len; i += VL) {
-            const V t =
-                VFMA(VSUB(XLOAD(xp + i), VLOAD(p2 + i)), VLOAD(scale + i), VLOAD(shift + i));
-            if (stream)
-                XSTREAM(yp + i, t);
-            else
-                XSTORE(yp + i, t);
+        if (!stream) {
+            FN_NAME(group_cl_span)(xp, yp, 0, len, p2, scale, shift, 0);
+            continue;
         }
-        if (i < len) {
-            const ptrdiff_t part = len - i;
-            const V t = VFMA(VSUB(XLOAD_PART(xp + i, part), VLOAD_PART(p2 + i, part)),
-                             VLOAD_PART(scale + i, part), VLOAD_PART(shift + i, part));
-            XSTORE_PART(yp + i, t, part);
-        }
+        ptrdiff_t head =
+            (ptrdiff_t)((FN_LINE_BYTES - (uintptr_t)yp % FN_LINE_BYTES) % FN_LINE_BYTES) /
+            (ptrdiff_t)sizeof(FN_S);
+        if (head > len) head = len;
+        const ptrdiff_t body_end = head + (len - head) / line * line;
+        FN_NAME(group_cl_span)(xp, yp, 0, head, p2, scale, shift, 0);
+        FN_NAME(group_cl_span)(xp, yp, head, body_end, p2, scale, shift, 1);
+        FN_NAME(group_cl_span)(xp, yp, body_end, len, p2, scale, shift, 0);
     }
 }
 
@@ -195,7 +270,6 @@ static void FN_NAME(group_cl_forward)(const fn_group *a, FN_NAME(group_tile) *t)
     const FN_T *w = (const FN_T *)a->weight, *b = (const FN_T *)a->bias;
     const FN_S *x = (const FN_S *)a->x;
     FN_S *y = (FN_S *)a->y;
-    const size_t vbytes = VL * sizeof(FN_S);
     for (ptrdiff_t ga = a->g0; ga < a->g1; ga += FN_GROUP_TILE_GROUPS(cg)) {
         const ptrdiff_t gb =
             a->g1 - ga < FN_GROUP_TILE_GROUPS(cg) ? a->g1 : ga + FN_GROUP_TILE_GROUPS(cg);
@@ -227,11 +301,8 @@ static void FN_NAME(group_cl_forward)(const fn_group *a, FN_NAME(group_tile) *t)
             while (end < gb - ga && !t->portable[end]) end++;
             if (end > k) {
                 const ptrdiff_t j0 = k * cg, len = (end - k) * cg;
-                const int stream = a->stream_stores && len % VL == 0 &&
-                                   (size_t)C * sizeof(FN_S) % vbytes == 0 &&
-                                   (uintptr_t)(y + c0 + j0) % vbytes == 0;
                 FN_NAME(group_cl_write)(x + c0 + j0, y + c0 + j0, C, npos, len, t->p2 + j0,
-                                        t->scale + j0, t->shift + j0, stream);
+                                        t->scale + j0, t->shift + j0, a->stream_stores != 0);
             }
             if (end < gb - ga) FN_NAME(group_portable_one)(a, ga + end);
             k = end + 1;
@@ -319,7 +390,7 @@ static void FN_NAME(group_cf_backward)(const fn_group_bwd *a)
         FN_S *dx = (FN_S *)a->dx + g * n;
         FN_T pivot;
         fn_moments m;
-        if (n < 2 * VL || !FN_NAME(group_cf_moments)(x, n, a->eps, &pivot, &m)) {
+        if (n < 2 * VL || !FN_NAME(group_cf_moments)(x, cg, npos, a->eps, &pivot, &m)) {
             FN_NAME(group_bwd_portable_one)(a, g);
             continue;
         }

@@ -264,3 +264,53 @@ def test_dask_chunks_along_n_give_the_same_bits(channel_axis, rng):
     assert np.array_equal(lazy[0].compute(), want[0])
     for a, b in zip(lazy[1:], want[1:]):
         assert np.abs(a.compute() - b).max() <= 1e-6 * np.abs(b).max()
+
+
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_a_group_gets_the_same_bits_whatever_groups_precede_it(channel_axis, rng):
+    """Channels-first groups are measured while the previous group is
+    written, or alone when they come first in a block; channels-last groups
+    share the lanes walk's tiles.  Either way a group's bits are its own:
+    the groups from the third on, given alone, give the bits they had."""
+    x = _inputs((2, 32, 9, 30), np.float32, rng, channel_axis)
+    dy = _inputs((2, 32, 9, 30), np.float32, rng, channel_axis, loc=0.0)
+    w = rng.normal(1, 0.5, 32).astype(np.float32)
+    take = (slice(None), slice(8, None)) if channel_axis == 1 else (..., slice(8, None))
+    y, mean, rstd = fastnorm.group_norm(x, 8, w, w, channel_axis=channel_axis, return_stats=True)
+    part = np.ascontiguousarray(x[take])
+    y2, mean2, rstd2 = fastnorm.group_norm(
+        part, 6, w[8:], w[8:], channel_axis=channel_axis, return_stats=True
+    )
+    assert np.array_equal(y[take], y2)
+    assert np.array_equal(mean[:, 2:], mean2) and np.array_equal(rstd[:, 2:], rstd2)
+    dx = fastnorm.group_norm_backward(dy, x, 8, w, channel_axis=channel_axis)[0]
+    dx2 = fastnorm.group_norm_backward(
+        np.ascontiguousarray(dy[take]), part, 6, w[8:], channel_axis=channel_axis
+    )[0]
+    assert np.array_equal(dx[take], dx2)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("channel_axis", [1, -1])
+def test_streaming_stores_give_the_same_bits(dtype, channel_axis, rng):
+    """Outputs of 16 MiB or more are written with streaming stores; lowered
+    here so a small call takes that path, at an offset that is not a whole
+    line, in place too."""
+    x = _inputs((3, 24, 7, 11), dtype, rng, channel_axis)
+    w = rng.normal(1, 0.5, 24).astype(np.float32)
+    dy = _inputs((3, 24, 7, 11), dtype, rng, channel_axis, loc=0.0)
+    want = fastnorm.group_norm(x, 6, w, w, channel_axis=channel_axis)
+    want_dx = fastnorm.group_norm_backward(dy, x, 6, w, channel_axis=channel_axis)[0]
+    previous = fastnorm._core.set_stream_min_bytes(0)
+    try:
+        buf = np.empty(x.size + 3, x.dtype)
+        out = buf[3:].reshape(x.shape)
+        fastnorm.group_norm(x, 6, w, w, channel_axis=channel_axis, out=out)
+        assert np.array_equal(out, want)
+        inplace = x.copy()
+        fastnorm.group_norm(inplace, 6, w, w, channel_axis=channel_axis, out=inplace)
+        assert np.array_equal(inplace, want)
+        dx = fastnorm.group_norm_backward(dy, x, 6, w, channel_axis=channel_axis)[0]
+        assert np.array_equal(dx, want_dx)
+    finally:
+        fastnorm._core.set_stream_min_bytes(previous)
