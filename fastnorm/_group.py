@@ -149,7 +149,15 @@ def _dask_small(value):
     return np.asarray(value.compute())
 
 
+def _dask_blocks(*arrays):
+    """The delayed blocks of arrays chunked alike along N (one block each)."""
+    return [arr.to_delayed().reshape(-1) for arr in arrays]
+
+
 def _dask_group_norm(x, num_groups, weight, bias, eps, channel_axis, out, return_stats):
+    import dask
+    import dask.array as da
+
     if out is not None:
         raise TypeError(
             "out= is not supported with a Dask input; store the lazy result with "
@@ -157,33 +165,25 @@ def _dask_group_norm(x, num_groups, weight, bias, eps, channel_axis, out, return
         )
     xd = _dask_input(x)
     weight, bias = _dask_small(weight), _dask_small(bias)
-    meta = xd._meta if hasattr(xd, "_meta") else None
-    # the arguments are checked once, on an empty sample of the same layout
+    # the arguments are checked now, on an empty sample of the same layout
     probe = np.zeros((0,) + xd.shape[1:], xd.dtype)
     _core.group_norm(probe, num_groups, weight, bias, eps, channel_axis, None, False)
-    del meta
-
-    def block(b):
-        return _core.group_norm(b, num_groups, weight, bias, eps, channel_axis, None, True)
-
-    y = xd.map_blocks(lambda b: block(b)[0], dtype=xd.dtype)
+    stat_dtype = _core.compute_dtype(xd.dtype)
+    call = dask.delayed(_core.group_norm, nout=3, pure=True)
+    ys, means, rstds = [], [], []
+    for block, n in zip(_dask_blocks(xd)[0], xd.chunks[0]):
+        y, mean, rstd = call(block, num_groups, weight, bias, eps, channel_axis, None, True)
+        ys.append(da.from_delayed(y, (n,) + xd.shape[1:], xd.dtype))
+        means.append(da.from_delayed(mean, (n, int(num_groups)), stat_dtype))
+        rstds.append(da.from_delayed(rstd, (n, int(num_groups)), stat_dtype))
+    y = da.concatenate(ys, axis=0)
     if not return_stats:
         return y
-    stat_dtype = _core.compute_dtype(xd.dtype)
-    chunks = (xd.chunks[0], (int(num_groups),))
-
-    def stat(k):
-        return xd.map_blocks(
-            lambda b: block(b)[k],
-            dtype=stat_dtype,
-            chunks=chunks,
-            drop_axis=list(range(2, xd.ndim)),
-        )
-
-    return y, stat(1), stat(2)
+    return y, da.concatenate(means, axis=0), da.concatenate(rstds, axis=0)
 
 
 def _dask_group_norm_backward(dy, x, num_groups, weight, mean, rstd, eps, channel_axis):
+    import dask
     import dask.array as da
 
     xd, dyd = _dask_input(x), _dask_input(dy)
@@ -194,34 +194,32 @@ def _dask_group_norm_backward(dy, x, num_groups, weight, mean, rstd, eps, channe
     mean, rstd = _dask_small(mean), _dask_small(rstd)
     probe = np.zeros((0,) + xd.shape[1:], xd.dtype)
     _core.group_norm_backward(probe, probe, num_groups, weight, None, None, eps, channel_axis)
-    starts = np.cumsum((0,) + xd.chunks[0])
-
-    def block(d, b, block_info=None):
-        lo = block_info[1]["array-location"][0][0] if block_info else 0
-        r = None if rstd is None else np.asarray(rstd)[lo : lo + b.shape[0]]
-        return _core.group_norm_backward(
-            d, b, num_groups, weight, None, r, eps, channel_axis, float64_sums=True
-        )
-
-    dx = da.map_blocks(
-        lambda d, b, block_info=None: block(d, b, block_info)[0], dyd, xd, dtype=xd.dtype
-    )
-    del starts
-    stat_dtype = _core.compute_dtype(xd.dtype)
+    for name, stat in (("mean", mean), ("rstd", rstd)):
+        if stat is not None and np.shape(stat) != (xd.shape[0], num_groups):
+            raise ValueError(
+                f"{name} must have shape ({xd.shape[0]}, {num_groups}), (N, num_groups), "
+                f"got shape {np.shape(stat)}"
+            )
     channels = xd.shape[channel_axis]
+    call = dask.delayed(_core.group_norm_backward, nout=3, pure=True)
+    dxs, dws, dbs = [], [], []
+    lo = 0
+    for dyb, xb, n in zip(*_dask_blocks(dyd, xd), xd.chunks[0]):
+        r = None if rstd is None else np.asarray(rstd)[lo : lo + n]
+        lo += n
+        dx, dw, db = call(dyb, xb, num_groups, weight, None, r, eps, channel_axis, True)
+        dxs.append(da.from_delayed(dx, (n,) + xd.shape[1:], xd.dtype))
+        if weight is not None:
+            dws.append(da.from_delayed(dw, (channels,), np.float64))
+        dbs.append(da.from_delayed(db, (channels,), np.float64))
+    stat_dtype = _core.compute_dtype(xd.dtype)
 
-    def sums(k):
-        parts = da.map_blocks(
-            lambda d, b, block_info=None: block(d, b, block_info)[k][None, :],
-            dyd,
-            xd,
-            dtype=np.float64,
-            chunks=((1,) * len(xd.chunks[0]), (channels,)),
-            drop_axis=list(range(2, xd.ndim)),
-        )
-        return parts.sum(axis=0, split_every=len(xd.chunks[0]) or None).astype(stat_dtype)
+    def total(parts):
+        # the blocks' float64 sums added in block order, then rounded once
+        return da.stack(parts).sum(axis=0, split_every=len(parts)).astype(stat_dtype)
 
-    return dx, (None if weight is None else sums(1)), sums(2)
+    dweight = total(dws) if weight is not None else None
+    return da.concatenate(dxs, axis=0), dweight, total(dbs)
 
 
 # ---- the module ----------------------------------------------------------------
