@@ -125,7 +125,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1, 
     cdef int typenum = cnp.PyArray_TYPE(xa)
     cdef fn_group blk
     cdef fn_group_kernel kernel = g_kernels.group_norm[_dtype_index(typenum)]
-    cdef Py_ssize_t per, n_items, i, s, n_idx, sample_size, itemsize = xa.itemsize
+    cdef Py_ssize_t per, spi, n_items, i, sample_size, itemsize = xa.itemsize
     cdef int threads
     cdef char *xp
     cdef char *yp
@@ -141,7 +141,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1, 
     rstd = np.empty((c.n, c.groups), stat_dtype)
     x3 = _group_view(xa, c)
     if out is None:
-        y3 = np.empty_like(x3)
+        y3 = _new_output(x3)  # from the buffer cache when large
     elif out is xa and cnp.PyArray_DATA(x3) == cnp.PyArray_DATA(xa) \
             and cnp.PyArray_ISALIGNED(xa):
         y3 = x3  # in place: the same elements, read before they are written
@@ -151,18 +151,23 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1, 
         y3 = (<cnp.ndarray>out).reshape(_shape(x3))
         in_place = True  # written through
     else:
-        y3 = np.empty_like(x3)  # then copied into out
+        y3 = _new_output(x3)  # then copied into out
     if not cnp.PyArray_ISALIGNED(x3):
         x3 = x3.copy()
     if cnp.PyArray_SIZE(x3) > 0:
         threads = _group_threads(cnp.PyArray_SIZE(x3))
         per = _group_items_per_sample(c, threads)
-        n_items = c.n * per
+        # channels-last blocks of whole samples: each measures its next
+        # sample while writing one (walk_group.h), so one block per thread
+        spi = -(-c.n // threads) if c.last and per == 1 else 1
+        n_items = (-(-c.n // spi)) * per
         sample_size = c.channels * c.spatial
         memset(&blk, 0, sizeof(blk))
         blk.channels = c.channels
         blk.groups = c.groups
         blk.spatial = c.spatial
+        blk.samples = c.n  # the block's count is set per item
+        blk.x_n_stride = blk.y_n_stride = sample_size
         if c.last:
             blk.x_c_stride = blk.y_c_stride = 1
             blk.x_s_stride = blk.y_s_stride = c.channels
@@ -184,10 +189,10 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1, 
         with nogil:
             if threads <= 1 or fn_in_forked_child():
                 for i in range(n_items):
-                    _group_item(&blk, kernel, xp, yp, mp, rp, i, per, sample_size, itemsize)
+                    _group_item(&blk, kernel, xp, yp, mp, rp, i, per, spi, sample_size, itemsize)
             else:
                 for i in prange(n_items, num_threads=threads, schedule='static'):
-                    _group_item(&blk, kernel, xp, yp, mp, rp, i, per, sample_size, itemsize)
+                    _group_item(&blk, kernel, xp, yp, mp, rp, i, per, spi, sample_size, itemsize)
     else:
         mean[...] = np.nan
         rstd[...] = np.nan
@@ -203,16 +208,20 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1, 
 
 
 cdef void _group_item(const fn_group *proto, fn_group_kernel kernel, char *xp, char *yp, char *mp,
-                      char *rp, Py_ssize_t item, Py_ssize_t per, Py_ssize_t sample_size,
-                      Py_ssize_t itemsize) noexcept nogil:
+                      char *rp, Py_ssize_t item, Py_ssize_t per, Py_ssize_t spi,
+                      Py_ssize_t sample_size, Py_ssize_t itemsize) noexcept nogil:
+    """Item `item`: samples [n0, n0 + spi) (fewer at the end), the part'th
+    of `per` slices of their groups."""
     cdef fn_group blk = proto[0]
-    cdef Py_ssize_t n_idx = item // per, part = item % per
+    cdef Py_ssize_t n0 = (item // per) * spi, part = item % per
+    cdef Py_ssize_t stat_itemsize = 8 if itemsize == 8 else 4
+    blk.samples = min(spi, proto.samples - n0)
     blk.g0 = part * proto.groups // per
     blk.g1 = (part + 1) * proto.groups // per
-    blk.x = xp + n_idx * sample_size * itemsize
-    blk.y = yp + n_idx * sample_size * itemsize
-    blk.mean = mp + n_idx * proto.groups * (8 if itemsize == 8 else 4)
-    blk.rstd = rp + n_idx * proto.groups * (8 if itemsize == 8 else 4)
+    blk.x = xp + n0 * sample_size * itemsize
+    blk.y = yp + n0 * sample_size * itemsize
+    blk.mean = mp + n0 * proto.groups * stat_itemsize
+    blk.rstd = rp + n0 * proto.groups * stat_itemsize
     kernel(&blk)
 
 
@@ -242,7 +251,7 @@ def group_norm_backward(dy, x, num_groups, weight=None, mean=None, rstd=None, ep
         x3 = x3.copy()
     if not cnp.PyArray_ISALIGNED(dy3):
         dy3 = dy3.copy()
-    dx3 = np.empty_like(x3)
+    dx3 = _new_output(x3)
     dw_parts = np.zeros((c.n, c.channels), np.float64)
     db_parts = np.zeros((c.n, c.channels), np.float64)
     if cnp.PyArray_SIZE(x3) > 0:

@@ -67,6 +67,7 @@ cdef extern from "fastnorm_kernels.h" nogil:
         Py_ssize_t x_c_stride, x_s_stride, y_c_stride, y_s_stride
         double eps
         int stream_stores
+        Py_ssize_t samples, x_n_stride, y_n_stride
     ctypedef void (*fn_group_kernel)(const fn_group *block) noexcept nogil
     ctypedef struct fn_group_bwd:
         const void *x

@@ -83,14 +83,16 @@ typedef struct fn_rows_bwd {
 
 typedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block);
 
-/* GroupNorm (issue 28): one sample's groups [g0, g1) on the calling thread.
+/* GroupNorm (issue 28): groups [g0, g1) of `samples` samples (x_n_stride,
+ * y_n_stride apart; their mean and rstd `groups` apart) on the calling
+ * thread; the backward takes one sample.
  * The sample is C channels of S positions (the spatial axes merged), its
  * elements addressed with a channel stride and a position stride:
  * channels-first (N, C, *spatial) has c_stride S and s_stride 1, so each
  * group is a contiguous run of (C/G)*S elements; channels-last (N, *spatial,
  * C) has c_stride 1 and s_stride C.  Those two layouts take the SIMD walks;
  * any other strides the portable kernel.  weight and bias hold C values (or
- * NULL); mean and rstd G values of this sample (or NULL).  The backward
+ * NULL); mean and rstd G values a sample (or NULL).  The backward
  * writes (does not add) this sample's share of dweight and dbias for the
  * channels of groups [g0, g1): C doubles each, owned by the caller, which
  * sums the samples in a fixed order. */
@@ -103,6 +105,7 @@ typedef struct fn_group {
     ptrdiff_t x_c_stride, x_s_stride, y_c_stride, y_s_stride;
     double eps;
     int stream_stores;
+    ptrdiff_t samples, x_n_stride, y_n_stride; /* samples >= 1 */
 } fn_group;
 
 typedef struct fn_group_bwd {

@@ -133,9 +133,24 @@ static void FN_NAME(group_portable_backward_one)(const fn_group_bwd *a, ptrdiff_
 
 #undef FN_GROUP_AT
 
+/* Sample n of a block, as a block of its own. */
+static inline fn_group FN_NAME(group_sample)(const fn_group *a, ptrdiff_t n)
+{
+    fn_group one = *a;
+    one.samples = 1;
+    one.x = (const FN_S *)a->x + n * a->x_n_stride;
+    one.y = (FN_S *)a->y + n * a->y_n_stride;
+    if (a->mean) one.mean = (FN_T *)a->mean + n * a->groups;
+    if (a->rstd) one.rstd = (FN_T *)a->rstd + n * a->groups;
+    return one;
+}
+
 void FN_NAME(group_norm)(const fn_group *a)
 {
-    for (ptrdiff_t g = a->g0; g < a->g1; g++) FN_NAME(group_portable_forward_one)(a, g);
+    for (ptrdiff_t n = 0; n < a->samples; n++) {
+        const fn_group one = FN_NAME(group_sample)(a, n);
+        for (ptrdiff_t g = a->g0; g < a->g1; g++) FN_NAME(group_portable_forward_one)(&one, g);
+    }
 }
 
 void FN_NAME(group_norm_backward)(const fn_group_bwd *a)

@@ -122,7 +122,7 @@ static void FN_NAME(group_cf_forward)(const fn_group *a)
         const FN_T pivot_next = more ? FN_NAME(fn_row_pivot)(xn, n, 1) : (FN_T)0;
         fn_moments mn = {0};
         int measured_next = 0;
-        fn_row_stats st;
+        fn_row_stats st = {0};
         int ok = FN_NAME(group_cf_settle)(x, cg, npos, a->eps, &pivot, &m);
         if (ok) {
             FN_NAME(fn_layer_finish)(x, n, 1, pivot, m.mean, m.m2, a->eps, &st);
@@ -233,82 +233,158 @@ FN_ALWAYS_INLINE void FN_NAME(group_cl_span)(const FN_S *xp, FN_S *yp, ptrdiff_t
     }
 }
 
-/* Channels [0, len) from x and y at every position (stride `step`).  With
- * streaming stores, each position's whole 64-byte lines are streamed and the
- * elements before and after them stored as usual, so no line gets both
- * kinds of store (see rows_write). */
+/* Channels [0, len) of one position.  With streaming stores, the
+ * position's whole 64-byte lines are streamed and the elements before and
+ * after them stored as usual, so no line gets both kinds of store (see
+ * rows_write). */
+FN_ALWAYS_INLINE void FN_NAME(group_cl_write_pos)(const FN_S *xp, FN_S *yp, ptrdiff_t len,
+                                                  const FN_T *p2, const FN_T *scale,
+                                                  const FN_T *shift, int stream)
+{
+    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_S);
+    if (!stream) {
+        FN_NAME(group_cl_span)(xp, yp, 0, len, p2, scale, shift, 0);
+        return;
+    }
+    ptrdiff_t head = (ptrdiff_t)((FN_LINE_BYTES - (uintptr_t)yp % FN_LINE_BYTES) % FN_LINE_BYTES) /
+                     (ptrdiff_t)sizeof(FN_S);
+    if (head > len) head = len;
+    const ptrdiff_t body_end = head + (len - head) / line * line;
+    FN_NAME(group_cl_span)(xp, yp, 0, head, p2, scale, shift, 0);
+    FN_NAME(group_cl_span)(xp, yp, head, body_end, p2, scale, shift, 1);
+    FN_NAME(group_cl_span)(xp, yp, body_end, len, p2, scale, shift, 0);
+}
+
+/* Channels [0, len) from x and y at every position (stride `step`). */
 static void FN_NAME(group_cl_write)(const FN_S *x, FN_S *y, ptrdiff_t step, ptrdiff_t npos,
                                     ptrdiff_t len, const FN_T *p2, const FN_T *scale,
                                     const FN_T *shift, int stream)
 {
-    const ptrdiff_t line = FN_LINE_BYTES / (ptrdiff_t)sizeof(FN_S);
-    for (ptrdiff_t p = 0; p < npos; p++) {
-        const FN_S *xp = x + p * step;
-        FN_S *yp = y + p * step;
-        if (!stream) {
-            FN_NAME(group_cl_span)(xp, yp, 0, len, p2, scale, shift, 0);
-            continue;
-        }
-        ptrdiff_t head =
-            (ptrdiff_t)((FN_LINE_BYTES - (uintptr_t)yp % FN_LINE_BYTES) % FN_LINE_BYTES) /
-            (ptrdiff_t)sizeof(FN_S);
-        if (head > len) head = len;
-        const ptrdiff_t body_end = head + (len - head) / line * line;
-        FN_NAME(group_cl_span)(xp, yp, 0, head, p2, scale, shift, 0);
-        FN_NAME(group_cl_span)(xp, yp, head, body_end, p2, scale, shift, 1);
-        FN_NAME(group_cl_span)(xp, yp, body_end, len, p2, scale, shift, 0);
-    }
+    for (ptrdiff_t p = 0; p < npos; p++)
+        FN_NAME(group_cl_write_pos)(x + p * step, y + p * step, len, p2, scale, shift, stream);
 }
 
 /* The tiles of a channels-last block: as many whole groups as the lanes
  * walk's tile holds. */
 #define FN_GROUP_TILE_GROUPS(cg) (FN_LANES_MAX / (cg))
 
-static void FN_NAME(group_cl_forward)(const fn_group *a, FN_NAME(group_tile) *t)
+/* Sample n of a block, as a block of its own. */
+static inline fn_group FN_NAME(group_one_sample)(const fn_group *a, ptrdiff_t n)
 {
-    const ptrdiff_t npos = a->spatial, C = a->channels, cg = C / a->groups;
+    fn_group one = *a;
+    one.samples = 1;
+    one.x = (const FN_S *)a->x + n * a->x_n_stride;
+    one.y = (FN_S *)a->y + n * a->y_n_stride;
+    if (a->mean) one.mean = (FN_T *)a->mean + n * a->groups;
+    if (a->rstd) one.rstd = (FN_T *)a->rstd + n * a->groups;
+    return one;
+}
+
+/* The normalize parameters of a measured tile's groups [ga, gb) of sample
+ * a (their stats stored), flagging the groups that need the portable
+ * kernel.  Returns whether any does. */
+static int FN_NAME(group_cl_params)(const fn_group *a, FN_NAME(group_tile) *t, ptrdiff_t ga,
+                                    ptrdiff_t gb)
+{
+    const ptrdiff_t npos = a->spatial, cg = a->channels / a->groups, c0 = ga * cg;
     const FN_T *w = (const FN_T *)a->weight, *b = (const FN_T *)a->bias;
-    const FN_S *x = (const FN_S *)a->x;
-    FN_S *y = (FN_S *)a->y;
-    for (ptrdiff_t ga = a->g0; ga < a->g1; ga += FN_GROUP_TILE_GROUPS(cg)) {
-        const ptrdiff_t gb =
-            a->g1 - ga < FN_GROUP_TILE_GROUPS(cg) ? a->g1 : ga + FN_GROUP_TILE_GROUPS(cg);
-        const ptrdiff_t c0 = ga * cg;
-        FN_NAME(group_cl_measure)(t, x, C, npos, c0, (gb - ga) * cg);
-        for (ptrdiff_t k = 0; k < gb - ga; k++) {
-            FN_T pivot;
-            double mean_d, m2;
-            fn_row_stats st;
-            t->portable[k] = !FN_NAME(group_cl_merge)(t, k, cg, npos, a->eps, &pivot, &mean_d, &m2);
-            if (t->portable[k]) continue;
+    int any = 0;
+    for (ptrdiff_t k = 0; k < gb - ga; k++) {
+        FN_T pivot;
+        double mean_d, m2;
+        fn_row_stats st = {0};
+        t->portable[k] = !FN_NAME(group_cl_merge)(t, k, cg, npos, a->eps, &pivot, &mean_d, &m2);
+        if (!t->portable[k]) {
             st.mean_d = mean_d;
             fn_finish_scale(fn_nonneg(m2) / (double)(cg * npos) + a->eps, 1.0, mean_d, &st);
             FN_NAME(fn_check_scale_fits)(&st);
             t->portable[k] = (unsigned char)st.wide_normalize;
-            if (t->portable[k]) continue;
-            const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
-            FN_NAME(group_store_stats)(a, ga + k, (double)pivot + st.mean_d, st.rstd);
-            for (ptrdiff_t j = k * cg; j < (k + 1) * cg; j++) {
-                const double wc = w ? (double)w[c0 + j] : 1.0, bc = b ? (double)b[c0 + j] : 0.0;
-                t->p2[j] = (FN_T)np.p2;
-                t->scale[j] = (FN_T)(np.scale * wc);
-                t->shift[j] = (FN_T)(np.c * wc + bc);
-            }
         }
-        /* runs of groups between the portable ones */
-        for (ptrdiff_t k = 0; k < gb - ga;) {
-            ptrdiff_t end = k;
-            while (end < gb - ga && !t->portable[end]) end++;
-            if (end > k) {
-                const ptrdiff_t j0 = k * cg, len = (end - k) * cg;
-                FN_NAME(group_cl_write)(x + c0 + j0, y + c0 + j0, C, npos, len, t->p2 + j0,
-                                        t->scale + j0, t->shift + j0, a->stream_stores != 0);
-            }
-            if (end < gb - ga) FN_NAME(group_portable_one)(a, ga + end);
-            k = end + 1;
+        if (t->portable[k]) {
+            any = 1;
+            continue;
+        }
+        const fn_norm_params np = FN_NAME(fn_norm_params)(pivot, &st);
+        FN_NAME(group_store_stats)(a, ga + k, (double)pivot + st.mean_d, st.rstd);
+        for (ptrdiff_t j = k * cg; j < (k + 1) * cg; j++) {
+            const double wc = w ? (double)w[c0 + j] : 1.0, bc = b ? (double)b[c0 + j] : 0.0;
+            t->p2[j] = (FN_T)np.p2;
+            t->scale[j] = (FN_T)(np.scale * wc);
+            t->shift[j] = (FN_T)(np.c * wc + bc);
         }
     }
-    if (a->stream_stores) VSFENCE();
+    return any;
+}
+
+/* Write a measured tile of sample a: the runs of groups between the
+ * portable ones, then each of those on the portable kernel. */
+static void FN_NAME(group_cl_write_tile)(const fn_group *a, const FN_NAME(group_tile) *t,
+                                         ptrdiff_t ga, ptrdiff_t gb)
+{
+    const ptrdiff_t npos = a->spatial, C = a->channels, cg = C / a->groups, c0 = ga * cg;
+    const FN_S *x = (const FN_S *)a->x;
+    FN_S *y = (FN_S *)a->y;
+    for (ptrdiff_t k = 0; k < gb - ga;) {
+        ptrdiff_t end = k;
+        while (end < gb - ga && !t->portable[end]) end++;
+        if (end > k) {
+            const ptrdiff_t j0 = k * cg, len = (end - k) * cg;
+            FN_NAME(group_cl_write)(x + c0 + j0, y + c0 + j0, C, npos, len, t->p2 + j0,
+                                    t->scale + j0, t->shift + j0, a->stream_stores != 0);
+        }
+        if (end < gb - ga) FN_NAME(group_portable_one)(a, ga + end);
+        k = end + 1;
+    }
+}
+
+/* One sample, tile by tile. */
+static void FN_NAME(group_cl_forward)(const fn_group *a, FN_NAME(group_tile) *t)
+{
+    const ptrdiff_t cg = a->channels / a->groups;
+    for (ptrdiff_t ga = a->g0; ga < a->g1; ga += FN_GROUP_TILE_GROUPS(cg)) {
+        const ptrdiff_t gb =
+            a->g1 - ga < FN_GROUP_TILE_GROUPS(cg) ? a->g1 : ga + FN_GROUP_TILE_GROUPS(cg);
+        FN_NAME(group_cl_measure)(t, (const FN_S *)a->x, a->channels, a->spatial, ga * cg,
+                                  (gb - ga) * cg);
+        FN_NAME(group_cl_params)(a, t, ga, gb);
+        FN_NAME(group_cl_write_tile)(a, t, ga, gb);
+    }
+}
+
+/* The block's samples when one tile holds its groups: sample n + 1 is
+ * measured position by position (the lanes walk's pass 1, step by step,
+ * the same bits as measured alone) in the loop that writes sample n, so
+ * the reads of the next sample from memory overlap this sample's writes,
+ * as the rows walk overlaps rows. */
+static void FN_NAME(group_cl_forward_samples)(const fn_group *a, FN_NAME(group_tile) *t)
+{
+    const ptrdiff_t npos = a->spatial, C = a->channels, cg = C / a->groups;
+    const ptrdiff_t c0 = a->g0 * cg, rows = (a->g1 - a->g0) * cg;
+    const ptrdiff_t nv = (rows + VL - 1) / VL, last = rows - (nv - 1) * VL;
+    const int stream = a->stream_stores != 0;
+    FN_NAME(group_cl_measure)(t, (const FN_S *)a->x, C, npos, c0, rows);
+    for (ptrdiff_t n = 0; n < a->samples; n++) {
+        const fn_group one = FN_NAME(group_one_sample)(a, n);
+        const int any_portable = FN_NAME(group_cl_params)(&one, t, a->g0, a->g1);
+        const FN_S *xnext = (const FN_S *)a->x + (n + 1) * a->x_n_stride;
+        if (n + 1 == a->samples || any_portable) {
+            FN_NAME(group_cl_write_tile)(&one, t, a->g0, a->g1);
+            if (n + 1 < a->samples) FN_NAME(group_cl_measure)(t, xnext, C, npos, c0, rows);
+            continue;
+        }
+        const FN_NAME(lanes_geom) next = {xnext + c0, C, nv, last};
+        const FN_S *x = (const FN_S *)one.x + c0;
+        FN_S *y = (FN_S *)one.y + c0;
+        FN_T k = 0;
+        FN_NAME(lanes_moments_init)(next, npos, rows, 0, t->state, &t->tot);
+        for (ptrdiff_t p = 0; p < npos; p++) {
+            FN_NAME(lanes_moments_step)(next, npos, rows, 0, t->state, &t->tot, &k, p);
+            FN_NAME(group_cl_write_pos)(x + p * C, y + p * C, rows, t->p2, t->scale, t->shift,
+                                        stream);
+        }
+        FN_NAME(lanes_merge_chunk)(t->state, rows, &k, &t->tot, 0);
+    }
+    if (stream) VSFENCE();
 }
 
 /* Channels-first backward: per channel run, the sums of dy and of
@@ -557,11 +633,22 @@ void FN_NAME(group_norm)(const fn_group *a)
 {
     const ptrdiff_t C = a->channels, S = a->spatial, cg = C / a->groups;
     if (a->x_s_stride == 1 && a->x_c_stride == S && a->y_s_stride == 1 && a->y_c_stride == S) {
-        FN_NAME(group_cf_forward)(a);
+        for (ptrdiff_t n = 0; n < a->samples; n++) {
+            const fn_group one = FN_NAME(group_one_sample)(a, n);
+            FN_NAME(group_cf_forward)(&one);
+        }
     } else if (a->x_c_stride == 1 && a->x_s_stride == C && a->y_c_stride == 1 &&
                a->y_s_stride == C && cg <= FN_LANES_MAX) {
         FN_NAME(group_tile) t;
-        FN_NAME(group_cl_forward)(a, &t);
+        if ((a->g1 - a->g0) * cg <= FN_LANES_MAX) {
+            FN_NAME(group_cl_forward_samples)(a, &t);
+        } else {
+            for (ptrdiff_t n = 0; n < a->samples; n++) {
+                const fn_group one = FN_NAME(group_one_sample)(a, n);
+                FN_NAME(group_cl_forward)(&one, &t);
+            }
+            if (a->stream_stores) VSFENCE();
+        }
     } else {
         FN_PORTABLE(group_norm)(a);
     }

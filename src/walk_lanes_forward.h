@@ -180,17 +180,15 @@ static void FN_NAME(lanes_rows_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff
         FN_PORTABLE(layer_norm_rows)(&sub);
 }
 
-/* Pass 1 of a tile (g: nv vectors of rows, n elements each): each row's
- * pivot into state, its chunks' moments into tot.  The GroupNorm walk
- * (walk_group.h) gathers channels-last channels' moments with it too. */
-static void FN_NAME(lanes_tile_moments)(FN_NAME(lanes_geom) g, ptrdiff_t n, ptrdiff_t rows, int rms,
+/* Pass 1 of a tile (g: nv vectors of rows, n elements each), in three
+ * parts: each row's pivot into state and the totals cleared; one element
+ * (k counts the chunk's elements); the last chunk folded.  The GroupNorm
+ * walk (walk_group.h) gathers channels-last channels' moments with them,
+ * element by element while it writes the previous sample. */
+static void FN_NAME(lanes_moments_init)(FN_NAME(lanes_geom) g, ptrdiff_t n, ptrdiff_t rows, int rms,
                                         FN_NAME(lanes_vec) *state, FN_NAME(lanes_totals) *tot)
 {
-    const FN_S *x = g.x;
-    const ptrdiff_t xs = g.xs, nv = g.nv;
-    ptrdiff_t i, v;
-
-    for (v = 0; v < nv; v++) {
+    for (ptrdiff_t v = 0; v < g.nv; v++) {
         V p = VZERO;
         if (!rms) { /* per-lane median of first, middle, last element */
             V e0 = FN_NAME(lanes_load)(g, v, 0), e1 = FN_NAME(lanes_load)(g, v, n - 1);
@@ -204,19 +202,32 @@ static void FN_NAME(lanes_tile_moments)(FN_NAME(lanes_geom) g, ptrdiff_t n, ptrd
     tot->n = 0.0;
     for (ptrdiff_t j = 0; j < rows; j++) tot->mean[j] = tot->m2[j] = 0.0;
     if (FN_EXACT_MEAN)
-        for (ptrdiff_t j = 0; j < nv * VL; j++) tot->sum[j] = tot->sq[j] = 0.0;
+        for (ptrdiff_t j = 0; j < g.nv * VL; j++) tot->sum[j] = tot->sq[j] = 0.0;
+}
+
+FN_ALWAYS_INLINE void FN_NAME(lanes_moments_step)(FN_NAME(lanes_geom) g, ptrdiff_t n,
+                                                  ptrdiff_t rows, int rms,
+                                                  FN_NAME(lanes_vec) *state,
+                                                  FN_NAME(lanes_totals) *tot, FN_T *k, ptrdiff_t i)
+{
+    const FN_S *ahead = i + FN_LANES_AHEAD < n ? g.x + (i + FN_LANES_AHEAD) * g.xs : NULL;
+    if (i > 0 && i % FN_LANES_CHUNK == 0) FN_NAME(lanes_merge_chunk)(state, rows, k, tot, rms);
+    *k += 1;
+    if (rms)
+        FN_NAME(lanes_step_rms)(g, state, i, ahead);
+    else if (FN_EXACT_MEAN)
+        FN_NAME(lanes_step_exact)(g, state, tot, i, ahead);
+    else
+        FN_NAME(lanes_step_welford)(g, state, *k, i, ahead);
+}
+
+static void FN_NAME(lanes_tile_moments)(FN_NAME(lanes_geom) g, ptrdiff_t n, ptrdiff_t rows, int rms,
+                                        FN_NAME(lanes_vec) *state, FN_NAME(lanes_totals) *tot)
+{
     FN_T k = 0;
-    for (i = 0; i < n; i++) { /* pass 1 */
-        const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
-        if (i > 0 && i % FN_LANES_CHUNK == 0) FN_NAME(lanes_merge_chunk)(state, rows, &k, tot, rms);
-        k += 1;
-        if (rms)
-            FN_NAME(lanes_step_rms)(g, state, i, ahead);
-        else if (FN_EXACT_MEAN)
-            FN_NAME(lanes_step_exact)(g, state, tot, i, ahead);
-        else
-            FN_NAME(lanes_step_welford)(g, state, k, i, ahead);
-    }
+    FN_NAME(lanes_moments_init)(g, n, rows, rms, state, tot);
+    for (ptrdiff_t i = 0; i < n; i++) /* pass 1 */
+        FN_NAME(lanes_moments_step)(g, n, rows, rms, state, tot, &k, i);
     FN_NAME(lanes_merge_chunk)(state, rows, &k, tot, rms);
 }
 
