@@ -167,6 +167,7 @@ def torch_derived(w: Any, tag: Any, make: Any) -> Any: ...
 def derived_cache_info() -> tuple[int, int]: ...
 
 # GroupNorm (issue 28, fastnorm/_group.pxi)
+@final
 class GroupCall:
     x: Any
     weight: Any

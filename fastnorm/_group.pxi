@@ -58,6 +58,7 @@ cdef object _group_stat(object value, str name, Py_ssize_t n, Py_ssize_t groups,
     return _kernel_operand(arr, typenum, contiguous=True)
 
 
+@cython.auto_pickle(False)  # (a call is run where it is checked)
 cdef class GroupCall:
     """One GroupNorm call's checked arguments."""
     cdef public object x, weight, bias, out

@@ -247,6 +247,9 @@ class GroupNorm(_Norm):
     """
 
     _param_names = ("weight", "bias")
+    eps: float
+    bias: Array | None
+    bias_grad: Array | None
 
     def __init__(
         self,

@@ -11,6 +11,8 @@ result keeps the input's memory format, as torch's own op does.  CPU tensors
 of fastnorm's dtypes run fastnorm's kernels; anything else runs torch's own
 ``F.group_norm``."""
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -101,8 +103,8 @@ def _from_numpy(arr):
 def group_norm_op(
     input: torch.Tensor,
     num_groups: int,
-    weight: torch.Tensor | None,
-    bias: torch.Tensor | None,
+    weight: Optional[torch.Tensor],
+    bias: Optional[torch.Tensor],
     eps: float,
 ) -> torch.Tensor:
     return _forward_impl(input, num_groups, weight, bias, eps)
@@ -122,7 +124,7 @@ def group_norm_backward_op(
     grad: torch.Tensor,
     input: torch.Tensor,
     num_groups: int,
-    weight: torch.Tensor | None,
+    weight: Optional[torch.Tensor],
     eps: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     if not _kernel_ok(grad, input, weight) or input.dim() < 2:
