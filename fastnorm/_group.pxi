@@ -103,19 +103,18 @@ cdef inline int _group_threads(Py_ssize_t size) noexcept nogil:
     return _max_threads() if size >= PARALLEL_MIN_ELEMENTS else 1
 
 
-cdef Py_ssize_t _group_items_per_sample(GroupCall c, int threads):
-    """How many items each sample's groups are split into."""
-    cdef Py_ssize_t cg = c.channels // c.groups, per_group = cg * c.spatial, k
-    if c.last:
-        # whole samples when there are enough of them; else chunks of at
-        # least 64 channels
+cdef Py_ssize_t _group_items_per_sample(GroupCall c, int threads, bint forward):
+    """How many items each sample's groups are split into.  The forward
+    walks measure the next group (channels-first) or sample (channels-last)
+    while writing one, so its items keep whole samples when there are
+    enough of them to share out (else slices of at least 64 channels); the
+    backward's groups are independent: items of about ITEM_ELEMENTS."""
+    cdef Py_ssize_t cg = c.channels // c.groups, per_group = cg * c.spatial
+    if forward or c.last:
         if c.n >= 2 * threads:
             return 1
-        k = max(1, min(c.groups, c.channels // 64))
-        return k
-    # about ITEM_ELEMENTS elements an item
-    k = max(1, min(c.groups, (c.groups * per_group) // ITEM_ELEMENTS))
-    return k
+        return max(1, min(c.groups, c.channels // 64, -(-2 * threads // c.n)))
+    return max(1, min(c.groups, (c.groups * per_group) // ITEM_ELEMENTS))
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1, out=None,
@@ -157,7 +156,7 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1, 
         x3 = x3.copy()
     if cnp.PyArray_SIZE(x3) > 0:
         threads = _group_threads(cnp.PyArray_SIZE(x3))
-        per = _group_items_per_sample(c, threads)
+        per = _group_items_per_sample(c, threads, True)
         # channels-last blocks of whole samples: each measures its next
         # sample while writing one (walk_group.h), so one block per thread
         spi = -(-c.n // threads) if c.last and per == 1 else 1
@@ -257,7 +256,7 @@ def group_norm_backward(dy, x, num_groups, weight=None, mean=None, rstd=None, ep
     db_parts = np.zeros((c.n, c.channels), np.float64)
     if cnp.PyArray_SIZE(x3) > 0:
         threads = _group_threads(cnp.PyArray_SIZE(x3))
-        per = _group_items_per_sample(c, threads)
+        per = _group_items_per_sample(c, threads, False)
         n_items = c.n * per
         sample_size = c.channels * c.spatial
         memset(&blk, 0, sizeof(blk))
