@@ -9,6 +9,7 @@
     python benchmarks/targets.py --dask --repeats 5   # fastnorm on Dask arrays
     python benchmarks/targets.py --incache            # the kernels against a plain kernel, in cache
     python benchmarks/targets.py --quant              # the quantized outputs (targets_quant.py)
+    python benchmarks/targets.py --group              # GroupNorm (benchmarks/targets_group.py)
     python benchmarks/targets.py --isa avx2 --repeats 41 --threads 1
 
 Each target is a ratio of medians measured in one process, its competitors
@@ -613,6 +614,9 @@ def parse_args(argv):
         help="the quantized outputs against their two steps and the roof (targets_quant.py)",
     )
     which.add_argument(
+        "--group", action="store_true", help="GroupNorm against torch and the roof (needs torch)"
+    )
+    which.add_argument(
         "--dask",
         action="store_true",
         help="fastnorm on Dask arrays against Dask-native expressions (needs dask)",
@@ -632,7 +636,7 @@ def parse_args(argv):
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     harness.require_optional(
-        parser, need_torch=args.torch, need_dask=args.dask, dask_install="'.[dask]'"
+        parser, need_torch=args.torch or args.group, need_dask=args.dask, dask_install="'.[dask]'"
     )
     return args
 
@@ -659,9 +663,13 @@ def main(argv=None):
         import targets_quant
 
         targets = targets_quant.quant_targets(Target, _thread_label, THREADS)
+    elif args.group:
+        import targets_group
+
+        targets = targets_group.group_targets(Target, _thread_label, THREADS)
     else:
         targets = forward_targets()
-    if not (args.spellings or args.incache or args.quant):
+    if not (args.spellings or args.incache or args.quant or args.group):
         targets += roof_references()
     targets = select(targets, args.threads)
     if not targets:

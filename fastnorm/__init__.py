@@ -89,6 +89,7 @@ else:
         rms_norm_backward,
     )
     from ._config import available_isas, get_isa, show_config
+    from ._group import GroupNorm, group_norm, group_norm_backward  # issue 28
     from ._modules import IncompatibleKeys, LayerNorm, RMSNorm
     from ._quantized import (
         add_layer_norm_quant,
@@ -110,8 +111,11 @@ __all__ = [
     "layer_norm_quant",
     "add_rms_norm_quant",
     "add_layer_norm_quant",
+    "group_norm",
+    "group_norm_backward",
     "LayerNorm",
     "RMSNorm",
+    "GroupNorm",
     "IncompatibleKeys",
     "available_isas",
     "get_isa",

@@ -202,3 +202,39 @@ def torch_derived(w: Any, tag: Any, make: Any) -> Any: ...
 
 # the cache of values derived from parameter vectors (widened half weights)
 def derived_cache_info() -> tuple[int, int]: ...
+
+# GroupNorm (issue 28, fastnorm/_group.pxi)
+@final
+class GroupCall:
+    x: Any
+    weight: Any
+    bias: Any
+    out: Any
+    n: int
+    channels: int
+    groups: int
+    spatial: int
+    last: bool
+    eps: float
+
+def group_norm(
+    x: Any,
+    num_groups: Any,
+    weight: Any = ...,
+    bias: Any = ...,
+    eps: Any = ...,
+    channel_axis: Any = ...,
+    out: Any = ...,
+    return_stats: bool = ...,
+) -> Any: ...
+def group_norm_backward(
+    dy: Any,
+    x: Any,
+    num_groups: Any,
+    weight: Any = ...,
+    mean: Any = ...,
+    rstd: Any = ...,
+    eps: Any = ...,
+    channel_axis: Any = ...,
+    float64_sums: bool = ...,
+) -> Any: ...

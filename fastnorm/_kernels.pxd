@@ -71,6 +71,33 @@ cdef extern from "fastnorm_kernels.h" nogil:
         int code
         int static_scale
     ctypedef void (*fn_quant_kernel)(const fn_quant *block) noexcept nogil
+    # GroupNorm (issue 28)
+    ctypedef struct fn_group:
+        const void *x
+        void *y
+        const void *weight
+        const void *bias
+        void *mean
+        void *rstd
+        Py_ssize_t channels, groups, g0, g1, spatial
+        Py_ssize_t x_c_stride, x_s_stride, y_c_stride, y_s_stride
+        double eps
+        int stream_stores
+        Py_ssize_t samples, x_n_stride, y_n_stride
+    ctypedef void (*fn_group_kernel)(const fn_group *block) noexcept nogil
+    ctypedef struct fn_group_bwd:
+        const void *x
+        const void *dy
+        void *dx
+        const void *weight
+        const void *rstd
+        double *dweight
+        double *dbias
+        Py_ssize_t channels, groups, g0, g1, spatial
+        Py_ssize_t x_c_stride, x_s_stride, dy_c_stride, dy_s_stride, dx_c_stride, dx_s_stride
+        double eps
+        int stream_stores
+    ctypedef void (*fn_group_bwd_kernel)(const fn_group_bwd *block) noexcept nogil
     ctypedef struct fn_kernel_table:
         const char *isa
         fn_rows_kernel layer_norm[FN_N_DTYPES]
@@ -80,5 +107,7 @@ cdef extern from "fastnorm_kernels.h" nogil:
         fn_rows_kernel layer_norm_half_to_f32[2]
         fn_rows_kernel rms_norm_half_to_f32[2]
         fn_quant_kernel quantize[2]
+        fn_group_kernel group_norm[FN_N_DTYPES]
+        fn_group_bwd_kernel group_norm_backward[FN_N_DTYPES]
     const fn_kernel_table fn_kernels_scalar
     int fn_usable_tables(const fn_kernel_table **tables, int max)

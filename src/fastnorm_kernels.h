@@ -83,6 +83,46 @@ typedef struct fn_rows_bwd {
 
 typedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block);
 
+/* GroupNorm (issue 28): groups [g0, g1) of `samples` samples (x_n_stride,
+ * y_n_stride apart; their mean and rstd `groups` apart) on the calling
+ * thread; the backward takes one sample.
+ * The sample is C channels of S positions (the spatial axes merged), its
+ * elements addressed with a channel stride and a position stride:
+ * channels-first (N, C, *spatial) has c_stride S and s_stride 1, so each
+ * group is a contiguous run of (C/G)*S elements; channels-last (N, *spatial,
+ * C) has c_stride 1 and s_stride C.  Those two layouts take the SIMD walks;
+ * any other strides the portable kernel.  weight and bias hold C values (or
+ * NULL); mean and rstd G values a sample (or NULL).  The backward
+ * writes (does not add) this sample's share of dweight and dbias for the
+ * channels of groups [g0, g1): C doubles each, owned by the caller, which
+ * sums the samples in a fixed order. */
+typedef struct fn_group {
+    const void *x;
+    void *y; /* may alias x exactly */
+    const void *weight, *bias;
+    void *mean, *rstd;
+    ptrdiff_t channels, groups, g0, g1, spatial; /* C, G, S >= 1 */
+    ptrdiff_t x_c_stride, x_s_stride, y_c_stride, y_s_stride;
+    double eps;
+    int stream_stores;
+    ptrdiff_t samples, x_n_stride, y_n_stride; /* samples >= 1 */
+} fn_group;
+
+typedef struct fn_group_bwd {
+    const void *x, *dy;
+    void *dx; /* may alias dy exactly */
+    const void *weight;
+    const void *rstd; /* G values from the forward, or NULL: recomputed */
+    double *dweight, *dbias; /* C values, or NULL */
+    ptrdiff_t channels, groups, g0, g1, spatial;
+    ptrdiff_t x_c_stride, x_s_stride, dy_c_stride, dy_s_stride, dx_c_stride, dx_s_stride;
+    double eps;
+    int stream_stores;
+} fn_group_bwd;
+
+typedef void (*fn_group_kernel)(const fn_group *block);
+typedef void (*fn_group_bwd_kernel)(const fn_group_bwd *block);
+
 /* Element types, the index into each table row.  float16 and bfloat16
  * elements are computed on in float32: their weight, bias and statistics
  * are float32. */
@@ -118,6 +158,8 @@ typedef struct fn_kernel_table {
     fn_rows_kernel layer_norm_half_to_f32[2];
     fn_rows_kernel rms_norm_half_to_f32[2];
     fn_quant_kernel quantize[2]; /* float32, float64 values */
+    fn_group_kernel group_norm[FN_N_DTYPES];            /* GroupNorm (issue 28) */
+    fn_group_bwd_kernel group_norm_backward[FN_N_DTYPES];
 } fn_kernel_table;
 
 /* One table row: the kernel `base` of every dtype for one ISA. */
@@ -188,6 +230,14 @@ FN_DECLARE_KERNELS(bf16, scalar)
     void rms_norm_rows_##sfx##_##isa(const fn_rows *block);
 FN_DECLARE_WIDE_KERNELS(f16_f32, scalar)
 FN_DECLARE_WIDE_KERNELS(bf16_f32, scalar)
+/* GroupNorm's portable kernels, which the SIMD ones call for rare groups */
+#define FN_DECLARE_GROUP_KERNELS(sfx, isa) \
+    void group_norm_##sfx##_##isa(const fn_group *block); \
+    void group_norm_backward_##sfx##_##isa(const fn_group_bwd *block);
+FN_DECLARE_GROUP_KERNELS(f32, scalar)
+FN_DECLARE_GROUP_KERNELS(f64, scalar)
+FN_DECLARE_GROUP_KERNELS(f16, scalar)
+FN_DECLARE_GROUP_KERNELS(bf16, scalar)
 
 #ifdef __cplusplus
 }

@@ -66,4 +66,6 @@ const fn_kernel_table fn_kernels_avx2 = {
     FN_TABLE_WIDE_ROW(layer_norm_rows, avx2),
     FN_TABLE_WIDE_ROW(rms_norm_rows, avx2),
     FN_TABLE_QUANT_ROW(avx2),
+    FN_TABLE_ROW(group_norm, avx2),
+    FN_TABLE_ROW(group_norm_backward, avx2),
 };

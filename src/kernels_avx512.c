@@ -69,4 +69,6 @@ const fn_kernel_table fn_kernels_avx512 = {
     FN_TABLE_WIDE_ROW(layer_norm_rows, avx512),
     FN_TABLE_WIDE_ROW(rms_norm_rows, avx512),
     FN_TABLE_QUANT_ROW(avx512),
+    FN_TABLE_ROW(group_norm, avx512),
+    FN_TABLE_ROW(group_norm_backward, avx512),
 };

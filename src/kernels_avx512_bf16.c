@@ -45,6 +45,9 @@ FN_DECLARE_WIDE_KERNELS(f16_f32, avx512)
 FN_DECLARE_WIDE_KERNELS(bf16_f32, avx512)
 void quantize_rows_f32_avx512(const fn_quant *block);
 void quantize_rows_f64_avx512(const fn_quant *block);
+FN_DECLARE_GROUP_KERNELS(f32, avx512)
+FN_DECLARE_GROUP_KERNELS(f64, avx512)
+FN_DECLARE_GROUP_KERNELS(f16, avx512)
 
 #define FN_AVX512_ROW(base) \
     {base##_f32_avx512, base##_f64_avx512, base##_f16_avx512, base##_bf16_avx512bf16}
@@ -59,4 +62,6 @@ const fn_kernel_table fn_kernels_avx512_bf16 = {
     FN_TABLE_WIDE_ROW(layer_norm_rows, avx512),
     FN_TABLE_WIDE_ROW(rms_norm_rows, avx512),
     FN_TABLE_QUANT_ROW(avx512),
+    FN_AVX512_ROW(group_norm),
+    FN_AVX512_ROW(group_norm_backward),
 };

@@ -76,4 +76,6 @@ const fn_kernel_table fn_kernels_neon = {
     FN_TABLE_WIDE_ROW(layer_norm_rows, neon),
     FN_TABLE_WIDE_ROW(rms_norm_rows, neon),
     FN_TABLE_QUANT_ROW(neon),
+    FN_TABLE_ROW(group_norm, neon),
+    FN_TABLE_ROW(group_norm_backward, neon),
 };

@@ -59,4 +59,6 @@ const fn_kernel_table fn_kernels_scalar = {
     FN_TABLE_WIDE_ROW(layer_norm_rows, scalar),
     FN_TABLE_WIDE_ROW(rms_norm_rows, scalar),
     FN_TABLE_QUANT_ROW(scalar),
+    FN_TABLE_ROW(group_norm, scalar),
+    FN_TABLE_ROW(group_norm_backward, scalar),
 };

@@ -11,6 +11,8 @@
  *   walk_lanes_forward.h  rows side by side (row stride 1: channels-first,
  *                         Fortran order), SIMD across rows
  *   walk_rows_backward.h  contiguous rows, backward
+ *   walk_group.h          GroupNorm, channels-first and channels-last, from
+ *                         the pieces of the three above
  * with simd_row_acc.h, the row statistics the two rows walks share, and
  * norm_row_common.h, the per-row pieces every kernel shares.  Any other
  * layout (e.g. strided rows of strided elements), and a residual add on
@@ -26,6 +28,9 @@
 #endif
 #if !FN_HALF_ELEMENTS
 #include "quantize_rows.h" /* (float32/float64 values only) */
+#endif
+#if !FN_FORWARD_ONLY
+#include "walk_group.h" /* GroupNorm: the walks above, per group */
 #endif
 
 FN_ALWAYS_INLINE void FN_NAME(forward)(const fn_rows *a, int rms)

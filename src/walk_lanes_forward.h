@@ -126,6 +126,19 @@ FN_ALWAYS_INLINE void FN_NAME(lanes_step_welford)(FN_NAME(lanes_geom) g, FN_NAME
     }
 }
 
+/* Row j's moments from the totals: the mean of x - pivot and M2. */
+static inline void FN_NAME(lanes_row_moments)(const FN_NAME(lanes_totals) *tot, ptrdiff_t j,
+                                              ptrdiff_t n, int rms, double *mean, double *m2)
+{
+    *mean = tot->mean[j];
+    *m2 = tot->m2[j];
+    if (FN_EXACT_MEAN && !rms) {
+        *mean = tot->sum[j] / (double)n;
+        *m2 = tot->sq[j] - tot->sum[j] * *mean; /* no cancellation: the pivot is in the row */
+        if (*m2 < 0.0) *m2 = 0.0;
+    }
+}
+
 /* Finish row j of the tile at row r0: stats in double (eps stays a double:
  * 1e39 or 1e-50 do not fit float32), stored, and its normalize parameters
  * into the state.  Returns nonzero when the row's scale does not fit FN_T
@@ -137,13 +150,9 @@ static int FN_NAME(lanes_finish_row)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t j
     const FN_S *x = (const FN_S *)a->x + r0 + j;
     FN_NAME(lanes_vec) *sv = &state[j / VL];
     const FN_T pivot = sv->acc.pivot[j % VL];
-    double mean_j = tot->mean[j], m2_j = tot->m2[j];
+    double mean_j, m2_j;
     fn_row_stats st;
-    if (FN_EXACT_MEAN && !rms) {
-        mean_j = tot->sum[j] / (double)n;
-        m2_j = tot->sq[j] - tot->sum[j] * mean_j; /* no cancellation: the pivot is in the row */
-        if (m2_j < 0.0) m2_j = 0.0;
-    }
+    FN_NAME(lanes_row_moments)(tot, j, n, rms, &mean_j, &m2_j);
     if (rms)
         FN_NAME(fn_rms_finish)(x, n, xs, m2_j, a->eps, &st);
     else
@@ -171,6 +180,57 @@ static void FN_NAME(lanes_rows_portable)(const fn_rows *a, ptrdiff_t r0, ptrdiff
         FN_PORTABLE(layer_norm_rows)(&sub);
 }
 
+/* Pass 1 of a tile (g: nv vectors of rows, n elements each), in three
+ * parts: each row's pivot into state and the totals cleared; one element
+ * (k counts the chunk's elements); the last chunk folded.  The GroupNorm
+ * walk (walk_group.h) gathers channels-last channels' moments with them,
+ * element by element while it writes the previous sample. */
+static void FN_NAME(lanes_moments_init)(FN_NAME(lanes_geom) g, ptrdiff_t n, ptrdiff_t rows, int rms,
+                                        FN_NAME(lanes_vec) *state, FN_NAME(lanes_totals) *tot)
+{
+    for (ptrdiff_t v = 0; v < g.nv; v++) {
+        V p = VZERO;
+        if (!rms) { /* per-lane median of first, middle, last element */
+            V e0 = FN_NAME(lanes_load)(g, v, 0), e1 = FN_NAME(lanes_load)(g, v, n - 1);
+            V mid = FN_NAME(lanes_load)(g, v, (n - 1) / 2);
+            p = VMAX(VMIN(e0, e1), VMIN(mid, VMAX(e0, e1)));
+        }
+        VSTORE(state[v].acc.pivot, p);
+        VSTORE(state[v].acc.mean, VZERO);
+        VSTORE(state[v].acc.m2, VZERO);
+    }
+    tot->n = 0.0;
+    for (ptrdiff_t j = 0; j < rows; j++) tot->mean[j] = tot->m2[j] = 0.0;
+    if (FN_EXACT_MEAN)
+        for (ptrdiff_t j = 0; j < g.nv * VL; j++) tot->sum[j] = tot->sq[j] = 0.0;
+}
+
+FN_ALWAYS_INLINE void FN_NAME(lanes_moments_step)(FN_NAME(lanes_geom) g, ptrdiff_t n,
+                                                  ptrdiff_t rows, int rms,
+                                                  FN_NAME(lanes_vec) *state,
+                                                  FN_NAME(lanes_totals) *tot, FN_T *k, ptrdiff_t i)
+{
+    const FN_S *ahead = i + FN_LANES_AHEAD < n ? g.x + (i + FN_LANES_AHEAD) * g.xs : NULL;
+    if (i > 0 && i % FN_LANES_CHUNK == 0) FN_NAME(lanes_merge_chunk)(state, rows, k, tot, rms);
+    *k += 1;
+    if (rms)
+        FN_NAME(lanes_step_rms)(g, state, i, ahead);
+    else if (FN_EXACT_MEAN)
+        FN_NAME(lanes_step_exact)(g, state, tot, i, ahead);
+    else
+        FN_NAME(lanes_step_welford)(g, state, *k, i, ahead);
+}
+
+static void FN_NAME(lanes_tile_moments)(FN_NAME(lanes_geom) g, ptrdiff_t n, ptrdiff_t rows, int rms,
+                                        FN_NAME(lanes_vec) *state, FN_NAME(lanes_totals) *tot)
+{
+    FN_T k = 0;
+    FN_NAME(lanes_moments_init)(g, n, rows, rms, state, tot);
+    for (ptrdiff_t i = 0; i < n; i++) /* pass 1 */
+        FN_NAME(lanes_moments_step)(g, n, rows, rms, state, tot, &k, i);
+    FN_NAME(lanes_merge_chunk)(state, rows, &k, tot, rms);
+}
+
 /* Normalize the tile of `rows` rows at row r0 and return 0; or, when some
  * of them have a scale that does not fit FN_T, write nothing but the
  * statistics, flag those rows in wide[0, rows) and return 1. */
@@ -187,35 +247,7 @@ static int FN_NAME(lanes_tile)(const fn_rows *a, ptrdiff_t r0, ptrdiff_t rows, i
     const FN_NAME(lanes_geom) g = {x, xs, nv, last};
     ptrdiff_t i, v;
 
-    for (v = 0; v < nv; v++) {
-        V p = VZERO;
-        if (!rms) { /* per-lane median of first, middle, last element */
-            V e0 = FN_NAME(lanes_load)(g, v, 0), e1 = FN_NAME(lanes_load)(g, v, n - 1);
-            V mid = FN_NAME(lanes_load)(g, v, (n - 1) / 2);
-            p = VMAX(VMIN(e0, e1), VMIN(mid, VMAX(e0, e1)));
-        }
-        VSTORE(state[v].acc.pivot, p);
-        VSTORE(state[v].acc.mean, VZERO);
-        VSTORE(state[v].acc.m2, VZERO);
-    }
-    tot.n = 0.0;
-    for (ptrdiff_t j = 0; j < rows; j++) tot.mean[j] = tot.m2[j] = 0.0;
-    if (FN_EXACT_MEAN)
-        for (ptrdiff_t j = 0; j < nv * VL; j++) tot.sum[j] = tot.sq[j] = 0.0;
-    FN_T k = 0;
-    for (i = 0; i < n; i++) { /* pass 1 */
-        const FN_S *ahead = i + FN_LANES_AHEAD < n ? x + (i + FN_LANES_AHEAD) * xs : NULL;
-        if (i > 0 && i % FN_LANES_CHUNK == 0)
-            FN_NAME(lanes_merge_chunk)(state, rows, &k, &tot, rms);
-        k += 1;
-        if (rms)
-            FN_NAME(lanes_step_rms)(g, state, i, ahead);
-        else if (FN_EXACT_MEAN)
-            FN_NAME(lanes_step_exact)(g, state, &tot, i, ahead);
-        else
-            FN_NAME(lanes_step_welford)(g, state, k, i, ahead);
-    }
-    FN_NAME(lanes_merge_chunk)(state, rows, &k, &tot, rms);
+    FN_NAME(lanes_tile_moments)(g, n, rows, rms, state, &tot);
     /* Nothing but statistics has been written yet, so the caller can still
      * walk the tile otherwise when a row's scale does not fit FN_T (in
      * place too). */

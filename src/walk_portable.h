@@ -244,6 +244,8 @@ void FN_NAME(rms_norm_backward_rows)(const fn_rows_bwd *a)
 {
     for (ptrdiff_t r = 0; r < a->rows; r++) FN_NAME(portable_backward_row)(a, r, 1);
 }
+
+#include "group_portable.h" /* GroupNorm */
 #endif
 
 #include "simd_vocab_undef.h"

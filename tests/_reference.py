@@ -185,3 +185,58 @@ def max_ulp_error(actual, expected, dtype, slack=None):
     if slack is not None:
         err = np.maximum(err - np.broadcast_to(np.asarray(slack, np.float64), e.shape)[ok], 0)
     return float((err / ulp(e[ok], dtype)).max())
+
+
+# ---- GroupNorm (issue 28): LayerNorm over each sample's groups ----------------
+
+
+def _grouped(a, num_groups, channel_axis):
+    """a (N, C, *spatial) or (N, *spatial, C) as (N, G, (C/G) * S), channels-first."""
+    a = np.moveaxis(np.asarray(a), channel_axis, 1)
+    return a.reshape(a.shape[0], num_groups, -1)
+
+
+def _per_element(value, x, num_groups, channel_axis, dt):
+    """A per-channel weight or bias as a (1, G, (C/G) * S) array, in longdouble."""
+    if value is None:
+        return None
+    xc = np.moveaxis(np.asarray(x), channel_axis, 1)
+    shape = (1, xc.shape[1]) + (1,) * (xc.ndim - 2)
+    full = np.broadcast_to(_long(np.reshape(value, shape), dt), (1,) + xc.shape[1:])
+    return full.reshape(1, num_groups, -1)
+
+
+def group_reference(x, num_groups, weight=None, bias=None, eps=1e-5, channel_axis=1):
+    """GroupNorm's (y, mean, rstd) in longdouble: `reference`'s LayerNorm of
+    each (sample, group), then the per-channel affine; mean and rstd are
+    (N, G)."""
+    x = np.asarray(x)
+    cdt = compute_dtype(result_dtype(x))
+    xr = _grouped(x, num_groups, channel_axis)
+    y, mean, rstd = reference("layer_norm", xr, (2,), eps=eps)
+    w = _per_element(weight, x, num_groups, channel_axis, cdt)
+    b = _per_element(bias, x, num_groups, channel_axis, cdt)
+    if w is not None:
+        y = y * w
+    if b is not None:
+        y = y + b
+    xc_shape = np.moveaxis(x, channel_axis, 1).shape
+    y = np.moveaxis(y.reshape(xc_shape), 1, channel_axis)
+    return y, mean[..., 0], rstd[..., 0]
+
+
+def group_reference_backward(dy, x, num_groups, weight=None, eps=1e-5, channel_axis=1):
+    """GroupNorm's (dx, dweight or None, dbias) in longdouble."""
+    x = np.asarray(x)
+    cdt = compute_dtype(result_dtype(x))
+    xr, dyr = _grouped(x, num_groups, channel_axis), _grouped(dy, num_groups, channel_axis)
+    w = _per_element(weight, x, num_groups, channel_axis, cdt)
+    dx, dwx, dbx = reference_backward("layer_norm", dyr, xr, (2,), weight=w, eps=eps, full=True)
+    xc_shape = np.moveaxis(x, channel_axis, 1).shape
+    dx = np.moveaxis(dx.reshape(xc_shape), 1, channel_axis)
+
+    def per_channel(full):
+        full = full.reshape(xc_shape)
+        return full.sum(axis=tuple(a for a in range(len(xc_shape)) if a != 1))
+
+    return dx, (per_channel(dwx) if weight is not None else None), per_channel(dbx)

@@ -15,6 +15,7 @@ from torch.nn.utils import parametrize
 
 from .. import _core
 from ._functions import LayerNorm, RMSNorm, _param, _Proxy, rms_norm
+from ._group import GroupNorm
 from ._tensors import KERNEL_DTYPES, _is_compiling
 
 # Hugging Face RMSNorms (LlamaRMSNorm and its copies).  They compute
@@ -155,6 +156,8 @@ def _replacement_class(module):
         return LayerNorm
     if cls is torch.nn.RMSNorm:
         return RMSNorm
+    if cls is torch.nn.GroupNorm:
+        return GroupNorm
     if _is_hf_rms_norm(module, cls):
         return _hf_replacement(cls)
     return None
@@ -165,6 +168,8 @@ def _original_class(cls):
         return torch.nn.LayerNorm
     if cls is RMSNorm:
         return torch.nn.RMSNorm
+    if cls is GroupNorm:
+        return torch.nn.GroupNorm
     return cls.__dict__.get("_fastnorm_base")
 
 
@@ -179,6 +184,8 @@ def _switch_class(module, own_cls):
 
 
 def _probe_shape(module):
+    if isinstance(module, torch.nn.GroupNorm):  # (N, C, H, W)
+        return (2, module.num_channels, 3, 5)
     ns = getattr(module, "normalized_shape", None)
     if ns is None:  # Hugging Face: the weight's size
         ns = tuple(module.weight.shape)
@@ -221,7 +228,7 @@ def _verify(module, orig_cls, new_cls):
 
 
 def patch(model, *, verify=True):
-    """Switch model's torch.nn.LayerNorm and torch.nn.RMSNorm modules (and the
+    """Switch model's torch.nn.LayerNorm, RMSNorm and GroupNorm modules (and the
     Hugging Face LlamaRMSNorm / MistralRMSNorm / Qwen2RMSNorm / Qwen3RMSNorm)
     to fastnorm's forward, in place, by changing their class: parameters,
     buffers, hooks and state_dict keys are untouched.  Subclasses and modules
