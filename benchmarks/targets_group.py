@@ -1,4 +1,4 @@
-"""GroupNorm's speed targets (issue 28), for ``python benchmarks/targets.py
+"""GroupNorm's speed targets, for ``python benchmarks/targets.py
 --group``: (16, 256, 64, 64) float32, 32 groups, weight and bias, on 1 and 2
 threads.  Each thread count is one interleaved run (harness.time_interleaved)
 of every competitor, medians compared:

@@ -1,4 +1,4 @@
-"""pytest-benchmark cases for the GroupNorm UNet end to end (issue 28),
+"""pytest-benchmark cases for the GroupNorm UNet end to end,
 stock against fastnorm.torch.patch, on a small config; every case checks
 the patched model's output against stock first.
 

@@ -1,4 +1,4 @@
-"""End to end for GroupNorm (issue 28): what fastnorm.torch.patch buys on a
+"""End to end for GroupNorm: what fastnorm.torch.patch buys on a
 small UNet-style convolutional model built from torch modules.
 
     python benchmarks/unet_e2e.py                          # batch 8, 64x64, width 64

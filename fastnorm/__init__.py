@@ -89,7 +89,7 @@ else:
         rms_norm_backward,
     )
     from ._config import available_isas, get_isa, show_config
-    from ._group import GroupNorm, group_norm, group_norm_backward  # issue 28
+    from ._group import GroupNorm, group_norm, group_norm_backward
     from ._modules import IncompatibleKeys, LayerNorm, RMSNorm
     from ._quantized import (
         add_layer_norm_quant,

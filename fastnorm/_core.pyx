@@ -16,7 +16,7 @@
 #                     its outputs allocated, then the plan run
 #   _quant.pxi        quantize, and the norms quantized while in cache
 #   _torch_calls.pxi  the same for torch tensors read through their pointers
-#   _group.pxi        GroupNorm: its rules, layouts and run (issue 28)
+#   _group.pxi        GroupNorm: its rules, layouts and run
 #
 # A call reads: fastnorm/_api.py (docstring, one call) -> _calls.pxi
 # (normalize / normalize_backward / add_normalize: the call specification of

@@ -594,7 +594,7 @@ def normalize_backward(op, dy, x, normalized_shape, weight, mean, rstd, eps, axi
     return dx, dweight, dbias
 
 
-# ---- quantized outputs (issue 27) -----------------------------------------------------------
+# ---- quantized outputs -----------------------------------------------------------
 # quantize and the quantized norms, blockwise as the float forward: every
 # axis from the first normalized axis on whole in a block, one core call per
 # block.  A block's scales are the core's (its batch shape, + (n_groups,)

@@ -1,4 +1,4 @@
-# GroupNorm (issue 28) for NumPy arrays: the argument rules, the layout
+# GroupNorm for NumPy arrays: the argument rules, the layout
 # (channels-first (N, C, *spatial) or channels-last (N, *spatial, C), viewed
 # as (N, C, S) or (N, S, C) C-contiguous), and the run of the group kernels
 # of src/walk_group.h on OpenMP threads.  Included by _core.pyx; reuses the

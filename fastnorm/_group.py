@@ -1,4 +1,4 @@
-"""GroupNorm for NumPy arrays (issue 28): the public functions `group_norm`
+"""GroupNorm for NumPy arrays: the public functions `group_norm`
 and `group_norm_backward`, their Dask path (chunks along N), and the
 `GroupNorm` module.  The arguments are checked and the kernels run by the
 compiled core (fastnorm/_group.pxi)."""

@@ -71,7 +71,7 @@ cdef extern from "fastnorm_kernels.h" nogil:
         int code
         int static_scale
     ctypedef void (*fn_quant_kernel)(const fn_quant *block) noexcept nogil
-    # GroupNorm (issue 28)
+    # GroupNorm
     ctypedef struct fn_group:
         const void *x
         void *y

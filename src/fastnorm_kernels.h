@@ -83,7 +83,7 @@ typedef struct fn_rows_bwd {
 
 typedef void (*fn_rows_bwd_kernel)(const fn_rows_bwd *block);
 
-/* GroupNorm (issue 28): groups [g0, g1) of `samples` samples (x_n_stride,
+/* GroupNorm: groups [g0, g1) of `samples` samples (x_n_stride,
  * y_n_stride apart; their mean and rstd `groups` apart) on the calling
  * thread; the backward takes one sample.
  * The sample is C channels of S positions (the spatial axes merged), its
@@ -158,7 +158,7 @@ typedef struct fn_kernel_table {
     fn_rows_kernel layer_norm_half_to_f32[2];
     fn_rows_kernel rms_norm_half_to_f32[2];
     fn_quant_kernel quantize[2]; /* float32, float64 values */
-    fn_group_kernel group_norm[FN_N_DTYPES];            /* GroupNorm (issue 28) */
+    fn_group_kernel group_norm[FN_N_DTYPES];            /* GroupNorm */
     fn_group_bwd_kernel group_norm_backward[FN_N_DTYPES];
 } fn_kernel_table;
 

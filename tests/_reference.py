@@ -187,7 +187,7 @@ def max_ulp_error(actual, expected, dtype, slack=None):
     return float((err / ulp(e[ok], dtype)).max())
 
 
-# ---- GroupNorm (issue 28): LayerNorm over each sample's groups ----------------
+# ---- GroupNorm: LayerNorm over each sample's groups ----------------
 
 
 def _grouped(a, num_groups, channel_axis):

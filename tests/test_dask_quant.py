@@ -1,4 +1,4 @@
-"""Quantized outputs on Dask arrays (issue 27): `quantize`, the quantized
+"""Quantized outputs on Dask arrays: `quantize`, the quantized
 norms and their add_ forms return lazy Dask arrays (q, scale[, h]) equal bit
 for bit to the in-memory call on the computed arrays, for int8 and float8
 e4m3fn, per-row, grouped and static scales, every chunking; `dtype=` on the

@@ -1,4 +1,4 @@
-"""The guard-page fuzzer for GroupNorm (issue 28): random shapes, groups,
+"""The guard-page fuzzer for GroupNorm: random shapes, groups,
 layouts (channels-first and channels-last), dtypes and spreads, with x, dy,
 weight, bias, out and the outputs flush against PROT_NONE pages, so that any
 read or write of the group kernels outside their arrays faults.  The results

@@ -1,4 +1,4 @@
-"""fastnorm.group_norm and group_norm_backward (issue 28): every dtype, both
+"""fastnorm.group_norm and group_norm_backward: every dtype, both
 layouts, spatial ranks 0 to 3, on every kernel set (conftest pins each in
 turn), against the one extended-precision reference (tests/_reference.py);
 the same bits for any thread count; in place and out=; rare groups (NaN,

@@ -1,4 +1,4 @@
-"""Regressions from the review of issue 27: out= in a transposed work layout,
+"""Regressions from the review of the quantized outputs: out= in a transposed work layout,
 and out/scale_out sharing memory with an input or another output."""
 
 import numpy as np

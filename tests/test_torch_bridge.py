@@ -618,7 +618,7 @@ def test_patch_root_module_and_unknown_subclasses():
 
     ln = torch.nn.LayerNorm(8)
     assert fnt.patch(ln) == [""] and type(ln) is fnt.LayerNorm
-    # (a GroupNorm stood here until issue 28 made patch switch nn.GroupNorm)
+    # (a GroupNorm stood here until patch began to switch nn.GroupNorm)
     seq = torch.nn.Sequential(MyLN(8), torch.nn.BatchNorm1d(8))
     assert fnt.patch(seq) == []
 

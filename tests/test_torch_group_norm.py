@@ -1,4 +1,4 @@
-"""fastnorm.torch.group_norm, GroupNorm and patch of nn.GroupNorm (issue 28):
+"""fastnorm.torch.group_norm, GroupNorm and patch of nn.GroupNorm:
 torch's F.group_norm values and gradients, gradcheck in float64, channels_last
 tensors read without a copy, torch.compile(fullgraph=True), and a patched
 small UNet-style model in float32 and bfloat16, in both memory formats."""

@@ -1,4 +1,4 @@
-"""fastnorm.torch's quantized norms (issue 27): rms_norm_quant,
+"""fastnorm.torch's quantized norms: rms_norm_quant,
 layer_norm_quant and their add_ forms on tensors are bit for bit the NumPy
 functions on the same data (float32 and bfloat16 inputs, int8 and float8
 e4m3fn codes, grouped and static scales, the fused add's h); they refuse

@@ -33,7 +33,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     ) from exc
 
 from ._functions import LayerNorm, RMSNorm, add_layer_norm, add_rms_norm, layer_norm, rms_norm
-from ._group import GroupNorm, group_norm  # issue 28
+from ._group import GroupNorm, group_norm
 from ._patch import patch, unpatch
 from ._quant import add_layer_norm_quant, add_rms_norm_quant, layer_norm_quant, rms_norm_quant
 

@@ -1,4 +1,4 @@
-"""GroupNorm for PyTorch (issue 28): `group_norm`, matching
+"""GroupNorm for PyTorch: `group_norm`, matching
 ``torch.nn.functional.group_norm``, with autograd through fastnorm's
 backward; the torch.library ops ``torch.ops.fastnorm.group_norm`` and
 ``group_norm_backward`` with fake implementations (so that torch.compile,

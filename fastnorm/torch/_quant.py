@@ -1,4 +1,4 @@
-"""fastnorm.torch's quantized norms (issue 27): `rms_norm_quant`,
+"""fastnorm.torch's quantized norms: `rms_norm_quant`,
 `layer_norm_quant` and their fused residual add forms on CPU tensors, and
 their torch.library ops.
 
