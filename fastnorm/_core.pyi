@@ -203,7 +203,7 @@ def torch_derived(w: Any, tag: Any, make: Any) -> Any: ...
 # the cache of values derived from parameter vectors (widened half weights)
 def derived_cache_info() -> tuple[int, int]: ...
 
-# GroupNorm (issue 28, fastnorm/_group.pxi)
+# GroupNorm (fastnorm/_group.pxi)
 @final
 class GroupCall:
     x: Any
