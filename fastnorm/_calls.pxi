@@ -221,6 +221,16 @@ def normalize(int op, x, normalized_shape, weight, bias, eps, axis, out, bint re
                                           return_stats, dtype))
 
 
+cdef tuple _rounded_result(Call c, tuple computed):
+    """A result tuple computed in the kernels' result dtype with its y
+    rounded once to the call's dtype: into out when given, else a new
+    array; the other results as they are."""
+    if c.out is None:
+        return (computed[0].astype(c.dtype),) + computed[1:]
+    np.copyto(c.y, computed[0], casting="unsafe")
+    return (c.out,) + computed[1:]
+
+
 cdef object _run_normalize(Call c):
     cdef cnp.ndarray xa = c.x, y, y_work
     weight, bias = c.weight, c.bias
@@ -228,13 +238,9 @@ cdef object _run_normalize(Call c):
     if kernel_dtype != c.dtype:  # computed in the compute dtype, then rounded
         computed = normalize(c.op, xa, None, weight, bias, c.eps, c.axes, None,
                              c.return_stats, kernel_dtype)
-        head = computed[0] if c.return_stats else computed
-        if c.out is None:
-            y_new = head.astype(c.dtype)
-        else:
-            np.copyto(c.y, head, casting="unsafe")
-            y_new = c.out
-        return (y_new,) + computed[1:] if c.return_stats else y_new
+        if not c.return_stats:
+            return _rounded_result(c, (computed,))[0]
+        return _rounded_result(c, computed)
     y = _new_output(xa, c.dtype) if c.out is None else c.y
     mean, rstd = _new_stats(c.op, xa, c.is_norm, c.return_stats)
     result = y if c.out is None else c.out
@@ -274,12 +280,7 @@ cdef object _run_add_normalize(Call c):
     if kernel_dtype != c.dtype:  # computed in the compute dtype, then rounded
         computed = add_normalize(c.op, xa, r, None, c.weight, c.bias, c.eps, c.axes, None,
                                  c.residual_out, c.return_stats, kernel_dtype)
-        if c.out is None:
-            y_new = computed[0].astype(c.dtype)
-        else:
-            np.copyto(c.y, computed[0], casting="unsafe")
-            y_new = c.out
-        return (y_new,) + computed[1:]
+        return _rounded_result(c, computed)
     cdef cnp.ndarray y = _new_output(xa, c.dtype) if c.out is None else c.y
     cdef cnp.ndarray h = _new_output(xa) if c.residual_out is None else c.h
     weight = _private_if_overlapping(c.weight, y, h)

@@ -210,7 +210,7 @@ cdef object _run_quant_rows(quant_run_t *run, _QuantArgs a, cnp.ndarray q, cnp.n
     return tiles
 
 
-cdef tuple _quant_outputs(_QuantArgs a, tuple work_shape, Py_ssize_t rows, bint same_order):
+cdef tuple _quant_outputs(_QuantArgs a, tuple work_shape, bint same_order):
     """The code array the kernels write (C-contiguous, work_shape: the
     caller's out when it is so and the work layout is x's own axis order,
     same_order; a transposed work shape may equal x's shape, as (n, n) with
@@ -264,8 +264,7 @@ def quantize(y, dtype, axis, group_size, scale, out, scale_out):
     if _overlap(values, a.q) or _overlap(values, a.scale_out):
         values = values.copy()
     rows = values.size // a.n if a.n else 0
-    q, scales = _quant_outputs(a, values.shape, rows,
-                               order == tuple(range(ya.ndim)))
+    q, scales = _quant_outputs(a, values.shape, order == tuple(range(ya.ndim)))
     if values.size:
         memset(&run, 0, sizeof(quant_run_t))
         run.quant.y = cnp.PyArray_DATA(values)
@@ -318,7 +317,7 @@ def normalize_quant(int op, x, residual, normalized_shape, weight, bias, eps, ax
 
     order = tuple(range(xa.ndim))
     rows = cnp.PyArray_SIZE(xa) // a.n
-    q, scales = _quant_outputs(a, _shape(xa), rows, True)
+    q, scales = _quant_outputs(a, _shape(xa), True)
     # (and scales: a scale_out holding weight or bias is written while in use)
     weight = _private_if_overlapping(_private_if_overlapping(c.weight, q, h), scales)
     bias = _private_if_overlapping(_private_if_overlapping(c.bias, q, h), scales)
